@@ -116,7 +116,7 @@ show_log() { # name [lines]   (for the apiserver: its warnings and errors only)
   [[ -f $f ]] || return 0
   if [[ $1 == apiserver ]]; then
     echo "  --- tail of apiserver.log (W/E lines; whole log in $f) ---"
-    grep -E '^[WEF][0-9]{4} ' "$f" | tail -n "${2:-15}" | sed 's/^/  | /'
+    grep -E '^[WEF][0-9]{4} ' "$f" | grep -v 'Skipping API' | tail -n "${2:-15}" | sed 's/^/  | /'
   else
     echo "  --- tail of $1.log ---"
     tail -n "${2:-25}" "$f" | sed 's/^/  | /'
@@ -284,8 +284,14 @@ k() { "$KUBECTL" --kubeconfig "$WORK/admin.kubeconfig" --request-timeout=20s "$@
 # mint_token NS SA [AUDIENCE]: a service-account token from the TokenRequest API
 # (kubectl 1.20 has no `kubectl create token`). Without AUDIENCE it gets the
 # apiserver's default audience (--api-audiences).
+# Two TokenRequests for the same SA within one second give byte-identical JWTs in 1.20
+# (no jti claim), so each token gets a distinct lifetime: every minted token is fresh.
+echo 0 >"$WORK/token-seq"
 mint_token() {
-  local ns=$1 sa=$2 aud=${3:-} spec='"expirationSeconds":7200'
+  local ns=$1 sa=$2 aud=${3:-} seq
+  seq=$(( $(cat "$WORK/token-seq") + 1 ))
+  echo "$seq" >"$WORK/token-seq"
+  local spec="\"expirationSeconds\":$((7200 + seq))"
   [[ -n $aud ]] && spec+=",\"audiences\":[\"$aud\"]"
   printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{%s}}' "$spec" >"$WORK/tokenrequest.json"
   k create --raw "/api/v1/namespaces/$ns/serviceaccounts/$sa/token" -f "$WORK/tokenrequest.json" |

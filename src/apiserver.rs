@@ -1,0 +1,251 @@
+//! The apiserver client shared by authentication and authorization.
+//!
+//! Wraps a kube `Client` with what a sidecar in every pod owes the apiserver: a
+//! client-side token bucket (`--kube-api-qps`/`--kube-api-burst`, client-go's
+//! semantics), a hard time budget per review (`--apiserver-timeout`, which includes
+//! waiting for the bucket, so a backlog turns into 503s rather than a growing queue),
+//! and a record of whether the apiserver answered lately, for `/readyz`.
+
+use std::{
+    fmt,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use k8s_openapi::api::{authentication::v1::TokenReview, authorization::v1::SubjectAccessReview};
+use kube::{
+    api::PostParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    Api, Client,
+};
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// How often `/readyz` re-checks the apiserver when no review has told us lately.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a review produced no answer. Never carries a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Api(#[source] kube::Error),
+}
+
+/// Why the apiserver client could not be built at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("--kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error(
+        "no Kubernetes API configuration: not running in a cluster, and no usable \
+         --kubeconfig, $KUBECONFIG or ~/.kube/config ({0})"
+    )]
+    NotFound(String),
+    #[error("building the Kubernetes client: {0}")]
+    Build(String),
+}
+
+/// The apiserver, as the proxy uses it.
+pub struct Apiserver {
+    client: Client,
+    limiter: Option<TokenBucket>,
+    timeout: Duration,
+    reachable: AtomicBool,
+}
+
+impl fmt::Debug for Apiserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Apiserver")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Apiserver {
+    /// Loads `--kubeconfig`, else the in-cluster config, else `$KUBECONFIG` or
+    /// `~/.kube/config` (kube-rbac-proxy's order, plus the developer fallback).
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        rate_limit: RateLimit,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let mut config = match kubeconfig {
+            Some(path) => {
+                let file_error = |message: String| ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    message,
+                };
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|e| file_error(e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| file_error(e.to_string()))?
+            }
+            None => match kube::Config::incluster() {
+                Ok(config) => config,
+                Err(in_cluster) => kube::Config::from_kubeconfig(&KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| ClientError::NotFound(format!("{in_cluster}; {e}")))?,
+            },
+        };
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        let client = Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Self::new(client, rate_limit, timeout))
+    }
+
+    /// Wraps an existing client (tests, benches).
+    pub fn new(client: Client, rate_limit: RateLimit, timeout: Duration) -> Self {
+        let limiter = match rate_limit {
+            RateLimit::Unlimited => None,
+            RateLimit::TokenBucket { qps, burst } => Some(TokenBucket::new(qps, burst)),
+        };
+        Self {
+            client,
+            limiter,
+            timeout,
+            reachable: AtomicBool::new(true),
+        }
+    }
+
+    /// POSTs a TokenReview.
+    pub async fn token_review(&self, review: &TokenReview) -> Result<TokenReview, ReviewError> {
+        self.create(review).await
+    }
+
+    /// POSTs a SubjectAccessReview.
+    pub async fn subject_access_review(
+        &self,
+        review: &SubjectAccessReview,
+    ) -> Result<SubjectAccessReview, ReviewError> {
+        self.create(review).await
+    }
+
+    /// Whether the apiserver answered the last review or probe.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Checks reachability every few seconds, so `/readyz` is right even when idle.
+    pub fn spawn_probe(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(PROBE_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(this) = this.upgrade() else { return };
+                let answered =
+                    tokio::time::timeout(this.timeout, this.client.apiserver_version()).await;
+                let ok = matches!(answered, Ok(Ok(_)));
+                if this.reachable.swap(ok, Ordering::Relaxed) != ok {
+                    if ok {
+                        tracing::info!("apiserver reachable again");
+                    } else {
+                        tracing::warn!("apiserver unreachable");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn create<K>(&self, object: &K) -> Result<K, ReviewError>
+    where
+        K: kube::Resource<Scope = kube::core::ClusterResourceScope>
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let call = async {
+            if let Some(limiter) = &self.limiter {
+                limiter.acquire().await;
+            }
+            api.create(&PostParams::default(), object).await
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(ReviewError::Api(error)),
+            Err(_) => Err(ReviewError::Timeout(self.timeout)),
+        };
+        // A 4xx is still an answer from a live apiserver; anything else is not.
+        let answered = match &result {
+            Ok(_) => true,
+            Err(ReviewError::Api(kube::Error::Api(status))) => status.code < 500,
+            Err(_) => false,
+        };
+        self.reachable.store(answered, Ordering::Relaxed);
+        result
+    }
+}
+
+/// client-go's token bucket: `qps` tokens a second, up to `burst` saved up. Callers
+/// reserve a token and sleep until it is due, so waiting is fair and bounded by the
+/// caller's own timeout.
+struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    fn new(qps: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    async fn acquire(&self) {
+        let wait = {
+            // A poisoned lock only means another waiter panicked; the numbers are fine.
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let (tokens, last) = *state;
+            let refilled =
+                (tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+            let left = refilled - 1.0;
+            *state = (left, now);
+            if left >= 0.0 {
+                return;
+            }
+            Duration::from_secs_f64(-left / self.qps)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn token_bucket_allows_a_burst_then_paces() {
+        let bucket = TokenBucket::new(5.0, 10);
+        let start = Instant::now();
+        for _ in 0..10 {
+            bucket.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
+        for _ in 0..5 {
+            bucket.acquire().await;
+        }
+        let paced = start.elapsed().as_secs_f64();
+        assert!(
+            (paced - 1.0).abs() < 0.01,
+            "5 more at 5 qps take 1s, took {paced}"
+        );
+    }
+}

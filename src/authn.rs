@@ -1,0 +1,264 @@
+//! Authentication: who is calling? A bearer token, reviewed by the apiserver.
+//!
+//! The token is parsed into `BearerToken`, whose `Debug` is redacted so it cannot leak
+//! into a log line by accident. It is looked up by HMAC in the cache; on a miss one
+//! TokenReview runs for all concurrent requests with that token. Rejections are cached
+//! too (for `--auth-negative-cache-ttl`), so a client retrying a bad token cannot make
+//! us send one TokenReview per request. An apiserver error is never cached and never
+//! lets the request through.
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use http::{header, HeaderMap};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+
+use crate::{
+    apiserver::{Apiserver, ReviewError},
+    cache::{TokenHasher, Verdict, Verdicts},
+    error::ProxyError,
+};
+
+/// An authenticated caller, as the apiserver described it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct User {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// A bearer token. Its `Debug` never shows the secret.
+pub struct BearerToken(String);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BearerToken(<redacted, {} bytes>)", self.0.len())
+    }
+}
+
+impl BearerToken {
+    /// The token from the request's `Authorization: Bearer <token>` header.
+    ///
+    /// Exactly one Authorization header, scheme `Bearer` in any case, one space-free
+    /// token of visible ASCII. Anything else is a 401: a malformed credential must not
+    /// be mistaken for an anonymous request.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ProxyError> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Err(unauthenticated("no bearer token"));
+        };
+        if values.next().is_some() {
+            return Err(unauthenticated("more than one Authorization header"));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| unauthenticated("Authorization header is not visible ASCII"))?;
+        let (scheme, token) = value
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| unauthenticated("Authorization header is not 'Bearer <token>'"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(unauthenticated("Authorization scheme is not Bearer"));
+        }
+        let token = token.trim_start_matches(' ');
+        if token.is_empty() {
+            return Err(unauthenticated("empty bearer token"));
+        }
+        if token.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(unauthenticated("bearer token contains whitespace"));
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn unauthenticated(why: &str) -> ProxyError {
+    ProxyError::Unauthenticated(why.to_owned())
+}
+
+/// A cached TokenReview answer.
+#[derive(Debug, Clone)]
+enum Identity {
+    Authenticated(Arc<User>),
+    Rejected(Arc<str>),
+}
+
+impl Verdict for Identity {
+    fn is_positive(&self) -> bool {
+        matches!(self, Self::Authenticated(_))
+    }
+}
+
+/// Bearer token → `User`, via a cached TokenReview.
+pub struct Authenticator {
+    apiserver: Arc<Apiserver>,
+    audiences: Vec<String>,
+    hasher: TokenHasher,
+    cache: Verdicts<Identity>,
+}
+
+impl Authenticator {
+    /// `audiences` are sent in every review and must intersect the reviewed ones.
+    pub fn new(
+        apiserver: Arc<Apiserver>,
+        audiences: Vec<String>,
+        capacity: u64,
+        ok_ttl: Duration,
+        rejected_ttl: Duration,
+    ) -> Result<Self, ring::error::Unspecified> {
+        Ok(Self {
+            apiserver,
+            audiences,
+            hasher: TokenHasher::random()?,
+            cache: Verdicts::new(capacity, ok_ttl, rejected_ttl),
+        })
+    }
+
+    /// Who sent this request. 401 if nobody we can vouch for; 503 if we cannot ask.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<User>, ProxyError> {
+        let token = BearerToken::from_headers(headers)?;
+        let key = self.hasher.key(token.as_bytes());
+        let identity = self
+            .cache
+            .get_or_review(key, self.review(token))
+            .await
+            .map_err(|error| ProxyError::ApiserverUnavailable(format!("TokenReview: {error}")))?;
+        match identity {
+            Identity::Authenticated(user) => Ok(user),
+            Identity::Rejected(why) => Err(ProxyError::Unauthenticated(why.to_string())),
+        }
+    }
+
+    /// Tokens currently cached (positive and negative).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    async fn review(&self, token: BearerToken) -> Result<Identity, ReviewError> {
+        let request = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.into_string()),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..TokenReview::default()
+        };
+        let answer = self.apiserver.token_review(&request).await;
+        // The request (and with it the token copy) is dropped here, before caching.
+        drop(request);
+        Ok(self.judge(answer?))
+    }
+
+    /// Turns a TokenReview answer into an identity, checking audiences ourselves too:
+    /// an apiserver that ignores `spec.audiences` must not widen who gets in.
+    fn judge(&self, review: TokenReview) -> Identity {
+        let Some(status) = review.status else {
+            return Identity::Rejected("TokenReview returned no status".into());
+        };
+        if status.authenticated != Some(true) {
+            let why = status
+                .error
+                .unwrap_or_else(|| "token not authenticated".into());
+            return Identity::Rejected(why.into());
+        }
+        if !self.audiences.is_empty() {
+            let reviewed = status.audiences.unwrap_or_default();
+            if !reviewed.iter().any(|a| self.audiences.contains(a)) {
+                return Identity::Rejected(
+                    format!(
+                        "token audiences {reviewed:?} do not include any of {:?}",
+                        self.audiences
+                    )
+                    .into(),
+                );
+            }
+        }
+        let Some(user) = status.user else {
+            return Identity::Rejected("TokenReview returned no user".into());
+        };
+        let name = user.username.unwrap_or_default();
+        if name.is_empty() {
+            return Identity::Rejected("TokenReview returned an empty user name".into());
+        }
+        Identity::Authenticated(Arc::new(User {
+            name,
+            uid: user.uid.unwrap_or_default(),
+            groups: user.groups.unwrap_or_default(),
+            extra: user.extra.unwrap_or_default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_parsing_table() {
+        let table: &[(&[&[u8]], Option<&str>)] = &[
+            (&[b"Bearer abc.def-ghi_jkl"], Some("abc.def-ghi_jkl")),
+            (&[b"bearer abc"], Some("abc")),
+            (&[b"BEARER abc"], Some("abc")),
+            (&[b"Bearer  abc"], Some("abc")),
+            (&[b"  Bearer abc  "], Some("abc")),
+            (&[], None),
+            (&[b""], None),
+            (&[b"Bearer"], None),
+            (&[b"Bearer "], None),
+            (&[b"Basic dXNlcjpwYXNz"], None),
+            (&[b"Bearerabc"], None),
+            (&[b"Bearer abc def"], None),
+            (&[b"Bearer abc\tdef"], None),
+            (&[b"Bearer a", b"Bearer b"], None),
+            (&[b"Bearer \xfftoken"], None),
+        ];
+        for (values, want) in table {
+            let got = BearerToken::from_headers(&headers(values));
+            match (got, want) {
+                (Ok(token), Some(want)) => assert_eq!(token.0, *want, "{values:?}"),
+                (Err(ProxyError::Unauthenticated(_)), None) => {}
+                (got, want) => panic!("{values:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token = BearerToken::from_headers(&headers(&[b"Bearer s3cr3t"])).unwrap();
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_headers_never_panics(value in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                let mut map = HeaderMap::new();
+                map.insert(header::AUTHORIZATION, value);
+                if let Ok(token) = BearerToken::from_headers(&map) {
+                    prop_assert!(!token.0.is_empty());
+                    prop_assert!(!token.0.bytes().any(|b| b.is_ascii_whitespace()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The one response body type the proxy produces.
+//!
+//! Forwarded responses stream the upstream's `Incoming` body through untouched (no
+//! buffering, `Content-Encoding` kept); everything the proxy answers itself is a small
+//! `Full` buffer. `Either` keeps that choice free of a per-response allocation.
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// A streamed upstream body or a small body written by the proxy itself.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// A body the proxy writes itself.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Either::Right(Full::new(bytes.into()))
+}

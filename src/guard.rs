@@ -1,0 +1,157 @@
+//! The spine of the proxy: path policy → authenticate → authorize → forward.
+//!
+//! `pipeline` reads top to bottom like the diagram in DESIGN.md, one line per stage.
+//! Each stage returns `ProxyError` on failure; `handle` turns that into the response
+//! (via `ProxyError::into_response`, the only mapping) and logs it. Nothing reaches
+//! `forward` that did not pass every stage before it, and the path the authorizer sees
+//! is the very string the upstream receives.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use crate::{
+    authn::Authenticator,
+    authz::{Attributes, Authorizer},
+    body::ProxyBody,
+    error::ProxyError,
+    paths::{PathPolicy, Route},
+    upstream::Upstream,
+};
+
+/// Everything a request passes through, in order.
+pub struct Guard {
+    pub paths: PathPolicy,
+    pub authn: Authenticator,
+    pub authz: Authorizer,
+    pub upstream: Upstream,
+}
+
+impl Guard {
+    /// Serves one request: the proxied response, or the error's response.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        // Cheap clones (shared bytes) kept only to describe a failure in the log.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        match self.pipeline(request, peer).await {
+            Ok(response) => response,
+            Err(error) => {
+                log_failure(&error, &method, &uri, peer);
+                error.into_response()
+            }
+        }
+    }
+
+    async fn pipeline(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let path = forwardable_path(request.uri())?;
+        if self.paths.route(path)? == Route::Ignore {
+            return self.upstream.forward(request, None, peer).await;
+        }
+        let attributes = Attributes::new(request.method(), path);
+        let user = self.authn.authenticate(request.headers()).await?;
+        self.authz.authorize(&user, &attributes).await?;
+        self.upstream.forward(request, Some(&user), peer).await
+    }
+}
+
+/// The request path, refused with 400 when authorizing it literally could differ from
+/// what the upstream serves: no origin-form path (CONNECT's authority-form, `*`), dot
+/// segments, or percent-encoded dots, slashes and backslashes that an upstream might
+/// decode into one. Everything else is authorized and forwarded byte for byte.
+pub fn forwardable_path(uri: &Uri) -> Result<&str, ProxyError> {
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return Err(ProxyError::BadRequest("request target must be a path"));
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(ProxyError::BadRequest("dot segments in the path"));
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
+        || path.contains('\\')
+    {
+        return Err(ProxyError::BadRequest(
+            "encoded dot, slash or backslash in the path",
+        ));
+    }
+    Ok(path)
+}
+
+fn log_failure(error: &ProxyError, method: &Method, uri: &Uri, peer: SocketAddr) {
+    let status = error.status().as_u16();
+    let path = uri.path();
+    match error {
+        ProxyError::Forbidden {
+            user, verb, reason, ..
+        } => tracing::info!(status, %peer, user, verb, path, reason, "denied"),
+        ProxyError::Unauthenticated(reason) => {
+            tracing::info!(status, %peer, %method, path, reason, "unauthenticated")
+        }
+        ProxyError::NotFound | ProxyError::BadRequest(_) => {
+            tracing::info!(status, %peer, %method, path, %error, "refused")
+        }
+        _ => tracing::warn!(status, %peer, %method, path, %error, "failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_that_could_mean_something_else_upstream_are_refused() {
+        for ok in [
+            "/metrics",
+            "/metrics?x=1",
+            "//metrics",
+            "/metrics/",
+            "/a.b/c..d/.e",
+            "/%41",
+        ] {
+            let uri: Uri = ok.parse().unwrap();
+            assert_eq!(forwardable_path(&uri).unwrap(), uri.path(), "{ok}");
+        }
+        for bad in [
+            "/metrics/../secret",
+            "/./metrics",
+            "/metrics/..",
+            "/metrics/%2e%2e/secret",
+            "/metrics%2Fsecret",
+            "/metrics%5csecret",
+            "*",
+            "example.com:443",
+        ] {
+            let uri: Uri = bad.parse().unwrap();
+            assert!(
+                matches!(forwardable_path(&uri), Err(ProxyError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_path_is_exactly_the_uri_path(path in "/[a-zA-Z0-9./%_-]{0,40}") {
+            if let Ok(uri) = path.parse::<Uri>() {
+                if let Ok(accepted) = forwardable_path(&uri) {
+                    prop_assert_eq!(accepted, uri.path());
+                    prop_assert!(!accepted.split('/').any(|s| s == ".."));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Path policy: `--allow-paths` and `--ignore-paths`, the first stage of the pipeline.
+//!
+//! Both take Go `path.Match` globs, so the matcher below is a port of Go's algorithm
+//! (chunks between stars matched leftmost-first, `*` and `?` never crossing `/`,
+//! character classes with ranges, negation and escapes). Porting it rather than using
+//! a glob crate keeps existing kube-rbac-proxy patterns meaning exactly what they meant,
+//! and its greedy chunk matching keeps the cost linear in the path length, which an
+//! attacker controls.
+
+use crate::error::ProxyError;
+
+/// What the path policy decided for a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Authenticate and authorize, then forward.
+    Guard,
+    /// In `--ignore-paths`: forward without authentication.
+    Ignore,
+}
+
+/// `--allow-paths` / `--ignore-paths`, validated. At most one of them is non-empty.
+#[derive(Debug, Clone, Default)]
+pub struct PathPolicy {
+    allow: Vec<String>,
+    ignore: Vec<String>,
+}
+
+impl PathPolicy {
+    /// Validates the globs; the flags are mutually exclusive, as in kube-rbac-proxy.
+    pub fn new(allow: &[String], ignore: &[String]) -> Result<Self, String> {
+        let clean = |globs: &[String]| -> Vec<String> {
+            globs
+                .iter()
+                .map(|g| g.trim().to_owned())
+                .filter(|g| !g.is_empty())
+                .collect()
+        };
+        let (allow, ignore) = (clean(allow), clean(ignore));
+        if !allow.is_empty() && !ignore.is_empty() {
+            return Err("--allow-paths and --ignore-paths cannot be used together".into());
+        }
+        for (flag, glob) in allow
+            .iter()
+            .map(|g| ("--allow-paths", g))
+            .chain(ignore.iter().map(|g| ("--ignore-paths", g)))
+        {
+            validate(glob).map_err(|()| format!("{flag}: {glob:?} is not a valid glob"))?;
+        }
+        Ok(Self { allow, ignore })
+    }
+
+    /// Decides the route for a request path: 404 outside `--allow-paths`.
+    pub fn route(&self, path: &str) -> Result<Route, ProxyError> {
+        if !self.allow.is_empty() && !self.allow.iter().any(|g| glob_match(g, path)) {
+            return Err(ProxyError::NotFound);
+        }
+        if self.ignore.iter().any(|g| glob_match(g, path)) {
+            return Ok(Route::Ignore);
+        }
+        Ok(Route::Guard)
+    }
+}
+
+/// Go's `path.Match(pattern, name)` for a pattern already known to be valid.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut pattern = pattern.as_bytes();
+    let mut name = name.as_bytes();
+    'pattern: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing star matches the rest unless it holds a '/'.
+            return !name.contains(&b'/');
+        }
+        if let Ok(Some(t)) = match_chunk(chunk, name) {
+            // The last chunk must consume the whole name.
+            if t.is_empty() || !pattern.is_empty() {
+                name = t;
+                continue;
+            }
+        }
+        if star {
+            // Skip ahead one byte at a time; a star cannot skip a '/'.
+            let mut i = 0;
+            while i < name.len() && name[i] != b'/' {
+                if let Ok(Some(t)) = match_chunk(chunk, &name[i + 1..]) {
+                    if pattern.is_empty() && !t.is_empty() {
+                        i += 1;
+                        continue;
+                    }
+                    name = t;
+                    continue 'pattern;
+                }
+                i += 1;
+            }
+        }
+        return false;
+    }
+    name.is_empty()
+}
+
+/// Go's `path.Match` rejects malformed patterns with ErrBadPattern; we do it at startup.
+fn validate(pattern: &str) -> Result<(), ()> {
+    let mut pattern = pattern.as_bytes();
+    while !pattern.is_empty() {
+        let (_, chunk, rest) = scan_chunk(pattern);
+        match_chunk(chunk, b"")?;
+        pattern = rest;
+    }
+    Ok(())
+}
+
+/// Splits off leading stars and the chunk up to the next unescaped star outside a class.
+fn scan_chunk(mut pattern: &[u8]) -> (bool, &[u8], &[u8]) {
+    let mut star = false;
+    while let [b'*', rest @ ..] = pattern {
+        pattern = rest;
+        star = true;
+    }
+    let mut in_range = false;
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            b'\\' if i + 1 < pattern.len() => i += 1,
+            b'[' => in_range = true,
+            b']' => in_range = false,
+            b'*' if !in_range => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (star, &pattern[..i], &pattern[i..])
+}
+
+/// Matches `chunk` against a prefix of `s`: `Ok(Some(rest))` on a match, `Ok(None)` on
+/// none, `Err` on a malformed chunk. Always parses the whole chunk, like Go.
+fn match_chunk<'a>(mut chunk: &[u8], mut s: &'a [u8]) -> Result<Option<&'a [u8]>, ()> {
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match c {
+            b'[' => {
+                let mut r = '\0';
+                if !failed {
+                    let (rune, n) = decode_rune(s);
+                    r = rune;
+                    s = &s[n..];
+                }
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&b'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut matched = false;
+                let mut ranges = 0;
+                loop {
+                    if chunk.first() == Some(&b']') && ranges > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let (lo, rest) = escaped_rune(chunk)?;
+                    chunk = rest;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&b'-') {
+                        let (h, rest) = escaped_rune(&chunk[1..])?;
+                        hi = h;
+                        chunk = rest;
+                    }
+                    if lo <= r && r <= hi {
+                        matched = true;
+                    }
+                    ranges += 1;
+                }
+                if matched == negated {
+                    failed = true;
+                }
+            }
+            b'?' => {
+                if !failed {
+                    if s[0] == b'/' {
+                        failed = true;
+                    }
+                    let (_, n) = decode_rune(s);
+                    s = &s[n..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                if c == b'\\' {
+                    chunk = &chunk[1..];
+                    if chunk.is_empty() {
+                        return Err(());
+                    }
+                }
+                if !failed {
+                    if chunk[0] != s[0] {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+        }
+    }
+    Ok((!failed).then_some(s))
+}
+
+/// One possibly-escaped rune inside a character class (Go's `getEsc`).
+fn escaped_rune(mut chunk: &[u8]) -> Result<(char, &[u8]), ()> {
+    match chunk.first() {
+        None | Some(b'-' | b']') => return Err(()),
+        Some(b'\\') => {
+            chunk = &chunk[1..];
+            if chunk.is_empty() {
+                return Err(());
+            }
+        }
+        Some(_) => {}
+    }
+    let (r, n) = decode_rune(chunk);
+    if r == char::REPLACEMENT_CHARACTER && n == 1 {
+        return Err(());
+    }
+    let rest = &chunk[n..];
+    if rest.is_empty() {
+        return Err(());
+    }
+    Ok((r, rest))
+}
+
+/// The first UTF-8 rune of `s` and its length; invalid bytes decode as U+FFFD, length 1.
+fn decode_rune(s: &[u8]) -> (char, usize) {
+    let len = match s.first() {
+        None => return (char::REPLACEMENT_CHARACTER, 0),
+        Some(b) if *b < 0x80 => 1,
+        Some(b) if b >> 5 == 0b110 => 2,
+        Some(b) if b >> 4 == 0b1110 => 3,
+        Some(b) if b >> 3 == 0b11110 => 4,
+        Some(_) => return (char::REPLACEMENT_CHARACTER, 1),
+    };
+    s.get(..len)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.chars().next())
+        .map_or((char::REPLACEMENT_CHARACTER, 1), |c| (c, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Go's own `path.Match` test table (src/path/match_test.go).
+    #[test]
+    fn gos_match_table() {
+        let table: &[(&str, &str, Option<bool>)] = &[
+            ("abc", "abc", Some(true)),
+            ("*", "abc", Some(true)),
+            ("*c", "abc", Some(true)),
+            ("a*", "a", Some(true)),
+            ("a*", "abc", Some(true)),
+            ("a*", "ab/c", Some(false)),
+            ("a*/b", "abc/b", Some(true)),
+            ("a*/b", "a/c/b", Some(false)),
+            ("a*b*c*d*e*/f", "axbxcxdxe/f", Some(true)),
+            ("a*b*c*d*e*/f", "axbxcxdxexxx/f", Some(true)),
+            ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", Some(false)),
+            ("a*b*c*d*e*/f", "axbxcxdxexxx/fff", Some(false)),
+            ("a*b?c*x", "abxbbxdbxebxczzx", Some(true)),
+            ("a*b?c*x", "abxbbxdbxebxczzy", Some(false)),
+            ("ab[c]", "abc", Some(true)),
+            ("ab[b-d]", "abc", Some(true)),
+            ("ab[e-g]", "abc", Some(false)),
+            ("ab[^c]", "abc", Some(false)),
+            ("ab[^b-d]", "abc", Some(false)),
+            ("ab[^e-g]", "abc", Some(true)),
+            ("a\\*b", "a*b", Some(true)),
+            ("a\\*b", "ab", Some(false)),
+            ("a?b", "a☺b", Some(true)),
+            ("a[^a]b", "a☺b", Some(true)),
+            ("a???b", "a☺b", Some(false)),
+            ("a[^a][^a][^a]b", "a☺b", Some(false)),
+            ("[a-ζ]*", "α", Some(true)),
+            ("*[a-ζ]", "A", Some(false)),
+            ("a?b", "a/b", Some(false)),
+            ("a*b", "a/b", Some(false)),
+            ("[\\]a]", "]", Some(true)),
+            ("[\\-]", "-", Some(true)),
+            ("[x\\-]", "x", Some(true)),
+            ("[x\\-]", "-", Some(true)),
+            ("[x\\-]", "z", Some(false)),
+            ("[\\-x]", "x", Some(true)),
+            ("[\\-x]", "-", Some(true)),
+            ("[\\-x]", "a", Some(false)),
+            ("[]a]", "]", None),
+            ("[-]", "-", None),
+            ("[x-]", "x", None),
+            ("[x-]", "-", None),
+            ("[x-]", "z", None),
+            ("[-x]", "x", None),
+            ("[-x]", "-", None),
+            ("[-x]", "a", None),
+            ("\\", "a", None),
+            ("[a-b-c]", "a", None),
+            ("[", "a", None),
+            ("[^", "a", None),
+            ("[^bc", "a", None),
+            ("a[", "a", None),
+            ("a[", "ab", None),
+            ("a[", "x", None),
+            ("a/b[", "x", None),
+            ("*x", "xxx", Some(true)),
+        ];
+        for &(pattern, name, want) in table {
+            match want {
+                None => assert!(validate(pattern).is_err(), "{pattern:?} should be invalid"),
+                Some(want) => {
+                    assert!(validate(pattern).is_ok(), "{pattern:?} should be valid");
+                    assert_eq!(glob_match(pattern, name), want, "{pattern:?} vs {name:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn policy_routes() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let allow = PathPolicy::new(&s(&["/metrics", "/api/*/metrics"]), &[]).unwrap();
+        assert_eq!(allow.route("/metrics").unwrap(), Route::Guard);
+        assert_eq!(allow.route("/api/v1/metrics").unwrap(), Route::Guard);
+        for denied in [
+            "/",
+            "/metrics/",
+            "/metricsx",
+            "/api/v1/x/metrics",
+            "//metrics",
+        ] {
+            assert!(
+                matches!(allow.route(denied), Err(ProxyError::NotFound)),
+                "{denied}"
+            );
+        }
+        let ignore = PathPolicy::new(&[], &s(&["/healthz", "/static/*"])).unwrap();
+        assert_eq!(ignore.route("/healthz").unwrap(), Route::Ignore);
+        assert_eq!(ignore.route("/static/app.js").unwrap(), Route::Ignore);
+        assert_eq!(ignore.route("/static/a/b.js").unwrap(), Route::Guard);
+        assert_eq!(ignore.route("/metrics").unwrap(), Route::Guard);
+        assert_eq!(
+            PathPolicy::default().route("/anything").unwrap(),
+            Route::Guard
+        );
+
+        let both = PathPolicy::new(&s(&["/metrics"]), &s(&["/healthz"]));
+        assert!(both.unwrap_err().contains("cannot be used together"));
+        let bad = PathPolicy::new(&s(&["/metrics["]), &[]);
+        assert!(bad.unwrap_err().contains("--allow-paths"));
+    }
+
+    /// A plain backtracking glob, obviously correct and obviously slow, as the oracle.
+    fn oracle(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != '/')
+                .any(|i| oracle(rest, &n[i..])),
+            Some(('?', rest)) => n.first().is_some_and(|&c| c != '/') && oracle(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && oracle(rest, &n[1..]),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_backtracking_oracle(
+            pattern in "[ab/*?]{0,8}",
+            name in "[ab/]{0,10}",
+        ) {
+            let p: Vec<char> = pattern.chars().collect();
+            let n: Vec<char> = name.chars().collect();
+            prop_assert_eq!(glob_match(&pattern, &name), oracle(&p, &n));
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_input(pattern in ".{0,12}", name in ".{0,24}") {
+            if validate(&pattern).is_ok() {
+                let _ = glob_match(&pattern, &name);
+            }
+        }
+    }
+}

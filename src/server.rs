@@ -1,0 +1,141 @@
+//! The connection layer: accept, TLS handshake, HTTP/1.1 or HTTP/2, graceful drain.
+//!
+//! Plain async functions rather than a tower stack: accept → `timeout(handshake)` →
+//! hyper-util's auto builder (h1 and h2 on one port, chosen by ALPN / preface) →
+//! `GracefulShutdown`, which lets in-flight requests finish when we are told to stop.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::ProxyBody;
+
+/// Prevent port scanners, half-open clients and the like from holding a task and a
+/// socket forever before they have even finished the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's headers — and, on a kept-alive
+/// HTTP/1.1 connection, how long it may sit idle before its next request. Above the
+/// common 15s/30s scrape intervals so Prometheus keeps reusing its connections.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest request head (request line + headers) we buffer for HTTP/1.1.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Something that answers requests on a listener.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+}
+
+impl Handler for crate::guard::Guard {
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send {
+        crate::guard::Guard::handle(self, request, peer)
+    }
+}
+
+/// Per-connection HTTP settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub http2: bool,
+    pub max_concurrent_streams: u32,
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains connections for at most
+/// `grace`. Returns once every connection is closed or the grace period is over.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handler: Arc<H>,
+    settings: HttpSettings,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = http_builder(settings);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let handler = Arc::clone(&handler);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = service_fn(move |request| {
+                let handler = Arc::clone(&handler);
+                async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace period over; closing remaining connections"
+        );
+    }
+}
+
+fn http_builder(settings: HttpSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    if settings.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    }
+}

@@ -1,0 +1,411 @@
+//! Forwarding: the last stage. Builds the upstream request, cleans its headers,
+//! streams both bodies and maps transport failures to 502/504.
+//!
+//! Header hygiene is the security-relevant part: the client's `Authorization` (a
+//! token must never reach the exporter), hop-by-hop headers (including any named in
+//! `Connection`, which is how a client could otherwise smuggle one past us) and any
+//! client-supplied identity headers are removed on every request, whether or not
+//! `--auth-header-fields-enabled` is on; when it is, we set them from the reviewed user.
+//!
+//! URL joining follows Go's `httputil.NewSingleHostReverseProxy`, so a kube-rbac-proxy
+//! `--upstream` with a base path or query means what it meant there. Bodies stream both
+//! ways; nothing is buffered whole, and `Content-Encoding` passes through untouched.
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use http::{
+    header::{self, HeaderName},
+    uri::{Authority, PathAndQuery, Scheme},
+    HeaderMap, HeaderValue, Request, Response, Uri, Version,
+};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioTimer},
+};
+use rustls::ClientConfig;
+use rustls_pki_types::{pem::PemObject, CertificateDer};
+
+use crate::{authn::User, body::ProxyBody, config::IdentityHeaders, error::ProxyError};
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the
+/// non-standard ones Go's reverse proxy also drops).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// A problem setting up the upstream client, naming the flag or file.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("--upstream-ca-file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("upstream TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// The exporter behind the proxy.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    base_query: Option<String>,
+    timeout: Duration,
+    identity: IdentityHeaders,
+}
+
+impl Upstream {
+    /// A pooled client for `--upstream` (h1; h2 by ALPN for https://).
+    pub fn new(
+        url: &Uri,
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        identity: IdentityHeaders,
+    ) -> Result<Self, UpstreamError> {
+        let tls = client_tls(ca_file)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let base_path = url.path().to_owned();
+        Ok(Self {
+            client,
+            scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: url
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+            base_path,
+            base_query: url.query().map(str::to_owned),
+            timeout,
+            identity,
+        })
+    }
+
+    /// Sends the request upstream and returns its streamed response.
+    pub async fn forward(
+        &self,
+        request: Request<Incoming>,
+        user: Option<&User>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = self.target(&parts.uri)?;
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host in :authority; give HTTP/1 upstreams a Host.
+            if let Some(value) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+        parts.version = Version::HTTP_11;
+        clean_request_headers(&mut parts.headers, &self.identity);
+        add_forwarding_headers(&mut parts.headers, peer);
+        if let Some(user) = user {
+            self.add_identity(&mut parts.headers, user)?;
+        }
+
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let mut response = match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                return Err(ProxyError::UpstreamUnavailable(error_chain(&error)));
+            }
+            Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
+        };
+        remove_hop_by_hop(response.headers_mut());
+        Ok(response.map(Either::Left))
+    }
+
+    /// Go's `singleJoiningSlash` on the path, `&`-joined queries; same authority.
+    fn target(&self, incoming: &Uri) -> Result<Uri, ProxyError> {
+        let path = join_paths(&self.base_path, incoming.path());
+        let query = match (self.base_query.as_deref(), incoming.query()) {
+            (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => Some(format!("{a}&{b}")),
+            (Some(a), None) | (Some(a), Some("")) => Some(a.to_owned()),
+            (_, b) => b.map(str::to_owned),
+        };
+        let path_and_query = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let path_and_query = PathAndQuery::try_from(path_and_query)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ProxyError::Internal(format!("building upstream URI: {e}")))
+    }
+
+    fn add_identity(&self, headers: &mut HeaderMap, user: &User) -> Result<(), ProxyError> {
+        if !self.identity.enabled {
+            return Ok(());
+        }
+        let value = |s: &str| {
+            HeaderValue::from_str(s).map_err(|_| {
+                ProxyError::Internal("user or group is not a valid header value".into())
+            })
+        };
+        headers.insert(self.identity.user.clone(), value(&user.name)?);
+        let groups = user.groups.join(&self.identity.separator);
+        headers.insert(self.identity.groups.clone(), value(&groups)?);
+        Ok(())
+    }
+}
+
+/// Go's `singleJoiningSlash`.
+pub fn join_paths(base: &str, path: &str) -> String {
+    match (base.ends_with('/'), path.starts_with('/')) {
+        (true, true) => format!("{base}{}", &path[1..]),
+        (false, false) => format!("{base}/{path}"),
+        _ => format!("{base}{path}"),
+    }
+}
+
+/// Strips what must never reach the upstream from a client request.
+pub fn clean_request_headers(headers: &mut HeaderMap, identity: &IdentityHeaders) {
+    remove_hop_by_hop(headers);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(&identity.user);
+    headers.remove(&identity.groups);
+}
+
+/// Removes hop-by-hop headers, including every header `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For` (as Go's reverse proxy does) and records
+/// that the client spoke TLS.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    let ip = peer.ip().to_canonical().to_string();
+    let prior: Vec<&str> = headers
+        .get_all(&XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if prior.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", prior.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(XFF, value);
+    }
+    headers.insert(XFP, HeaderValue::from_static("https"));
+}
+
+fn client_tls(ca_file: Option<&Path>) -> Result<ClientConfig, UpstreamError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(UpstreamError::Tls)?;
+    let config = match ca_file {
+        Some(path) => {
+            let file_error = |message: String| UpstreamError::CaFile {
+                path: path.display().to_string(),
+                message,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| file_error(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| file_error(format!("invalid PEM: {e}")))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(file_error("no usable CA certificate".into()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .map_err(UpstreamError::Tls)?
+                .with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// The error and its causes on one line ("client error (Connect): tcp connect
+/// error: Connection refused"), for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> IdentityHeaders {
+        IdentityHeaders {
+            enabled: true,
+            user: HeaderName::from_static("x-remote-user"),
+            groups: HeaderName::from_static("x-remote-groups"),
+            separator: "|".into(),
+        }
+    }
+
+    #[test]
+    fn joins_paths_like_go() {
+        let table = [
+            ("/", "/metrics", "/metrics"),
+            ("", "/metrics", "/metrics"),
+            ("/base", "/metrics", "/base/metrics"),
+            ("/base/", "/metrics", "/base/metrics"),
+            ("/base/", "metrics", "/base/metrics"),
+            ("/base", "metrics", "/base/metrics"),
+            ("/", "//metrics", "//metrics"),
+        ];
+        for (base, path, want) in table {
+            assert_eq!(join_paths(base, path), want, "{base} + {path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn targets_keep_path_and_join_queries() {
+        let upstream = |url: &str| {
+            Upstream::new(
+                &url.parse().unwrap(),
+                None,
+                Duration::from_secs(1),
+                identity(),
+            )
+            .unwrap()
+        };
+        let table = [
+            (
+                "http://127.0.0.1:9100/",
+                "/metrics",
+                "http://127.0.0.1:9100/metrics",
+            ),
+            (
+                "http://127.0.0.1:9100",
+                "/metrics?x=1",
+                "http://127.0.0.1:9100/metrics?x=1",
+            ),
+            ("http://h:1/base/", "/metrics", "http://h:1/base/metrics"),
+            (
+                "http://h:1/?a=1",
+                "/metrics?b=2",
+                "http://h:1/metrics?a=1&b=2",
+            ),
+            ("http://h:1/?a=1", "/metrics", "http://h:1/metrics?a=1"),
+            ("https://h:1/", "/m%2Fx?q=%20", "https://h:1/m%2Fx?q=%20"),
+        ];
+        for (base, incoming, want) in table {
+            let target = upstream(base).target(&incoming.parse().unwrap()).unwrap();
+            assert_eq!(target.to_string(), want, "{base} + {incoming}");
+        }
+    }
+
+    #[test]
+    fn hygiene_removes_credentials_hop_by_hop_and_spoofed_identity() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer secret"),
+            ("connection", "keep-alive, x-smuggled"),
+            ("x-smuggled", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-remote-user", "system:admin"),
+            ("x-remote-groups", "system:masters"),
+            ("accept-encoding", "gzip"),
+            ("accept", "text/plain"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        clean_request_headers(&mut headers, &identity());
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "accept-encoding"]);
+    }
+
+    #[test]
+    fn forwarding_headers_append() {
+        let mut headers = HeaderMap::new();
+        let peer: SocketAddr = "[::ffff:10.0.0.7]:5555".parse().unwrap();
+        add_forwarding_headers(&mut headers, peer);
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.7, 127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn identity_headers_are_set_when_enabled() {
+        let upstream = Upstream::new(
+            &"http://127.0.0.1:9100/".parse().unwrap(),
+            None,
+            Duration::from_secs(1),
+            identity(),
+        )
+        .unwrap();
+        let user = User {
+            name: "system:serviceaccount:monitoring:prometheus".into(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ],
+            ..User::default()
+        };
+        let mut headers = HeaderMap::new();
+        upstream.add_identity(&mut headers, &user).unwrap();
+        assert_eq!(headers["x-remote-user"], user.name);
+        assert_eq!(
+            headers["x-remote-groups"],
+            "system:serviceaccounts|system:authenticated"
+        );
+    }
+}
