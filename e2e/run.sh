@@ -138,6 +138,8 @@ CHECKS=(
   exporter_outage                 # 8
   apiserver_outage                # 7
   health_endpoints                # 9
+  json_log_format                 # (flag contract) --log-format=json
+  tokens_never_logged             # (design) tokens are secrets
 )
 
 REASON=""
@@ -287,6 +289,8 @@ k() { "$KUBECTL" --kubeconfig "$WORK/admin.kubeconfig" --request-timeout=20s "$@
 # Two TokenRequests for the same SA within one second give byte-identical JWTs in 1.20
 # (no jti claim), so each token gets a distinct lifetime: every minted token is fresh.
 echo 0 >"$WORK/token-seq"
+SECRETS="$WORK/secrets.txt"   # every token used in the suite, one a line
+echo "$ADMIN_TOKEN" >"$SECRETS"
 mint_token() {
   local ns=$1 sa=$2 aud=${3:-} seq
   seq=$(( $(cat "$WORK/token-seq") + 1 ))
@@ -294,8 +298,11 @@ mint_token() {
   local spec="\"expirationSeconds\":$((7200 + seq))"
   [[ -n $aud ]] && spec+=",\"audiences\":[\"$aud\"]"
   printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{%s}}' "$spec" >"$WORK/tokenrequest.json"
-  k create --raw "/api/v1/namespaces/$ns/serviceaccounts/$sa/token" -f "$WORK/tokenrequest.json" |
-    jq -er .status.token
+  local tok
+  tok=$(k create --raw "/api/v1/namespaces/$ns/serviceaccounts/$sa/token" -f "$WORK/tokenrequest.json" |
+    jq -er .status.token) || return 1
+  echo "$tok" >>"$SECRETS"   # for check tokens_never_logged
+  echo "$tok"
 }
 
 # ------------------------------------------------------------------ RBAC and accounts
@@ -415,15 +422,17 @@ start_sg main "$P_SG_MAIN" -- --secure-listen-address="127.0.0.1:$P_SG_MAIN" --u
 # aud: token audiences
 start_sg aud "$P_SG_AUD" -- --secure-listen-address="127.0.0.1:$P_SG_AUD" --upstream="$NE_UPSTREAM" \
   "${COMMON[@]}" --auth-token-audiences=scrape-guard
-# cache: only the caching check talks to it; the default TTLs, spelled out
-start_sg cache "$P_SG_CACHE" -- --secure-listen-address="127.0.0.1:$P_SG_CACHE" --upstream="$NE_UPSTREAM" \
+# cache: only the caching check talks to it; the default TTLs, spelled out; JSON logs.
+# (SCRAPE_GUARD_LOG=debug on this one and on `out`: the most verbose logs, for
+# check tokens_never_logged.)
+start_sg cache "$P_SG_CACHE" SCRAPE_GUARD_LOG=debug -- --secure-listen-address="127.0.0.1:$P_SG_CACHE" --upstream="$NE_UPSTREAM" \
   "${COMMON[@]}" --auth-cache-ttl=2m --auth-negative-cache-ttl=10s --authz-allow-ttl=5m --authz-deny-ttl=30s \
   --log-format=json
 # rbac: short authorization TTLs for the RBAC-change check
 start_sg rbac "$P_SG_RBAC" -- --secure-listen-address="127.0.0.1:$P_SG_RBAC" --upstream="$NE_UPSTREAM" \
   "${COMMON[@]}" --authz-allow-ttl=3s --authz-deny-ttl=3s
 # out: in front of the logging upstream, with the health endpoints port
-start_sg out "$P_SG_OUT" -- --secure-listen-address="127.0.0.1:$P_SG_OUT" --upstream="http://127.0.0.1:$P_UP/" \
+start_sg out "$P_SG_OUT" SCRAPE_GUARD_LOG=debug -- --secure-listen-address="127.0.0.1:$P_SG_OUT" --upstream="http://127.0.0.1:$P_UP/" \
   "${COMMON[@]}" --proxy-endpoints-port="$P_SG_OUT_ADMIN"
 # dropin: exactly kube-prometheus' node-exporter sidecar args; the kubeconfig comes from
 # the environment (KUBECONFIG), as in-cluster config would in a pod.
@@ -623,7 +632,10 @@ check_unauthenticated_401() {
   local label token
   for label in bogus none; do
     token=""
-    [[ $label == bogus ]] && token="not-a-real-token-$(openssl rand -hex 8)"
+    if [[ $label == bogus ]]; then
+      token="not-a-real-token-$(openssl rand -hex 8)"
+      echo "$token" >>"$SECRETS"
+    fi
     get "$P_SG_MAIN" "$token"
     [[ $CODE == 401 ]] || { REASON="$label token: HTTP $CODE, want 401"; return 1; }
     header_has WWW-Authenticate Bearer || { REASON="$label token: 401 without 'WWW-Authenticate: Bearer'"; return 1; }
@@ -740,11 +752,14 @@ check_apiserver_outage() {
   get "$P_SG_OUT" "$fresh"
   local down=$CODE downbody
   downbody=$(body_snippet)
+  local downstatus=0
+  status_json_is 503 && downstatus=1
   local leaked=$(( $(wc -l <"$UPSTREAM_LOG") - before ))
   local t0=$SECONDS
   start_apiserver || { REASON="could not restart kube-apiserver: $WAIT_ERR"; return 1; }
   echo "  apiserver restarted in $((SECONDS - t0))s"
   [[ $down == 503 ]] || { REASON="apiserver down, fresh token: HTTP $down, want 503: $downbody"; return 1; }
+  [[ $downstatus == 1 ]] || { REASON="apiserver down: 503 body is not a Status with code 503: $downbody"; return 1; }
   ((leaked == 0)) || { REASON="apiserver down: 503 returned but the upstream received $leaked request(s)"; return 1; }
   wait_for 30 "200 after the apiserver came back" code_is "$P_SG_OUT" "$fresh" 200 ||
     { REASON="$WAIT_ERR (last HTTP $CODE: $(body_snippet))"; return 1; }
@@ -773,6 +788,42 @@ check_health_endpoints() {
   wait_for 20 "readyz 200 after the apiserver came back" code_is "$admin" "" 200 /readyz ||
     { REASON="$WAIT_ERR (last HTTP $CODE)"; return 1; }
   echo "  readyz went 503 within ${t_down}s of the outage, back to 200 within $((SECONDS - t0))s"
+}
+
+# (flag contract) --log-format=json: every line the `cache` instance wrote is a JSON object.
+check_json_log_format() {
+  CHECK_LOGS+=(sg-cache)
+  local f="$WORK/logs/sg-cache.log" n bad
+  [[ -s $f ]] || { REASON="sg-cache.log is empty"; return 1; }
+  n=$(wc -l <"$f")
+  bad=$(python3 -c '
+import json, sys
+bad = 0
+for line in open(sys.argv[1]):
+    try:
+        bad += not isinstance(json.loads(line), dict)
+    except ValueError:
+        bad += 1
+print(bad)' "$f")
+  ((bad == 0)) || { REASON="$bad of $n lines of sg-cache.log are not JSON objects"; return 1; }
+  echo "  $n JSON lines"
+}
+
+# (design) no token used in the suite (the proxy's own, scrapers', bogus, admin) appears
+# in any scrape-guard log, two of which ran at debug level.
+check_tokens_never_logged() {
+  local f tok hits=()
+  while IFS= read -r tok; do
+    [[ -n $tok ]] || continue
+    for f in "$WORK"/logs/sg-*.log; do
+      if grep -qF -- "$tok" "$f"; then hits+=("$(basename "$f")"); fi
+    done
+  done <"$SECRETS"
+  if ((${#hits[@]})); then
+    REASON="a bearer token appears in: $(printf '%s\n' "${hits[@]}" | sort -u | tr '\n' ' ')"
+    return 1
+  fi
+  echo "  $(grep -c . "$SECRETS") tokens, $(cat "$WORK"/logs/sg-*.log | wc -l) log lines"
 }
 
 # ------------------------------------------------------------------ run
