@@ -246,35 +246,49 @@ pub struct LoggingArgs {
 #[derive(Debug, ClapArgs)]
 #[command(next_help_heading = "Compatibility: accepted and ignored (klog, kube-rbac-proxy)")]
 pub struct LegacyArgs {
+    /// klog flag; ignored.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub logtostderr: Option<bool>,
+    /// klog flag; ignored.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub alsologtostderr: Option<bool>,
+    /// klog flag; ignored.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub add_dir_header: Option<bool>,
+    /// klog flag; ignored.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub one_output: Option<bool>,
+    /// klog flag; ignored.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub skip_headers: Option<bool>,
+    /// klog flag; ignored.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     pub skip_log_headers: Option<bool>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "FILE:N")]
     pub log_backtrace_at: Option<String>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<String>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<String>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "MB")]
     pub log_file_max_size: Option<String>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "DURATION")]
     pub log_flush_frequency: Option<String>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "LEVEL")]
     pub stderrthreshold: Option<String>,
+    /// klog flag; ignored.
     #[arg(short = 'v', long = "v", value_name = "LEVEL")]
     pub v: Option<String>,
+    /// klog flag; ignored.
     #[arg(long, value_name = "PATTERN")]
     pub vmodule: Option<String>,
-    /// (certificates are watched instead)
+    /// kube-rbac-proxy flag; ignored (certificate files are re-read every 5s).
     #[arg(long, value_name = "DURATION")]
     pub tls_reload_interval: Option<String>,
 

