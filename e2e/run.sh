@@ -601,10 +601,10 @@ check_prometheus_scrape_forbidden() {
   CHECK_LOGS+=(prometheus)
   wait_for 30 'unbound target scraped with an error' unbound_has_error ||
     { REASON="$WAIT_ERR; target: $(prom_target unbound)"; return 1; }
-  local up lasterr
-  up=$(prom_value 'up{job="unbound"}')
+  wait_for 10 'up{job="unbound"} == 0' prom_up_is unbound 0 ||
+    { REASON="$WAIT_ERR: up{job=\"unbound\"} = '$(prom_value 'up{job="unbound"}')'"; return 1; }
+  local lasterr
   lasterr=$(prom_target unbound | jq -r .lastError)
-  [[ $up == 0 ]] || { REASON="up{job=\"unbound\"} = '$up', want 0"; return 1; }
   [[ $lasterr == *403* ]] || { REASON="lastError '$lasterr' does not mention 403"; return 1; }
   local want='forbidden: User "system:serviceaccount:e2e:unbound-scraper" cannot get path "/metrics"'
   get "$P_SG_MAIN" "$UNBOUND_TOKEN"
