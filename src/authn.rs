@@ -27,22 +27,23 @@ pub struct User {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
-/// A bearer token. Its `Debug` never shows the secret.
-pub struct BearerToken(String);
+/// A bearer token, borrowed from the request's headers: the only owned copy is the one
+/// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.
+pub struct BearerToken<'a>(&'a str);
 
-impl fmt::Debug for BearerToken {
+impl fmt::Debug for BearerToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BearerToken(<redacted, {} bytes>)", self.0.len())
     }
 }
 
-impl BearerToken {
+impl<'a> BearerToken<'a> {
     /// The token from the request's `Authorization: Bearer <token>` header.
     ///
     /// Exactly one Authorization header, scheme `Bearer` in any case, one space-free
     /// token of visible ASCII. Anything else is a 401: a malformed credential must not
     /// be mistaken for an anonymous request.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ProxyError> {
+    pub fn from_headers(headers: &'a HeaderMap) -> Result<Self, ProxyError> {
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Err(unauthenticated("no bearer token"));
@@ -67,15 +68,11 @@ impl BearerToken {
         if token.bytes().any(|b| b.is_ascii_whitespace()) {
             return Err(unauthenticated("bearer token contains whitespace"));
         }
-        Ok(Self(token.to_owned()))
+        Ok(Self(token))
     }
 
     fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
-    }
-
-    fn into_string(self) -> String {
-        self.0
     }
 }
 
@@ -141,10 +138,10 @@ impl Authenticator {
         self.cache.entry_count()
     }
 
-    async fn review(&self, token: BearerToken) -> Result<Identity, ReviewError> {
+    async fn review(&self, token: BearerToken<'_>) -> Result<Identity, ReviewError> {
         let request = TokenReview {
             spec: TokenReviewSpec {
-                token: Some(token.into_string()),
+                token: Some(token.0.to_owned()),
                 audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
             },
             ..TokenReview::default()
@@ -232,7 +229,8 @@ mod tests {
             (&[b"Bearer \xfftoken"], None),
         ];
         for (values, want) in table {
-            let got = BearerToken::from_headers(&headers(values));
+            let map = headers(values);
+            let got = BearerToken::from_headers(&map);
             match (got, want) {
                 (Ok(token), Some(want)) => assert_eq!(token.0, *want, "{values:?}"),
                 (Err(ProxyError::Unauthenticated(_)), None) => {}
@@ -243,7 +241,8 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_token() {
-        let token = BearerToken::from_headers(&headers(&[b"Bearer s3cr3t"])).unwrap();
+        let map = headers(&[b"Bearer s3cr3t"]);
+        let token = BearerToken::from_headers(&map).unwrap();
         let shown = format!("{token:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
     }
