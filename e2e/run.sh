@@ -281,7 +281,7 @@ contexts:
   context: {cluster: e2e, user: e2e-admin}
 current-context: e2e
 EOF
-k() { "$KUBECTL" --kubeconfig "$WORK/admin.kubeconfig" --request-timeout=20s "$@"; }
+k() { "$KUBECTL" --kubeconfig "$WORK/admin.kubeconfig" --cache-dir "$WORK/kube-cache" --request-timeout=20s "$@"; }
 
 # mint_token NS SA [AUDIENCE]: a service-account token from the TokenRequest API
 # (kubectl 1.20 has no `kubectl create token`). Without AUDIENCE it gets the
