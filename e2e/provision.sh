@@ -112,7 +112,13 @@ fi
 SRC_LIST=/etc/apt/sources.list.d/scrape-guard-e2e-src.sources
 mirror=""
 if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  # the URI of the first deb822 stanza whose Suites include plain "bookworm"
+  mirror=$(awk '
+    function flush() { if (!found && suites ~ /(^| )bookworm( |$)/ && uris != "") { split(uris, u, " "); print u[1]; found = 1 } suites = uris = "" }
+    /^[[:space:]]*$/ { flush(); next }
+    /^Suites:/ { sub(/^Suites:[[:space:]]*/, ""); suites = $0 }
+    /^URIs:/ { sub(/^URIs:[[:space:]]*/, ""); uris = $0 }
+    END { flush() }' /etc/apt/sources.list.d/debian.sources)
 fi
 if [[ -z $mirror && -f /etc/apt/sources.list ]]; then
   mirror=$(awk '$1=="deb" && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list)
