@@ -29,6 +29,7 @@ SUITE_START=$(date +%s)
 PASSED=0
 FAILED=0
 FAILED_NAMES=()
+SUMMARY_PRINTED=0
 
 log() { printf '[%4ds] %s\n' "$(( $(date +%s) - SUITE_START ))" "$*"; }
 
@@ -67,7 +68,8 @@ cleanup() {
     [[ -n ${PIDS[$name]:-} ]] && stop_proc "$name"
   done
   if [[ ${E2E_KEEP:-0} == 1 || $FAILED -gt 0 || $rc -ne 0 ]]; then
-    echo "e2e: logs and configs kept in $WORK"
+    # (after a complete run this was already said before the summary line)
+    ((SUMMARY_PRINTED)) || echo "e2e: logs and configs kept in $WORK"
   else
     rm -rf "$WORK"
   fi
@@ -102,12 +104,33 @@ wait_for() {
   done
 }
 
+# wait_alive NAME TIMEOUT_S DESCRIPTION CMD...: like wait_for, but gives up at once if
+# our process NAME has exited.
+wait_alive() {
+  local name=$1 timeout=$2 desc=$3; shift 3
+  local deadline=$(( $(date +%s%N) + timeout * 1000000000 ))
+  while :; do
+    "$@" >/dev/null 2>&1 && return 0
+    if ! alive "$name"; then
+      WAIT_ERR="$name exited while waiting for $desc"
+      return 1
+    fi
+    if (( $(date +%s%N) > deadline )); then
+      WAIT_ERR="timed out after ${timeout}s waiting for $desc"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
 setup_fail() { # reason [log names...]: infrastructure broke; every check counts as failed
   local reason=$1; shift
   echo "FAIL setup: $reason"
   local l
   for l in "$@"; do show_log "$l"; done
+  echo "logs and configs kept in $WORK"
   echo "e2e: 0 passed, ${#CHECKS[@]} failed"
+  SUMMARY_PRINTED=1
   exit 1
 }
 
@@ -228,7 +251,7 @@ start_bg etcd "$ETCD" --name e2e --data-dir "$WORK/etcd" \
   --listen-client-urls "http://127.0.0.1:$P_ETCD" --advertise-client-urls "http://127.0.0.1:$P_ETCD" \
   --listen-peer-urls "http://127.0.0.1:$P_ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$P_ETCD_PEER" \
   --initial-cluster "e2e=http://127.0.0.1:$P_ETCD_PEER" --initial-cluster-state new
-wait_for 20 "etcd /health" curl -sf "http://127.0.0.1:$P_ETCD/health" || setup_fail "$WAIT_ERR" etcd
+wait_alive etcd 20 "etcd /health" curl -sf "http://127.0.0.1:$P_ETCD/health" || setup_fail "$WAIT_ERR" etcd
 
 # ------------------------------------------------------------------ kube-apiserver
 ADMIN_TOKEN=$(openssl rand -hex 24)
@@ -257,7 +280,7 @@ APISERVER_ARGS=(
 )
 start_apiserver() {
   start_bg apiserver "$KUBE_APISERVER" "${APISERVER_ARGS[@]}"
-  wait_for 60 "kube-apiserver /readyz" \
+  wait_alive apiserver 60 "kube-apiserver /readyz" \
     curl -sf --cacert "$PKI/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$P_API/readyz"
 }
 log "starting kube-apiserver on 127.0.0.1:$P_API"
@@ -391,13 +414,13 @@ NE_ARGS=(--web.listen-address="127.0.0.1:$P_NE" --collector.disable-defaults
          --collector.cpu --collector.meminfo --collector.loadavg --collector.stat --collector.uname)
 start_node_exporter() {
   start_bg node-exporter "$NODE_EXPORTER" "${NE_ARGS[@]}"
-  wait_for 20 "node-exporter /metrics" curl -sf -o /dev/null "http://127.0.0.1:$P_NE/metrics"
+  wait_alive node-exporter 20 "node-exporter /metrics" curl -sf -o /dev/null "http://127.0.0.1:$P_NE/metrics"
 }
 start_node_exporter || setup_fail "$WAIT_ERR" node-exporter
 UPSTREAM_LOG="$WORK/upstream-requests.jsonl"
 : >"$UPSTREAM_LOG"
 start_bg upstream python3 "$FIX/upstream.py" "$P_UP" "$UPSTREAM_LOG"
-wait_for 20 "python upstream" curl -sf -o /dev/null "http://127.0.0.1:$P_UP/metrics" ||
+wait_alive upstream 20 "python upstream" curl -sf -o /dev/null "http://127.0.0.1:$P_UP/metrics" ||
   setup_fail "$WAIT_ERR" upstream
 : >"$UPSTREAM_LOG"   # forget our own readiness probe
 log "node-exporter on :$P_NE, logging upstream on :$P_UP"
@@ -502,7 +525,7 @@ scrape_configs:
 EOF
 start_bg prometheus "$PROMETHEUS" --config.file="$WORK/prometheus.yml" \
   --web.listen-address="127.0.0.1:$P_PROM" --storage.tsdb.path="$WORK/prometheus-data"
-wait_for 30 "Prometheus /-/ready" curl -sf "http://127.0.0.1:$P_PROM/-/ready" || setup_fail "$WAIT_ERR" prometheus
+wait_alive prometheus 30 "Prometheus /-/ready" curl -sf "http://127.0.0.1:$P_PROM/-/ready" || setup_fail "$WAIT_ERR" prometheus
 log "Prometheus ready on :$P_PROM; setup took $((SECONDS))s"
 
 # ------------------------------------------------------------------ helpers for checks
@@ -832,5 +855,9 @@ for c in "${CHECKS[@]}"; do
 done
 
 log "suite took $((SECONDS))s"
+if ((FAILED)); then echo "failed checks: ${FAILED_NAMES[*]}"; fi
+if [[ ${E2E_KEEP:-0} == 1 ]] || ((FAILED)); then echo "logs and configs kept in $WORK"; fi
+# the summary is the last line of the output
 echo "e2e: $PASSED passed, $FAILED failed"
+SUMMARY_PRINTED=1
 ((FAILED == 0))
