@@ -1,5 +1,5 @@
 # The handful of commands people actually type. CI runs .ci/run, which calls these.
-.PHONY: build test lint fmt e2e provision bench load lint-docker ci
+.PHONY: build test lint fmt demo e2e provision bench lint-docker ci
 
 build:
 	cargo build --release --locked
@@ -13,6 +13,10 @@ lint:
 
 fmt:
 	cargo fmt
+
+# Standalone scrape-guard in front of a local exporter: no cluster needed.
+demo:
+	deploy/examples/standalone/demo.sh
 
 # Real kube-apiserver + etcd, Prometheus and node-exporter on loopback (needs root:
 # installs from apt and builds kube-apiserver once; see e2e/README.md).

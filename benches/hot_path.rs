@@ -68,12 +68,13 @@ fn cache_hit(c: &mut Criterion) {
             Duration::from_secs(5),
         ));
         let ttl = Duration::from_secs(3600);
-        let authn = Authenticator::new(Arc::clone(&apiserver), vec![], 65536, ttl, ttl).unwrap();
-        let authz = Authorizer::new(apiserver, 65536, ttl, ttl);
+        let authn =
+            Authenticator::new(Some(Arc::clone(&apiserver)), vec![], 65536, ttl, ttl).unwrap();
+        let authz = Authorizer::new(Some(apiserver), Default::default(), 65536, ttl, ttl);
         // Warm both caches.
         let user = authn.authenticate(&scrape_headers()).await.unwrap();
         authz
-            .authorize(&user, &Attributes::new(&Method::GET, "/metrics"))
+            .authorize(&user, &[Attributes::new(&Method::GET, "/metrics")])
             .await
             .unwrap();
         (authn, authz, pki, api)
@@ -83,7 +84,10 @@ fn cache_hit(c: &mut Criterion) {
         b.to_async(&runtime).iter(|| async {
             let attributes = Attributes::new(&Method::GET, "/metrics");
             let user = authn.authenticate(&headers).await.unwrap();
-            authz.authorize(&user, &attributes).await.unwrap();
+            authz
+                .authorize(&user, std::slice::from_ref(&attributes))
+                .await
+                .unwrap();
         })
     });
 }

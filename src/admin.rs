@@ -16,7 +16,8 @@ use crate::{apiserver::Apiserver, body::ProxyBody, server::Handler, tls::Serving
 /// The probe endpoints.
 pub struct Admin {
     pub cert: Arc<ServingCert>,
-    pub apiserver: Arc<Apiserver>,
+    /// `None` in standalone mode, where there is no apiserver to be ready for.
+    pub apiserver: Option<Arc<Apiserver>>,
 }
 
 impl Admin {
@@ -30,12 +31,12 @@ impl Admin {
         match request.uri().path() {
             "/healthz" | "/livez" => (StatusCode::OK, "ok\n".into()),
             "/readyz" => {
-                let checks = [
-                    ("certificate", self.cert.is_loaded()),
-                    ("apiserver", self.apiserver.is_reachable()),
-                ];
+                let mut checks = vec![("certificate", self.cert.is_loaded())];
+                if let Some(apiserver) = &self.apiserver {
+                    checks.push(("apiserver", apiserver.is_reachable()));
+                }
                 let mut body = String::new();
-                for (name, ok) in checks {
+                for &(name, ok) in &checks {
                     let mark = if ok { "+" } else { "-" };
                     let verdict = if ok { "ok" } else { "failed" };
                     body.push_str(&format!("[{mark}]{name} {verdict}\n"));

@@ -69,13 +69,18 @@ impl fmt::Debug for Apiserver {
 }
 
 impl Apiserver {
-    /// Loads `--kubeconfig`, else the in-cluster config, else `$KUBECONFIG` or
+    /// Loads `--kubeconfig`, else the in-cluster config, else — unless `standalone`
+    /// is allowed, which then means no apiserver at all (`Ok(None)`) — `$KUBECONFIG` or
     /// `~/.kube/config` (kube-rbac-proxy's order, plus the developer fallback).
     pub async fn connect(
         kubeconfig: Option<&Path>,
+        standalone: bool,
         rate_limit: RateLimit,
         timeout: Duration,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Option<Self>, ClientError> {
+        if kubeconfig.is_none() && standalone && kube::Config::incluster().is_err() {
+            return Ok(None);
+        }
         let mut config = match kubeconfig {
             Some(path) => {
                 let file_error = |message: String| ClientError::Kubeconfig {
@@ -99,7 +104,7 @@ impl Apiserver {
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
         let client = Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))?;
-        Ok(Self::new(client, rate_limit, timeout))
+        Ok(Some(Self::new(client, rate_limit, timeout)))
     }
 
     /// Wraps an existing client (tests, benches).

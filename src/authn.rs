@@ -1,4 +1,5 @@
-//! Authentication: who is calling? A bearer token, reviewed by the apiserver.
+//! Authentication: who is calling? A bearer token, from `--token-auth-file` or
+//! reviewed by the apiserver.
 //!
 //! The token is parsed into `BearerToken`, whose `Debug` is redacted so it cannot leak
 //! into a log line by accident. It is looked up by HMAC in the cache; on a miss one
@@ -7,7 +8,9 @@
 //! us send one TokenReview per request. An apiserver error is never cached and never
 //! lets the request through.
 
-use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+pub mod token_file;
+
+use std::{collections::BTreeMap, fmt, path::Path, sync::Arc, time::Duration};
 
 use http::{header, HeaderMap};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -16,7 +19,10 @@ use crate::{
     apiserver::{Apiserver, ReviewError},
     cache::{TokenHasher, Verdict, Verdicts},
     error::ProxyError,
+    reload::Watched,
 };
+
+use self::token_file::TokenFile;
 
 /// An authenticated caller, as the apiserver described it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -54,6 +60,11 @@ impl<'a> BearerToken<'a> {
         let value = value
             .to_str()
             .map_err(|_| unauthenticated("Authorization header is not visible ASCII"))?;
+        Self::from_authorization(value)
+    }
+
+    /// The token from an `Authorization` header value (`Bearer <token>`).
+    pub fn from_authorization(value: &'a str) -> Result<Self, ProxyError> {
         let (scheme, token) = value
             .trim()
             .split_once(' ')
@@ -65,8 +76,18 @@ impl<'a> BearerToken<'a> {
         if token.is_empty() {
             return Err(unauthenticated("empty bearer token"));
         }
-        if token.bytes().any(|b| b.is_ascii_whitespace()) {
-            return Err(unauthenticated("bearer token contains whitespace"));
+        Self::new(token)
+    }
+
+    /// A bare token (from a file): non-empty, visible ASCII, no whitespace.
+    pub fn new(token: &'a str) -> Result<Self, ProxyError> {
+        if token.is_empty() {
+            return Err(unauthenticated("empty bearer token"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(unauthenticated(
+                "bearer token contains whitespace or non-ASCII",
+            ));
         }
         Ok(Self(token))
     }
@@ -93,18 +114,20 @@ impl Verdict for Identity {
     }
 }
 
-/// Bearer token → `User`, via a cached TokenReview.
+/// Bearer token → `User`: the static token file first, then a cached TokenReview.
 pub struct Authenticator {
-    apiserver: Arc<Apiserver>,
+    apiserver: Option<Arc<Apiserver>>,
+    tokens: Option<Arc<Watched<TokenFile>>>,
     audiences: Vec<String>,
-    hasher: TokenHasher,
+    hasher: Arc<TokenHasher>,
     cache: Verdicts<Identity>,
 }
 
 impl Authenticator {
     /// `audiences` are sent in every review and must intersect the reviewed ones.
+    /// `apiserver: None` is standalone mode: only the token file authenticates.
     pub fn new(
-        apiserver: Arc<Apiserver>,
+        apiserver: Option<Arc<Apiserver>>,
         audiences: Vec<String>,
         capacity: u64,
         ok_ttl: Duration,
@@ -112,19 +135,48 @@ impl Authenticator {
     ) -> Result<Self, ring::error::Unspecified> {
         Ok(Self {
             apiserver,
+            tokens: None,
             audiences,
-            hasher: TokenHasher::random()?,
+            hasher: Arc::new(TokenHasher::random()?),
             cache: Verdicts::new(capacity, ok_ttl, rejected_ttl),
         })
     }
 
+    /// Adds `--token-auth-file` (reloaded on change). The error names file and line.
+    pub fn with_token_file(mut self, path: &Path) -> Result<Self, String> {
+        let hasher = Arc::clone(&self.hasher);
+        let tokens = Watched::load("--token-auth-file", vec![path.to_owned()], move |files| {
+            TokenFile::parse(files, &hasher)
+        })
+        .map_err(|e| format!("--token-auth-file {e}"))?;
+        tokens.spawn_reloader();
+        self.tokens = Some(tokens);
+        Ok(self)
+    }
+
     /// Who sent this request. 401 if nobody we can vouch for; 503 if we cannot ask.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<User>, ProxyError> {
-        let token = BearerToken::from_headers(headers)?;
+        self.authenticate_token(BearerToken::from_headers(headers)?)
+            .await
+    }
+
+    /// Who this token belongs to.
+    pub async fn authenticate_token(
+        &self,
+        token: BearerToken<'_>,
+    ) -> Result<Arc<User>, ProxyError> {
         let key = self.hasher.key(token.as_bytes());
+        if let Some(user) = self.tokens.as_ref().and_then(|t| t.get().lookup(&key)) {
+            return Ok(user);
+        }
+        let Some(apiserver) = &self.apiserver else {
+            return Err(unauthenticated(
+                "unknown token (standalone: not in --token-auth-file)",
+            ));
+        };
         let identity = self
             .cache
-            .get_or_review(key, self.review(token))
+            .get_or_review(key, self.review(apiserver, token))
             .await
             .map_err(|error| ProxyError::ApiserverUnavailable(format!("TokenReview: {error}")))?;
         match identity {
@@ -138,7 +190,11 @@ impl Authenticator {
         self.cache.entry_count()
     }
 
-    async fn review(&self, token: BearerToken<'_>) -> Result<Identity, ReviewError> {
+    async fn review(
+        &self,
+        apiserver: &Apiserver,
+        token: BearerToken<'_>,
+    ) -> Result<Identity, ReviewError> {
         let request = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.0.to_owned()),
@@ -146,7 +202,7 @@ impl Authenticator {
             },
             ..TokenReview::default()
         };
-        let answer = self.apiserver.token_review(&request).await;
+        let answer = apiserver.token_review(&request).await;
         // The request (and with it the token copy) is dropped here, before caching.
         drop(request);
         Ok(self.judge(answer?))

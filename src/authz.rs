@@ -1,16 +1,22 @@
-//! Authorization: may this user do this to this path? A SubjectAccessReview.
+//! Authorization: may this user do this? Local policy first, then the apiserver.
 //!
-//! The request becomes non-resource attributes (`verb` from the method, `path` exactly
-//! as it will be forwarded), the same attributes the apiserver checks for its own
-//! `/metrics`. The answer is cached under a digest of the full user (name, uid, groups,
+//! A request becomes attributes: by default non-resource (`verb` from the method,
+//! `path` exactly as it will be forwarded), the same attributes the apiserver checks
+//! for its own `/metrics`; with `--config-file` resource attributes, possibly one per
+//! rewritten value. Each is decided by the chain, as in the apiserver's authorizer
+//! chain: local policy (static rules, then local RBAC) can only allow; otherwise a
+//! SubjectAccessReview decides — or, with no apiserver (standalone), the answer is no.
+//!
+//! Review answers are cached under a digest of the full user (name, uid, groups,
 //! extra) and the attributes, allow and deny with separate TTLs; concurrent misses for
 //! the same key share one review.
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use http::Method;
 use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    NonResourceAttributes, ResourceAttributes as SarResourceAttributes, SubjectAccessReview,
+    SubjectAccessReviewSpec,
 };
 
 use crate::{
@@ -18,39 +24,100 @@ use crate::{
     authn::User,
     cache::{digest_fields, Key, Verdict, Verdicts},
     error::ProxyError,
+    policy::LocalPolicy,
 };
 
-/// What a request asks to do: the non-resource attributes of a SubjectAccessReview.
+/// What a request asks to do. `path` is always the request path (static rules match
+/// it); `resource` is set when `--config-file` maps requests to resource attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
     pub verb: String,
     pub path: String,
+    pub resource: Option<ResourceAttributes>,
+}
+
+/// The resource half of a SubjectAccessReview.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub namespace: String,
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+}
+
+/// The apiserver's mapping of HTTP methods to verbs for non-resource requests.
+pub fn verb_for(method: &Method) -> Cow<'static, str> {
+    match *method {
+        Method::GET | Method::HEAD => "get".into(),
+        Method::POST => "create".into(),
+        Method::PUT => "update".into(),
+        Method::PATCH => "patch".into(),
+        Method::DELETE => "delete".into(),
+        ref other => other.as_str().to_ascii_lowercase().into(),
+    }
 }
 
 impl Attributes {
-    /// The apiserver's mapping of HTTP methods to verbs, for a non-resource path.
+    /// Non-resource attributes for a request.
     pub fn new(method: &Method, path: &str) -> Self {
-        let verb = match *method {
-            Method::GET | Method::HEAD => "get".to_owned(),
-            Method::POST => "create".to_owned(),
-            Method::PUT => "update".to_owned(),
-            Method::PATCH => "patch".to_owned(),
-            Method::DELETE => "delete".to_owned(),
-            ref other => other.as_str().to_ascii_lowercase(),
-        };
+        Self::non_resource(&verb_for(method), path)
+    }
+
+    /// Non-resource attributes: `verb` on `path`.
+    pub fn non_resource(verb: &str, path: &str) -> Self {
         Self {
-            verb,
+            verb: verb.to_owned(),
             path: path.to_owned(),
+            resource: None,
+        }
+    }
+
+    /// What was asked, in the apiserver's words: `get path "/metrics"`, or
+    /// `get resource "pods" in API group "" in the namespace "ns"`.
+    pub fn action(&self) -> String {
+        let verb = &self.verb;
+        match &self.resource {
+            None => format!("{verb} path {:?}", self.path),
+            Some(r) => {
+                let resource = if r.subresource.is_empty() {
+                    r.resource.clone()
+                } else {
+                    format!("{}/{}", r.resource, r.subresource)
+                };
+                let scope = if r.namespace.is_empty() {
+                    "at the cluster scope".to_owned()
+                } else {
+                    format!("in the namespace {:?}", r.namespace)
+                };
+                format!(
+                    "{verb} resource {resource:?} in API group {:?} {scope}",
+                    r.group
+                )
+            }
         }
     }
 
     fn cache_key(&self, user: &User) -> Key {
+        let resource = self.resource.clone().unwrap_or_default();
         let mut fields: Vec<&[u8]> = vec![
-            b"sar/v1",
+            b"sar/v2",
             user.name.as_bytes(),
             user.uid.as_bytes(),
             self.verb.as_bytes(),
             self.path.as_bytes(),
+            if self.resource.is_some() {
+                b"resource"
+            } else {
+                b"path"
+            },
+            resource.namespace.as_bytes(),
+            resource.group.as_bytes(),
+            resource.version.as_bytes(),
+            resource.resource.as_bytes(),
+            resource.subresource.as_bytes(),
+            resource.name.as_bytes(),
         ];
         // Counts delimit the variable-length lists so no two users share a key.
         let group_count = user.groups.len().to_le_bytes();
@@ -67,87 +134,175 @@ impl Attributes {
     }
 }
 
-/// A cached SubjectAccessReview answer.
+/// A cached SubjectAccessReview answer, with the apiserver's reason.
 #[derive(Debug, Clone)]
 enum Decision {
-    Allow,
+    Allow(Arc<str>),
     Deny(Arc<str>),
 }
 
 impl Verdict for Decision {
     fn is_positive(&self) -> bool {
-        matches!(self, Self::Allow)
+        matches!(self, Self::Allow(_))
     }
 }
 
-/// (`User`, `Attributes`) → allow or 403, via a cached SubjectAccessReview.
+/// How a decision was reached, for logs and `scrape-guard can-i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// `local policy`, `apiserver` or `standalone`.
+    pub source: &'static str,
+    /// The rule or binding that allowed it, or the apiserver's reason.
+    pub reason: String,
+}
+
+/// (`User`, `Attributes`) → allow or 403: local policy, then a cached
+/// SubjectAccessReview.
 pub struct Authorizer {
-    apiserver: Arc<Apiserver>,
+    apiserver: Option<Arc<Apiserver>>,
+    local: LocalPolicy,
     cache: Verdicts<Decision>,
 }
 
 impl Authorizer {
+    /// `apiserver: None` is standalone mode: what local policy does not allow is denied.
     pub fn new(
-        apiserver: Arc<Apiserver>,
+        apiserver: Option<Arc<Apiserver>>,
+        local: LocalPolicy,
         capacity: u64,
         allow_ttl: Duration,
         deny_ttl: Duration,
     ) -> Self {
         Self {
             apiserver,
+            local,
             cache: Verdicts::new(capacity, allow_ttl, deny_ttl),
         }
     }
 
-    /// `Ok` if allowed; 403 with the apiserver-style message if not; 503 if unknown.
-    pub async fn authorize(&self, user: &User, attributes: &Attributes) -> Result<(), ProxyError> {
+    /// The attributes this request is authorized as (400 if a rewrite finds no value).
+    pub fn attributes(
+        &self,
+        request: &http::request::Parts,
+        path: &str,
+    ) -> Result<Vec<Attributes>, ProxyError> {
+        self.local
+            .attributes(&request.method, &request.uri, &request.headers, path)
+    }
+
+    /// `Ok` if every one of `attributes` is allowed; 403 with the apiserver-style
+    /// message for the first that is not; 503 if the apiserver cannot answer.
+    pub async fn authorize(
+        &self,
+        user: &User,
+        attributes: &[Attributes],
+    ) -> Result<(), ProxyError> {
+        for attrs in attributes {
+            let outcome = self.decide(user, attrs).await?;
+            if !outcome.allowed {
+                return Err(ProxyError::Forbidden {
+                    user: user.name.clone(),
+                    action: attrs.action(),
+                    reason: outcome.reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One decision, explained.
+    pub async fn decide(
+        &self,
+        user: &User,
+        attributes: &Attributes,
+    ) -> Result<Outcome, ProxyError> {
+        if let Some(reason) = self.local.allows(user, attributes) {
+            return Ok(Outcome {
+                allowed: true,
+                source: "local policy",
+                reason,
+            });
+        }
+        let Some(apiserver) = &self.apiserver else {
+            return Ok(Outcome {
+                allowed: false,
+                source: "standalone",
+                reason: "no local rule allows it and no apiserver is configured".into(),
+            });
+        };
         let key = attributes.cache_key(user);
         let decision = self
             .cache
-            .get_or_review(key, self.review(user, attributes))
+            .get_or_review(key, review(apiserver, user, attributes))
             .await
             .map_err(|error| {
                 ProxyError::ApiserverUnavailable(format!("SubjectAccessReview: {error}"))
             })?;
-        match decision {
-            Decision::Allow => Ok(()),
-            Decision::Deny(reason) => Err(ProxyError::Forbidden {
-                user: user.name.clone(),
-                verb: attributes.verb.clone(),
-                path: attributes.path.clone(),
+        Ok(match decision {
+            Decision::Allow(reason) => Outcome {
+                allowed: true,
+                source: "apiserver",
                 reason: reason.to_string(),
-            }),
-        }
+            },
+            Decision::Deny(reason) => Outcome {
+                allowed: false,
+                source: "apiserver",
+                reason: reason.to_string(),
+            },
+        })
     }
 
     /// Decisions currently cached.
     pub fn cached(&self) -> u64 {
         self.cache.entry_count()
     }
+}
 
-    async fn review(&self, user: &User, attributes: &Attributes) -> Result<Decision, ReviewError> {
-        let answer = self
-            .apiserver
-            .subject_access_review(&review_for(user, attributes))
-            .await?;
-        Ok(judge(answer))
-    }
+async fn review(
+    apiserver: &Apiserver,
+    user: &User,
+    attributes: &Attributes,
+) -> Result<Decision, ReviewError> {
+    let answer = apiserver
+        .subject_access_review(&review_for(user, attributes))
+        .await?;
+    Ok(judge(answer))
 }
 
 /// The SubjectAccessReview the apiserver is asked.
 pub fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessReview {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let (non_resource_attributes, resource_attributes) = match &attributes.resource {
+        None => (
+            Some(NonResourceAttributes {
+                path: Some(attributes.path.clone()),
+                verb: Some(attributes.verb.clone()),
+            }),
+            None,
+        ),
+        Some(r) => (
+            None,
+            Some(SarResourceAttributes {
+                namespace: non_empty(&r.namespace),
+                group: non_empty(&r.group),
+                version: non_empty(&r.version),
+                resource: non_empty(&r.resource),
+                subresource: non_empty(&r.subresource),
+                name: non_empty(&r.name),
+                verb: Some(attributes.verb.clone()),
+                ..SarResourceAttributes::default()
+            }),
+        ),
+    };
     SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: non_empty(&user.name),
             uid: non_empty(&user.uid),
             groups: (!user.groups.is_empty()).then(|| user.groups.clone()),
             extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
-            non_resource_attributes: Some(NonResourceAttributes {
-                path: Some(attributes.path.clone()),
-                verb: Some(attributes.verb.clone()),
-            }),
-            resource_attributes: None,
+            non_resource_attributes,
+            resource_attributes,
         },
         ..SubjectAccessReview::default()
     }
@@ -162,7 +317,7 @@ fn judge(review: SubjectAccessReview) -> Decision {
         tracing::debug!(error, "SubjectAccessReview evaluation error");
     }
     if status.allowed && status.denied != Some(true) {
-        Decision::Allow
+        Decision::Allow(status.reason.unwrap_or_default().into())
     } else {
         Decision::Deny(status.reason.unwrap_or_default().into())
     }
@@ -260,8 +415,11 @@ mod tests {
             }),
             ..SubjectAccessReview::default()
         };
-        assert!(matches!(judge(answer(true, None)), Decision::Allow));
-        assert!(matches!(judge(answer(true, Some(false))), Decision::Allow));
+        assert!(matches!(judge(answer(true, None)), Decision::Allow(_)));
+        assert!(matches!(
+            judge(answer(true, Some(false))),
+            Decision::Allow(_)
+        ));
         assert!(matches!(judge(answer(true, Some(true))), Decision::Deny(_)));
         assert!(matches!(judge(answer(false, None)), Decision::Deny(_)));
         assert!(matches!(

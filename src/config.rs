@@ -37,11 +37,102 @@ pub struct Args {
     #[command(flatten)]
     pub kube: KubeArgs,
     #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
     pub logging: LoggingArgs,
     #[command(flatten)]
     pub legacy: LegacyArgs,
+}
+
+// The command line: the proxy (no subcommand) or a helper command.
+/// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
+///
+/// Terminates TLS, authenticates bearer tokens with a TokenReview, authorizes them with a
+/// SubjectAccessReview (`get` on the request path), caches both answers and forwards
+/// allowed requests to --upstream.
+#[derive(Debug, Parser)]
+#[command(
+    name = "scrape-guard",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// Helper commands: the 403 doctor.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Would this token (or user) be allowed? Runs the proxy's own authentication and
+    /// authorization chain, explains the decision and, when denied, prints the RBAC
+    /// that would allow it. Exit 0 allowed, 1 denied, 2 error.
+    #[command(name = "can-i")]
+    CanI(CanIArgs),
+    /// Print the ClusterRole and ClusterRoleBinding that let a subject scrape paths.
+    Rbac(RbacArgs),
+}
+
+/// `scrape-guard can-i`.
+#[derive(Debug, ClapArgs)]
+pub struct CanIArgs {
+    /// File holding the bearer token to check (e.g. a service account token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "as_user",
+        required_unless_present = "as_user"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Check a user name instead of a token (no authentication step).
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Groups of the --as user (repeatable or comma-separated).
+    #[arg(
+        long = "as-group",
+        value_name = "GROUP",
+        value_delimiter = ',',
+        requires = "as_user"
+    )]
+    pub as_groups: Vec<String>,
+    /// The request path.
+    #[arg(long, default_value = "/metrics")]
+    pub path: String,
+    /// The verb (get for GET/HEAD, create for POST, ...).
+    #[arg(long, default_value = "get")]
+    pub verb: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `scrape-guard rbac`.
+#[derive(Debug, ClapArgs)]
+#[command(group = clap::ArgGroup::new("subject").required(true).args(["serviceaccount", "user", "group"]))]
+pub struct RbacArgs {
+    /// The service account, as NAMESPACE/NAME.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub serviceaccount: Option<String>,
+    /// A user name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A group name.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Paths to grant (repeatable). Default: /metrics.
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// The verb to grant.
+    #[arg(long, default_value = "get")]
+    pub verb: String,
 }
 
 /// The TLS listener.
@@ -171,7 +262,7 @@ pub struct UpstreamArgs {
 }
 
 /// How the apiserver is reached.
-#[derive(Debug, ClapArgs)]
+#[derive(Debug, Clone, ClapArgs)]
 #[command(next_help_heading = "Kubernetes API")]
 pub struct KubeArgs {
     /// Kubeconfig file. Default: in-cluster config, else $KUBECONFIG or ~/.kube/config.
@@ -205,6 +296,32 @@ pub struct KubeArgs {
     /// Time budget for one review, including waiting for --kube-api-qps.
     #[arg(long, env = "SCRAPE_GUARD_APISERVER_TIMEOUT", default_value = "5s", value_parser = parse_go_duration)]
     pub apiserver_timeout: Duration,
+}
+
+/// Local authentication and authorization: kube-rbac-proxy's config file, the
+/// cluster's RBAC objects, kube-apiserver's static token file.
+#[derive(Debug, Clone, Default, ClapArgs)]
+#[command(next_help_heading = "Policy")]
+pub struct PolicyArgs {
+    /// kube-rbac-proxy authorization config (resourceAttributes, rewrites, static
+    /// rules). Reloaded on change.
+    #[arg(long, env = "SCRAPE_GUARD_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Kubernetes RBAC YAML (Role, ClusterRole and bindings) evaluated locally; an
+    /// allow needs no SubjectAccessReview. Repeatable or comma-separated. Reloaded on change.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_RBAC_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub rbac_file: Vec<PathBuf>,
+
+    /// kube-apiserver static token CSV (token,user,uid,"group1,group2"), checked before
+    /// TokenReview. With it and no kubeconfig outside a cluster: standalone, offline.
+    #[arg(long, env = "SCRAPE_GUARD_TOKEN_AUTH_FILE", value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
 }
 
 /// How long answers are reused.
@@ -386,6 +503,9 @@ pub struct Config {
     pub paths: PathPolicy,
     pub identity_headers: IdentityHeaders,
     pub kubeconfig: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub rbac_files: Vec<PathBuf>,
+    pub token_auth_file: Option<PathBuf>,
     pub rate_limit: RateLimit,
     pub audiences: Vec<String>,
     pub apiserver_timeout: Duration,
@@ -451,10 +571,16 @@ impl TryFrom<Args> for Config {
             serving,
             upstream,
             kube,
+            policy,
             cache,
             logging: _,
             legacy,
         } = args;
+        let PolicyArgs {
+            config_file,
+            rbac_file,
+            token_auth_file,
+        } = policy;
         let ServingArgs {
             secure_listen_address,
             tls_cert_file,
@@ -608,6 +734,9 @@ impl TryFrom<Args> for Config {
             paths,
             identity_headers,
             kubeconfig,
+            config_file,
+            rbac_files: rbac_file,
+            token_auth_file,
             rate_limit: RateLimit::from_flags(kube_api_qps, kube_api_burst),
             audiences: auth_token_audiences
                 .into_iter()
@@ -628,7 +757,7 @@ impl TryFrom<Args> for Config {
 
 impl RateLimit {
     /// client-go semantics: 0 means its defaults (5 QPS, burst 10); negative, no limit.
-    fn from_flags(qps: f32, burst: u32) -> Self {
+    pub fn from_flags(qps: f32, burst: u32) -> Self {
         if qps < 0.0 {
             return Self::Unlimited;
         }

@@ -24,12 +24,12 @@ pub enum ProxyError {
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
 
-    /// Authenticated, but the authorizer said no (or had no opinion).
-    #[error("forbidden: User {user:?} cannot {verb} path {path:?}")]
+    /// Authenticated, but the authorizer said no (or had no opinion). `action` is
+    /// the apiserver's wording: `get path "/metrics"`.
+    #[error("forbidden: User {user:?} cannot {action}")]
     Forbidden {
         user: String,
-        verb: String,
-        path: String,
+        action: String,
         reason: String,
     },
 
@@ -179,8 +179,7 @@ mod tests {
             (
                 ProxyError::Forbidden {
                     user: "u".into(),
-                    verb: "get".into(),
-                    path: "/metrics".into(),
+                    action: "get path \"/metrics\"".into(),
                     reason: String::new(),
                 },
                 403,
@@ -205,8 +204,7 @@ mod tests {
     async fn forbidden_body_is_the_apiservers_status() {
         let response = ProxyError::Forbidden {
             user: "system:serviceaccount:ns:sa".into(),
-            verb: "get".into(),
-            path: "/metrics".into(),
+            action: crate::authz::Attributes::non_resource("get", "/metrics").action(),
             reason: "no RBAC policy matched".into(),
         }
         .into_response();

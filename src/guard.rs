@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::{
     authn::Authenticator,
-    authz::{Attributes, Authorizer},
+    authz::Authorizer,
     body::ProxyBody,
     error::ProxyError,
     paths::{PathPolicy, Route},
@@ -51,14 +51,15 @@ impl Guard {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let path = forwardable_path(request.uri())?;
+        let (parts, body) = request.into_parts();
+        let path = forwardable_path(&parts.uri)?;
         if self.paths.route(path)? == Route::Ignore {
-            return self.upstream.forward(request, None, peer).await;
+            return self.upstream.forward(parts, body, None, peer).await;
         }
-        let attributes = Attributes::new(request.method(), path);
-        let user = self.authn.authenticate(request.headers()).await?;
+        let attributes = self.authz.attributes(&parts, path)?;
+        let user = self.authn.authenticate(&parts.headers).await?;
         self.authz.authorize(&user, &attributes).await?;
-        self.upstream.forward(request, Some(&user), peer).await
+        self.upstream.forward(parts, body, Some(&user), peer).await
     }
 }
 
@@ -95,8 +96,10 @@ fn log_failure(error: &ProxyError, method: &Method, uri: &Uri, peer: SocketAddr)
     let path = uri.path();
     match error {
         ProxyError::Forbidden {
-            user, verb, reason, ..
-        } => tracing::info!(status, %peer, user, verb, path, reason, "denied"),
+            user,
+            action,
+            reason,
+        } => tracing::info!(status, %peer, user, action, path, reason, "denied"),
         ProxyError::Unauthenticated(reason) => {
             tracing::info!(status, %peer, %method, path, reason, "unauthenticated")
         }

@@ -19,9 +19,12 @@ pub mod authz;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod guard;
 pub mod paths;
+pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod upstream;
@@ -37,6 +40,7 @@ use crate::{
     authz::Authorizer,
     config::{Config, ListenAddress},
     guard::Guard,
+    policy::LocalPolicy,
     server::HttpSettings,
     tls::ServingCert,
     upstream::Upstream,
@@ -59,6 +63,8 @@ pub enum RunError {
     },
     #[error("no randomness for the token cache key")]
     Random,
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// A started proxy: its bound addresses and a handle to stop it.
@@ -96,16 +102,18 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let cert = ServingCert::load(&config.tls)?;
     cert.spawn_reloader();
-    let apiserver = Arc::new(
-        Apiserver::connect(
-            config.kubeconfig.as_deref(),
-            config.rate_limit,
-            config.apiserver_timeout,
-        )
-        .await?,
-    );
-    apiserver.spawn_probe();
-    let guard = Arc::new(build_guard(&config, &apiserver)?);
+    let apiserver = Apiserver::connect(
+        config.kubeconfig.as_deref(),
+        config.token_auth_file.is_some(),
+        config.rate_limit,
+        config.apiserver_timeout,
+    )
+    .await?
+    .map(Arc::new);
+    if let Some(apiserver) = &apiserver {
+        apiserver.spawn_probe();
+    }
+    let guard = Arc::new(build_guard(&config, apiserver.as_ref())?);
 
     let listener = bind("--secure-listen-address", &config.listen).await?;
     let addr = local_addr("--secure-listen-address", &listener)?;
@@ -145,7 +153,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let admin = admin_listener.map(|listener| {
         let admin = Arc::new(Admin {
             cert: Arc::clone(&cert),
-            apiserver: Arc::clone(&apiserver),
+            apiserver: apiserver.clone(),
         });
         let admin_acceptor = tls::acceptor(&cert, &config.tls_policy, false);
         (listener, admin, admin_acceptor)
@@ -172,7 +180,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             None => proxy.await,
         }
     });
-    log_startup(&config, addr, admin_addr);
+    log_startup(&config, addr, admin_addr, apiserver.is_some());
     Ok(Running {
         addr,
         admin_addr,
@@ -182,24 +190,54 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     })
 }
 
-fn build_guard(config: &Config, apiserver: &Arc<Apiserver>) -> Result<Guard, RunError> {
+/// The authentication chain (token file, then TokenReview) for a config.
+pub fn build_authenticator(
+    config: &Config,
+    apiserver: Option<&Arc<Apiserver>>,
+) -> Result<Authenticator, RunError> {
     let ttls = config.ttls;
+    let authn = Authenticator::new(
+        apiserver.cloned(),
+        config.audiences.clone(),
+        config.cache_max_entries,
+        ttls.authn_ok,
+        ttls.authn_rejected,
+    )
+    .map_err(|_| RunError::Random)?;
+    match &config.token_auth_file {
+        Some(path) => authn.with_token_file(path).map_err(RunError::Policy),
+        None => Ok(authn),
+    }
+}
+
+/// The authorization chain (local policy, then SubjectAccessReview) for a config.
+pub fn build_authorizer(
+    config: &Config,
+    apiserver: Option<&Arc<Apiserver>>,
+) -> Result<Authorizer, RunError> {
+    let local = LocalPolicy::load(config.config_file.as_deref(), &config.rbac_files)
+        .map_err(RunError::Policy)?;
+    local.spawn_reloaders();
+    if apiserver.is_none() && local.is_empty() {
+        tracing::warn!(
+            "standalone mode without --rbac-file or static rules in --config-file: \
+             every authenticated request will be denied"
+        );
+    }
+    Ok(Authorizer::new(
+        apiserver.cloned(),
+        local,
+        config.cache_max_entries,
+        config.ttls.authz_allow,
+        config.ttls.authz_deny,
+    ))
+}
+
+fn build_guard(config: &Config, apiserver: Option<&Arc<Apiserver>>) -> Result<Guard, RunError> {
     Ok(Guard {
         paths: config.paths.clone(),
-        authn: Authenticator::new(
-            Arc::clone(apiserver),
-            config.audiences.clone(),
-            config.cache_max_entries,
-            ttls.authn_ok,
-            ttls.authn_rejected,
-        )
-        .map_err(|_| RunError::Random)?,
-        authz: Authorizer::new(
-            Arc::clone(apiserver),
-            config.cache_max_entries,
-            ttls.authz_allow,
-            ttls.authz_deny,
-        ),
+        authn: build_authenticator(config, apiserver)?,
+        authz: build_authorizer(config, apiserver)?,
         upstream: Upstream::new(
             &config.upstream,
             config.upstream_ca_file.as_deref(),
@@ -245,7 +283,7 @@ fn local_addr(flag: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
     })
 }
 
-fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>) {
+fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>, apiserver: bool) {
     let tls = match &config.tls {
         config::TlsSource::Files { cert, .. } => cert.display().to_string(),
         config::TlsSource::SelfSigned => "self-signed (in memory)".into(),
@@ -266,6 +304,10 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         apiserver_timeout = ?config.apiserver_timeout,
         upstream_timeout = ?config.upstream_timeout,
         identity_headers = config.identity_headers.enabled,
+        config_file = ?config.config_file,
+        rbac_files = ?config.rbac_files,
+        token_auth_file = ?config.token_auth_file,
+        mode = if apiserver { "apiserver" } else { "standalone (offline)" },
         "scrape-guard serving"
     );
     if matches!(config.tls, config::TlsSource::SelfSigned) {

@@ -1,15 +1,47 @@
 //! The binary: flags → config → logging → run. Everything else is in the library.
 
-use std::process::ExitCode;
+use std::{
+    io::{IsTerminal, Write},
+    process::ExitCode,
+};
 
 use clap::Parser;
-use scrape_guard::config::{Args, Config};
+use scrape_guard::{
+    config::{Args, Cli, Command, Config},
+    doctor,
+};
 
 fn main() -> ExitCode {
     // Before anything touches TLS: rustls, tokio-rustls and kube all share this one.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
-    init_logging(&args.logging.log_format);
+    let cli = Cli::parse();
+    match cli.command {
+        None => proxy(cli.args),
+        Some(Command::Rbac(args)) => match doctor::rbac(&args) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("scrape-guard rbac: {error}");
+                ExitCode::from(doctor::ERROR)
+            }
+        },
+        Some(Command::CanI(args)) => {
+            init_logging("text", "warn");
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(doctor::ERROR);
+            };
+            let (report, code) = runtime.block_on(doctor::can_i(args));
+            print!("{report}");
+            let _ = std::io::stdout().flush();
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn proxy(args: Args) -> ExitCode {
+    init_logging(&args.logging.log_format, "info");
     let ignored = args.legacy.ignored();
     if !ignored.is_empty() {
         tracing::warn!(flags = ?ignored, "ignoring kube-rbac-proxy/klog flags that have no effect here");
@@ -21,15 +53,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("scrape-guard: starting the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(scrape_guard::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,11 +66,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| eprintln!("scrape-guard: starting the async runtime: {error}"))
+        .ok()
+}
+
+fn init_logging(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCRAPE_GUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

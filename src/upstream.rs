@@ -105,11 +105,11 @@ impl Upstream {
     /// Sends the request upstream and returns its streamed response.
     pub async fn forward(
         &self,
-        request: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: Incoming,
         user: Option<&User>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
         parts.uri = self.target(&parts.uri)?;
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in :authority; give HTTP/1 upstreams a Host.

@@ -512,12 +512,19 @@ impl Proxy {
     /// Starts scrape-guard on 127.0.0.1:0 with the test certificate, the fake
     /// apiserver's kubeconfig, `upstream`, and any extra flags.
     pub async fn start(pki: &Pki, api: &FakeApiserver, upstream: &str, extra: &[&str]) -> Self {
+        let kubeconfig = format!("--kubeconfig={}", api.kubeconfig.display());
+        let mut args = vec![kubeconfig.as_str()];
+        args.extend_from_slice(extra);
+        Self::start_with(pki, upstream, &args).await
+    }
+
+    /// Starts scrape-guard with no apiserver unless `extra` names one.
+    pub async fn start_with(pki: &Pki, upstream: &str, extra: &[&str]) -> Self {
         let mut argv = vec![
             "scrape-guard".to_owned(),
             "--secure-listen-address=127.0.0.1:0".into(),
             format!("--tls-cert-file={}", pki.cert_path.display()),
             format!("--tls-private-key-file={}", pki.key_path.display()),
-            format!("--kubeconfig={}", api.kubeconfig.display()),
             format!("--upstream={upstream}"),
             "--kube-api-qps=-1".into(),
         ];

@@ -1,0 +1,391 @@
+//! The 403 doctor: `scrape-guard can-i` and `scrape-guard rbac`.
+//!
+//! This project grew from one troubleshooting note: `forbidden: User
+//! "system:anonymous" cannot get path "/metrics"`. `can-i` runs the proxy's own
+//! authentication and authorization chain for a token (or a user) and says who it is,
+//! what was decided, by which rule — and, when denied, prints the exact RBAC that would
+//! allow it. `rbac` prints that RBAC directly.
+
+use std::{fmt::Write as _, sync::Arc, time::Duration};
+
+use crate::{
+    apiserver::Apiserver,
+    authn::{Authenticator, BearerToken, User},
+    authz::{Attributes, Authorizer},
+    config::{CanIArgs, RateLimit, RbacArgs},
+    error::ProxyError,
+    policy::LocalPolicy,
+};
+
+/// Exit codes, as documented in `--help`.
+pub const ALLOWED: u8 = 0;
+pub const DENIED: u8 = 1;
+pub const ERROR: u8 = 2;
+
+/// Who gets the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    ServiceAccount { namespace: String, name: String },
+    User(String),
+    Group(String),
+}
+
+impl Subject {
+    /// The RBAC subject for a user name: `system:serviceaccount:<ns>:<name>` is a
+    /// ServiceAccount (bind the account, not the user string), anything else a User.
+    pub fn for_user(name: &str) -> Self {
+        match name
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains(':') =>
+            {
+                Self::ServiceAccount {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                }
+            }
+            _ => Self::User(name.into()),
+        }
+    }
+
+    fn binding_suffix(&self) -> String {
+        match self {
+            Self::ServiceAccount { namespace, name } => format!("{namespace}:{name}"),
+            Self::User(name) | Self::Group(name) => name.clone(),
+        }
+    }
+
+    fn yaml(&self) -> String {
+        match self {
+            Self::ServiceAccount { namespace, name } => format!(
+                "  - kind: ServiceAccount\n    name: {}\n    namespace: {}\n",
+                quote(name),
+                quote(namespace)
+            ),
+            Self::User(name) => format!(
+                "  - kind: User\n    apiGroup: rbac.authorization.k8s.io\n    name: {}\n",
+                quote(name)
+            ),
+            Self::Group(name) => format!(
+                "  - kind: Group\n    apiGroup: rbac.authorization.k8s.io\n    name: {}\n",
+                quote(name)
+            ),
+        }
+    }
+}
+
+/// The ClusterRole and ClusterRoleBinding granting `verb` on `paths` to `subject`.
+pub fn rbac_yaml(subject: &Subject, paths: &[String], verb: &str) -> String {
+    let role = if paths == ["/metrics"] && verb == "get" {
+        "scrape-guard-metrics-reader".to_owned()
+    } else {
+        let slug: Vec<String> = paths.iter().map(|p| slug(p)).collect();
+        format!("scrape-guard-{}-{}", slug_part(verb), slug.join("-"))
+    };
+    let binding = sanitize_name(&format!("{role}:{}", subject.binding_suffix()));
+    let urls: Vec<String> = paths.iter().map(|p| quote(p)).collect();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "# Grants `{verb}` on {} to {}.\n\
+         # Warning: a ClusterRole's nonResourceURLs apply on every endpoint that delegates\n\
+         # authorization to this cluster's apiserver (kube-rbac-proxy, scrape-guard, the\n\
+         # kubelet, control-plane /metrics). Bind it only to subjects that should scrape them.\n\
+         apiVersion: rbac.authorization.k8s.io/v1\n\
+         kind: ClusterRole\n\
+         metadata:\n  name: {role}\n\
+         rules:\n  - nonResourceURLs: [{}]\n    verbs: [{}]\n\
+         ---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\n\
+         kind: ClusterRoleBinding\n\
+         metadata:\n  name: {}\n\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role}\n\
+         subjects:\n{}",
+        paths.join(", "),
+        describe(subject),
+        urls.join(", "),
+        quote(verb),
+        quote(&binding),
+        subject.yaml(),
+    );
+    out
+}
+
+fn describe(subject: &Subject) -> String {
+    match subject {
+        Subject::ServiceAccount { namespace, name } => {
+            format!(
+                "ServiceAccount {namespace}/{name} (user system:serviceaccount:{namespace}:{name})"
+            )
+        }
+        Subject::User(name) => format!("User {name}"),
+        Subject::Group(name) => format!("Group {name}"),
+    }
+}
+
+/// `scrape-guard rbac`.
+pub fn rbac(args: &RbacArgs) -> Result<String, String> {
+    let subject = match (&args.serviceaccount, &args.user, &args.group) {
+        (Some(sa), _, _) => {
+            let (namespace, name) = sa
+                .split_once('/')
+                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+                .ok_or_else(|| format!("--serviceaccount {sa:?}: want NAMESPACE/NAME"))?;
+            Subject::ServiceAccount {
+                namespace: namespace.into(),
+                name: name.into(),
+            }
+        }
+        (None, Some(user), _) => Subject::User(user.clone()),
+        (None, None, Some(group)) => Subject::Group(group.clone()),
+        (None, None, None) => {
+            return Err("one of --serviceaccount, --user or --group is required".into())
+        }
+    };
+    let paths = if args.paths.is_empty() {
+        vec!["/metrics".to_owned()]
+    } else {
+        args.paths.clone()
+    };
+    if let Some(bad) = paths
+        .iter()
+        .find(|p| !p.starts_with('/') && p.as_str() != "*")
+    {
+        return Err(format!("--path {bad:?} must start with '/'"));
+    }
+    Ok(rbac_yaml(&subject, &paths, &args.verb))
+}
+
+/// `scrape-guard can-i`: the report and the exit code.
+pub async fn can_i(args: CanIArgs) -> (String, u8) {
+    match run_can_i(args).await {
+        Ok(result) => result,
+        Err(error) => (format!("error: {error}\n"), ERROR),
+    }
+}
+
+async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
+    let kube = &args.kube;
+    let policy = &args.policy;
+    let timeout = kube.apiserver_timeout;
+    let apiserver = Apiserver::connect(
+        kube.kubeconfig.as_deref(),
+        policy.token_auth_file.is_some(),
+        RateLimit::from_flags(kube.kube_api_qps, kube.kube_api_burst),
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .map(Arc::new);
+    let local = LocalPolicy::load(policy.config_file.as_deref(), &policy.rbac_file)?;
+    let mut out = String::new();
+
+    let user = match (&args.as_user, &args.token_file) {
+        (Some(name), _) => Arc::new(User {
+            name: name.clone(),
+            groups: args.as_groups.clone(),
+            ..User::default()
+        }),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+            let mut authn = Authenticator::new(
+                apiserver.clone(),
+                kube.auth_token_audiences.clone(),
+                16,
+                Duration::ZERO,
+                Duration::ZERO,
+            )
+            .map_err(|_| "no randomness available".to_owned())?;
+            if let Some(tokens) = &policy.token_auth_file {
+                authn = authn.with_token_file(tokens)?;
+            }
+            let token = BearerToken::new(text.trim())
+                .map_err(|_| format!("--token-file {}: not a bearer token", path.display()))?;
+            match authn.authenticate_token(token).await {
+                Ok(user) => user,
+                Err(ProxyError::Unauthenticated(why)) => {
+                    let _ = writeln!(out, "user:      (not authenticated: {why})");
+                    let _ = writeln!(out, "decision:  denied with 401 Unauthorized: scrape-guard cannot tell who this token belongs to");
+                    let _ = writeln!(
+                        out,
+                        "fix:       use a valid, unexpired token{}",
+                        audience_hint(&kube.auth_token_audiences)
+                    );
+                    return Ok((out, DENIED));
+                }
+                Err(other) => return Err(other.to_string()),
+            }
+        }
+        (None, None) => return Err("--token-file or --as is required".into()),
+    };
+
+    let attributes = Attributes::non_resource(&args.verb, &args.path);
+    let authz = Authorizer::new(apiserver, local, 16, Duration::ZERO, Duration::ZERO);
+    let outcome = authz
+        .decide(&user, &attributes)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let uid = if user.uid.is_empty() {
+        String::new()
+    } else {
+        format!(" (uid {})", user.uid)
+    };
+    let _ = writeln!(out, "user:      {}{uid}", user.name);
+    let _ = writeln!(
+        out,
+        "groups:    {}",
+        if user.groups.is_empty() {
+            "(none)".into()
+        } else {
+            user.groups.join(", ")
+        }
+    );
+    let _ = writeln!(out, "request:   {}", attributes.action());
+    let reason = if outcome.reason.is_empty() {
+        "no rule allows it".to_owned()
+    } else {
+        outcome.reason.clone()
+    };
+    if outcome.allowed {
+        let _ = writeln!(out, "decision:  allowed");
+        let _ = writeln!(out, "by:        {}: {reason}", outcome.source);
+        return Ok((out, ALLOWED));
+    }
+    let _ = writeln!(out, "decision:  denied");
+    let _ = writeln!(out, "by:        {}: {reason}", outcome.source);
+    let _ = writeln!(
+        out,
+        "forbidden: User {:?} cannot {}",
+        user.name,
+        attributes.action()
+    );
+    let _ = writeln!(out, "\nTo allow it, apply this (kubectl apply -f -):\n");
+    out.push_str(&rbac_yaml(
+        &Subject::for_user(&user.name),
+        std::slice::from_ref(&args.path),
+        &args.verb,
+    ));
+    Ok((out, DENIED))
+}
+
+fn audience_hint(audiences: &[String]) -> String {
+    if audiences.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " issued for one of these audiences: {} (kubectl create token --audience=…)",
+            audiences.join(", ")
+        )
+    }
+}
+
+/// A YAML scalar, quoted when it could be misread.
+fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && !s.starts_with(['-', '.'])
+        && !matches!(
+            s,
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~"
+        )
+        && s.parse::<f64>().is_err();
+    if plain {
+        s.to_owned()
+    } else {
+        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    }
+}
+
+fn slug(path: &str) -> String {
+    let slug = slug_part(path.trim_matches('/'));
+    if slug.is_empty() {
+        "root".into()
+    } else {
+        slug
+    }
+}
+
+fn slug_part(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if c == '*' {
+            out.push_str("-all");
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
+/// RBAC object names may not contain '/' or '%'.
+fn sanitize_name(s: &str) -> String {
+    s.replace(['/', '%'], "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_users_become_service_account_subjects() {
+        assert_eq!(
+            Subject::for_user("system:serviceaccount:monitoring:prometheus-k8s"),
+            Subject::ServiceAccount {
+                namespace: "monitoring".into(),
+                name: "prometheus-k8s".into()
+            }
+        );
+        for user in [
+            "system:anonymous",
+            "alice",
+            "system:serviceaccount:ns",
+            "system:serviceaccount::x",
+        ] {
+            assert_eq!(
+                Subject::for_user(user),
+                Subject::User(user.into()),
+                "{user}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_yaml_parses_back_into_rbac_that_allows_the_request() {
+        let subject = Subject::for_user("system:serviceaccount:monitoring:prometheus-k8s");
+        let yaml = rbac_yaml(&subject, &["/metrics".into(), "/federate*".into()], "get");
+        let rbac =
+            crate::policy::rbac::Rbac::parse(&[("generated".into(), yaml.clone().into_bytes())])
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let user = User {
+            name: "system:serviceaccount:monitoring:prometheus-k8s".into(),
+            ..User::default()
+        };
+        for path in ["/metrics", "/federate", "/federate/x"] {
+            assert!(
+                rbac.allows(&user, &Attributes::non_resource("get", path))
+                    .is_some(),
+                "{path}\n{yaml}"
+            );
+        }
+        assert!(rbac
+            .allows(&user, &Attributes::non_resource("get", "/other"))
+            .is_none());
+        assert!(yaml.contains("Warning: a ClusterRole"));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("/metrics"), "/metrics");
+        assert_eq!(quote("system:anonymous"), "\"system:anonymous\"");
+        assert_eq!(quote("true"), "\"true\"");
+        assert_eq!(quote("*"), "\"*\"");
+        assert_eq!(quote("1.5"), "\"1.5\"");
+    }
+}

@@ -1,0 +1,93 @@
+//! Local policy: everything that can be decided without asking the apiserver.
+//!
+//! Two sources, both optional and both reloaded on change (see `reload.rs`):
+//! - `--config-file` (kube-rbac-proxy's schema): which attributes a request is
+//!   authorized as, and static allow rules;
+//! - `--rbac-file` (repeatable): the cluster's own RBAC objects, evaluated here.
+//!
+//! Local policy only ever *allows*. When it has no allow, the apiserver decides — or,
+//! with no apiserver (standalone mode), the answer is 403.
+
+pub mod config_file;
+pub mod rbac;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::{authn::User, authz::Attributes, error::ProxyError, reload::Watched};
+
+use self::{config_file::ConfigFile, rbac::Rbac};
+
+/// The local layers of the authorizer chain.
+#[derive(Debug, Default, Clone)]
+pub struct LocalPolicy {
+    config: Option<Arc<Watched<ConfigFile>>>,
+    rbac: Option<Arc<Watched<Rbac>>>,
+}
+
+impl LocalPolicy {
+    /// Loads the files now; any error names the flag's file and line.
+    pub fn load(config_file: Option<&Path>, rbac_files: &[PathBuf]) -> Result<Self, String> {
+        let config = config_file
+            .map(|path| Watched::load("--config-file", vec![path.to_owned()], ConfigFile::parse))
+            .transpose()
+            .map_err(|e| format!("--config-file {e}"))?;
+        let rbac = (!rbac_files.is_empty())
+            .then(|| Watched::load("--rbac-file", rbac_files.to_vec(), Rbac::parse))
+            .transpose()
+            .map_err(|e| format!("--rbac-file {e}"))?;
+        Ok(Self { config, rbac })
+    }
+
+    /// Re-reads the files when they change, keeping the last good version.
+    pub fn spawn_reloaders(&self) {
+        if let Some(config) = &self.config {
+            config.spawn_reloader();
+        }
+        if let Some(rbac) = &self.rbac {
+            rbac.spawn_reloader();
+        }
+    }
+
+    /// The attributes a request is authorized as (see `ConfigFile::attributes`).
+    pub fn attributes(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Vec<Attributes>, ProxyError> {
+        match &self.config {
+            Some(config) => config.get().attributes(method, uri, headers, path),
+            None => Ok(vec![Attributes::new(method, path)]),
+        }
+    }
+
+    /// Which local rule allows this, if any: static rules first, then RBAC.
+    pub fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
+        if let Some(reason) = self
+            .config
+            .as_ref()
+            .and_then(|c| c.get().static_allows(user, attributes))
+        {
+            return Some(reason);
+        }
+        self.rbac
+            .as_ref()
+            .and_then(|r| r.get().allows(user, attributes))
+    }
+
+    /// Whether any local rule could ever allow something.
+    pub fn is_empty(&self) -> bool {
+        let no_static = self
+            .config
+            .as_ref()
+            .is_none_or(|c| !c.get().has_static_rules());
+        let no_rbac = self.rbac.as_ref().is_none_or(|r| r.get().is_empty());
+        no_static && no_rbac
+    }
+}

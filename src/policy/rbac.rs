@@ -1,0 +1,479 @@
+//! Local RBAC (`--rbac-file`): the cluster's own Role/ClusterRole/binding objects,
+//! evaluated in-process with the apiserver's RBAC authorizer semantics.
+//!
+//! A scraper allowed here needs no SubjectAccessReview at all. Local RBAC only ever
+//! allows: a "no" falls through to the apiserver, as in the apiserver's own authorizer
+//! chain. Aggregated ClusterRoles are not expanded (their `rules` are used as written).
+
+use std::{collections::HashMap, path::PathBuf};
+
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use serde_json::Value;
+
+use crate::{authn::User, authz::Attributes};
+
+/// The RBAC objects from every `--rbac-file`, indexed for evaluation.
+#[derive(Debug, Default)]
+pub struct Rbac {
+    cluster_roles: HashMap<String, Vec<PolicyRule>>,
+    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    role_bindings: Vec<RoleBinding>,
+}
+
+impl Rbac {
+    /// Parses YAML files of RBAC objects: multi-document, or `kind: List`. Other kinds
+    /// (a ServiceAccount in the same file) are skipped, so the manifests applied to the
+    /// cluster can be handed over unchanged. Errors name the file and line.
+    pub fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
+        let mut rbac = Self::default();
+        for (path, bytes) in files {
+            let origin = path.display();
+            let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: {e}"))?;
+            for doc in docs {
+                rbac.add(doc).map_err(|e| format!("{origin}: {e}"))?;
+            }
+        }
+        Ok(rbac)
+    }
+
+    fn add(&mut self, doc: Value) -> Result<(), String> {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        let name = doc["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+        let what = || format!("{kind} {name:?}");
+        let namespace = || {
+            doc["metadata"]["namespace"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{} has no metadata.namespace", what()))
+        };
+        match kind.as_str() {
+            "List" => {
+                let Value::Array(items) = doc["items"].clone() else {
+                    return Err("List without items".into());
+                };
+                for item in items {
+                    self.add(item)?;
+                }
+            }
+            "ClusterRole" => {
+                let role: ClusterRole = from_value(&doc, &what)?;
+                self.cluster_roles
+                    .insert(name, role.rules.unwrap_or_default());
+            }
+            "Role" => {
+                let namespace = namespace()?;
+                let role: Role = from_value(&doc, &what)?;
+                self.roles
+                    .insert((namespace, name), role.rules.unwrap_or_default());
+            }
+            "ClusterRoleBinding" => self.cluster_role_bindings.push(from_value(&doc, &what)?),
+            "RoleBinding" => {
+                namespace()?;
+                self.role_bindings.push(from_value(&doc, &what)?);
+            }
+            "" if doc.is_null() => {}
+            "" => return Err("a document without kind".into()),
+            other => tracing::debug!(kind = other, "--rbac-file: skipping a non-RBAC object"),
+        }
+        Ok(())
+    }
+
+    /// Which binding allows `attributes` for `user`, if any:
+    /// `ClusterRoleBinding "b" → ClusterRole "r"`.
+    pub fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
+        for binding in &self.cluster_role_bindings {
+            if !subjects_match(binding.subjects.as_deref(), None, user) {
+                continue;
+            }
+            if self.rules_allow(&binding.role_ref, None, attributes) {
+                return Some(describe(
+                    "ClusterRoleBinding",
+                    binding.metadata.name.as_deref(),
+                    &binding.role_ref,
+                ));
+            }
+        }
+        // RoleBindings grant only resource requests in their own namespace.
+        let requested = attributes.resource.as_ref()?;
+        for binding in &self.role_bindings {
+            let namespace = binding.metadata.namespace.as_deref();
+            if namespace != Some(requested.namespace.as_str())
+                || !subjects_match(binding.subjects.as_deref(), namespace, user)
+            {
+                continue;
+            }
+            if self.rules_allow(&binding.role_ref, namespace, attributes) {
+                return Some(describe(
+                    "RoleBinding",
+                    binding.metadata.name.as_deref(),
+                    &binding.role_ref,
+                ));
+            }
+        }
+        None
+    }
+
+    fn rules_allow(
+        &self,
+        role_ref: &RoleRef,
+        namespace: Option<&str>,
+        attributes: &Attributes,
+    ) -> bool {
+        let rules = match (role_ref.kind.as_str(), namespace) {
+            ("ClusterRole", _) => self.cluster_roles.get(&role_ref.name),
+            ("Role", Some(ns)) => self.roles.get(&(ns.to_owned(), role_ref.name.clone())),
+            _ => None,
+        };
+        rules.is_some_and(|rules| rules.iter().any(|rule| rule_allows(rule, attributes)))
+    }
+
+    /// Whether any object was loaded (an empty file set allows nothing).
+    pub fn is_empty(&self) -> bool {
+        self.cluster_role_bindings.is_empty() && self.role_bindings.is_empty()
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(
+    doc: &Value,
+    what: &dyn Fn() -> String,
+) -> Result<T, String> {
+    serde_json::from_value(doc.clone()).map_err(|e| format!("{}: {e}", what()))
+}
+
+fn describe(kind: &str, name: Option<&str>, role_ref: &RoleRef) -> String {
+    format!(
+        "{kind} {:?} → {} {:?} (local RBAC)",
+        name.unwrap_or_default(),
+        role_ref.kind,
+        role_ref.name
+    )
+}
+
+/// The apiserver's `appliesTo`: User by name, Group by membership, ServiceAccount by
+/// its `system:serviceaccount:<ns>:<name>` user name (namespace defaulting to the
+/// RoleBinding's own).
+fn subjects_match(
+    subjects: Option<&[Subject]>,
+    binding_namespace: Option<&str>,
+    user: &User,
+) -> bool {
+    subjects
+        .unwrap_or_default()
+        .iter()
+        .any(|subject| match subject.kind.as_str() {
+            "User" => subject.name == user.name,
+            "Group" => user.groups.contains(&subject.name),
+            "ServiceAccount" => {
+                let namespace = subject
+                    .namespace
+                    .as_deref()
+                    .filter(|ns| !ns.is_empty())
+                    .or(binding_namespace)
+                    .unwrap_or_default();
+                !namespace.is_empty()
+                    && user.name == format!("system:serviceaccount:{namespace}:{}", subject.name)
+            }
+            _ => false,
+        })
+}
+
+/// The apiserver's `RuleAllows`.
+pub fn rule_allows(rule: &PolicyRule, attributes: &Attributes) -> bool {
+    let verbs = rule.verbs.iter().any(|v| v == "*" || *v == attributes.verb);
+    if !verbs {
+        return false;
+    }
+    match &attributes.resource {
+        None => rule
+            .non_resource_urls
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|url| non_resource_url_matches(url, &attributes.path)),
+        Some(requested) => {
+            let groups = rule.api_groups.as_deref().unwrap_or_default();
+            let group_ok = groups.iter().any(|g| g == "*" || *g == requested.group);
+            let combined = if requested.subresource.is_empty() {
+                requested.resource.clone()
+            } else {
+                format!("{}/{}", requested.resource, requested.subresource)
+            };
+            let resources = rule.resources.as_deref().unwrap_or_default();
+            let resource_ok = resources.iter().any(|r| {
+                r == "*"
+                    || *r == combined
+                    || (!requested.subresource.is_empty()
+                        && r.strip_prefix("*/") == Some(requested.subresource.as_str()))
+            });
+            let names = rule.resource_names.as_deref().unwrap_or_default();
+            let name_ok = names.is_empty() || names.contains(&requested.name);
+            group_ok && resource_ok && name_ok
+        }
+    }
+}
+
+/// `*` matches everything; `/p*` is a prefix; anything else is exact. Case-sensitive,
+/// no normalisation — as the apiserver does it.
+pub fn non_resource_url_matches(rule: &str, path: &str) -> bool {
+    if rule == "*" || rule == path {
+        return true;
+    }
+    rule.strip_suffix('*')
+        .is_some_and(|prefix| path.starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::ResourceAttributes;
+
+    fn user(name: &str, groups: &[&str]) -> User {
+        User {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..User::default()
+        }
+    }
+
+    fn get(path: &str) -> Attributes {
+        Attributes::non_resource("get", path)
+    }
+
+    fn rbac(yaml: &str) -> Rbac {
+        Rbac::parse(&[("rbac.yaml".into(), yaml.as_bytes().to_vec())]).unwrap()
+    }
+
+    #[test]
+    fn non_resource_url_matching_is_the_apiservers() {
+        let table = [
+            ("*", "/anything", true),
+            ("/metrics", "/metrics", true),
+            ("/metrics", "/metrics/", false),
+            ("/metrics", "/Metrics", false),
+            ("/metrics*", "/metrics", true),
+            ("/metrics*", "/metrics/cadvisor", true),
+            ("/metrics*", "/metricsfoo", true),
+            ("/metrics/*", "/metrics", false),
+            ("/metrics/*", "/metrics/x", true),
+            ("/met*rics", "/met*rics", true),
+            ("/met*rics", "/metXrics", false),
+        ];
+        for (rule, path, want) in table {
+            assert_eq!(
+                non_resource_url_matches(rule, path),
+                want,
+                "{rule} vs {path}"
+            );
+        }
+    }
+
+    const METRICS_READER: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: metrics-reader}
+rules:
+- nonResourceURLs: ["/metrics", "/federate*"]
+  verbs: ["get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: prometheus}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: metrics-reader}
+subjects:
+- {kind: ServiceAccount, name: prometheus, namespace: monitoring}
+- {kind: Group, name: scrapers, apiGroup: rbac.authorization.k8s.io}
+- {kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ignored, namespace: monitoring}
+"#;
+
+    #[test]
+    fn cluster_role_bindings_by_subject_kind() {
+        let rbac = rbac(METRICS_READER);
+        let table = [
+            (
+                user("system:serviceaccount:monitoring:prometheus", &[]),
+                "/metrics",
+                true,
+            ),
+            (
+                user("system:serviceaccount:default:prometheus", &[]),
+                "/metrics",
+                false,
+            ),
+            (user("prometheus", &[]), "/metrics", false),
+            (user("bob", &["scrapers"]), "/metrics", true),
+            (user("bob", &["Scrapers"]), "/metrics", false),
+            (user("alice", &[]), "/metrics", true),
+            (user("alice", &[]), "/federate/x", true),
+            (user("alice", &[]), "/metrics/cadvisor", false),
+            (
+                user("mallory", &["system:authenticated"]),
+                "/metrics",
+                false,
+            ),
+        ];
+        for (who, path, want) in table {
+            assert_eq!(
+                rbac.allows(&who, &get(path)).is_some(),
+                want,
+                "{} {path}",
+                who.name
+            );
+        }
+        let why = rbac.allows(&user("alice", &[]), &get("/metrics")).unwrap();
+        assert!(why.contains("ClusterRoleBinding \"prometheus\""), "{why}");
+        let post = Attributes::non_resource("create", "/metrics");
+        assert!(
+            rbac.allows(&user("alice", &[]), &post).is_none(),
+            "verb must match"
+        );
+    }
+
+    #[test]
+    fn roles_grant_only_resources_in_their_namespace() {
+        let rbac = rbac(
+            r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: Role
+  metadata: {name: pod-reader, namespace: team-a}
+  rules:
+  - {apiGroups: [""], resources: ["pods", "pods/log"], verbs: ["get", "list"]}
+  - {nonResourceURLs: ["/metrics"], verbs: ["get"]}
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: RoleBinding
+  metadata: {name: read-pods, namespace: team-a}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+  subjects:
+  - {kind: ServiceAccount, name: bot}
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: ClusterRole
+  metadata: {name: any-status}
+  rules:
+  - {apiGroups: ["*"], resources: ["*/status"], verbs: ["*"], resourceNames: ["one"]}
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: RoleBinding
+  metadata: {name: status, namespace: team-b}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: any-status}
+  subjects:
+  - {kind: User, name: carol}
+"#,
+        );
+        let resource =
+            |ns: &str, group: &str, res: &str, sub: &str, name: &str| ResourceAttributes {
+                namespace: ns.into(),
+                group: group.into(),
+                version: "v1".into(),
+                resource: res.into(),
+                subresource: sub.into(),
+                name: name.into(),
+            };
+        let attrs = |verb: &str, r: ResourceAttributes| Attributes {
+            verb: verb.into(),
+            path: "/".into(),
+            resource: Some(r),
+        };
+        let bot = user("system:serviceaccount:team-a:bot", &[]);
+        let carol = user("carol", &[]);
+        let table = [
+            (
+                &bot,
+                attrs("get", resource("team-a", "", "pods", "", "p")),
+                true,
+            ),
+            (
+                &bot,
+                attrs("list", resource("team-a", "", "pods", "log", "")),
+                true,
+            ),
+            (
+                &bot,
+                attrs("get", resource("team-a", "", "pods", "exec", "p")),
+                false,
+            ),
+            (
+                &bot,
+                attrs("delete", resource("team-a", "", "pods", "", "p")),
+                false,
+            ),
+            (
+                &bot,
+                attrs("get", resource("team-b", "", "pods", "", "p")),
+                false,
+            ),
+            (
+                &bot,
+                attrs("get", resource("team-a", "apps", "pods", "", "p")),
+                false,
+            ),
+            (
+                &carol,
+                attrs(
+                    "update",
+                    resource("team-b", "apps", "deployments", "status", "one"),
+                ),
+                true,
+            ),
+            (
+                &carol,
+                attrs(
+                    "update",
+                    resource("team-b", "apps", "deployments", "status", "two"),
+                ),
+                false,
+            ),
+            (
+                &carol,
+                attrs(
+                    "update",
+                    resource("team-b", "apps", "deployments", "", "one"),
+                ),
+                false,
+            ),
+            (
+                &carol,
+                attrs(
+                    "update",
+                    resource("team-a", "apps", "deployments", "status", "one"),
+                ),
+                false,
+            ),
+        ];
+        for (who, attributes, want) in table {
+            assert_eq!(
+                rbac.allows(who, &attributes).is_some(),
+                want,
+                "{} {attributes:?}",
+                who.name
+            );
+        }
+        // nonResourceURLs in a namespaced Role grant nothing.
+        assert!(rbac.allows(&bot, &get("/metrics")).is_none());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let err = Rbac::parse(&[(
+            "r.yaml".into(),
+            b"kind: ClusterRole\nmetadata: [\n".to_vec(),
+        )])
+        .unwrap_err();
+        assert!(err.contains("r.yaml") && err.contains("line"), "{err}");
+        let err = Rbac::parse(&[(
+            "r.yaml".into(),
+            b"kind: RoleBinding\nmetadata: {name: x}\nroleRef: {apiGroup: a, kind: Role, name: r}\n".to_vec(),
+        )])
+        .unwrap_err();
+        assert!(err.contains("no metadata.namespace"), "{err}");
+    }
+}
