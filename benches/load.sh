@@ -22,7 +22,14 @@ OUT=${OUT:-$TARGET_DIR/bench-load}
 CONNS=64
 
 log() { printf '[load.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+die() {
+    log "FAIL: $*"
+    local f
+    for f in "${WORK:-/nonexistent}"/logs/*; do
+        [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }
+    done
+    exit 1
+}
 
 # ------------------------------------------------------------------ tools
 install_tools() {
@@ -160,7 +167,7 @@ main() {
     install_tools
     mkdir -p "$OUT/raw"
     rm -f "$RESULTS" "$OUT"/raw/*
-    ulimit -n 65536
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000-connection burst needs ~3,000 fds
 
     if [ "${SKIP_BUILD:-0}" != 1 ]; then
         log "cargo build --release --bin scrape-guard --example bench_kit"
@@ -219,7 +226,6 @@ http {
     access_log off;
     tcp_nodelay on;
     keepalive_requests 1000000; keepalive_timeout 120s;
-    http2_max_requests 1000000;
     client_body_temp_path $WORK/nginx-tls/body; proxy_temp_path $WORK/nginx-tls/proxy;
     fastcgi_temp_path $WORK/nginx-tls/fcgi; uwsgi_temp_path $WORK/nginx-tls/uwsgi; scgi_temp_path $WORK/nginx-tls/scgi;
     upstream exporter {
@@ -239,6 +245,8 @@ http {
             # Stream instead of spooling big pages to temp files (what scrape-guard does).
             proxy_buffering off;
             proxy_buffer_size 64k;
+            proxy_buffers 4 64k;
+            proxy_busy_buffers_size 128k;
         }
     }
 }
