@@ -1,26 +1,54 @@
-//! `/healthz` and `/readyz` on `--proxy-endpoints-port`.
+//! `/healthz`, `/readyz` and `/metrics` on `--proxy-endpoints-port`.
 //!
 //! Separate from the proxied port so probes never go through authentication and never
 //! reach the exporter. `/healthz` says only that the process serves requests;
-//! `/readyz` says whether it could do its job right now: a certificate is loaded and the
-//! apiserver answered the last review or probe. A proxy that cannot reach the
-//! apiserver can only answer 503, so it should be taken out of rotation.
+//! `/readyz` says whether it could do its job right now: a certificate is loaded and
+//! unexpired, and the apiserver answered the last review or probe. A proxy that cannot
+//! reach the apiserver can only answer 503, so it should be taken out of rotation.
+//! `/metrics` (scrape-guard's own) is guarded like any scrape: authentication, then
+//! authorization of `get` on `/metrics`.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::{apiserver::Apiserver, body::ProxyBody, server::Handler, tls::ServingCert};
+use crate::{
+    apiserver::Apiserver, authz::Attributes, body::ProxyBody, guard::Guard, server::Handler,
+    tls::ServingCert,
+};
 
-/// The probe endpoints.
+/// The probe and metrics endpoints.
 pub struct Admin {
     pub cert: Arc<ServingCert>,
     /// `None` in standalone mode, where there is no apiserver to be ready for.
     pub apiserver: Option<Arc<Apiserver>>,
+    /// For authenticating and authorizing `/metrics`, and its numbers.
+    pub guard: Arc<Guard>,
 }
 
 impl Admin {
+    async fn metrics(&self, request: &Request<Incoming>) -> Response<ProxyBody> {
+        let attributes = [Attributes::new(request.method(), "/metrics")];
+        let user = match self.guard.authn.authenticate(request.headers()).await {
+            Ok(user) => user,
+            Err(error) => return error.into_response(),
+        };
+        if let Err(error) = self.guard.authz.authorize(&user, &attributes).await {
+            return error.into_response();
+        }
+        let text = self
+            .guard
+            .metrics
+            .encode(self.guard.authn.cached(), self.guard.authz.cached());
+        let mut response = Response::new(crate::body::full(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+
     fn respond(&self, request: &Request<Incoming>) -> (StatusCode, String) {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             return (
@@ -31,7 +59,7 @@ impl Admin {
         match request.uri().path() {
             "/healthz" | "/livez" => (StatusCode::OK, "ok\n".into()),
             "/readyz" => {
-                let mut checks = vec![("certificate", self.cert.is_loaded())];
+                let mut checks = vec![("certificate", self.cert.is_valid())];
                 if let Some(apiserver) = &self.apiserver {
                     checks.push(("apiserver", apiserver.is_reachable()));
                 }
@@ -60,6 +88,9 @@ impl Handler for Admin {
         request: Request<Incoming>,
         _peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        if request.uri().path() == "/metrics" {
+            return self.metrics(&request).await;
+        }
         let (status, body) = self.respond(&request);
         let mut response = Response::new(crate::body::full(body));
         *response.status_mut() = status;

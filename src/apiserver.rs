@@ -2,9 +2,12 @@
 //!
 //! Wraps a kube `Client` with what a sidecar in every pod owes the apiserver: a
 //! client-side token bucket (`--kube-api-qps`/`--kube-api-burst`, client-go's
-//! semantics), a hard time budget per review (`--apiserver-timeout`, which includes
-//! waiting for the bucket, so a backlog turns into 503s rather than a growing queue),
-//! and a record of whether the apiserver answered lately, for `/readyz`.
+//! semantics), a cap on reviews in flight (`--max-inflight-reviews`, so a thundering
+//! herd of distinct tokens cannot flood it), retries with jittered exponential backoff
+//! on retryable failures (429, 5xx, connection errors), all inside one hard time budget
+//! per review (`--apiserver-timeout`: waiting for the bucket, a slot and retries
+//! included, so a backlog turns into 503s rather than a growing queue), and a record of
+//! whether the apiserver answered lately, for `/readyz`.
 
 use std::{
     fmt,
@@ -22,9 +25,14 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     Api, Client,
 };
-use tokio::time::Instant;
+use tokio::{sync::Semaphore, time::Instant};
 
-use crate::config::RateLimit;
+use crate::{config::RateLimit, metrics::Metrics};
+
+/// Retries after the first attempt, within `--apiserver-timeout`.
+const MAX_RETRIES: u32 = 3;
+/// First backoff; doubled each retry, with ±50% jitter.
+const BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often `/readyz` re-checks the apiserver when no review has told us lately.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -56,8 +64,10 @@ pub enum ClientError {
 pub struct Apiserver {
     client: Client,
     limiter: Option<TokenBucket>,
+    inflight: Semaphore,
     timeout: Duration,
     reachable: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Apiserver {
@@ -116,14 +126,28 @@ impl Apiserver {
         Self {
             client,
             limiter,
+            inflight: Semaphore::new(Semaphore::MAX_PERMITS),
             timeout,
             reachable: AtomicBool::new(true),
+            metrics: Arc::default(),
         }
+    }
+
+    /// At most `n` reviews in flight; more wait (within their time budget).
+    pub fn with_max_inflight(mut self, n: usize) -> Self {
+        self.inflight = Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS));
+        self
+    }
+
+    /// Reports review latency and errors to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// POSTs a TokenReview.
     pub async fn token_review(&self, review: &TokenReview) -> Result<TokenReview, ReviewError> {
-        self.create(review).await
+        self.create("tokenreview", review).await
     }
 
     /// POSTs a SubjectAccessReview.
@@ -131,7 +155,7 @@ impl Apiserver {
         &self,
         review: &SubjectAccessReview,
     ) -> Result<SubjectAccessReview, ReviewError> {
-        self.create(review).await
+        self.create("subjectaccessreview", review).await
     }
 
     /// Whether the apiserver answered the last review or probe.
@@ -162,7 +186,7 @@ impl Apiserver {
         });
     }
 
-    async fn create<K>(&self, object: &K) -> Result<K, ReviewError>
+    async fn create<K>(&self, kind: &'static str, object: &K) -> Result<K, ReviewError>
     where
         K: kube::Resource<Scope = kube::core::ClusterResourceScope>
             + serde::Serialize
@@ -171,18 +195,13 @@ impl Apiserver {
             + fmt::Debug,
         K::DynamicType: Default,
     {
-        let api: Api<K> = Api::all(self.client.clone());
-        let call = async {
-            if let Some(limiter) = &self.limiter {
-                limiter.acquire().await;
-            }
-            api.create(&PostParams::default(), object).await
-        };
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(error)) => Err(ReviewError::Api(error)),
-            Err(_) => Err(ReviewError::Timeout(self.timeout)),
-        };
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(self.timeout, self.create_with_retries(object)).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(error)) => Err(ReviewError::Api(error)),
+                Err(_) => Err(ReviewError::Timeout(self.timeout)),
+            };
         // A 4xx is still an answer from a live apiserver; anything else is not.
         let answered = match &result {
             Ok(_) => true,
@@ -190,8 +209,56 @@ impl Apiserver {
             Err(_) => false,
         };
         self.reachable.store(answered, Ordering::Relaxed);
+        self.metrics
+            .review(kind, started.elapsed().as_secs_f64(), result.is_ok());
         result
     }
+
+    async fn create_with_retries<K>(&self, object: &K) -> Result<K, kube::Error>
+    where
+        K: kube::Resource<Scope = kube::core::ClusterResourceScope>
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + fmt::Debug,
+        K::DynamicType: Default,
+    {
+        // Closed only if the semaphore is dropped, which cannot happen while `self` lives.
+        let _slot = self.inflight.acquire().await;
+        let api: Api<K> = Api::all(self.client.clone());
+        let mut attempt = 0;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                limiter.acquire().await;
+            }
+            match api.create(&PostParams::default(), object).await {
+                Err(error) if attempt < MAX_RETRIES && retryable(&error) => {
+                    tracing::debug!(%error, attempt, "review failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Failures worth another try: throttling, server errors, broken connections.
+fn retryable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// `BACKOFF · 2^attempt`, scaled by a random factor in [0.5, 1.5) so that many proxies
+/// retrying at once spread out.
+fn backoff(attempt: u32) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let jitter = 0.5 + f64::from(byte[0]) / 256.0;
+    BACKOFF.saturating_mul(1 << attempt.min(10)).mul_f64(jitter)
 }
 
 /// client-go's token bucket: `qps` tokens a second, up to `burst` saved up. Callers
@@ -235,6 +302,17 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        for attempt in 0..4 {
+            let base = BACKOFF.as_secs_f64() * f64::from(1u32 << attempt);
+            for _ in 0..20 {
+                let wait = backoff(attempt).as_secs_f64();
+                assert!(wait >= base * 0.5 && wait < base * 1.5, "{attempt}: {wait}");
+            }
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn token_bucket_allows_a_burst_then_paces() {

@@ -17,8 +17,9 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use crate::{
     apiserver::{Apiserver, ReviewError},
-    cache::{TokenHasher, Verdict, Verdicts},
+    cache::{Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
+    metrics::{Metrics, Source},
     reload::Watched,
 };
 
@@ -121,6 +122,9 @@ pub struct Authenticator {
     audiences: Vec<String>,
     hasher: Arc<TokenHasher>,
     cache: Verdicts<Identity>,
+    capacity: u64,
+    ok_ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
@@ -139,7 +143,25 @@ impl Authenticator {
             audiences,
             hasher: Arc::new(TokenHasher::random()?),
             cache: Verdicts::new(capacity, ok_ttl, rejected_ttl),
+            capacity,
+            ok_ttl,
+            metrics: Arc::default(),
         })
+    }
+
+    /// `--stale-if-error`: reuse an authentication that expired less than `window` ago
+    /// when the apiserver cannot answer. Rejections and unknown tokens never are.
+    pub fn with_stale_window(mut self, window: Duration) -> Self {
+        self.cache = self
+            .cache
+            .with_stale_window(self.capacity, self.ok_ttl, window);
+        self
+    }
+
+    /// Reports outcomes to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Adds `--token-auth-file` (reloaded on change). The error names file and line.
@@ -167,21 +189,45 @@ impl Authenticator {
     ) -> Result<Arc<User>, ProxyError> {
         let key = self.hasher.key(token.as_bytes());
         if let Some(user) = self.tokens.as_ref().and_then(|t| t.get().lookup(&key)) {
+            self.metrics.authenticated("authenticated", Source::Local);
             return Ok(user);
         }
         let Some(apiserver) = &self.apiserver else {
+            self.metrics.authenticated("rejected", Source::Standalone);
             return Err(unauthenticated(
                 "unknown token (standalone: not in --token-auth-file)",
             ));
         };
-        let identity = self
-            .cache
-            .get_or_review(key, self.review(apiserver, token))
-            .await
-            .map_err(|error| ProxyError::ApiserverUnavailable(format!("TokenReview: {error}")))?;
+        let review = self.review(apiserver, token);
+        let (identity, served) = match self.cache.get_or_review(key, review).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.metrics.authenticated("error", Source::Apiserver);
+                return Err(ProxyError::ApiserverUnavailable(format!(
+                    "TokenReview: {error}"
+                )));
+            }
+        };
+        let source = match served {
+            Served::Cached => Source::Cache,
+            Served::Reviewed => Source::Apiserver,
+            Served::Stale => Source::Stale,
+        };
         match identity {
-            Identity::Authenticated(user) => Ok(user),
-            Identity::Rejected(why) => Err(ProxyError::Unauthenticated(why.to_string())),
+            Identity::Authenticated(user) => {
+                if served == Served::Stale {
+                    tracing::warn!(
+                        user = user.name,
+                        "apiserver unavailable: reusing a recent authentication (--stale-if-error)"
+                    );
+                }
+                self.metrics.authenticated("authenticated", source);
+                Ok(user)
+            }
+            Identity::Rejected(why) => {
+                self.metrics.authenticated("rejected", source);
+                Err(ProxyError::Unauthenticated(why.to_string()))
+            }
         }
     }
 

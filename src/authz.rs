@@ -22,8 +22,9 @@ use k8s_openapi::api::authorization::v1::{
 use crate::{
     apiserver::{Apiserver, ReviewError},
     authn::User,
-    cache::{digest_fields, Key, Verdict, Verdicts},
+    cache::{digest_fields, Key, Served, Verdict, Verdicts},
     error::ProxyError,
+    metrics::{Metrics, Source},
     policy::LocalPolicy,
 };
 
@@ -151,8 +152,7 @@ impl Verdict for Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub allowed: bool,
-    /// `local policy`, `apiserver` or `standalone`.
-    pub source: &'static str,
+    pub source: Source,
     /// The rule or binding that allowed it, or the apiserver's reason.
     pub reason: String,
 }
@@ -163,6 +163,9 @@ pub struct Authorizer {
     apiserver: Option<Arc<Apiserver>>,
     local: LocalPolicy,
     cache: Verdicts<Decision>,
+    capacity: u64,
+    allow_ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Authorizer {
@@ -178,7 +181,25 @@ impl Authorizer {
             apiserver,
             local,
             cache: Verdicts::new(capacity, allow_ttl, deny_ttl),
+            capacity,
+            allow_ttl,
+            metrics: Arc::default(),
         }
+    }
+
+    /// `--stale-if-error`: reuse an allow that expired less than `window` ago when the
+    /// apiserver cannot answer. Denies are never extended.
+    pub fn with_stale_window(mut self, window: Duration) -> Self {
+        self.cache = self
+            .cache
+            .with_stale_window(self.capacity, self.allow_ttl, window);
+        self
+    }
+
+    /// Reports outcomes to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The attributes this request is authorized as (400 if a rewrite finds no value).
@@ -199,7 +220,22 @@ impl Authorizer {
         attributes: &[Attributes],
     ) -> Result<(), ProxyError> {
         for attrs in attributes {
-            let outcome = self.decide(user, attrs).await?;
+            let outcome = match self.decide(user, attrs).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    self.metrics.authorized("error", Source::Apiserver);
+                    return Err(error);
+                }
+            };
+            let result = if outcome.allowed { "allowed" } else { "denied" };
+            self.metrics.authorized(result, outcome.source);
+            if outcome.source == Source::Stale {
+                tracing::warn!(
+                    user = user.name,
+                    action = attrs.action(),
+                    "apiserver unavailable: reusing a recent allow (--stale-if-error)"
+                );
+            }
             if !outcome.allowed {
                 return Err(ProxyError::Forbidden {
                     user: user.name.clone(),
@@ -220,34 +256,39 @@ impl Authorizer {
         if let Some(reason) = self.local.allows(user, attributes) {
             return Ok(Outcome {
                 allowed: true,
-                source: "local policy",
+                source: Source::Local,
                 reason,
             });
         }
         let Some(apiserver) = &self.apiserver else {
             return Ok(Outcome {
                 allowed: false,
-                source: "standalone",
+                source: Source::Standalone,
                 reason: "no local rule allows it and no apiserver is configured".into(),
             });
         };
         let key = attributes.cache_key(user);
-        let decision = self
+        let (decision, served) = self
             .cache
             .get_or_review(key, review(apiserver, user, attributes))
             .await
             .map_err(|error| {
                 ProxyError::ApiserverUnavailable(format!("SubjectAccessReview: {error}"))
             })?;
+        let source = match served {
+            Served::Cached => Source::Cache,
+            Served::Reviewed => Source::Apiserver,
+            Served::Stale => Source::Stale,
+        };
         Ok(match decision {
             Decision::Allow(reason) => Outcome {
                 allowed: true,
-                source: "apiserver",
+                source,
                 reason: reason.to_string(),
             },
             Decision::Deny(reason) => Outcome {
                 allowed: false,
-                source: "apiserver",
+                source,
                 reason: reason.to_string(),
             },
         })

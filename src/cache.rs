@@ -6,10 +6,22 @@
 //! one review per key no matter how many requests are waiting on it, and never caches
 //! an error — so an apiserver outage is not remembered after it ends.
 //!
+//! With `--stale-if-error`, every *positive* answer is also kept in a second cache for
+//! its TTL plus the stale window. When a review fails, a stale allow found there is
+//! reused (and reported as such); a negative answer removes it, so a revoked grant is
+//! never revived. Negatives are never extended, errors never cached.
+//!
 //! Keys are 32-byte digests: an HMAC of the token (a raw token is never a key), or a
 //! SHA-256 of the user and attributes. Fixed-size keys keep memory per entry flat.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use moka::{future::Cache, Expiry};
 use ring::{digest, hmac, rand::SystemRandom};
@@ -25,6 +37,18 @@ pub trait Verdict: Clone + Send + Sync + 'static {
 /// A bounded cache of review answers with separate positive and negative TTLs.
 pub struct Verdicts<V> {
     inner: Cache<Key, V>,
+    stale: Option<Cache<Key, V>>,
+}
+
+/// How an answer was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// From the cache, or from a review another request was already waiting on.
+    Cached,
+    /// From a review this call ran.
+    Reviewed,
+    /// The review failed; a positive answer younger than TTL + stale window was reused.
+    Stale,
 }
 
 struct TtlByVerdict {
@@ -54,17 +78,67 @@ impl<V: Verdict> Verdicts<V> {
             .max_capacity(capacity)
             .expire_after(TtlByVerdict { positive, negative })
             .build();
-        Self { inner }
+        Self { inner, stale: None }
+    }
+
+    /// Keeps positive answers for `window` past their TTL, for use when reviews fail.
+    pub fn with_stale_window(
+        mut self,
+        capacity: u64,
+        positive: Duration,
+        window: Duration,
+    ) -> Self {
+        if !window.is_zero() {
+            self.stale = Some(
+                Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(positive.saturating_add(window))
+                    .build(),
+            );
+        }
+        self
     }
 
     /// The cached answer for `key`, or the result of `review`, run once for all
-    /// concurrent callers. Errors are returned to every waiter and not cached.
-    pub async fn get_or_review<E, F>(&self, key: Key, review: F) -> Result<V, Arc<E>>
+    /// concurrent callers. Errors are returned to every waiter and not cached — unless
+    /// a stale positive answer may stand in (see `with_stale_window`).
+    pub async fn get_or_review<E, F>(&self, key: Key, review: F) -> Result<(V, Served), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        self.inner.try_get_with(key, review).await
+        let ran = AtomicBool::new(false);
+        let answer = self
+            .inner
+            .try_get_with(key, async {
+                ran.store(true, Ordering::Relaxed);
+                review.await
+            })
+            .await;
+        let ran = ran.load(Ordering::Relaxed);
+        match (answer, &self.stale) {
+            (Ok(value), Some(stale)) if ran => {
+                if value.is_positive() {
+                    stale.insert(key, value.clone()).await;
+                } else {
+                    stale.invalidate(&key).await;
+                }
+                Ok((value, Served::Reviewed))
+            }
+            (Ok(value), _) => Ok((
+                value,
+                if ran {
+                    Served::Reviewed
+                } else {
+                    Served::Cached
+                },
+            )),
+            (Err(error), Some(stale)) => match stale.get(&key).await {
+                Some(value) => Ok((value, Served::Stale)),
+                None => Err(error),
+            },
+            (Err(error), None) => Err(error),
+        }
     }
 
     /// Entries currently held (approximate, as moka counts lazily).
@@ -152,6 +226,8 @@ mod tests {
         };
         cache.get_or_review([1; 32], review(true)).await.unwrap();
         cache.get_or_review([2; 32], review(false)).await.unwrap();
+        let (_, served) = cache.get_or_review([1; 32], review(true)).await.unwrap();
+        assert_eq!(served, Served::Cached);
         tokio::time::sleep(Duration::from_millis(120)).await;
         cache.get_or_review([1; 32], review(true)).await.unwrap();
         cache.get_or_review([2; 32], review(false)).await.unwrap();
@@ -177,8 +253,37 @@ mod tests {
             })
         });
         for answer in futures_util::future::join_all(waiters).await {
-            assert_eq!(answer.unwrap(), Answer(true));
+            assert_eq!(answer.unwrap().0, Answer(true));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn stale_allows_stand_in_for_errors_but_denies_and_unknowns_never_do() {
+        let ttl = Duration::from_millis(50);
+        let cache = Verdicts::<Answer>::new(10, ttl, ttl).with_stale_window(
+            10,
+            ttl,
+            Duration::from_secs(60),
+        );
+        let ok = |a: bool| async move { Ok::<_, &str>(Answer(a)) };
+        let down = || async { Err::<Answer, _>("down") };
+
+        cache.get_or_review([1; 32], ok(true)).await.unwrap();
+        tokio::time::sleep(ttl * 2).await;
+        let (answer, served) = cache.get_or_review([1; 32], down()).await.unwrap();
+        assert_eq!((answer, served), (Answer(true), Served::Stale));
+
+        // A later deny removes the stale allow: a revoked grant is never revived.
+        tokio::time::sleep(ttl * 2).await;
+        cache.get_or_review([1; 32], ok(false)).await.unwrap();
+        tokio::time::sleep(ttl * 2).await;
+        assert!(cache.get_or_review([1; 32], down()).await.is_err());
+
+        // Never-seen keys and denies are not extended.
+        assert!(cache.get_or_review([2; 32], down()).await.is_err());
+        cache.get_or_review([3; 32], ok(false)).await.unwrap();
+        tokio::time::sleep(ttl * 2).await;
+        assert!(cache.get_or_review([3; 32], down()).await.is_err());
     }
 }

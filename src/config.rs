@@ -293,9 +293,14 @@ pub struct KubeArgs {
     )]
     pub auth_token_audiences: Vec<String>,
 
-    /// Time budget for one review, including waiting for --kube-api-qps.
+    /// Time budget for one review, including waiting for --kube-api-qps, a slot and
+    /// retries (429/5xx/connection errors, jittered backoff).
     #[arg(long, env = "SCRAPE_GUARD_APISERVER_TIMEOUT", default_value = "5s", value_parser = parse_go_duration)]
     pub apiserver_timeout: Duration,
+
+    /// Reviews in flight at once; more wait within --apiserver-timeout.
+    #[arg(long, env = "SCRAPE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 64)]
+    pub max_inflight_reviews: usize,
 }
 
 /// Local authentication and authorization: kube-rbac-proxy's config file, the
@@ -347,6 +352,12 @@ pub struct CacheArgs {
     /// Entries per cache (tokens, decisions); the bound that keeps memory flat.
     #[arg(long, env = "SCRAPE_GUARD_CACHE_MAX_ENTRIES", default_value_t = 65536)]
     pub cache_max_entries: u64,
+
+    /// When the apiserver cannot answer, reuse an authentication or allow that expired
+    /// less than this long ago (logged and counted). Denies and unknown tokens never
+    /// are. 0 = off.
+    #[arg(long, env = "SCRAPE_GUARD_STALE_IF_ERROR", default_value = "0", value_parser = parse_go_duration)]
+    pub stale_if_error: Duration,
 }
 
 /// What scrape-guard itself prints.
@@ -356,6 +367,13 @@ pub struct LoggingArgs {
     /// Log line format: text or json. Level: SCRAPE_GUARD_LOG (e.g. "debug").
     #[arg(long, env = "SCRAPE_GUARD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// One line per request (method, path, status, user, bytes, duration; never a
+    /// token), in --log-format.
+    #[arg(long, env = "SCRAPE_GUARD_ACCESS_LOG", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
+          action = ArgAction::Set)]
+    pub access_log: bool,
 }
 
 /// kube-rbac-proxy and klog flags that manifests in the wild pass. Accepted so those
@@ -511,6 +529,9 @@ pub struct Config {
     pub apiserver_timeout: Duration,
     pub ttls: Ttls,
     pub cache_max_entries: u64,
+    pub stale_if_error: Duration,
+    pub max_inflight_reviews: usize,
+    pub access_log: bool,
 }
 
 /// Where the serving certificate comes from.
@@ -573,9 +594,13 @@ impl TryFrom<Args> for Config {
             kube,
             policy,
             cache,
-            logging: _,
+            logging,
             legacy,
         } = args;
+        let LoggingArgs {
+            log_format: _,
+            access_log,
+        } = logging;
         let PolicyArgs {
             config_file,
             rbac_file,
@@ -609,6 +634,7 @@ impl TryFrom<Args> for Config {
             kube_api_burst,
             auth_token_audiences,
             apiserver_timeout,
+            max_inflight_reviews,
         } = kube;
         let CacheArgs {
             auth_cache_ttl,
@@ -616,6 +642,7 @@ impl TryFrom<Args> for Config {
             authz_allow_ttl,
             authz_deny_ttl,
             cache_max_entries,
+            stale_if_error,
         } = cache;
 
         let mut problems = legacy.refused();
@@ -699,6 +726,9 @@ impl TryFrom<Args> for Config {
                 check(Err(format!("{flag} must be greater than 0")));
             }
         }
+        if max_inflight_reviews == 0 {
+            check(Err("--max-inflight-reviews must be at least 1".into()));
+        }
         if cache_max_entries == 0 {
             check(Err("--cache-max-entries must be at least 1".into()));
         }
@@ -751,6 +781,9 @@ impl TryFrom<Args> for Config {
                 authz_deny: authz_deny_ttl,
             },
             cache_max_entries,
+            stale_if_error,
+            max_inflight_reviews,
+            access_log,
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::{
     authz::{Attributes, Authorizer},
     config::{CanIArgs, RateLimit, RbacArgs},
     error::ProxyError,
+    metrics::Source,
     policy::LocalPolicy,
 };
 
@@ -252,11 +253,19 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     };
     if outcome.allowed {
         let _ = writeln!(out, "decision:  allowed");
-        let _ = writeln!(out, "by:        {}: {reason}", outcome.source);
+        let _ = writeln!(
+            out,
+            "by:        {}: {reason}",
+            describe_source(outcome.source)
+        );
         return Ok((out, ALLOWED));
     }
     let _ = writeln!(out, "decision:  denied");
-    let _ = writeln!(out, "by:        {}: {reason}", outcome.source);
+    let _ = writeln!(
+        out,
+        "by:        {}: {reason}",
+        describe_source(outcome.source)
+    );
     let _ = writeln!(
         out,
         "forbidden: User {:?} cannot {}",
@@ -270,6 +279,15 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         &args.verb,
     ));
     Ok((out, DENIED))
+}
+
+fn describe_source(source: Source) -> &'static str {
+    match source {
+        Source::Local => "local policy",
+        Source::Apiserver | Source::Cache => "apiserver",
+        Source::Stale => "apiserver (stale)",
+        Source::Standalone => "standalone",
+    }
 }
 
 fn audience_hint(audiences: &[String]) -> String {

@@ -6,16 +6,17 @@
 //! `forward` that did not pass every stage before it, and the path the authorizer sees
 //! is the very string the upstream receives.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use http::{Method, Request, Response, Uri};
+use http::{header, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::{
-    authn::Authenticator,
+    authn::{Authenticator, User},
     authz::Authorizer,
     body::ProxyBody,
     error::ProxyError,
+    metrics::Metrics,
     paths::{PathPolicy, Route},
     upstream::Upstream,
 };
@@ -26,6 +27,9 @@ pub struct Guard {
     pub authn: Authenticator,
     pub authz: Authorizer,
     pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    /// `--access-log`: one line per request.
+    pub access_log: bool,
 }
 
 impl Guard {
@@ -35,32 +39,83 @@ impl Guard {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        // Cheap clones (shared bytes) kept only to describe a failure in the log.
+        let started = Instant::now();
+        // Cheap clones (shared bytes) kept only to describe the request in the log.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        match self.pipeline(request, peer).await {
+        let mut user = None;
+        let response = match self.pipeline(request, peer, &mut user).await {
             Ok(response) => response,
             Err(error) => {
                 log_failure(&error, &method, &uri, peer);
                 error.into_response()
             }
+        };
+        let elapsed = started.elapsed();
+        self.metrics
+            .request(response.status().as_u16(), elapsed.as_secs_f64());
+        if self.access_log {
+            log_access(&method, &uri, &response, user.as_deref(), peer, elapsed);
         }
+        response
     }
 
     async fn pipeline(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        caller: &mut Option<Arc<User>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
         let path = forwardable_path(&parts.uri)?;
         if self.paths.route(path)? == Route::Ignore {
-            return self.upstream.forward(parts, body, None, peer).await;
+            return self.forward(parts, body, None, peer).await;
         }
         let attributes = self.authz.attributes(&parts, path)?;
-        let user = self.authn.authenticate(&parts.headers).await?;
-        self.authz.authorize(&user, &attributes).await?;
-        self.upstream.forward(parts, body, Some(&user), peer).await
+        let user = caller.insert(self.authn.authenticate(&parts.headers).await?);
+        self.authz.authorize(user, &attributes).await?;
+        self.forward(parts, body, Some(user), peer).await
     }
+
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        user: Option<&User>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let started = Instant::now();
+        let response = self.upstream.forward(parts, body, user, peer).await;
+        self.metrics.upstream(started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// `--access-log`. Bytes are the response's Content-Length when the upstream sent one
+/// (a streamed body's size is not known when the line is written).
+fn log_access(
+    method: &Method,
+    uri: &Uri,
+    response: &Response<ProxyBody>,
+    user: Option<&User>,
+    peer: SocketAddr,
+    elapsed: std::time::Duration,
+) {
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    tracing::info!(
+        target: "access",
+        %method,
+        path = uri.path(),
+        status = response.status().as_u16(),
+        user = user.map_or("-", |u| u.name.as_str()),
+        bytes,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        %peer,
+        "request"
+    );
 }
 
 /// The request path, refused with 400 when authorizing it literally could differ from

@@ -22,6 +22,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod guard;
+pub mod metrics;
 pub mod paths;
 pub mod policy;
 pub mod reload;
@@ -40,6 +41,7 @@ use crate::{
     authz::Authorizer,
     config::{Config, ListenAddress},
     guard::Guard,
+    metrics::Metrics,
     policy::LocalPolicy,
     server::HttpSettings,
     tls::ServingCert,
@@ -100,7 +102,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
 /// Loads certificates, builds the clients, binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, RunError> {
-    let cert = ServingCert::load(&config.tls)?;
+    let metrics = Arc::new(Metrics::new());
+    let cert = ServingCert::load(&config.tls, Arc::clone(&metrics))?;
     cert.spawn_reloader();
     let apiserver = Apiserver::connect(
         config.kubeconfig.as_deref(),
@@ -109,11 +112,17 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         config.apiserver_timeout,
     )
     .await?
-    .map(Arc::new);
+    .map(|apiserver| {
+        Arc::new(
+            apiserver
+                .with_max_inflight(config.max_inflight_reviews)
+                .with_metrics(Arc::clone(&metrics)),
+        )
+    });
     if let Some(apiserver) = &apiserver {
         apiserver.spawn_probe();
     }
-    let guard = Arc::new(build_guard(&config, apiserver.as_ref())?);
+    let guard = Arc::new(build_guard(&config, apiserver.as_ref(), &metrics)?);
 
     let listener = bind("--secure-listen-address", &config.listen).await?;
     let addr = local_addr("--secure-listen-address", &listener)?;
@@ -154,6 +163,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         let admin = Arc::new(Admin {
             cert: Arc::clone(&cert),
             apiserver: apiserver.clone(),
+            guard: Arc::clone(&guard),
         });
         let admin_acceptor = tls::acceptor(&cert, &config.tls_policy, false);
         (listener, admin, admin_acceptor)
@@ -194,6 +204,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
 pub fn build_authenticator(
     config: &Config,
     apiserver: Option<&Arc<Apiserver>>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Authenticator, RunError> {
     let ttls = config.ttls;
     let authn = Authenticator::new(
@@ -203,7 +214,9 @@ pub fn build_authenticator(
         ttls.authn_ok,
         ttls.authn_rejected,
     )
-    .map_err(|_| RunError::Random)?;
+    .map_err(|_| RunError::Random)?
+    .with_stale_window(config.stale_if_error)
+    .with_metrics(Arc::clone(metrics));
     match &config.token_auth_file {
         Some(path) => authn.with_token_file(path).map_err(RunError::Policy),
         None => Ok(authn),
@@ -214,6 +227,7 @@ pub fn build_authenticator(
 pub fn build_authorizer(
     config: &Config,
     apiserver: Option<&Arc<Apiserver>>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Authorizer, RunError> {
     let local = LocalPolicy::load(config.config_file.as_deref(), &config.rbac_files)
         .map_err(RunError::Policy)?;
@@ -230,14 +244,22 @@ pub fn build_authorizer(
         config.cache_max_entries,
         config.ttls.authz_allow,
         config.ttls.authz_deny,
-    ))
+    )
+    .with_stale_window(config.stale_if_error)
+    .with_metrics(Arc::clone(metrics)))
 }
 
-fn build_guard(config: &Config, apiserver: Option<&Arc<Apiserver>>) -> Result<Guard, RunError> {
+fn build_guard(
+    config: &Config,
+    apiserver: Option<&Arc<Apiserver>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Guard, RunError> {
     Ok(Guard {
+        metrics: Arc::clone(metrics),
+        access_log: config.access_log,
         paths: config.paths.clone(),
-        authn: build_authenticator(config, apiserver)?,
-        authz: build_authorizer(config, apiserver)?,
+        authn: build_authenticator(config, apiserver, metrics)?,
+        authz: build_authorizer(config, apiserver, metrics)?,
         upstream: Upstream::new(
             &config.upstream,
             config.upstream_ca_file.as_deref(),
@@ -303,6 +325,9 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         rate_limit = ?config.rate_limit,
         apiserver_timeout = ?config.apiserver_timeout,
         upstream_timeout = ?config.upstream_timeout,
+        stale_if_error = ?config.stale_if_error,
+        max_inflight_reviews = config.max_inflight_reviews,
+        access_log = config.access_log,
         identity_headers = config.identity_headers.enabled,
         config_file = ?config.config_file,
         rbac_files = ?config.rbac_files,

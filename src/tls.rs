@@ -13,7 +13,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{atomic::Ordering, Arc, RwLock},
     time::Duration,
 };
 
@@ -26,7 +26,7 @@ use rustls::{
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsSource;
+use crate::{config::TlsSource, metrics::Metrics};
 
 /// How often the certificate files are re-read.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
@@ -227,27 +227,49 @@ fn go_cipher_suite(name: &str) -> GoSuite {
 pub struct ServingCert {
     current: RwLock<Arc<CertifiedKey>>,
     source: TlsSource,
+    metrics: Arc<Metrics>,
 }
 
 impl ServingCert {
     /// Loads the files (or generates a self-signed pair), failing with the file's name.
-    pub fn load(source: &TlsSource) -> Result<Arc<Self>, TlsError> {
+    pub fn load(source: &TlsSource, metrics: Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
         let key = match source {
             TlsSource::Files { cert, key } => load_pair(cert, key)?,
             TlsSource::SelfSigned => self_signed()?,
         };
-        Ok(Arc::new(Self {
+        let cert = Arc::new(Self {
             current: RwLock::new(Arc::new(key)),
             source: source.clone(),
-        }))
+            metrics,
+        });
+        cert.record_expiry();
+        Ok(cert)
     }
 
-    /// Whether a usable certificate is loaded (for /readyz).
-    pub fn is_loaded(&self) -> bool {
-        self.current
+    /// Whether a certificate is loaded and not expired (for /readyz).
+    pub fn is_valid(&self) -> bool {
+        let not_after = self.metrics.certificate_not_after.load(Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let loaded = self
+            .current
             .read()
             .map(|key| !key.cert.is_empty())
-            .unwrap_or(false)
+            .unwrap_or(false);
+        loaded && now < not_after
+    }
+
+    fn record_expiry(&self) {
+        let not_after = self
+            .current
+            .read()
+            .ok()
+            .and_then(|key| key.cert.first().map(|c| not_after(c.as_ref())))
+            .unwrap_or(0);
+        self.metrics
+            .certificate_not_after
+            .store(not_after, Ordering::Relaxed);
     }
 
     /// Re-reads the files every few seconds; installs a new pair only if it is valid.
@@ -275,6 +297,7 @@ impl ServingCert {
                         if let Ok(mut current) = this.current.write() {
                             *current = Arc::new(pair);
                         }
+                        this.record_expiry();
                         tracing::info!(cert = %cert.display(), "serving certificate reloaded");
                         last = Some(bytes);
                     }
@@ -310,6 +333,13 @@ pub fn acceptor(
         vec![b"http/1.1".to_vec()]
     };
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The leaf certificate's notAfter as Unix seconds (0 if it cannot be parsed).
+fn not_after(der: &[u8]) -> i64 {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .unwrap_or(0)
 }
 
 fn read_both(cert: &Path, key: &Path) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
@@ -469,8 +499,8 @@ mod tests {
 
     #[test]
     fn self_signed_is_usable() {
-        let cert = ServingCert::load(&TlsSource::SelfSigned).unwrap();
-        assert!(cert.is_loaded());
+        let cert = ServingCert::load(&TlsSource::SelfSigned, Arc::default()).unwrap();
+        assert!(cert.is_valid(), "rcgen's default validity runs to 4096");
         acceptor(&cert, &TlsPolicy::default(), true).unwrap();
     }
 }

@@ -1,0 +1,268 @@
+//! scrape-guard's own metrics, in Prometheus text format, at `/metrics` on
+//! `--proxy-endpoints-port` (behind the same authentication and authorization as
+//! scrapes: these numbers say who is calling and who is denied).
+//!
+//! Counters are updated on the request path with relaxed atomics (prometheus-client);
+//! gauges that describe state (cache sizes, certificate expiry) are read at scrape time.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+/// Where an authentication or authorization answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A cached review (including requests that waited on another's review).
+    Cache,
+    /// A review sent now.
+    Apiserver,
+    /// `--token-auth-file`, `--rbac-file` or a static rule.
+    Local,
+    /// A recent allow reused because the apiserver could not answer (`--stale-if-error`).
+    Stale,
+    /// Standalone mode's default deny.
+    Standalone,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cache => "cache",
+            Self::Apiserver => "apiserver",
+            Self::Local => "local",
+            Self::Stale => "stale",
+            Self::Standalone => "standalone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    result: &'static str,
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    review: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric scrape-guard exports about itself.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<CodeLabels, Counter>,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    authentication: Family<OutcomeLabels, Counter>,
+    authorization: Family<OutcomeLabels, Counter>,
+    review_duration: HistogramFamily<ReviewLabels>,
+    review_errors: Family<ReviewLabels, Counter>,
+    cache_entries: Family<CacheLabels, Gauge>,
+    certificate_expiry: Gauge,
+    /// Written when the serving certificate is (re)loaded; read at scrape time.
+    pub certificate_not_after: AtomicI64,
+}
+
+fn latency_buckets() -> Histogram {
+    // 250µs .. ~16s
+    Histogram::new(exponential_buckets(0.00025, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("scrape_guard");
+        let requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by status code",
+            requests.clone(),
+        );
+        let request_duration = latency_buckets();
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, including reviews and the upstream",
+            request_duration.clone(),
+        );
+        let upstream_duration = latency_buckets();
+        registry.register(
+            "upstream_duration_seconds",
+            "Time for the upstream to send response headers",
+            upstream_duration.clone(),
+        );
+        let authentication = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "authentication",
+            "Authentication outcomes (result: authenticated, rejected, error) by source",
+            authentication.clone(),
+        );
+        let authorization = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "authorization",
+            "Authorization outcomes (result: allowed, denied, error) by source",
+            authorization.clone(),
+        );
+        let review_duration: HistogramFamily<ReviewLabels> =
+            Family::new_with_constructor(latency_buckets);
+        registry.register(
+            "review_duration_seconds",
+            "TokenReview and SubjectAccessReview latency, including retries",
+            review_duration.clone(),
+        );
+        let review_errors = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "review_errors",
+            "Reviews that got no answer (timeout, connection error, 5xx after retries)",
+            review_errors.clone(),
+        );
+        let cache_entries = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_entries",
+            "Entries in each review cache",
+            cache_entries.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix time)",
+            certificate_expiry.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "scrape-guard's version", build_info);
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            authentication,
+            authorization,
+            review_duration,
+            review_errors,
+            cache_entries,
+            certificate_expiry,
+            certificate_not_after: AtomicI64::new(0),
+        }
+    }
+
+    pub fn request(&self, code: u16, seconds: f64) {
+        self.requests.get_or_create(&CodeLabels { code }).inc();
+        self.request_duration.observe(seconds);
+    }
+
+    pub fn upstream(&self, seconds: f64) {
+        self.upstream_duration.observe(seconds);
+    }
+
+    pub fn authenticated(&self, result: &'static str, source: Source) {
+        self.authentication
+            .get_or_create(&OutcomeLabels {
+                result,
+                source: source.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn authorized(&self, result: &'static str, source: Source) {
+        self.authorization
+            .get_or_create(&OutcomeLabels {
+                result,
+                source: source.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn review(&self, review: &'static str, seconds: f64, ok: bool) {
+        let labels = ReviewLabels { review };
+        self.review_duration.get_or_create(&labels).observe(seconds);
+        if !ok {
+            self.review_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The text exposition, with state gauges refreshed first.
+    pub fn encode(&self, authn_entries: u64, authz_entries: u64) -> String {
+        let set = |cache, n: u64| {
+            self.cache_entries
+                .get_or_create(&CacheLabels { cache })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set("authentication", authn_entries);
+        set("authorization", authz_entries);
+        self.certificate_expiry
+            .set(self.certificate_not_after.load(Ordering::Relaxed));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let metrics = Metrics::new();
+        metrics.request(200, 0.01);
+        metrics.request(403, 0.002);
+        metrics.authenticated("authenticated", Source::Cache);
+        metrics.authorized("allowed", Source::Stale);
+        metrics.review("tokenreview", 0.05, false);
+        metrics
+            .certificate_not_after
+            .store(1_900_000_000, Ordering::Relaxed);
+        let text = metrics.encode(3, 4);
+        for needle in [
+            "scrape_guard_requests_total{code=\"200\"} 1",
+            "scrape_guard_requests_total{code=\"403\"} 1",
+            "scrape_guard_authentication_total{result=\"authenticated\",source=\"cache\"} 1",
+            "scrape_guard_authorization_total{result=\"allowed\",source=\"stale\"} 1",
+            "scrape_guard_review_errors_total{review=\"tokenreview\"} 1",
+            "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 1",
+            "scrape_guard_cache_entries{cache=\"authentication\"} 3",
+            "scrape_guard_certificate_expiry_timestamp_seconds 1900000000",
+            "scrape_guard_build_info{version=",
+            "scrape_guard_request_duration_seconds_bucket",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}
