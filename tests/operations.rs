@@ -1,0 +1,249 @@
+//! Running it in production: apiserver trouble (retries, stale-if-error), the proxy's
+//! own metrics behind authentication, and the access log.
+
+mod support;
+
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{client, get, Echo, FakeApiserver, Mode, Pki, Proxy};
+
+const SA: &str = "system:serviceaccount:monitoring:prometheus";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn stale_if_error_reuses_recent_allows_but_never_denies_or_unknown_tokens() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.add_token("unbound", "system:serviceaccount:default:stranger");
+    api.add_token("never-seen", "system:serviceaccount:default:late");
+    api.allow(SA, "get", "/metrics");
+    api.allow("system:serviceaccount:default:late", "get", "/metrics");
+    let echo = Echo::start().await;
+    let short = [
+        "--auth-cache-ttl=200ms",
+        "--auth-negative-cache-ttl=200ms",
+        "--authz-allow-ttl=200ms",
+        "--authz-deny-ttl=200ms",
+        "--apiserver-timeout=500ms",
+        "--stale-if-error=1m",
+    ];
+    let proxy = Proxy::start(&pki, &api, &echo.url(), &short).await;
+    let c = client(&pki, false);
+    let url = proxy.url("/metrics");
+    assert_eq!(get(&c, &url, Some("good"), &[]).await.status, 200);
+    assert_eq!(get(&c, &url, Some("unbound"), &[]).await.status, 403);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    api.set_mode(Mode::Fail);
+    assert_eq!(
+        get(&c, &url, Some("good"), &[]).await.status,
+        200,
+        "a recent allow stands in while the apiserver fails"
+    );
+    assert_eq!(
+        get(&c, &url, Some("unbound"), &[]).await.status,
+        503,
+        "a deny is never extended into an allow, nor reused"
+    );
+    assert_eq!(
+        get(&c, &url, Some("never-seen"), &[]).await.status,
+        503,
+        "an unknown token is never let in"
+    );
+    assert_eq!(
+        echo.seen().len(),
+        2,
+        "only the two allowed scrapes were forwarded"
+    );
+}
+
+#[tokio::test]
+async fn without_stale_if_error_an_expired_allow_is_not_reused() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.allow(SA, "get", "/metrics");
+    let echo = Echo::start().await;
+    let args = [
+        "--auth-cache-ttl=100ms",
+        "--authz-allow-ttl=100ms",
+        "--apiserver-timeout=500ms",
+    ];
+    let proxy = Proxy::start(&pki, &api, &echo.url(), &args).await;
+    let c = client(&pki, false);
+    assert_eq!(
+        get(&c, &proxy.url("/metrics"), Some("good"), &[])
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    api.set_mode(Mode::Fail);
+    assert_eq!(
+        get(&c, &proxy.url("/metrics"), Some("good"), &[])
+            .await
+            .status,
+        503
+    );
+}
+
+#[tokio::test]
+async fn transient_apiserver_errors_are_retried_within_the_budget() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.allow(SA, "get", "/metrics");
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(&pki, &api, &echo.url(), &["--apiserver-timeout=5s"]).await;
+    api.set_mode(Mode::Fail);
+    let api2 = std::sync::Arc::clone(&api);
+    let heal = tokio::spawn(async move {
+        // Let the first attempt fail, then recover before the retries run out.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while api2.token_reviews() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        api2.set_mode(Mode::Normal);
+    });
+    let reply = get(
+        &client(&pki, false),
+        &proxy.url("/metrics"),
+        Some("good"),
+        &[],
+    )
+    .await;
+    heal.await.unwrap();
+    assert_eq!(reply.status, 200, "a retry after a 500 succeeded");
+    assert!(api.token_reviews() >= 2, "the TokenReview was retried");
+}
+
+#[tokio::test]
+async fn own_metrics_are_guarded_like_a_scrape() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.add_token("unbound", "system:serviceaccount:default:stranger");
+    api.allow(SA, "get", "/metrics");
+    let echo = Echo::start().await;
+    let port = free_port();
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &echo.url(),
+        &[&format!("--proxy-endpoints-port={port}")],
+    )
+    .await;
+    let c = client(&pki, false);
+    assert_eq!(
+        get(&c, &proxy.url("/metrics"), Some("good"), &[])
+            .await
+            .status,
+        200
+    );
+    let url = format!("https://localhost:{port}/metrics");
+    assert_eq!(get(&c, &url, None, &[]).await.status, 401);
+    assert_eq!(get(&c, &url, Some("unbound"), &[]).await.status, 403);
+    let reply = get(&c, &url, Some("good"), &[]).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    for needle in [
+        "scrape_guard_requests_total{code=\"200\"} 1",
+        "scrape_guard_authentication_total{result=\"authenticated\",source=\"apiserver\"} 2",
+        "scrape_guard_authentication_total{result=\"authenticated\",source=\"cache\"} 1",
+        "scrape_guard_authorization_total{result=\"denied\",source=\"apiserver\"} 1",
+        "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"}",
+        "scrape_guard_cache_entries{cache=\"authentication\"}",
+        "scrape_guard_certificate_expiry_timestamp_seconds",
+        "scrape_guard_build_info{version=",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert_eq!(echo.seen().len(), 1, "own metrics never touch the exporter");
+}
+
+#[test]
+fn access_log_has_one_line_per_request_and_no_token() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = runtime.block_on(FakeApiserver::start(&pki));
+    api.add_token("access-log-secret", SA);
+    api.allow(SA, "get", "/metrics");
+    let echo = runtime.block_on(Echo::start());
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scrape-guard"))
+        .args([
+            format!("--secure-listen-address=127.0.0.1:{port}"),
+            format!("--kubeconfig={}", api.kubeconfig.display()),
+            format!("--upstream={}", echo.url()),
+            format!("--tls-cert-file={}", pki.cert_path.display()),
+            format!("--tls-private-key-file={}", pki.key_path.display()),
+            "--access-log".into(),
+            "--log-format=json".into(),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    runtime.block_on(async {
+        let c = client(&pki, false);
+        let url = format!("https://localhost:{port}/metrics");
+        assert_eq!(
+            get(&c, &url, Some("access-log-secret"), &[]).await.status,
+            200
+        );
+        assert_eq!(get(&c, &url, None, &[]).await.status, 401);
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 2, "one line per request:\n{logs}");
+    assert_eq!(access[0]["fields"]["status"], 200);
+    assert_eq!(access[0]["fields"]["user"], SA);
+    assert_eq!(access[0]["fields"]["path"], "/metrics");
+    assert_eq!(access[1]["fields"]["status"], 401);
+    assert_eq!(access[1]["fields"]["user"], "-");
+    assert!(
+        !logs.contains("access-log-secret"),
+        "token in the logs:\n{logs}"
+    );
+}
