@@ -8,7 +8,9 @@
 # Environment: SECS (seconds per measured case, default 10), REPEATS (interleaved
 # nginx vs scrape-guard h1 rounds, default 3), QUIET_WAIT (max seconds to wait for the
 # 1-minute load average to drop below QUIET_LOAD before measuring; default 180, 1.0),
-# OUT (report directory, default target/bench-load), SKIP_BUILD=1 (use existing binaries).
+# OUT (report directory, default target/bench-load), SKIP_BUILD=1 (use existing binaries),
+# CASES (subset of "h1 miss h2 newconn big burst cache"), SG (another scrape-guard binary,
+# e.g. a build with a different release profile), NGINX_BUFFERING (off|on, default off).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ QUIET_LOAD=${QUIET_LOAD:-1.0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$TARGET_DIR/bench-load}
 CONNS=64
+CASES=${CASES:-h1 miss h2 newconn big burst cache}
+NGINX_BUFFERING=${NGINX_BUFFERING:-off}
 
 log() { printf '[load.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -49,7 +53,7 @@ install_tools() {
         fi
         apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-        [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+        if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     export PATH="$HOME/.cargo/bin:$PATH"
@@ -119,28 +123,41 @@ counts() { curl -s "http://$(cat "$WORK/api/control")/counts"; }
 # ------------------------------------------------------------------ measurement
 RESULTS=$OUT/results.jsonl
 
-# record NAME KIND EXTRA_JSON: append one line to results.jsonl
+# record CASE KIND EXTRA_JSON: append one line to results.jsonl
 record() {
     printf '{"case":"%s","kind":"%s",%s}\n' "$1" "$2" "$3" >>"$RESULTS"
 }
 
-# run_oha CASE TARGET "PIDS" URL OHA_ARGS... : one measured oha run with CPU/RSS/reviews.
-run_oha() {
-    local case=$1 target=$2 pids=$3 url=$4; shift 4
-    local raw=$OUT/raw/$case.$target.json
+# Busy jiffies of the whole machine (user+nice+system+irq+softirq), all CPUs.
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
+
+# measure CASE TARGET KIND "PIDS" RAW COMMAND...: runs COMMAND (stdout to RAW) and
+# records, for PIDS, CPU ticks and peak/current RSS; plus the upstream's CPU, the fake
+# apiserver's CPU, the whole machine's busy ticks and the review counters.
+measure() {
+    local case=$1 target=$2 kind=$3 pids=$4 raw=$5; shift 5
     # shellcheck disable=SC2086
     reset_peak $pids
-    local before after reviews_before reviews_after
-    before=$(cpu_ticks $pids)
-    reviews_before=$(counts)
-    "$OHA" --no-tui --output-format json --insecure -z "${SECS}s" "$@" "$url" >"$raw" 2>"$raw.err" || true
-    after=$(cpu_ticks $pids)
-    reviews_after=$(counts)
-    local hwm rss
-    hwm=$(mem_kb VmHWM $pids)
-    rss=$(mem_kb VmRSS $pids)
-    record "$case" oha "\"target\":\"$target\",\"raw\":\"$raw\",\"cpu_ticks\":$((after - before)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"rss_kb\":$rss,\"reviews_before\":$reviews_before,\"reviews_after\":$reviews_after"
-    log "$case $target: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; print("%.0f rps, success %.3f" % (s["requestsPerSec"], s["successRate"]))' "$raw" 2>/dev/null || echo 'no result')"
+    local cpu0 up0 api0 sys0 rev0 cpu1 up1 api1 sys1 rev1
+    # shellcheck disable=SC2086
+    cpu0=$(cpu_ticks $pids); up0=$(cpu_ticks $UP_PIDS); api0=$(cpu_ticks "$API_PID")
+    sys0=$(busy_ticks); rev0=$(counts)
+    "$@" >"$raw" 2>"$raw.err" || true
+    # shellcheck disable=SC2086
+    cpu1=$(cpu_ticks $pids); up1=$(cpu_ticks $UP_PIDS); api1=$(cpu_ticks "$API_PID")
+    sys1=$(busy_ticks); rev1=$(counts)
+    # shellcheck disable=SC2086
+    record "$case" "$kind" "\"target\":\"$target\",\"raw\":\"$raw\",\"cpu_ticks\":$((cpu1 - cpu0)),\"up_cpu_ticks\":$((up1 - up0)),\"api_cpu_ticks\":$((api1 - api0)),\"sys_busy_ticks\":$((sys1 - sys0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$(mem_kb VmHWM $pids),\"rss_kb\":$(mem_kb VmRSS $pids),\"reviews_before\":$rev0,\"reviews_after\":$rev1"
+}
+
+# run_oha CASE TARGET "PIDS" URL OHA_ARGS...: one measured oha run of $SECS seconds.
+run_oha() {
+    local case=$1 target=$2 pids=$3 url=$4; shift 4
+    local raw
+    raw=$OUT/raw/$case.$target.$(date +%s%N).json
+    measure "$case" "$target" oha "$pids" "$raw" \
+        "$OHA" --no-tui --output-format json --insecure -z "${SECS}s" "$@" "$url"
+    log "$case $target: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; l=d["latencyPercentiles"]; print("%.0f rps, p99 %.2f ms, success %.3f" % (s["requestsPerSec"], l["p99"]*1000, s["successRate"]))' "$raw" 2>/dev/null || echo "no result: $(head -c 300 "$raw.err")")"
 }
 
 # warm URL OHA_ARGS...: 1 s unmeasured, to open connections and pools.
@@ -162,36 +179,10 @@ wait_quiet() {
     done
 }
 
-# ------------------------------------------------------------------ main
-main() {
-    install_tools
-    mkdir -p "$OUT/raw"
-    rm -f "$RESULTS" "$OUT"/raw/*
-    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 1,000-connection burst needs ~3,000 fds
-
-    if [ "${SKIP_BUILD:-0}" != 1 ]; then
-        log "cargo build --release --bin scrape-guard --example bench_kit"
-        cargo build --release --bin scrape-guard --example bench_kit 2>&1 | tail -1 >&2
-    fi
-    local SG=$TARGET_DIR/release/scrape-guard KIT=$TARGET_DIR/release/examples/bench_kit
-    [ -x "$SG" ] && [ -x "$KIT" ] || die "binaries missing"
-
-    # --- payloads: the recorded node-exporter page and a 5 MB kube-state-metrics-like page
-    mkdir -p "$WORK/www/ksm" "$WORK/nginx-up" "$WORK/nginx-tls" "$WORK/api" "$WORK/logs"
-    cp benches/fixtures/node-exporter.prom "$WORK/www/metrics"
-    benches/fixtures/gen-ksm.sh 5000000 >"$WORK/www/ksm/metrics"
-
-    # --- one ECDSA P-256 certificate for nginx and scrape-guard alike
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
-
-    local UP_PORT NGX_PORT HIT_PORT MISS_PORT MEM_PORT
-    UP_PORT=$(free_port); NGX_PORT=$(free_port); HIT_PORT=$(free_port)
-    MISS_PORT=$(free_port); MEM_PORT=$(free_port)
-
-    # --- upstream: nginx serving the static pages on plain HTTP
-    cat >"$WORK/nginx-up/nginx.conf" <<EOF
+# ------------------------------------------------------------------ setup
+write_nginx_configs() {
+    # Upstream: nginx serving the static pages on plain HTTP (the exporter).
+    cat >"$WORK/nginx-up/nginx.conf" <<NGINX_UP
 user root;
 worker_processes 2;
 daemon off;
@@ -213,9 +204,16 @@ http {
         location = /ksm/metrics { }
     }
 }
-EOF
-    # --- nginx as a TLS reverse proxy, no auth: the baseline people already trust
-    cat >"$WORK/nginx-tls/nginx.conf" <<EOF
+NGINX_UP
+    # nginx as a TLS reverse proxy with no auth: the baseline people already trust. The
+    # same nginx also serves the files itself over TLS (STATIC_PORT): the TLS floor.
+    local buffering
+    if [ "$NGINX_BUFFERING" = on ]; then
+        buffering="proxy_buffering on; proxy_buffer_size 16k; proxy_buffers 64 16k; proxy_busy_buffers_size 64k;"
+    else
+        buffering="proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;"
+    fi
+    cat >"$WORK/nginx-tls/nginx.conf" <<NGINX_TLS
 user root;
 worker_processes 2;
 daemon off;
@@ -226,6 +224,10 @@ http {
     access_log off;
     tcp_nodelay on;
     keepalive_requests 1000000; keepalive_timeout 120s;
+    default_type "text/plain; version=0.0.4; charset=utf-8";
+    ssl_certificate $WORK/tls.crt;
+    ssl_certificate_key $WORK/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
     client_body_temp_path $WORK/nginx-tls/body; proxy_temp_path $WORK/nginx-tls/proxy;
     fastcgi_temp_path $WORK/nginx-tls/fcgi; uwsgi_temp_path $WORK/nginx-tls/uwsgi; scgi_temp_path $WORK/nginx-tls/scgi;
     upstream exporter {
@@ -235,141 +237,177 @@ http {
     }
     server {
         listen 127.0.0.1:$NGX_PORT ssl http2;
-        ssl_certificate $WORK/tls.crt;
-        ssl_certificate_key $WORK/tls.key;
-        ssl_protocols TLSv1.2 TLSv1.3;
         location / {
             proxy_pass http://exporter;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            # Stream instead of spooling big pages to temp files (what scrape-guard does).
-            proxy_buffering off;
-            proxy_buffer_size 64k;
-            proxy_buffers 4 64k;
-            proxy_busy_buffers_size 128k;
+            $buffering
         }
     }
+    server {
+        listen 127.0.0.1:$STATIC_PORT ssl http2;
+        sendfile on;
+        root $WORK/www;
+    }
 }
-EOF
-    "$NGINX" -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" >"$WORK/logs/nginx-up.out" 2>&1 &
-    PIDS+=($!); local UP_MASTER=$!
-    "$NGINX" -p "$WORK/nginx-tls" -c "$WORK/nginx-tls/nginx.conf" >"$WORK/logs/nginx-tls.out" 2>&1 &
-    PIDS+=($!); local NGX_MASTER=$!
+NGINX_TLS
+}
 
-    # --- fake apiserver
+setup() {
+    mkdir -p "$WORK/www/ksm" "$WORK/nginx-up" "$WORK/nginx-tls" "$WORK/api" "$WORK/logs"
+    # The recorded node-exporter page and a 5 MB kube-state-metrics-like page.
+    cp benches/fixtures/node-exporter.prom "$WORK/www/metrics"
+    benches/fixtures/gen-ksm.sh 5000000 >"$WORK/www/ksm/metrics"
+
+    # One ECDSA P-256 certificate for nginx and scrape-guard alike.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+
+    UP_PORT=$(free_port); NGX_PORT=$(free_port); STATIC_PORT=$(free_port)
+    HIT_PORT=$(free_port); MISS_PORT=$(free_port); MEM_PORT=$(free_port)
+    write_nginx_configs
+    "$NGINX" -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" >"$WORK/logs/nginx-up.out" 2>&1 &
+    PIDS+=($!); UP_MASTER=$!
+    "$NGINX" -p "$WORK/nginx-tls" -c "$WORK/nginx-tls/nginx.conf" >"$WORK/logs/nginx-tls.out" 2>&1 &
+    PIDS+=($!); NGX_MASTER=$!
+
     "$KIT" apiserver --dir "$WORK/api" >"$WORK/logs/api.out" 2>&1 &
-    PIDS+=($!); local API_PID=$!
+    PIDS+=($!); API_PID=$!
     for _ in $(seq 100); do [ -s "$WORK/api/control" ] && break; sleep 0.1; done
     [ -s "$WORK/api/control" ] || die "fake apiserver did not start"
 
-    # --- scrape-guard: cache-hit, cache-miss (TTL 0) and a fresh one for memory
+    # scrape-guard three times: cache-hit (long TTLs), cache-miss (TTL 0, no client-side
+    # rate limit) and a fresh default one for memory versus cache size.
     local common=(--tls-cert-file="$WORK/tls.crt" --tls-private-key-file="$WORK/tls.key"
         --kubeconfig="$WORK/api/kubeconfig" --upstream="http://127.0.0.1:$UP_PORT/")
     "$SG" --secure-listen-address="127.0.0.1:$HIT_PORT" "${common[@]}" \
         --auth-cache-ttl=1h --authz-allow-ttl=1h >"$WORK/logs/sg-hit.log" 2>&1 &
-    PIDS+=($!); local HIT_PID=$!
+    PIDS+=($!); HIT_PID=$!
     "$SG" --secure-listen-address="127.0.0.1:$MISS_PORT" "${common[@]}" \
         --auth-cache-ttl=0s --authz-allow-ttl=0s --kube-api-qps=-1 >"$WORK/logs/sg-miss.log" 2>&1 &
-    PIDS+=($!); local MISS_PID=$!
+    PIDS+=($!); MISS_PID=$!
     "$SG" --secure-listen-address="127.0.0.1:$MEM_PORT" "${common[@]}" \
         --kube-api-qps=-1 >"$WORK/logs/sg-mem.log" 2>&1 &
-    PIDS+=($!); local MEM_PID=$!
+    PIDS+=($!); MEM_PID=$!
 
     wait_http "http://127.0.0.1:$UP_PORT/metrics"
     wait_http "https://127.0.0.1:$NGX_PORT/metrics"
+    local port
     for port in $HIT_PORT $MISS_PORT $MEM_PORT; do wait_http "https://127.0.0.1:$port/metrics"; done
-    local UP_PIDS NGX_PIDS
     UP_PIDS=$(nginx_workers "$UP_MASTER"); NGX_PIDS=$(nginx_workers "$NGX_MASTER")
     [ -n "$UP_PIDS" ] && [ -n "$NGX_PIDS" ] || die "nginx workers not found"
 
-    local auth=(-H "Authorization: Bearer bench-prometheus")
-    local U_DIRECT="http://127.0.0.1:$UP_PORT" U_NGX="https://127.0.0.1:$NGX_PORT"
-    local U_HIT="https://127.0.0.1:$HIT_PORT" U_MISS="https://127.0.0.1:$MISS_PORT"
-    local U_MEM="https://127.0.0.1:$MEM_PORT"
+    AUTH=(-H "Authorization: Bearer bench-prometheus")
+    U_DIRECT="http://127.0.0.1:$UP_PORT"; U_NGX="https://127.0.0.1:$NGX_PORT"
+    U_STATIC="https://127.0.0.1:$STATIC_PORT"
+    U_HIT="https://127.0.0.1:$HIT_PORT"; U_MISS="https://127.0.0.1:$MISS_PORT"
+    U_MEM="https://127.0.0.1:$MEM_PORT"
 
-    # Sanity: the proxies serve the same bytes as the upstream; unauthenticated is 401.
-    local want got
-    want=$(curl -s "$U_DIRECT/metrics" | sha256sum)
-    got=$(curl -sk "$U_NGX/metrics" | sha256sum); [ "$got" = "$want" ] || die "nginx body differs"
-    got=$(curl -sk "${auth[@]}" "$U_HIT/metrics" | sha256sum); [ "$got" = "$want" ] || die "scrape-guard body differs"
+    # Sanity: every target serves the upstream's bytes; no token is a 401. These are also
+    # the first (cache-filling) requests for both paths on the cache-hit instance.
+    local path want got
+    for path in /metrics /ksm/metrics; do
+        want=$(curl -s "$U_DIRECT$path" | sha256sum)
+        got=$(curl -sk "$U_NGX$path" | sha256sum); [ "$got" = "$want" ] || die "nginx $path differs"
+        got=$(curl -sk "$U_STATIC$path" | sha256sum); [ "$got" = "$want" ] || die "nginx static $path differs"
+        got=$(curl -sk "${AUTH[@]}" "$U_HIT$path" | sha256sum); [ "$got" = "$want" ] || die "scrape-guard $path differs"
+    done
     [ "$(curl -sk -o /dev/null -w '%{http_code}' "$U_HIT/metrics")" = 401 ] || die "no 401 without a token"
-
-    # Idle memory, before any load (scrape-guard has served the two requests above).
     sleep 2
+    # shellcheck disable=SC2086
     record idle mem "\"sg_rss_kb\":$(mem_kb VmRSS "$MEM_PID"),\"sg_hit_rss_kb\":$(mem_kb VmRSS "$HIT_PID"),\"nginx_workers_rss_kb\":$(mem_kb VmRSS $NGX_PIDS),\"nginx_master_rss_kb\":$(mem_kb VmRSS "$NGX_MASTER")"
+}
 
-    wait_quiet
-    record env machine "\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"date\":\"$(date -u +%FT%TZ)\",\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$("$NGINX" -v 2>&1 | cut -d/ -f2)\",\"oha\":\"$("$OHA" --version | cut -d' ' -f2)\",\"secs\":$SECS,\"repeats\":$REPEATS,\"commit\":\"$(git rev-parse --short HEAD)\""
-
-    # --- (a) HTTP/1.1 keep-alive, 64 connections, 100 KB-class page
+# ------------------------------------------------------------------ cases
+# (a) HTTP/1.1 keep-alive, 64 connections, the node-exporter page.
+case_h1() {
     log "case h1: HTTP/1.1 keep-alive, $CONNS connections"
     warm "$U_DIRECT/metrics" -c $CONNS
     warm "$U_NGX/metrics" -c $CONNS
-    warm "$U_HIT/metrics" -c $CONNS "${auth[@]}"
+    warm "$U_HIT/metrics" -c $CONNS "${AUTH[@]}"
     run_oha h1 direct "$UP_PIDS" "$U_DIRECT/metrics" -c $CONNS
     local r
-    for r in $(seq "$REPEATS"); do
+    for r in $(seq "$REPEATS"); do # interleaved, alternating who goes first
         if [ $((r % 2)) = 1 ]; then
-            run_oha "h1" nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS
-            run_oha "h1" sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS "${auth[@]}"
+            run_oha h1 nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS
+            run_oha h1 sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS "${AUTH[@]}"
         else
-            run_oha "h1" sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS "${auth[@]}"
-            run_oha "h1" nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS
+            run_oha h1 sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS "${AUTH[@]}"
+            run_oha h1 nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS
         fi
     done
-    # Cache-miss path, with oha: TTL 0 makes every request a review, but concurrent
-    # requests with the one token oha sends share a review (coalescing); counted below.
-    warm "$U_MISS/metrics" -c $CONNS "${auth[@]}"
-    run_oha h1 sg-miss-ttl0 "$MISS_PID $API_PID" "$U_MISS/metrics" -c $CONNS "${auth[@]}"
-    # Cache-miss path, a distinct token (and user) per request: one TokenReview and one
-    # SubjectAccessReview each. bench_kit is the client here (oha sends one header).
-    local before after rb ra
-    reset_peak "$MISS_PID"
-    before=$(cpu_ticks "$MISS_PID"); local api_before; api_before=$(cpu_ticks "$API_PID"); rb=$(counts)
-    "$KIT" scrape --url "$U_MISS/metrics" --prefix bench-miss- --seconds "$SECS" --concurrency $CONNS \
-        >"$OUT/raw/h1.sg-miss-distinct.json"
-    after=$(cpu_ticks "$MISS_PID"); ra=$(counts)
-    record h1 kit "\"target\":\"sg-miss-distinct\",\"raw\":\"$OUT/raw/h1.sg-miss-distinct.json\",\"cpu_ticks\":$((after - before)),\"api_cpu_ticks\":$(($(cpu_ticks "$API_PID") - api_before)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$(mem_kb VmHWM "$MISS_PID"),\"rss_kb\":$(mem_kb VmRSS "$MISS_PID"),\"reviews_before\":$rb,\"reviews_after\":$ra"
-    log "h1 sg-miss-distinct: $(cat "$OUT/raw/h1.sg-miss-distinct.json")"
+}
 
-    # --- (b) HTTP/2: 8 connections x 8 concurrent streams = 64 in flight
+# (a') the cache-miss path, two ways.
+case_miss() {
+    log "case miss: every request reviewed"
+    # oha sends one token; with TTL 0 nothing stays cached, but requests that arrive while
+    # a review for that token is in flight share it (coalescing): reviews are counted.
+    warm "$U_MISS/metrics" -c $CONNS "${AUTH[@]}"
+    run_oha h1 sg-miss-ttl0 "$MISS_PID" "$U_MISS/metrics" -c $CONNS "${AUTH[@]}"
+    # A distinct token (so a distinct user) per request: exactly one TokenReview and one
+    # SubjectAccessReview each. bench_kit is the client (oha cannot vary a header).
+    measure h1 sg-miss-distinct kit "$MISS_PID" "$OUT/raw/h1.sg-miss-distinct.json" \
+        "$KIT" scrape --url "$U_MISS/metrics" --prefix bench-miss- --seconds "$SECS" --concurrency $CONNS
+    log "h1 sg-miss-distinct: $(cat "$OUT/raw/h1.sg-miss-distinct.json")"
+}
+
+# (b) HTTP/2: 8 connections x 8 concurrent streams = 64 requests in flight.
+case_h2() {
     log "case h2: HTTP/2, 8 connections x 8 streams"
     warm "$U_NGX/metrics" --http2 -c 8 -p 8
-    warm "$U_HIT/metrics" --http2 -c 8 -p 8 "${auth[@]}"
+    warm "$U_HIT/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
     run_oha h2 nginx "$NGX_PIDS" "$U_NGX/metrics" --http2 -c 8 -p 8
-    run_oha h2 sg-hit "$HIT_PID" "$U_HIT/metrics" --http2 -c 8 -p 8 "${auth[@]}"
+    run_oha h2 sg-hit "$HIT_PID" "$U_HIT/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
+}
 
-    # --- (c) a new TLS connection per request (full handshake unless resumed), 64 at a time
+# (c) a new connection (TLS handshake) per request, 64 at a time.
+case_newconn() {
     log "case newconn: a new connection per request, $CONNS concurrent"
     run_oha newconn direct "$UP_PIDS" "$U_DIRECT/metrics" -c $CONNS --disable-keepalive
     run_oha newconn nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS --disable-keepalive
-    run_oha newconn sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS --disable-keepalive "${auth[@]}"
+    run_oha newconn sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS --disable-keepalive "${AUTH[@]}"
+}
 
-    # --- (d) streaming the 5 MB page: time to last byte at 1 connection, RSS at 64
+# (d) the 5 MB page: time to last byte on one connection; memory with 64 in flight.
+case_big() {
     log "case big: 5 MB page"
-    local half=$(( (SECS + 1) / 2 ))
-    local SECS_SAVED=$SECS; SECS=$half
+    local saved=$SECS
+    SECS=$(((saved + 1) / 2))
+    warm "$U_DIRECT/ksm/metrics" -c 1
+    warm "$U_STATIC/ksm/metrics" -c 1
+    warm "$U_NGX/ksm/metrics" -c 1
+    warm "$U_HIT/ksm/metrics" -c 1 "${AUTH[@]}"
     run_oha ttlb direct "$UP_PIDS" "$U_DIRECT/ksm/metrics" -c 1
+    run_oha ttlb direct-tls "$NGX_PIDS" "$U_STATIC/ksm/metrics" -c 1
     run_oha ttlb nginx "$NGX_PIDS" "$U_NGX/ksm/metrics" -c 1
-    run_oha ttlb sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c 1 "${auth[@]}"
+    run_oha ttlb sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c 1 "${AUTH[@]}"
     run_oha big64 nginx "$NGX_PIDS" "$U_NGX/ksm/metrics" -c $CONNS
-    run_oha big64 sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c $CONNS "${auth[@]}"
-    SECS=$SECS_SAVED
+    run_oha big64 sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c $CONNS "${AUTH[@]}"
+    SECS=$saved
+}
 
-    # --- (e) 1,000 concurrent first scrapes with one new token; reviews made slow (1 s)
-    # so that every request is waiting while the first review is in flight.
+# (e) 1,000 concurrent first scrapes with one new token. Reviews are made slow (1 s) so
+# that every request is waiting while the first review is still in flight.
+case_burst() {
     log "case burst: 1000 concurrent first scrapes, one token"
-    curl -s "http://$(cat "$WORK/api/control")/delay?ms=1000" >/dev/null
+    local control rb ra
+    control=$(cat "$WORK/api/control")
+    curl -s "http://$control/delay?ms=1000" >/dev/null
     rb=$(counts)
     "$KIT" burst --url "$U_HIT/metrics" --token bench-burst --connections 1000 >"$OUT/raw/burst.json"
     ra=$(counts)
-    curl -s "http://$(cat "$WORK/api/control")/delay?ms=0" >/dev/null
+    curl -s "http://$control/delay?ms=0" >/dev/null
     record burst kit "\"raw\":\"$OUT/raw/burst.json\",\"reviews_before\":$rb,\"reviews_after\":$ra"
-    log "burst: $(cat "$OUT/raw/burst.json") reviews $rb -> $ra"
+    log "burst: $(cat "$OUT/raw/burst.json"); reviews $rb -> $ra"
+}
 
-    # --- (f) memory versus cached identities (distinct token = distinct user = 1 TR + 1 SAR)
+# (f) memory versus cached identities (a distinct token is a distinct user: one
+# TokenReview and one SubjectAccessReview entry each), on a fresh default instance.
+case_cache() {
     log "case cache: RSS with 0, 10k, 65,536 and 131,072 distinct identities"
-    local filled=0 n rss
+    local filled=0 n
     record cache mem "\"identities\":0,\"rss_kb\":$(mem_kb VmRSS "$MEM_PID"),\"hwm_kb\":$(mem_kb VmHWM "$MEM_PID")"
     for n in 10000 65536 131072; do
         "$KIT" scrape --url "$U_MEM/metrics" --prefix bench-id- --start $filled --count $((n - filled)) \
@@ -377,9 +415,43 @@ EOF
         filled=$n
         sleep 2
         record cache mem "\"identities\":$n,\"rss_kb\":$(mem_kb VmRSS "$MEM_PID"),\"hwm_kb\":$(mem_kb VmHWM "$MEM_PID"),\"raw\":\"$OUT/raw/cache.$n.json\""
-        log "cache $n identities: RSS $(mem_kb VmRSS "$MEM_PID") kB ($(cat "$OUT/raw/cache.$n.json"))"
+        log "cache $n identities: RSS $(mem_kb VmRSS "$MEM_PID") kB; fill $(cat "$OUT/raw/cache.$n.json")"
     done
+}
 
+# CASES=hold: keep everything running for HOLD_SECS (default 600) to profile by hand,
+# e.g. perf record -g -p <sg-hit pid> while oha runs against its URL.
+case_hold() {
+    log "holding for ${HOLD_SECS:-600}s: upstream $U_DIRECT (workers $UP_PIDS), nginx $U_NGX (workers $NGX_PIDS)," \
+        "static $U_STATIC, sg-hit $U_HIT (pid $HIT_PID), sg-miss $U_MISS (pid $MISS_PID), sg-mem $U_MEM (pid $MEM_PID)," \
+        "fake apiserver control http://$(cat "$WORK/api/control") (pid $API_PID); token: Bearer bench-<anything>"
+    env | grep -E '^(U_|OHA|SG|KIT)' >"$OUT/hold.env" || true
+    printf 'HIT_PID=%s\nMISS_PID=%s\nMEM_PID=%s\nNGX_PIDS="%s"\nUP_PIDS="%s"\nU_DIRECT=%s\nU_NGX=%s\nU_STATIC=%s\nU_HIT=%s\nU_MISS=%s\nU_MEM=%s\n' \
+        "$HIT_PID" "$MISS_PID" "$MEM_PID" "$NGX_PIDS" "$UP_PIDS" "$U_DIRECT" "$U_NGX" "$U_STATIC" "$U_HIT" "$U_MISS" "$U_MEM" >"$OUT/hold.env"
+    sleep "${HOLD_SECS:-600}"
+}
+
+# ------------------------------------------------------------------ main
+main() {
+    install_tools
+    mkdir -p "$OUT/raw"
+    rm -f "$RESULTS" "$OUT"/raw/*
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # the 1,000-connection burst needs ~3,000 fds
+
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        log "cargo build --release --bin scrape-guard --example bench_kit"
+        cargo build --release --bin scrape-guard --example bench_kit 2>&1 | tail -1 >&2
+    fi
+    SG=${SG:-$TARGET_DIR/release/scrape-guard}
+    KIT=$TARGET_DIR/release/examples/bench_kit
+    [ -x "$SG" ] && [ -x "$KIT" ] || die "binaries missing"
+
+    setup
+    wait_quiet
+    record env machine "\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"date\":\"$(date -u +%FT%TZ)\",\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$("$NGINX" -v 2>&1 | cut -d/ -f2)\",\"nginx_buffering\":\"$NGINX_BUFFERING\",\"oha\":\"$("$OHA" --version | cut -d' ' -f2)\",\"secs\":$SECS,\"repeats\":$REPEATS,\"commit\":\"$(git rev-parse --short HEAD)\",\"sg\":\"$SG\",\"sg_bytes\":$(stat -c %s "$SG"),\"cases\":\"$CASES\",\"src_dirty\":$(git status --porcelain -- src | wc -l)"
+    local c
+    for c in $CASES; do "case_$c"; done
+    [ "$CASES" = hold ] && return 0
     record env machine_end "\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\""
     python3 benches/fixtures/report.py "$RESULTS" >"$OUT/report.md"
     log "report: $OUT/report.md"
