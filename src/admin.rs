@@ -8,13 +8,17 @@
 //! `/metrics` (scrape-guard's own) is guarded like any scrape: authentication, then
 //! authorization of `get` on `/metrics`.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::{
-    apiserver::Apiserver, authz::Attributes, body::ProxyBody, guard::Guard, server::Handler,
+    apiserver::Apiserver,
+    authz::Attributes,
+    body::ProxyBody,
+    guard::Guard,
+    server::{Handler, Peer},
     tls::ServingCert,
 };
 
@@ -28,9 +32,9 @@ pub struct Admin {
 }
 
 impl Admin {
-    async fn metrics(&self, request: &Request<Incoming>) -> Response<ProxyBody> {
+    async fn metrics(&self, request: &Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let attributes = [Attributes::new(request.method(), "/metrics")];
-        let user = match self.guard.authn.authenticate(request.headers()).await {
+        let user = match self.guard.authenticate(request.headers(), peer).await {
             Ok(user) => user,
             Err(error) => return error.into_response(),
         };
@@ -86,10 +90,10 @@ impl Handler for Admin {
     async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        _peer: SocketAddr,
+        peer: Arc<Peer>,
     ) -> Response<ProxyBody> {
         if request.uri().path() == "/metrics" {
-            return self.metrics(&request).await;
+            return self.metrics(&request, &peer).await;
         }
         let (status, body) = self.respond(&request);
         let mut response = Response::new(crate::body::full(body));

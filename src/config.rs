@@ -149,6 +149,11 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_TLS_CERT_FILE", value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,
 
+    /// PEM CA bundle for client certificates: requested (not required) and verified;
+    /// a verified certificate authenticates as CN with groups O. Reloaded on change.
+    #[arg(long, env = "SCRAPE_GUARD_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
     /// PEM private key (RSA, ECDSA or Ed25519; PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "SCRAPE_GUARD_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub tls_private_key_file: Option<PathBuf>,
@@ -511,6 +516,7 @@ pub struct Config {
     pub listen: ListenAddress,
     pub tls: TlsSource,
     pub tls_policy: TlsPolicy,
+    pub client_ca_file: Option<PathBuf>,
     pub http2: bool,
     pub http2_max_concurrent_streams: u32,
     pub proxy_endpoints_port: Option<u16>,
@@ -609,6 +615,7 @@ impl TryFrom<Args> for Config {
         let ServingArgs {
             secure_listen_address,
             tls_cert_file,
+            client_ca_file,
             tls_private_key_file,
             tls_min_version,
             tls_cipher_suites,
@@ -754,6 +761,7 @@ impl TryFrom<Args> for Config {
             listen: secure_listen_address,
             tls,
             tls_policy,
+            client_ca_file,
             http2: !http2_disable,
             http2_max_concurrent_streams,
             proxy_endpoints_port: (proxy_endpoints_port != 0).then_some(proxy_endpoints_port),

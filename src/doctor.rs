@@ -287,6 +287,7 @@ fn describe_source(source: Source) -> &'static str {
         Source::Apiserver | Source::Cache => "apiserver",
         Source::Stale => "apiserver (stale)",
         Source::Standalone => "standalone",
+        Source::Certificate => "client certificate",
     }
 }
 

@@ -16,8 +16,9 @@ use crate::{
     authz::Authorizer,
     body::ProxyBody,
     error::ProxyError,
-    metrics::Metrics,
+    metrics::{Metrics, Source},
     paths::{PathPolicy, Route},
+    server::Peer,
     upstream::Upstream,
 };
 
@@ -37,16 +38,16 @@ impl Guard {
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Arc<Peer>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         // Cheap clones (shared bytes) kept only to describe the request in the log.
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let mut user = None;
-        let response = match self.pipeline(request, peer, &mut user).await {
+        let response = match self.pipeline(request, &peer, &mut user).await {
             Ok(response) => response,
             Err(error) => {
-                log_failure(&error, &method, &uri, peer);
+                log_failure(&error, &method, &uri, peer.addr);
                 error.into_response()
             }
         };
@@ -54,7 +55,14 @@ impl Guard {
         self.metrics
             .request(response.status().as_u16(), elapsed.as_secs_f64());
         if self.access_log {
-            log_access(&method, &uri, &response, user.as_deref(), peer, elapsed);
+            log_access(
+                &method,
+                &uri,
+                &response,
+                user.as_deref(),
+                peer.addr,
+                elapsed,
+            );
         }
         response
     }
@@ -62,18 +70,32 @@ impl Guard {
     async fn pipeline(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         caller: &mut Option<Arc<User>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
         let path = forwardable_path(&parts.uri)?;
         if self.paths.route(path)? == Route::Ignore {
-            return self.forward(parts, body, None, peer).await;
+            return self.forward(parts, body, None, peer.addr).await;
         }
         let attributes = self.authz.attributes(&parts, path)?;
-        let user = caller.insert(self.authn.authenticate(&parts.headers).await?);
+        let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
         self.authz.authorize(user, &attributes).await?;
-        self.forward(parts, body, Some(user), peer).await
+        self.forward(parts, body, Some(user), peer.addr).await
+    }
+
+    /// A verified client certificate first, then the bearer token (kube-rbac-proxy's order).
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        peer: &Peer,
+    ) -> Result<Arc<User>, ProxyError> {
+        if let Some(user) = &peer.certificate_user {
+            self.metrics
+                .authenticated("authenticated", Source::Certificate);
+            return Ok(Arc::clone(user));
+        }
+        self.authn.authenticate(headers).await
     }
 
     async fn forward(

@@ -145,7 +145,12 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         http2: config.http2,
         max_concurrent_streams: config.http2_max_concurrent_streams,
     };
-    let acceptor = tls::acceptor(&cert, &config.tls_policy, config.http2)?;
+    let client_ca = config
+        .client_ca_file
+        .as_deref()
+        .map(tls::ClientCa::load)
+        .transpose()?;
+    let acceptor = tls::acceptor(&cert, &config.tls_policy, config.http2, client_ca.as_ref())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = futures_util::FutureExt::shared(async {
         let _ = stopped.await;
@@ -165,7 +170,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             apiserver: apiserver.clone(),
             guard: Arc::clone(&guard),
         });
-        let admin_acceptor = tls::acceptor(&cert, &config.tls_policy, false);
+        let admin_acceptor = tls::acceptor(&cert, &config.tls_policy, false, client_ca.as_ref());
         (listener, admin, admin_acceptor)
     });
     let admin = match admin {

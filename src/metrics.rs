@@ -31,6 +31,8 @@ pub enum Source {
     Stale,
     /// Standalone mode's default deny.
     Standalone,
+    /// A client certificate verified against `--client-ca-file`.
+    Certificate,
 }
 
 impl Source {
@@ -41,6 +43,7 @@ impl Source {
             Self::Local => "local",
             Self::Stale => "stale",
             Self::Standalone => "standalone",
+            Self::Certificate => "client_certificate",
         }
     }
 }

@@ -15,7 +15,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::ProxyBody;
+use crate::{authn::User, body::ProxyBody, tls::client_certificate_user};
 
 /// Prevent port scanners, half-open clients and the like from holding a task and a
 /// socket forever before they have even finished the handshake.
@@ -29,12 +29,20 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head (request line + headers) we buffer for HTTP/1.1.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Who is on the other end of a connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The user named by a client certificate verified against `--client-ca-file`.
+    pub certificate_user: Option<Arc<User>>,
+}
+
 /// Something that answers requests on a listener.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Arc<Peer>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 }
 
@@ -42,7 +50,7 @@ impl Handler for crate::guard::Guard {
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Arc<Peer>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send {
         crate::guard::Guard::handle(self, request, peer)
     }
@@ -98,13 +106,26 @@ pub async fn serve<H: Handler>(
                     return;
                 }
             };
+            // rustls verified any certificate against --client-ca-file already.
+            let certificate_user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| client_certificate_user(cert.as_ref()))
+                .map(Arc::new);
+            let peer = Arc::new(Peer {
+                addr: peer,
+                certificate_user,
+            });
             let service = service_fn(move |request| {
                 let handler = Arc::clone(&handler);
+                let peer = Arc::clone(&peer);
                 async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
             });
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+                tracing::debug!(%error, "connection ended with an error");
             }
         });
     }

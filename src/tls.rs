@@ -18,15 +18,21 @@ use std::{
 };
 
 use rustls::{
+    client::danger::HandshakeSignatureValid,
     crypto::{ring as provider, CryptoProvider},
-    server::{ClientHello, ResolvesServerCert},
+    server::{
+        danger::{ClientCertVerified, ClientCertVerifier},
+        ClientHello, ResolvesServerCert, WebPkiClientVerifier,
+    },
     sign::CertifiedKey,
-    ServerConfig, SupportedCipherSuite,
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedCipherSuite,
 };
+use rustls_pki_types::UnixTime;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::{config::TlsSource, metrics::Metrics};
+use crate::{authn::User, config::TlsSource, metrics::Metrics, reload::Watched};
 
 /// How often the certificate files are re-read.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
@@ -316,17 +322,140 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
+/// `--client-ca-file`: client certificates are requested (not required, so bearer
+/// token clients still work) and verified against this CA bundle, which is re-read
+/// when it changes. A verified certificate's CN is the user, its O values the groups.
+#[derive(Debug)]
+pub struct ClientCa {
+    verifier: Arc<Watched<Arc<dyn ClientCertVerifier>>>,
+}
+
+impl ClientCa {
+    /// Loads the bundle; the error names the file.
+    pub fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
+        let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], |files| {
+            let (path, pem) = &files[0];
+            let error = |message: String| format!("{}: {message}", path.display());
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| error(format!("invalid PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| error(format!("unusable CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(error("no CA certificate found".into()));
+            }
+            WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(provider::default_provider()),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| error(e.to_string()))
+        })
+        .map_err(|message| TlsError::File {
+            path: path.to_owned(),
+            message: message
+                .trim_start_matches(&format!("{}: ", path.display()))
+                .to_owned(),
+        })?;
+        verifier.spawn_reloader();
+        Ok(Arc::new(Self { verifier }))
+    }
+}
+
+impl ClientCertVerifier for ClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The bundle can change under us; an empty hint list lets clients send any
+        // certificate, which is then verified against the current bundle.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier
+            .get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier
+            .get()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier
+            .get()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier.get().supported_verify_schemes()
+    }
+}
+
+/// The user a verified client certificate names: CN, with O values as groups (the
+/// apiserver's x509 authenticator), plus `system:authenticated`. `None` without a CN.
+pub fn client_certificate_user(der: &[u8]) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    if name.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(User {
+        name,
+        groups,
+        ..User::default()
+    })
+}
+
 /// Builds the acceptor for a listener. `alpn_h2` adds "h2" before "http/1.1".
 pub fn acceptor(
     cert: &Arc<ServingCert>,
     policy: &TlsPolicy,
     alpn_h2: bool,
+    client_ca: Option<&Arc<ClientCa>>,
 ) -> Result<TlsAcceptor, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(policy.crypto_provider()))
+    let builder = ServerConfig::builder_with_provider(Arc::new(policy.crypto_provider()))
         .with_protocol_versions(policy.versions())
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::clone(cert) as Arc<dyn ResolvesServerCert>);
+        .map_err(TlsError::Config)?;
+    let builder = match client_ca {
+        Some(ca) => {
+            builder.with_client_cert_verifier(Arc::clone(ca) as Arc<dyn ClientCertVerifier>)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::clone(cert) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = if alpn_h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -498,9 +627,34 @@ mod tests {
     }
 
     #[test]
+    fn client_certificate_identity_is_cn_and_o() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "system:serviceaccount:monitoring:prometheus",
+        );
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "scrapers");
+        let cert = params.self_signed(&key).unwrap();
+        let user = client_certificate_user(cert.der()).unwrap();
+        assert_eq!(user.name, "system:serviceaccount:monitoring:prometheus");
+        assert_eq!(user.groups, ["scrapers", "system:authenticated"]);
+
+        let mut nameless = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        nameless.distinguished_name = rcgen::DistinguishedName::new();
+        let nameless = nameless.self_signed(&key).unwrap();
+        assert!(
+            client_certificate_user(nameless.der()).is_none(),
+            "no CN, no user"
+        );
+    }
+
+    #[test]
     fn self_signed_is_usable() {
         let cert = ServingCert::load(&TlsSource::SelfSigned, Arc::default()).unwrap();
         assert!(cert.is_valid(), "rcgen's default validity runs to 4096");
-        acceptor(&cert, &TlsPolicy::default(), true).unwrap();
+        acceptor(&cert, &TlsPolicy::default(), true, None).unwrap();
     }
 }

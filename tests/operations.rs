@@ -247,3 +247,69 @@ fn access_log_has_one_line_per_request_and_no_token() {
         "token in the logs:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn client_certificates_authenticate_as_cn_with_o_groups() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.allow(SA, "get", "/metrics");
+    api.allow("cert-user", "get", "/metrics");
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &echo.url(),
+        &[
+            &format!("--client-ca-file={}", pki.ca_path.display()),
+            "--auth-header-fields-enabled",
+        ],
+    )
+    .await;
+    let url = proxy.url("/metrics");
+
+    // A certificate from the CA: no token needed, no TokenReview; SAR for CN with O groups.
+    let identity = pki.client_cert("cert-user", &["scrapers"]);
+    let with_cert = support::client_with(&pki, false, Some(&identity));
+    let reply = get(&with_cert, &url, None, &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(api.token_reviews(), 0);
+    let sar = api.last_sar_spec();
+    assert_eq!(sar["user"], "cert-user");
+    assert_eq!(sar["groups"][0], "scrapers");
+    assert_eq!(echo.seen()[0].headers["x-remote-user"], "cert-user");
+
+    // Certificate first, then token: the certificate's identity wins.
+    let reply = get(&with_cert, &url, Some("good"), &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(api.token_reviews(), 0);
+
+    // A client without a certificate still works with a token (requested, not required).
+    let plain = client(&pki, false);
+    assert_eq!(get(&plain, &url, Some("good"), &[]).await.status, 200);
+    assert_eq!(get(&plain, &url, None, &[]).await.status, 401);
+
+    // A certificate from another CA fails the handshake.
+    let other = Pki::new();
+    let foreign = other.client_cert("cert-user", &[]);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(pki.client_config_with(&[], Some(&foreign)))
+        .https_only()
+        .enable_http1()
+        .build();
+    let foreign_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, http_body_util::Full<bytes::Bytes>>(connector);
+    let request = http::Request::get(&url)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), foreign_client.request(request))
+        .await
+        .expect("bounded");
+    let refused = match outcome {
+        Err(_) => true,
+        Ok(response) => response.status() != 200,
+    };
+    assert!(refused, "an unknown CA's certificate must not get through");
+}

@@ -43,6 +43,7 @@ pub struct Pki {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub ca_path: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
@@ -61,7 +62,6 @@ impl Pki {
         let params =
             rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
-
         let ca_path = dir.path().join("ca.crt");
         let cert_path = dir.path().join("tls.crt");
         let key_path = dir.path().join("tls.key");
@@ -74,7 +74,34 @@ impl Pki {
             cert_path,
             key_path,
             ca_path,
+            issuer,
         }
+    }
+
+    /// A client certificate from the test CA with this CN and O values: (cert PEM, key PEM).
+    pub fn client_cert(&self, common_name: &str, organizations: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        for org in organizations {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A new serving certificate for localhost from the same CA: (cert PEM, key PEM).
+    pub fn serving_cert(&self) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
     pub fn server_config(&self, alpn: &[&[u8]]) -> rustls::ServerConfig {
@@ -93,14 +120,32 @@ impl Pki {
     }
 
     pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
-        use rustls_pki_types::{pem::PemObject, CertificateDer};
+        self.client_config_with(alpn, None)
+    }
+
+    /// A client config, optionally presenting a client certificate (cert PEM, key PEM).
+    pub fn client_config_with(
+        &self,
+        alpn: &[&[u8]],
+        identity: Option<&(String, String)>,
+    ) -> rustls::ClientConfig {
+        use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let mut config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let mut config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(cert.as_bytes())
+                        .collect::<Result<Vec<_>, _>>()
+                        .unwrap(),
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
@@ -555,8 +600,17 @@ pub fn client(
     pki: &Pki,
     h2: bool,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    client_with(pki, h2, None)
+}
+
+/// Like `client`, presenting a client certificate (cert PEM, key PEM).
+pub fn client_with(
+    pki: &Pki,
+    h2: bool,
+    identity: Option<&(String, String)>,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(pki.client_config(&[]))
+        .with_tls_config(pki.client_config_with(&[], identity))
         .https_only();
     // The builder sets ALPN: "h2" alone, or "http/1.1" alone.
     let connector = if h2 {
