@@ -14,7 +14,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 use clap::{ArgAction, Args as ClapArgs, Parser};
 use http::Uri;
 
-use crate::{paths::PathPolicy, tls::TlsPolicy};
+use crate::{paths::PathPolicy, tls::TlsPolicy, upstream::UpstreamOptions};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
 ///
@@ -205,13 +205,38 @@ pub struct ServingArgs {
 #[command(next_help_heading = "Upstream")]
 pub struct UpstreamArgs {
     /// The exporter: http:// or https:// URL, optionally with a base path
-    /// ("http://127.0.0.1:9100/"). The request path is appended, the query kept.
+    /// ("http://127.0.0.1:9100/"), or a Unix socket ("unix:///run/exporter.sock").
+    /// The request path is appended, the query kept.
     #[arg(long, env = "SCRAPE_GUARD_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
 
     /// PEM CA bundle to verify an https:// upstream (default: the system trust store).
+    /// Reloaded on change.
     #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_CA_FILE", value_name = "FILE")]
     pub upstream_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate presented to an https:// upstream; works whether or not an
+    /// upstream CA file is given. Reloaded on change.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_UPSTREAM_CLIENT_CERT_FILE",
+        value_name = "FILE"
+    )]
+    pub upstream_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key for --upstream-client-cert-file.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_UPSTREAM_CLIENT_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub upstream_client_key_file: Option<PathBuf>,
+
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to an http:// or unix:// upstream.
+    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_FORCE_H2C", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
+          action = ArgAction::Set)]
+    pub upstream_force_h2c: bool,
 
     /// How long the upstream may take to send response headers.
     #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_go_duration)]
@@ -522,7 +547,7 @@ pub struct Config {
     pub proxy_endpoints_port: Option<u16>,
     pub shutdown_grace: Duration,
     pub upstream: Uri,
-    pub upstream_ca_file: Option<PathBuf>,
+    pub upstream_options: UpstreamOptions,
     pub upstream_timeout: Duration,
     pub paths: PathPolicy,
     pub identity_headers: IdentityHeaders,
@@ -627,6 +652,9 @@ impl TryFrom<Args> for Config {
         let UpstreamArgs {
             upstream,
             upstream_ca_file,
+            upstream_client_cert_file,
+            upstream_client_key_file,
+            upstream_force_h2c,
             upstream_timeout,
             allow_paths,
             ignore_paths,
@@ -677,22 +705,55 @@ impl TryFrom<Args> for Config {
                 TlsPolicy::default()
             });
 
-        let upstream = match upstream.as_deref().map(parse_upstream) {
-            Some(Ok(uri)) => uri,
+        let (upstream, unix_socket) = match upstream.as_deref().map(parse_upstream) {
+            Some(Ok(parsed)) => parsed,
             Some(Err(problem)) => {
                 check(Err(problem));
-                Uri::default()
+                (Uri::default(), None)
             }
             None => {
                 check(Err(
                     "--upstream is required (e.g. http://127.0.0.1:9100/)".into()
                 ));
-                Uri::default()
+                (Uri::default(), None)
             }
         };
-        if upstream_ca_file.is_some() && upstream.scheme_str() != Some("https") {
+        let https = upstream.scheme_str() == Some("https") && unix_socket.is_none();
+        if upstream_ca_file.is_some() && !https {
             check(Err("--upstream-ca-file needs an https:// --upstream".into()));
         }
+        let client_cert = match (upstream_client_cert_file, upstream_client_key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                check(Err(
+                    "--upstream-client-cert-file needs --upstream-client-key-file".into(),
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                check(Err(
+                    "--upstream-client-key-file needs --upstream-client-cert-file".into(),
+                ));
+                None
+            }
+        };
+        if client_cert.is_some() && !https {
+            check(Err(
+                "--upstream-client-cert-file needs an https:// --upstream".into(),
+            ));
+        }
+        if upstream_force_h2c && https {
+            check(Err(
+                "--upstream-force-h2c is for http:// or unix:// upstreams (https negotiates h2 by ALPN)".into(),
+            ));
+        }
+        let upstream_options = UpstreamOptions {
+            ca_file: upstream_ca_file,
+            client_cert,
+            force_h2c: upstream_force_h2c,
+            unix_socket,
+        };
 
         let paths = PathPolicy::new(&allow_paths, &ignore_paths).unwrap_or_else(|problem| {
             check(Err(problem));
@@ -767,7 +828,7 @@ impl TryFrom<Args> for Config {
             proxy_endpoints_port: (proxy_endpoints_port != 0).then_some(proxy_endpoints_port),
             shutdown_grace,
             upstream,
-            upstream_ca_file,
+            upstream_options,
             upstream_timeout,
             paths,
             identity_headers,
@@ -903,8 +964,22 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
-/// A `--upstream` URL: http or https, with a host, and no fragment or user info.
-fn parse_upstream(s: &str) -> Result<Uri, String> {
+/// A `--upstream`: an http(s) URL with a host and no user info, or `unix:///socket`
+/// (then the requests go to `http://localhost` over that socket).
+fn parse_upstream(s: &str) -> Result<(Uri, Option<PathBuf>), String> {
+    if let Some(path) = s.strip_prefix("unix://") {
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(format!("--upstream {s:?}: want unix:///absolute/path.sock"));
+        }
+        return Ok((
+            Uri::from_static("http://localhost/"),
+            Some(PathBuf::from(path)),
+        ));
+    }
+    parse_http_upstream(s).map(|uri| (uri, None))
+}
+
+fn parse_http_upstream(s: &str) -> Result<Uri, String> {
     let uri: Uri = s
         .parse()
         .map_err(|e| format!("--upstream {s:?} is not a URL: {e}"))?;

@@ -267,7 +267,7 @@ fn build_guard(
         authz: build_authorizer(config, apiserver, metrics)?,
         upstream: Upstream::new(
             &config.upstream,
-            config.upstream_ca_file.as_deref(),
+            &config.upstream_options,
             config.upstream_timeout,
             config.identity_headers.clone(),
         )?,
@@ -320,6 +320,7 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         listen = %addr,
         proxy_endpoints = ?admin_addr,
         upstream = %config.upstream,
+        upstream_options = ?config.upstream_options,
         tls,
         tls_policy = ?config.tls_policy,
         http2 = config.http2,

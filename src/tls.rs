@@ -485,7 +485,7 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     parse_pair(&cert_pem, &key_pem, cert, key)
 }
 
-fn parse_pair(
+pub(crate) fn parse_pair(
     cert_pem: &[u8],
     key_pem: &[u8],
     cert: &Path,

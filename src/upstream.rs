@@ -10,8 +10,21 @@
 //! URL joining follows Go's `httputil.NewSingleHostReverseProxy`, so a kube-rbac-proxy
 //! `--upstream` with a base path or query means what it meant there. Bodies stream both
 //! ways; nothing is buffered whole, and `Content-Encoding` passes through untouched.
+//!
+//! Transports: TCP (`http://`, `https://` with h2 by ALPN, or h2c with
+//! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`). For https, the CA
+//! bundle and the client certificate are re-read when they change, like the serving
+//! certificate; a client certificate works with or without `--upstream-ca-file`.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use http::{
     header::{self, HeaderName},
@@ -25,10 +38,20 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use rustls::ClientConfig;
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use rustls::{
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        ResolvesClientCert, WebPkiServerVerifier,
+    },
+    sign::CertifiedKey,
+    ClientConfig, DigitallySignedStruct, SignatureScheme,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
+use tokio::net::UnixStream;
 
-use crate::{authn::User, body::ProxyBody, config::IdentityHeaders, error::ProxyError};
+use crate::{
+    authn::User, body::ProxyBody, config::IdentityHeaders, error::ProxyError, reload::Watched,
+};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the
 /// non-standard ones Go's reverse proxy also drops).
@@ -46,15 +69,34 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// A problem setting up the upstream client, naming the flag or file.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("--upstream-ca-file {path}: {message}")]
-    CaFile { path: String, message: String },
+    #[error("{flag} {message}")]
+    File { flag: &'static str, message: String },
     #[error("upstream TLS: {0}")]
     Tls(#[source] rustls::Error),
 }
 
+/// How to reach and talk to the upstream, beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamOptions {
+    /// `--upstream-ca-file`: verify an https upstream against this bundle.
+    pub ca_file: Option<PathBuf>,
+    /// `--upstream-client-cert-file` and `--upstream-client-key-file`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `--upstream-force-h2c`: HTTP/2 with prior knowledge over plain TCP.
+    pub force_h2c: bool,
+    /// `unix:///path.sock`: connect to this socket instead of TCP.
+    pub unix_socket: Option<PathBuf>,
+}
+
+/// The pooled client, over TCP (with TLS for https) or a Unix socket.
+enum Transport {
+    Tcp(Client<HttpsConnector<HttpConnector>, Incoming>),
+    Unix(Client<UnixConnector, Incoming>),
+}
+
 /// The exporter behind the proxy.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    transport: Transport,
     scheme: Scheme,
     authority: Authority,
     base_path: String,
@@ -67,29 +109,38 @@ impl Upstream {
     /// A pooled client for `--upstream` (h1; h2 by ALPN for https://).
     pub fn new(
         url: &Uri,
-        ca_file: Option<&Path>,
+        options: &UpstreamOptions,
         timeout: Duration,
         identity: IdentityHeaders,
     ) -> Result<Self, UpstreamError> {
-        let tls = client_tls(ca_file)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .http2_only(options.force_h2c);
+        let transport = match &options.unix_socket {
+            Some(path) => Transport::Unix(builder.build(UnixConnector {
+                path: Arc::from(path.as_path()),
+            })),
+            None => {
+                let tls = client_tls(options)?;
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(timeout));
+                let connector = HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .enable_http2()
+                    .wrap_connector(http);
+                Transport::Tcp(builder.build(connector))
+            }
+        };
         let base_path = url.path().to_owned();
         Ok(Self {
-            client,
+            transport,
             scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority: url
                 .authority()
@@ -128,7 +179,11 @@ impl Upstream {
             self.add_identity(&mut parts.headers, user)?;
         }
 
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let request = Request::from_parts(parts, body);
+        let sent = match &self.transport {
+            Transport::Tcp(client) => client.request(request),
+            Transport::Unix(client) => client.request(request),
+        };
         let mut response = match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -232,37 +287,166 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
     headers.insert(XFP, HeaderValue::from_static("https"));
 }
 
-fn client_tls(ca_file: Option<&Path>) -> Result<ClientConfig, UpstreamError> {
+fn client_tls(options: &UpstreamOptions) -> Result<ClientConfig, UpstreamError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(UpstreamError::Tls)?;
-    let config = match ca_file {
+    let builder = match &options.ca_file {
         Some(path) => {
-            let file_error = |message: String| UpstreamError::CaFile {
-                path: path.display().to_string(),
-                message,
-            };
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| file_error(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error(format!("invalid PEM: {e}")))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(file_error("no usable CA certificate".into()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let verifier = ReloadingVerifier::load(path, provider)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
         }
         None => {
             use rustls_platform_verifier::BuilderVerifierExt;
             builder
                 .with_platform_verifier()
                 .map_err(UpstreamError::Tls)?
-                .with_no_client_auth()
         }
     };
-    Ok(config)
+    Ok(match &options.client_cert {
+        Some((cert, key)) => builder.with_client_cert_resolver(ClientIdentity::load(cert, key)?),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// `--upstream-ca-file`, re-read when it changes. Verification is webpki's, against
+/// the current bundle.
+#[derive(Debug)]
+struct ReloadingVerifier(Arc<Watched<Arc<WebPkiServerVerifier>>>);
+
+impl ReloadingVerifier {
+    fn load(
+        path: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let watched = Watched::load("--upstream-ca-file", vec![path.to_owned()], move |files| {
+            let (path, pem) = &files[0];
+            let error = |message: String| format!("{}: {message}", path.display());
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| error(format!("invalid PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| error(format!("unusable CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(error("no usable CA certificate".into()));
+            }
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .build()
+                .map_err(|e| error(e.to_string()))
+        })
+        .map_err(|message| UpstreamError::File {
+            flag: "--upstream-ca-file",
+            message,
+        })?;
+        watched.spawn_reloader();
+        Ok(Arc::new(Self(watched)))
+    }
+}
+
+impl ServerCertVerifier for ReloadingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0
+            .get()
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.get().supported_verify_schemes()
+    }
+}
+
+/// `--upstream-client-cert-file`/`--upstream-client-key-file`, re-read when they change.
+#[derive(Debug)]
+struct ClientIdentity(Arc<Watched<Arc<CertifiedKey>>>);
+
+impl ClientIdentity {
+    fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, UpstreamError> {
+        let (cert_path, key_path) = (cert.to_owned(), key.to_owned());
+        let watched = Watched::load(
+            "--upstream-client-cert-file",
+            vec![cert.to_owned(), key.to_owned()],
+            move |files| {
+                crate::tls::parse_pair(&files[0].1, &files[1].1, &cert_path, &key_path)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .map_err(|message| UpstreamError::File {
+            flag: "--upstream-client-cert-file/--upstream-client-key-file",
+            message,
+        })?;
+        watched.spawn_reloader();
+        Ok(Arc::new(Self(watched)))
+    }
+}
+
+impl ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0.get()))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Connects every request to one Unix socket, whatever the URI says.
+#[derive(Clone)]
+struct UnixConnector {
+    path: Arc<Path>,
+}
+
+impl tower_service::Service<Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let path = Arc::clone(&self.path);
+        Box::pin(async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                UnixStream::connect(&*path).await?,
+            ))
+        })
+    }
 }
 
 /// The error and its causes on one line ("client error (Connect): tcp connect
@@ -312,7 +496,7 @@ mod tests {
         let upstream = |url: &str| {
             Upstream::new(
                 &url.parse().unwrap(),
-                None,
+                &UpstreamOptions::default(),
                 Duration::from_secs(1),
                 identity(),
             )
@@ -387,7 +571,7 @@ mod tests {
     async fn identity_headers_are_set_when_enabled() {
         let upstream = Upstream::new(
             &"http://127.0.0.1:9100/".parse().unwrap(),
-            None,
+            &UpstreamOptions::default(),
             Duration::from_secs(1),
             identity(),
         )

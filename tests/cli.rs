@@ -92,14 +92,14 @@ fn bad_flags_exit_2_naming_each_flag() {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
     let (code, _, err) = run(
-        &["--upstream=http://x/", "--client-ca-file=/etc/ca.crt"],
+        &["--upstream=http://x/", "--oidc-issuer=https://issuer"],
         &[],
     );
     assert_eq!(
         code, 2,
         "an auth flag we do not implement is refused, not ignored"
     );
-    assert!(err.contains("--client-ca-file"), "{err}");
+    assert!(err.contains("--oidc-issuer"), "{err}");
 }
 
 #[test]

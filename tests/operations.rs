@@ -110,16 +110,7 @@ async fn transient_apiserver_errors_are_retried_within_the_budget() {
     api.allow(SA, "get", "/metrics");
     let echo = Echo::start().await;
     let proxy = Proxy::start(&pki, &api, &echo.url(), &["--apiserver-timeout=5s"]).await;
-    api.set_mode(Mode::Fail);
-    let api2 = std::sync::Arc::clone(&api);
-    let heal = tokio::spawn(async move {
-        // Let the first attempt fail, then recover before the retries run out.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while api2.token_reviews() == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        api2.set_mode(Mode::Normal);
-    });
+    api.fail_next(2);
     let reply = get(
         &client(&pki, false),
         &proxy.url("/metrics"),
@@ -127,9 +118,12 @@ async fn transient_apiserver_errors_are_retried_within_the_budget() {
         &[],
     )
     .await;
-    heal.await.unwrap();
     assert_eq!(reply.status, 200, "a retry after a 500 succeeded");
-    assert!(api.token_reviews() >= 2, "the TokenReview was retried");
+    assert_eq!(
+        api.token_reviews(),
+        3,
+        "two failures, then the third attempt succeeded"
+    );
 }
 
 #[tokio::test]
@@ -312,4 +306,167 @@ async fn client_certificates_authenticate_as_cn_with_o_groups() {
         Ok(response) => response.status() != 200,
     };
     assert!(refused, "an unknown CA's certificate must not get through");
+}
+
+/// Serves `METRICS_PAGE` over HTTP/1 or h2c on a Unix socket, recording request versions.
+async fn unix_exporter(
+    path: std::path::PathBuf,
+) -> std::sync::Arc<std::sync::Mutex<Vec<http::Version>>> {
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let versions: std::sync::Arc<std::sync::Mutex<Vec<http::Version>>> = Default::default();
+    let seen = std::sync::Arc::clone(&versions);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(req.version());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(
+                                    support::METRICS_PAGE.as_bytes(),
+                                )),
+                            ))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    versions
+}
+
+#[tokio::test]
+async fn unix_socket_upstreams_with_and_without_h2c() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.allow(SA, "get", "/metrics");
+    for h2c in [false, true] {
+        let socket = pki.dir.path().join(format!("exporter-{h2c}.sock"));
+        let versions = unix_exporter(socket.clone()).await;
+        let upstream = format!("unix://{}", socket.display());
+        let extra: &[&str] = if h2c { &["--upstream-force-h2c"] } else { &[] };
+        let proxy = Proxy::start(&pki, &api, &upstream, extra).await;
+        let reply = get(
+            &client(&pki, false),
+            &proxy.url("/metrics"),
+            Some("good"),
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 200, "h2c={h2c}");
+        assert_eq!(reply.text(), support::METRICS_PAGE);
+        let want = if h2c {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(versions.lock().unwrap().as_slice(), [want], "h2c={h2c}");
+    }
+}
+
+#[tokio::test]
+async fn https_upstream_gets_our_client_certificate() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SA);
+    api.allow(SA, "get", "/metrics");
+
+    // An https exporter that requires a client certificate from the test CA.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    let (cert, key) = pki.serving_cert();
+    let server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            rustls_pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            rustls_pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |_req: http::Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(
+                                b"secret metrics\n",
+                            )),
+                        ))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+
+    let (client_cert, client_key) = pki.client_cert("scrape-guard", &[]);
+    let cert_path = pki.dir.path().join("upstream-client.crt");
+    let key_path = pki.dir.path().join("upstream-client.key");
+    std::fs::write(&cert_path, client_cert).unwrap();
+    std::fs::write(&key_path, client_key).unwrap();
+    let upstream = format!("https://localhost:{port}/");
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &upstream,
+        &[
+            &format!("--upstream-ca-file={}", pki.ca_path.display()),
+            &format!("--upstream-client-cert-file={}", cert_path.display()),
+            &format!("--upstream-client-key-file={}", key_path.display()),
+        ],
+    )
+    .await;
+    let reply = get(
+        &client(&pki, false),
+        &proxy.url("/metrics"),
+        Some("good"),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "secret metrics\n");
+
+    // Without our client certificate the exporter refuses the handshake: 502.
+    let bare = Proxy::start(
+        &pki,
+        &api,
+        &upstream,
+        &[&format!("--upstream-ca-file={}", pki.ca_path.display())],
+    )
+    .await;
+    let reply = get(
+        &client(&pki, false),
+        &bare.url("/metrics"),
+        Some("good"),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 502);
 }

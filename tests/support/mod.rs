@@ -185,6 +185,7 @@ pub struct FakeApiserver {
     token_reviews: Arc<AtomicUsize>,
     sars: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
+    fail_next: Arc<AtomicUsize>,
     delay: Arc<Mutex<Duration>>,
     state: Arc<Mutex<ApiState>>,
     tasks: Mutex<JoinSet<()>>,
@@ -214,6 +215,7 @@ impl FakeApiserver {
             token_reviews: Arc::default(),
             sars: Arc::default(),
             mode: Arc::new(Mutex::new(Mode::Normal)),
+            fail_next: Arc::default(),
             delay: Arc::new(Mutex::new(Duration::ZERO)),
             state: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
@@ -297,6 +299,11 @@ impl FakeApiserver {
             .unwrap()
     }
 
+    /// Answers the next `n` reviews with 500, then recovers.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
@@ -332,6 +339,17 @@ impl FakeApiserver {
         counter.fetch_add(1, Ordering::SeqCst);
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": "transient", "reason": "InternalError", "code": 500}),
+            );
+        }
         match *self.mode.lock().unwrap() {
             Mode::Normal => {}
             Mode::Fail => {
