@@ -190,6 +190,23 @@ pub struct ServingArgs {
     )]
     pub http2_max_concurrent_streams: u32,
 
+    /// Bytes accepted per HTTP/2 frame and buffered per stream (16384 to 16777215 for
+    /// the frame size).
+    #[arg(long, env = "SCRAPE_GUARD_HTTP2_MAX_SIZE", default_value_t = 262_144)]
+    pub http2_max_size: u32,
+
+    /// Largest request head (request line and headers) accepted; larger is refused.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_MAX_REQUEST_HEADER_BYTES",
+        default_value_t = 65_536
+    )]
+    pub max_request_header_bytes: u32,
+
+    /// Client connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "SCRAPE_GUARD_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// Port for /healthz and /readyz (TLS, same host as --secure-listen-address).
     /// 0 turns it off.
     #[arg(long, env = "SCRAPE_GUARD_PROXY_ENDPOINTS_PORT", default_value_t = 0)]
@@ -544,6 +561,9 @@ pub struct Config {
     pub client_ca_file: Option<PathBuf>,
     pub http2: bool,
     pub http2_max_concurrent_streams: u32,
+    pub http2_max_size: u32,
+    pub max_request_header_bytes: u32,
+    pub max_connections: usize,
     pub proxy_endpoints_port: Option<u16>,
     pub shutdown_grace: Duration,
     pub upstream: Uri,
@@ -646,6 +666,9 @@ impl TryFrom<Args> for Config {
             tls_cipher_suites,
             http2_disable,
             http2_max_concurrent_streams,
+            http2_max_size,
+            max_request_header_bytes,
+            max_connections,
             proxy_endpoints_port,
             shutdown_grace,
         } = serving;
@@ -800,6 +823,19 @@ impl TryFrom<Args> for Config {
         if cache_max_entries == 0 {
             check(Err("--cache-max-entries must be at least 1".into()));
         }
+        if !(16_384..=16_777_215).contains(&http2_max_size) {
+            check(Err(format!(
+                "--http2-max-size {http2_max_size} must be between 16384 and 16777215"
+            )));
+        }
+        if max_request_header_bytes < 8192 {
+            check(Err(
+                "--max-request-header-bytes must be at least 8192".into()
+            ));
+        }
+        if max_connections == 0 {
+            check(Err("--max-connections must be at least 1".into()));
+        }
         if http2_max_concurrent_streams == 0 {
             check(Err(
                 "--http2-max-concurrent-streams must be at least 1".into()
@@ -825,6 +861,9 @@ impl TryFrom<Args> for Config {
             client_ca_file,
             http2: !http2_disable,
             http2_max_concurrent_streams,
+            http2_max_size,
+            max_request_header_bytes,
+            max_connections,
             proxy_endpoints_port: (proxy_endpoints_port != 0).then_some(proxy_endpoints_port),
             shutdown_grace,
             upstream,

@@ -144,6 +144,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let settings = HttpSettings {
         http2: config.http2,
         max_concurrent_streams: config.http2_max_concurrent_streams,
+        http2_max_size: config.http2_max_size,
+        max_header_bytes: config.max_request_header_bytes,
+        max_connections: config.max_connections,
     };
     let client_ca = config
         .client_ca_file
@@ -181,6 +184,8 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             HttpSettings {
                 http2: false,
                 max_concurrent_streams: 1,
+                max_connections: 64,
+                ..settings
             },
             stopped,
             grace,

@@ -26,9 +26,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// common 15s/30s scrape intervals so Prometheus keeps reusing its connections.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Largest request head (request line + headers) we buffer for HTTP/1.1.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-
 /// Who is on the other end of a connection.
 #[derive(Debug)]
 pub struct Peer {
@@ -61,6 +58,12 @@ impl Handler for crate::guard::Guard {
 pub struct HttpSettings {
     pub http2: bool,
     pub max_concurrent_streams: u32,
+    /// `--http2-max-size`: HTTP/2 frame size and per-stream receive window.
+    pub http2_max_size: u32,
+    /// `--max-request-header-bytes`: request line + headers (h1), header list (h2).
+    pub max_header_bytes: u32,
+    /// `--max-connections`: connections served at once; more wait in the backlog.
+    pub max_connections: usize,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at most
@@ -75,8 +78,18 @@ pub async fn serve<H: Handler>(
 ) {
     let builder = http_builder(settings);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // At the limit, stop accepting: new clients wait in the kernel's backlog rather
+        // than costing us a task, a TLS session and buffers each.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -95,6 +108,7 @@ pub async fn serve<H: Handler>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
@@ -147,12 +161,17 @@ fn http_builder(settings: HttpSettings) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
+        // hyper's floor for the read buffer is 8 KiB.
+        .max_buf_size((settings.max_header_bytes as usize).max(8192));
+    // RFC 9113 bounds the frame size to 16 KiB ..= 16 MiB - 1.
+    let frame = settings.http2_max_size.clamp(16_384, 16_777_215);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_header_list_size(settings.max_header_bytes)
+        .max_frame_size(frame)
+        .initial_stream_window_size(settings.http2_max_size.max(65_535))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     if settings.http2 {
         builder
