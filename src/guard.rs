@@ -74,6 +74,7 @@ impl Guard {
         caller: &mut Option<Arc<User>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
+        forwardable_method(&parts.method)?;
         let path = forwardable_path(&parts.uri)?;
         if self.paths.route(path)? == Route::Ignore {
             return self.forward(parts, body, None, peer.addr).await;
@@ -138,6 +139,23 @@ fn log_access(
         %peer,
         "request"
     );
+}
+
+/// Methods the proxy can authorize as the exporter will see them. CONNECT is refused:
+/// the upstream client would turn it into `CONNECT <exporter authority>`, a target
+/// nobody reviewed. Methods are case-sensitive (RFC 9110), so `gEt` is not GET; rather
+/// than let a `get` grant cover a spelling the exporter may treat differently, methods
+/// with lower-case letters are refused.
+pub fn forwardable_method(method: &Method) -> Result<(), ProxyError> {
+    if *method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not proxied"));
+    }
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(ProxyError::BadRequest(
+            "HTTP methods are case-sensitive: use upper case",
+        ));
+    }
+    Ok(())
 }
 
 /// The request path, refused with 400 when authorizing it literally could differ from
@@ -218,6 +236,25 @@ mod tests {
             let uri: Uri = bad.parse().unwrap();
             assert!(
                 matches!(forwardable_path(&uri), Err(ProxyError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_and_lower_case_methods_are_refused() {
+        for ok in ["GET", "HEAD", "POST", "PROPFIND", "M-SEARCH"] {
+            assert!(
+                forwardable_method(&Method::from_bytes(ok.as_bytes()).unwrap()).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["CONNECT", "get", "gEt", "Get", "propfind"] {
+            assert!(
+                matches!(
+                    forwardable_method(&Method::from_bytes(bad.as_bytes()).unwrap()),
+                    Err(ProxyError::BadRequest(_))
+                ),
                 "{bad}"
             );
         }
