@@ -1,0 +1,544 @@
+//! The command line, as clap definitions: every flag, its env var, default and group.
+//! Validation into a `Config` is in `config.rs`; Go-compatible value parsers in `go.rs`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Args as ClapArgs, Parser};
+
+use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
+
+/// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
+///
+/// Terminates TLS, authenticates bearer tokens with a TokenReview, authorizes them with a
+/// SubjectAccessReview (`get` on the request path), caches both answers and forwards
+/// allowed requests to --upstream.
+#[derive(Debug, Parser)]
+#[command(
+    name = "scrape-guard",
+    version,
+    about,
+    long_about,
+    max_term_width = 100
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub serving: ServingArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+    #[command(flatten)]
+    pub legacy: LegacyArgs,
+}
+
+// The command line: the proxy (no subcommand) or a helper command.
+/// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
+///
+/// Terminates TLS, authenticates bearer tokens with a TokenReview, authorizes them with a
+/// SubjectAccessReview (`get` on the request path), caches both answers and forwards
+/// allowed requests to --upstream.
+#[derive(Debug, Parser)]
+#[command(
+    name = "scrape-guard",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// Helper commands: the 403 doctor.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Would this token (or user) be allowed? Runs the proxy's own authentication and
+    /// authorization chain, explains the decision and, when denied, prints the RBAC
+    /// that would allow it. Exit 0 allowed, 1 denied, 2 error.
+    #[command(name = "can-i")]
+    CanI(CanIArgs),
+    /// Print the ClusterRole and ClusterRoleBinding that let a subject scrape paths.
+    Rbac(RbacArgs),
+}
+
+/// `scrape-guard can-i`.
+#[derive(Debug, ClapArgs)]
+pub struct CanIArgs {
+    /// File holding the bearer token to check (e.g. a service account token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "as_user",
+        required_unless_present = "as_user"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Check a user name instead of a token (no authentication step).
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Groups of the --as user (repeatable or comma-separated).
+    #[arg(
+        long = "as-group",
+        value_name = "GROUP",
+        value_delimiter = ',',
+        requires = "as_user"
+    )]
+    pub as_groups: Vec<String>,
+    /// The request path.
+    #[arg(long, default_value = "/metrics")]
+    pub path: String,
+    /// The verb (get for GET/HEAD, create for POST, ...).
+    #[arg(long, default_value = "get")]
+    pub verb: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `scrape-guard rbac`.
+#[derive(Debug, ClapArgs)]
+#[command(group = clap::ArgGroup::new("subject").required(true).args(["serviceaccount", "user", "group"]))]
+pub struct RbacArgs {
+    /// The service account, as NAMESPACE/NAME.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub serviceaccount: Option<String>,
+    /// A user name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A group name.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Paths to grant (repeatable). Default: /metrics.
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// The verb to grant.
+    #[arg(long, default_value = "get")]
+    pub verb: String,
+}
+
+/// The TLS listener.
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Serving")]
+pub struct ServingArgs {
+    /// Address to serve TLS on. Go forms work: ":8443", "[::]:8443", "[10.1.2.3]:9100",
+    /// "localhost:8443".
+    #[arg(long, env = "SCRAPE_GUARD_SECURE_LISTEN_ADDRESS", default_value = "0.0.0.0:8443", value_parser = parse_listen_address)]
+    pub secure_listen_address: ListenAddress,
+
+    /// PEM certificate (chain allowed). Without this and --tls-private-key-file a
+    /// self-signed certificate is generated in memory.
+    #[arg(long, env = "SCRAPE_GUARD_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM CA bundle for client certificates: requested (not required) and verified;
+    /// a verified certificate authenticates as CN with groups O. Reloaded on change.
+    #[arg(long, env = "SCRAPE_GUARD_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// PEM private key (RSA, ECDSA or Ed25519; PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SCRAPE_GUARD_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// Minimum TLS version: VersionTLS12 or VersionTLS13.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_TLS_MIN_VERSION",
+        default_value = "VersionTLS12"
+    )]
+    pub tls_min_version: String,
+
+    /// Comma-separated TLS 1.2 cipher suites (Go/IANA names). TLS 1.3 suites are always
+    /// enabled, as in Go. Default: rustls' ECDHE AEAD suites.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_TLS_CIPHER_SUITES",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub tls_cipher_suites: Vec<String>,
+
+    /// Serve HTTP/1.1 only (no h2 in ALPN).
+    #[arg(long, env = "SCRAPE_GUARD_HTTP2_DISABLE", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
+          action = ArgAction::Set)]
+    pub http2_disable: bool,
+
+    /// Maximum concurrent HTTP/2 streams per connection.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100
+    )]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Bytes accepted per HTTP/2 frame and buffered per stream (16384 to 16777215 for
+    /// the frame size).
+    #[arg(long, env = "SCRAPE_GUARD_HTTP2_MAX_SIZE", default_value_t = 262_144)]
+    pub http2_max_size: u32,
+
+    /// Largest request head (request line and headers) accepted; larger is refused.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_MAX_REQUEST_HEADER_BYTES",
+        default_value_t = 65_536
+    )]
+    pub max_request_header_bytes: u32,
+
+    /// Client connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "SCRAPE_GUARD_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Port for /healthz and /readyz (TLS, same host as --secure-listen-address).
+    /// 0 turns it off.
+    #[arg(long, env = "SCRAPE_GUARD_PROXY_ENDPOINTS_PORT", default_value_t = 0)]
+    pub proxy_endpoints_port: u16,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "SCRAPE_GUARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_go_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Where allowed requests go, and what they carry.
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Upstream")]
+pub struct UpstreamArgs {
+    /// The exporter: http:// or https:// URL, optionally with a base path
+    /// ("http://127.0.0.1:9100/"), or a Unix socket ("unix:///run/exporter.sock").
+    /// The request path is appended, the query kept.
+    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// PEM CA bundle to verify an https:// upstream (default: the system trust store).
+    /// Reloaded on change.
+    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_CA_FILE", value_name = "FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate presented to an https:// upstream; works whether or not an
+    /// upstream CA file is given. Reloaded on change.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_UPSTREAM_CLIENT_CERT_FILE",
+        value_name = "FILE"
+    )]
+    pub upstream_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key for --upstream-client-cert-file.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_UPSTREAM_CLIENT_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub upstream_client_key_file: Option<PathBuf>,
+
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to an http:// or unix:// upstream.
+    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_FORCE_H2C", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
+          action = ArgAction::Set)]
+    pub upstream_force_h2c: bool,
+
+    /// How long the upstream may take to send response headers.
+    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_go_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Comma-separated Go path.Match globs; other paths get 404 before authentication.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_ALLOW_PATHS",
+        value_delimiter = ',',
+        value_name = "GLOBS"
+    )]
+    pub allow_paths: Vec<String>,
+
+    /// Comma-separated Go path.Match globs forwarded WITHOUT authentication.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_IGNORE_PATHS",
+        value_delimiter = ',',
+        value_name = "GLOBS"
+    )]
+    pub ignore_paths: Vec<String>,
+
+    /// Tell the upstream who the caller is, in the two headers below.
+    #[arg(long, env = "SCRAPE_GUARD_AUTH_HEADER_FIELDS_ENABLED", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub auth_header_fields_enabled: bool,
+
+    /// Header carrying the user name. Client-sent copies are always removed.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUTH_HEADER_USER_FIELD_NAME",
+        default_value = "x-remote-user"
+    )]
+    pub auth_header_user_field_name: String,
+
+    /// Header carrying the groups. Client-sent copies are always removed.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUTH_HEADER_GROUPS_FIELD_NAME",
+        default_value = "x-remote-groups"
+    )]
+    pub auth_header_groups_field_name: String,
+
+    /// Separator between groups in the groups header.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUTH_HEADER_GROUPS_FIELD_SEPARATOR",
+        default_value = "|"
+    )]
+    pub auth_header_groups_field_separator: String,
+}
+
+/// How the apiserver is reached.
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = "Kubernetes API")]
+pub struct KubeArgs {
+    /// Kubeconfig file. Default: in-cluster config, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "SCRAPE_GUARD_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Reviews per second sent to the apiserver. 0 = client-go's default (5);
+    /// negative = unlimited.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_KUBE_API_QPS",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub kube_api_qps: f32,
+
+    /// Burst above --kube-api-qps. 0 = client-go's default (10).
+    #[arg(long, env = "SCRAPE_GUARD_KUBE_API_BURST", default_value_t = 0)]
+    pub kube_api_burst: u32,
+
+    /// Comma-separated audiences sent in each TokenReview; a token whose reviewed
+    /// audiences do not intersect them is rejected.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUTH_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        value_name = "AUDIENCES"
+    )]
+    pub auth_token_audiences: Vec<String>,
+
+    /// Time budget for one review, including waiting for --kube-api-qps, a slot and
+    /// retries (429/5xx/connection errors, jittered backoff).
+    #[arg(long, env = "SCRAPE_GUARD_APISERVER_TIMEOUT", default_value = "5s", value_parser = parse_go_duration)]
+    pub apiserver_timeout: Duration,
+
+    /// Reviews in flight at once; more wait within --apiserver-timeout.
+    #[arg(long, env = "SCRAPE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 64)]
+    pub max_inflight_reviews: usize,
+}
+
+/// Local authentication and authorization: kube-rbac-proxy's config file, the
+/// cluster's RBAC objects, kube-apiserver's static token file.
+#[derive(Debug, Clone, Default, ClapArgs)]
+#[command(next_help_heading = "Policy")]
+pub struct PolicyArgs {
+    /// kube-rbac-proxy authorization config (resourceAttributes, rewrites, static
+    /// rules). Reloaded on change.
+    #[arg(long, env = "SCRAPE_GUARD_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Kubernetes RBAC YAML (Role, ClusterRole and bindings) evaluated locally; an
+    /// allow needs no SubjectAccessReview. Repeatable or comma-separated. Reloaded on change.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_RBAC_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub rbac_file: Vec<PathBuf>,
+
+    /// kube-apiserver static token CSV (token,user,uid,"group1,group2"), checked before
+    /// TokenReview. With it and no kubeconfig outside a cluster: standalone, offline.
+    #[arg(long, env = "SCRAPE_GUARD_TOKEN_AUTH_FILE", value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+}
+
+/// How long answers are reused.
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Caching")]
+pub struct CacheArgs {
+    /// How long a successful TokenReview is reused.
+    #[arg(long, env = "SCRAPE_GUARD_AUTH_CACHE_TTL", default_value = "2m", value_parser = parse_go_duration)]
+    pub auth_cache_ttl: Duration,
+
+    /// How long a rejected token stays rejected without asking again.
+    #[arg(long, env = "SCRAPE_GUARD_AUTH_NEGATIVE_CACHE_TTL", default_value = "10s", value_parser = parse_go_duration)]
+    pub auth_negative_cache_ttl: Duration,
+
+    /// How long an allowing SubjectAccessReview is reused.
+    #[arg(long, env = "SCRAPE_GUARD_AUTHZ_ALLOW_TTL", default_value = "5m", value_parser = parse_go_duration)]
+    pub authz_allow_ttl: Duration,
+
+    /// How long a denying SubjectAccessReview is reused.
+    #[arg(long, env = "SCRAPE_GUARD_AUTHZ_DENY_TTL", default_value = "30s", value_parser = parse_go_duration)]
+    pub authz_deny_ttl: Duration,
+
+    /// Entries per cache (tokens, decisions); the bound that keeps memory flat.
+    #[arg(long, env = "SCRAPE_GUARD_CACHE_MAX_ENTRIES", default_value_t = 65536)]
+    pub cache_max_entries: u64,
+
+    /// When the apiserver cannot answer, reuse an authentication or allow that expired
+    /// less than this long ago (logged and counted). Denies and unknown tokens never
+    /// are. 0 = off.
+    #[arg(long, env = "SCRAPE_GUARD_STALE_IF_ERROR", default_value = "0", value_parser = parse_go_duration)]
+    pub stale_if_error: Duration,
+}
+
+/// What scrape-guard itself prints.
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Logging")]
+pub struct LoggingArgs {
+    /// Log line format: text or json. Level: SCRAPE_GUARD_LOG (e.g. "debug").
+    #[arg(long, env = "SCRAPE_GUARD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// One line per request (method, path, status, user, bytes, duration; never a
+    /// token), in --log-format.
+    #[arg(long, env = "SCRAPE_GUARD_ACCESS_LOG", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
+          action = ArgAction::Set)]
+    pub access_log: bool,
+}
+
+/// kube-rbac-proxy and klog flags that manifests in the wild pass. Accepted so those
+/// manifests start; ignored with one warning. The unsupported ones are refused.
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Compatibility: accepted and ignored (klog, kube-rbac-proxy)")]
+pub struct LegacyArgs {
+    /// klog flag; ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub logtostderr: Option<bool>,
+    /// klog flag; ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub alsologtostderr: Option<bool>,
+    /// klog flag; ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub add_dir_header: Option<bool>,
+    /// klog flag; ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub one_output: Option<bool>,
+    /// klog flag; ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub skip_headers: Option<bool>,
+    /// klog flag; ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub skip_log_headers: Option<bool>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "FILE:N")]
+    pub log_backtrace_at: Option<String>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<String>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<String>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "MB")]
+    pub log_file_max_size: Option<String>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "DURATION")]
+    pub log_flush_frequency: Option<String>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "LEVEL")]
+    pub stderrthreshold: Option<String>,
+    /// klog flag; ignored.
+    #[arg(short = 'v', long = "v", value_name = "LEVEL")]
+    pub v: Option<String>,
+    /// klog flag; ignored.
+    #[arg(long, value_name = "PATTERN")]
+    pub vmodule: Option<String>,
+    /// kube-rbac-proxy flag; ignored (certificate files are re-read every 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub tls_reload_interval: Option<String>,
+
+    /// Not supported: scrape-guard never serves plain HTTP. Startup error.
+    #[arg(long, hide = true)]
+    pub insecure_listen_address: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_issuer: Option<String>,
+    #[arg(long = "oidc-clientID", hide = true)]
+    pub oidc_client_id: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_ca_file: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_username_claim: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_groups_claim: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_username_prefix: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_groups_prefix: Option<String>,
+    #[arg(long, hide = true)]
+    pub oidc_sign_alg: Option<String>,
+}
+
+impl LegacyArgs {
+    /// The ignored flags that were given, for the one warning line.
+    pub fn ignored(&self) -> Vec<&'static str> {
+        let given = [
+            ("--logtostderr", self.logtostderr.is_some()),
+            ("--alsologtostderr", self.alsologtostderr.is_some()),
+            ("--add-dir-header", self.add_dir_header.is_some()),
+            ("--one-output", self.one_output.is_some()),
+            ("--skip-headers", self.skip_headers.is_some()),
+            ("--skip-log-headers", self.skip_log_headers.is_some()),
+            ("--log-backtrace-at", self.log_backtrace_at.is_some()),
+            ("--log-dir", self.log_dir.is_some()),
+            ("--log-file", self.log_file.is_some()),
+            ("--log-file-max-size", self.log_file_max_size.is_some()),
+            ("--log-flush-frequency", self.log_flush_frequency.is_some()),
+            ("--stderrthreshold", self.stderrthreshold.is_some()),
+            ("-v", self.v.is_some()),
+            ("--vmodule", self.vmodule.is_some()),
+            ("--tls-reload-interval", self.tls_reload_interval.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect()
+    }
+
+    pub(crate) fn refused(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.insecure_listen_address.is_some() {
+            problems.push(
+                "--insecure-listen-address is not supported: scrape-guard only serves TLS \
+                 (use --secure-listen-address)"
+                    .to_owned(),
+            );
+        }
+        let oidc = [
+            ("--oidc-issuer", &self.oidc_issuer),
+            ("--oidc-clientID", &self.oidc_client_id),
+            ("--oidc-ca-file", &self.oidc_ca_file),
+            ("--oidc-username-claim", &self.oidc_username_claim),
+            ("--oidc-groups-claim", &self.oidc_groups_claim),
+            ("--oidc-username-prefix", &self.oidc_username_prefix),
+            ("--oidc-groups-prefix", &self.oidc_groups_prefix),
+            ("--oidc-sign-alg", &self.oidc_sign_alg),
+        ];
+        for (name, value) in oidc {
+            if value.is_some() {
+                problems.push(format!(
+                    "{name} is not supported: OIDC authentication is not implemented; \
+                     tokens are authenticated with TokenReview"
+                ));
+            }
+        }
+        problems
+    }
+}
