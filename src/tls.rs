@@ -335,24 +335,14 @@ impl ClientCa {
     pub fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
         let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], |files| {
             let (path, pem) = &files[0];
-            let error = |message: String| format!("{}: {message}", path.display());
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| error(format!("invalid PEM: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| error(format!("unusable CA certificate: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(error("no CA certificate found".into()));
-            }
+            let roots = ca_bundle(path, pem)?;
             WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 Arc::new(provider::default_provider()),
             )
             .allow_unauthenticated()
             .build()
-            .map_err(|e| error(e.to_string()))
+            .map_err(|e| format!("{}: {e}", path.display()))
         })
         .map_err(|message| TlsError::File {
             path: path.to_owned(),
@@ -416,6 +406,23 @@ impl ClientCertVerifier for ClientCa {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.verifier.get().supported_verify_schemes()
     }
+}
+
+/// A PEM CA bundle as a root store; errors name the file. Shared by the client CA and
+/// the upstream CA.
+pub(crate) fn ca_bundle(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+    let error = |message: String| format!("{}: {message}", path.display());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| error(format!("invalid PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| error(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(error("no CA certificate found".into()));
+    }
+    Ok(roots)
 }
 
 /// The user a verified client certificate names: CN, with O values as groups (the

@@ -46,7 +46,7 @@ use rustls::{
     sign::CertifiedKey,
     ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
-use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::UnixStream;
 
 use crate::{
@@ -324,20 +324,10 @@ impl ReloadingVerifier {
     ) -> Result<Arc<Self>, UpstreamError> {
         let watched = Watched::load("--upstream-ca-file", vec![path.to_owned()], move |files| {
             let (path, pem) = &files[0];
-            let error = |message: String| format!("{}: {message}", path.display());
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| error(format!("invalid PEM: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| error(format!("unusable CA certificate: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(error("no usable CA certificate".into()));
-            }
+            let roots = crate::tls::ca_bundle(path, pem)?;
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                 .build()
-                .map_err(|e| error(e.to_string()))
+                .map_err(|e| format!("{}: {e}", path.display()))
         })
         .map_err(|message| UpstreamError::File {
             flag: "--upstream-ca-file",
