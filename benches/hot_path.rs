@@ -122,11 +122,12 @@ fn hygiene_and_paths(c: &mut Criterion) {
 fn whole_scrape(c: &mut Criterion) {
     support::install_crypto();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (client, url, _world) = runtime.block_on(async {
+    let (client, url, world) = runtime.block_on(async {
         let pki = support::Pki::new();
         let api = support::FakeApiserver::start(&pki).await;
         api.add_token("bench", SA);
         api.allow(SA, "get", "/metrics");
+        api.allow(SA, "get", "/big");
         let echo = support::Echo::start().await;
         let proxy = support::Proxy::start(&pki, &api, &echo.url(), &[]).await;
         let client = support::client(&pki, false);
@@ -137,6 +138,22 @@ fn whole_scrape(c: &mut Criterion) {
         b.to_async(&runtime).iter(|| async {
             let reply = support::get(&client, &url, Some("bench"), &[]).await;
             assert_eq!(reply.status, 200);
+        })
+    });
+    // The same with a node-exporter-sized body (the size of benches/fixtures/
+    // node-exporter.prom), streamed by the echo exporter in 64 KiB chunks.
+    let big = url.replace("/metrics", "/big?bytes=72555");
+    c.bench_function("whole_scrape_loopback_tls_h1_72kb", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let reply = support::get(&client, &big, Some("bench"), &[]).await;
+            assert_eq!(reply.body.len(), 72555);
+        })
+    });
+    let h2 = support::client(&world.0, true);
+    c.bench_function("whole_scrape_loopback_tls_h2_72kb", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let reply = support::get(&h2, &big, Some("bench"), &[]).await;
+            assert_eq!(reply.body.len(), 72555);
         })
     });
 }

@@ -24,6 +24,7 @@ OUT=${OUT:-$TARGET_DIR/bench-load}
 CONNS=64
 CASES=${CASES:-h1 miss h2 newconn big burst cache}
 NGINX_BUFFERING=${NGINX_BUFFERING:-off}
+SG_ENV=${SG_ENV:-}
 
 log() { printf '[load.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -281,13 +282,16 @@ setup() {
     # rate limit) and a fresh default one for memory versus cache size.
     local common=(--tls-cert-file="$WORK/tls.crt" --tls-private-key-file="$WORK/tls.key"
         --kubeconfig="$WORK/api/kubeconfig" --upstream="http://127.0.0.1:$UP_PORT/")
-    "$SG" --secure-listen-address="127.0.0.1:$HIT_PORT" "${common[@]}" \
+    # shellcheck disable=SC2086
+    env $SG_ENV "$SG" --secure-listen-address="127.0.0.1:$HIT_PORT" "${common[@]}" \
         --auth-cache-ttl=1h --authz-allow-ttl=1h >"$WORK/logs/sg-hit.log" 2>&1 &
     PIDS+=($!); HIT_PID=$!
-    "$SG" --secure-listen-address="127.0.0.1:$MISS_PORT" "${common[@]}" \
+    # shellcheck disable=SC2086
+    env $SG_ENV "$SG" --secure-listen-address="127.0.0.1:$MISS_PORT" "${common[@]}" \
         --auth-cache-ttl=0s --authz-allow-ttl=0s --kube-api-qps=-1 >"$WORK/logs/sg-miss.log" 2>&1 &
     PIDS+=($!); MISS_PID=$!
-    "$SG" --secure-listen-address="127.0.0.1:$MEM_PORT" "${common[@]}" \
+    # shellcheck disable=SC2086
+    env $SG_ENV "$SG" --secure-listen-address="127.0.0.1:$MEM_PORT" "${common[@]}" \
         --kube-api-qps=-1 >"$WORK/logs/sg-mem.log" 2>&1 &
     PIDS+=($!); MEM_PID=$!
 
@@ -419,6 +423,43 @@ case_cache() {
     done
 }
 
+# CASES=ab: a second cache-hit scrape-guard, binary SG_B (default: the same) with
+# environment SG_B_ENV, against nginx and sg-hit in the same rounds: h1 (REPEATS
+# interleaved rounds), a new connection per request, and the 5 MB page at 64 connections.
+case_ab() {
+    log "case ab: sg-b = ${SG_B:-$SG} ${SG_B_ENV:-}"
+    local port pid
+    port=$(free_port)
+    # shellcheck disable=SC2086
+    env ${SG_B_ENV:-} "${SG_B:-$SG}" --secure-listen-address="127.0.0.1:$port" \
+        --tls-cert-file="$WORK/tls.crt" --tls-private-key-file="$WORK/tls.key" \
+        --kubeconfig="$WORK/api/kubeconfig" --upstream="http://127.0.0.1:$UP_PORT/" \
+        --auth-cache-ttl=1h --authz-allow-ttl=1h >"$WORK/logs/sg-b.log" 2>&1 &
+    PIDS+=($!); pid=$!
+    local u="https://127.0.0.1:$port"
+    wait_http "$u/metrics"
+    curl -sk -o /dev/null "${AUTH[@]}" "$u/ksm/metrics"
+    record ab mem "\"target\":\"sg-b\",\"idle_rss_kb\":$(mem_kb VmRSS "$pid"),\"sg_b\":\"${SG_B:-$SG}\",\"sg_b_env\":\"${SG_B_ENV:-}\",\"sg_b_bytes\":$(stat -c %s "${SG_B:-$SG}")"
+    warm "$U_NGX/metrics" -c $CONNS
+    warm "$U_HIT/metrics" -c $CONNS "${AUTH[@]}"
+    warm "$u/metrics" -c $CONNS "${AUTH[@]}"
+    local r
+    for r in $(seq "$REPEATS"); do
+        run_oha ab-h1 nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS
+        run_oha ab-h1 sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS "${AUTH[@]}"
+        run_oha ab-h1 sg-b "$pid" "$u/metrics" -c $CONNS "${AUTH[@]}"
+    done
+    run_oha ab-newconn nginx "$NGX_PIDS" "$U_NGX/metrics" -c $CONNS --disable-keepalive
+    run_oha ab-newconn sg-hit "$HIT_PID" "$U_HIT/metrics" -c $CONNS --disable-keepalive "${AUTH[@]}"
+    run_oha ab-newconn sg-b "$pid" "$u/metrics" -c $CONNS --disable-keepalive "${AUTH[@]}"
+    local saved=$SECS
+    SECS=$(((saved + 1) / 2))
+    run_oha ab-big64 nginx "$NGX_PIDS" "$U_NGX/ksm/metrics" -c $CONNS
+    run_oha ab-big64 sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c $CONNS "${AUTH[@]}"
+    run_oha ab-big64 sg-b "$pid" "$u/ksm/metrics" -c $CONNS "${AUTH[@]}"
+    SECS=$saved
+}
+
 # CASES=hold: keep everything running for HOLD_SECS (default 600) to profile by hand,
 # e.g. perf record -g -p <sg-hit pid> while oha runs against its URL.
 case_hold() {
@@ -448,7 +489,7 @@ main() {
 
     setup
     wait_quiet
-    record env machine "\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"date\":\"$(date -u +%FT%TZ)\",\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$("$NGINX" -v 2>&1 | cut -d/ -f2)\",\"nginx_buffering\":\"$NGINX_BUFFERING\",\"oha\":\"$("$OHA" --version | cut -d' ' -f2)\",\"secs\":$SECS,\"repeats\":$REPEATS,\"commit\":\"$(git rev-parse --short HEAD)\",\"sg\":\"$SG\",\"sg_bytes\":$(stat -c %s "$SG"),\"cases\":\"$CASES\",\"src_dirty\":$(git status --porcelain -- src | wc -l)"
+    record env machine "\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"date\":\"$(date -u +%FT%TZ)\",\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$("$NGINX" -v 2>&1 | cut -d/ -f2)\",\"nginx_buffering\":\"$NGINX_BUFFERING\",\"oha\":\"$("$OHA" --version | cut -d' ' -f2)\",\"secs\":$SECS,\"repeats\":$REPEATS,\"commit\":\"$(git rev-parse --short HEAD)\",\"sg\":\"$SG\",\"sg_bytes\":$(stat -c %s "$SG"),\"cases\":\"$CASES\",\"src_dirty\":$(git status --porcelain -- src | wc -l),\"sg_env\":\"$SG_ENV\""
     local c
     for c in $CASES; do "case_$c"; done
     [ "$CASES" = hold ] && return 0
