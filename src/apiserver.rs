@@ -12,10 +12,7 @@
 use std::{
     fmt,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -36,6 +33,9 @@ const BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often `/readyz` re-checks the apiserver when no review has told us lately.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the apiserver may go unanswered before `/readyz` fails: one failed probe
+/// or review is a blip, not an outage.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a review produced no answer. Never carries a token.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,8 @@ pub struct Apiserver {
     limiter: Option<TokenBucket>,
     inflight: Semaphore,
     timeout: Duration,
-    reachable: AtomicBool,
+    /// When the apiserver stopped answering; `None` while it answers.
+    unreachable_since: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -128,7 +129,7 @@ impl Apiserver {
             limiter,
             inflight: Semaphore::new(Semaphore::MAX_PERMITS),
             timeout,
-            reachable: AtomicBool::new(true),
+            unreachable_since: Mutex::new(None),
             metrics: Arc::default(),
         }
     }
@@ -158,9 +159,32 @@ impl Apiserver {
         self.create("subjectaccessreview", review).await
     }
 
-    /// Whether the apiserver answered the last review or probe.
+    /// False once the apiserver has failed every review and probe for
+    /// `UNREACHABLE_GRACE` (for `/readyz`).
     pub fn is_reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed)
+        self.unreachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|since| since.elapsed() < UNREACHABLE_GRACE)
+    }
+
+    /// Records whether the apiserver just answered; logs the transitions.
+    fn record(&self, answered: bool) {
+        let mut since = self
+            .unreachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (answered, *since) {
+            (true, Some(_)) => {
+                tracing::info!("apiserver reachable again");
+                *since = None;
+            }
+            (false, None) => {
+                tracing::warn!("apiserver unreachable");
+                *since = Some(Instant::now());
+            }
+            _ => {}
+        }
     }
 
     /// Checks reachability every few seconds, so `/readyz` is right even when idle.
@@ -174,14 +198,7 @@ impl Apiserver {
                 let Some(this) = this.upgrade() else { return };
                 let answered =
                     tokio::time::timeout(this.timeout, this.client.apiserver_version()).await;
-                let ok = matches!(answered, Ok(Ok(_)));
-                if this.reachable.swap(ok, Ordering::Relaxed) != ok {
-                    if ok {
-                        tracing::info!("apiserver reachable again");
-                    } else {
-                        tracing::warn!("apiserver unreachable");
-                    }
-                }
+                this.record(matches!(answered, Ok(Ok(_))));
             }
         });
     }
@@ -208,7 +225,7 @@ impl Apiserver {
             Err(ReviewError::Api(kube::Error::Api(status))) => status.code < 500,
             Err(_) => false,
         };
-        self.reachable.store(answered, Ordering::Relaxed);
+        self.record(answered);
         self.metrics
             .review(kind, started.elapsed().as_secs_f64(), result.is_ok());
         result
