@@ -157,9 +157,14 @@ CHECKS=(
   token_audiences                 # 4
   cache_one_review_per_token      # 5
   rbac_change_respects_ttls       # 6
+  doctor_can_i_fixes_a_deny       # (doctor) can-i's printed RBAC, applied, fixes the deny
+  local_rbac_skips_reviews        # (policy) --rbac-file allows without a SubjectAccessReview
+  client_certificate_identity     # (flag) --client-ca-file: CN/O as user/groups, real SAR
+  own_metrics_are_guarded         # (operating) own /metrics behind authn + authz
   token_not_forwarded_upstream    # (design: tokens never forwarded)
   exporter_outage                 # 8
   apiserver_outage                # 7
+  stale_if_error_rides_out_an_outage  # (flag) --stale-if-error, in apiserver_outage's window
   health_endpoints                # 9
   json_log_format                 # (flag contract) --log-format=json
   tokens_never_logged             # (design) tokens are secrets
@@ -215,13 +220,14 @@ log "work dir $WORK; scrape-guard binary $SG_BIN"
 # CI machine that is very unlikely.)
 read -r P_ETCD P_ETCD_PEER P_API P_NE P_UP P_PROM \
         P_SG_MAIN P_SG_AUD P_SG_CACHE P_SG_RBAC P_SG_OUT P_SG_OUT_ADMIN P_SG_DROPIN \
+        P_SG_LOCAL P_SG_STALE P_SG_STALE_ADMIN P_SG_CERT \
   < <(python3 -c '
 import socket
 socks = []
-for _ in range(13):
+for _ in range(17):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))')
-[[ -n ${P_SG_DROPIN:-} ]] || setup_fail "could not pick free ports"
+[[ -n ${P_SG_CERT:-} ]] || setup_fail "could not pick free ports"
 
 # ------------------------------------------------------------------ certificates, keys
 PKI="$WORK/pki"
@@ -243,6 +249,20 @@ mkdir -p "$PKI"
   # service-account token signing key pair
   openssl genrsa -out sa.key 2048
   openssl rsa -in sa.key -pubout -out sa.pub
+  # client certificates (check client_certificate_identity): one from the suite's CA and
+  # the same subject from a second, unrelated CA that scrape-guard must not trust
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=clientAuth" >client.ext
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -days 2 \
+    -keyout rogue-ca.key -out rogue-ca.crt -subj "/CN=scrape-guard-e2e-rogue-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  for ca in ca rogue-ca; do
+    out=cert-scraper; [[ $ca == ca ]] || out=rogue-scraper
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -keyout "$out.key" \
+      -out "$out.csr" -subj "/O=e2e-cert-group/CN=e2e-cert-scraper"
+    openssl x509 -req -sha256 -days 2 -in "$out.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial \
+      -extfile client.ext -out "$out.crt"
+  done
 ) >"$WORK/logs/openssl.log" 2>&1 || setup_fail "openssl failed" openssl
 
 # ------------------------------------------------------------------ etcd
@@ -382,6 +402,8 @@ k apply -f "$FIX/e2e-objects.yaml" -f "$FIX/rbac-flip-binding.yaml" >>"$WORK/log
   setup_fail "applying e2e fixtures failed" kubectl
 can_i system:serviceaccount:e2e:unbound-scraper get /metrics &&
   setup_fail "e2e/unbound-scraper can get /metrics: the cluster grants it to every SA?"
+can_i system:serviceaccount:e2e:doctor-scraper get /metrics &&
+  setup_fail "e2e/doctor-scraper can get /metrics before the doctor check applied anything"
 
 # Tokens. scrape-guard talks to the apiserver as ITS OWN service account (bound to
 # system:auth-delegator by deploy/), never as the admin.
@@ -466,13 +488,24 @@ DROPIN_ARGS=(
   "--upstream=http://127.0.0.1:$P_NE/"
 )
 start_sg dropin "$P_SG_DROPIN" KUBECONFIG="$WORK/scrape-guard.kubeconfig" -- "${DROPIN_ARGS[@]}"
+# local: deploy/rbac-scraper.yaml evaluated locally (--rbac-file); default TTLs
+start_sg local "$P_SG_LOCAL" -- --secure-listen-address="127.0.0.1:$P_SG_LOCAL" --upstream="$NE_UPSTREAM" \
+  "${COMMON[@]}" --rbac-file="$DEPLOY/rbac-scraper.yaml"
+# stale: 1s positive TTLs and --stale-if-error=5m; endpoints port for its own metrics
+start_sg stale "$P_SG_STALE" -- --secure-listen-address="127.0.0.1:$P_SG_STALE" --upstream="$NE_UPSTREAM" \
+  "${COMMON[@]}" --auth-cache-ttl=1s --authz-allow-ttl=1s --stale-if-error=5m \
+  --proxy-endpoints-port="$P_SG_STALE_ADMIN"
+# cert: client certificates from the suite's CA authenticate; 1s deny TTL
+start_sg cert "$P_SG_CERT" -- --secure-listen-address="127.0.0.1:$P_SG_CERT" --upstream="$NE_UPSTREAM" \
+  "${COMMON[@]}" --tls-cert-file="$PKI/scrape-guard.crt" --tls-private-key-file="$PKI/scrape-guard.key" \
+  --client-ca-file="$PKI/ca.crt" --authz-deny-ttl=1s
 
 sg_listening() { # port: a TLS listener answers with some HTTP status
   local code
   code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:$1/metrics")
   [[ $code != 000 ]]
 }
-for name in main aud cache rbac out dropin; do
+for name in main aud cache rbac out dropin local stale cert; do
   deadline=$((SECONDS + 20))
   while :; do
     if ! alive "sg-$name"; then
@@ -489,7 +522,7 @@ for name in main aud cache rbac out dropin; do
   done
   if [[ -n ${SG_ERR[$name]:-} ]]; then log "${SG_ERR[$name]}"; show_log "sg-$name" 10; fi
 done
-log "scrape-guard instances started: main :$P_SG_MAIN, aud :$P_SG_AUD, cache :$P_SG_CACHE, rbac :$P_SG_RBAC, out :$P_SG_OUT (endpoints :$P_SG_OUT_ADMIN), dropin :$P_SG_DROPIN"
+log "scrape-guard instances started: main :$P_SG_MAIN, aud :$P_SG_AUD, cache :$P_SG_CACHE, rbac :$P_SG_RBAC, out :$P_SG_OUT (endpoints :$P_SG_OUT_ADMIN), dropin :$P_SG_DROPIN, local :$P_SG_LOCAL, stale :$P_SG_STALE (endpoints :$P_SG_STALE_ADMIN), cert :$P_SG_CERT"
 
 need_sg() { # name: fail the current check if that instance is not running
   CHECK_LOGS+=("sg-$1")
@@ -531,12 +564,15 @@ log "Prometheus ready on :$P_PROM; setup took $((SECONDS))s"
 # ------------------------------------------------------------------ helpers for checks
 # get PORT TOKEN [PATH]: HTTPS GET through scrape-guard; sets CODE, body in $BODY,
 # headers in $HDRS. TOKEN "" sends no Authorization header.
+# Extra curl arguments come from CURL_EXTRA (a check sets `local CURL_EXTRA=(...)`).
 BODY="$WORK/resp.body"
 HDRS="$WORK/resp.headers"
+CURL_EXTRA=()
 get() {
   local port=$1 token=$2 path=${3:-/metrics} auth=()
   [[ -n $token ]] && auth=(-H "Authorization: Bearer $token")
-  CODE=$(curl -sk -o "$BODY" -D "$HDRS" -w '%{http_code}' --max-time 15 "${auth[@]}" "https://127.0.0.1:$port$path")
+  : >"$BODY"; : >"$HDRS"
+  CODE=$(curl -sk -o "$BODY" -D "$HDRS" -w '%{http_code}' --max-time 15 "${CURL_EXTRA[@]}" "${auth[@]}" "https://127.0.0.1:$port$path")
 }
 code_is() { get "$1" "$2" "${4:-/metrics}"; [[ $CODE == "$3" ]]; }
 body_snippet() { head -c 300 "$BODY" | tr '\n' ' '; }
@@ -733,6 +769,173 @@ check_rbac_change_respects_ttls() {
   echo "  allowed again $(( ($(date +%s%N) - t0) / 1000000 ))ms after the binding was recreated (deny TTL 3s)"
 }
 
+# (doctor) `scrape-guard can-i` with scrape-guard's own kubeconfig and a fresh token of an
+# unbound SA: exit 1, `decision:  denied` and RBAC YAML for that SA; applying exactly that
+# YAML makes the next can-i exit 0 with the real apiserver's RBAC reason. Objects it
+# created are deleted again; a ClusterRole that existed before (deploy/'s) is restored.
+# kube_objects FILE: the objects in a manifest file as one JSON array, parsed by kubectl
+# (client side; kubectl 1.20 prints several objects as a stream, not a List).
+kube_objects() {
+  local out
+  out=$(k create --dry-run=client -o json -f "$1" 2>&1) || { echo "$out" >>"$WORK/logs/kubectl.log"; return 1; }
+  jq -cs '[.[] | if .kind == "List" then .items[] else . end]' <<<"$out"
+}
+DOCTOR_MARK='To allow it, apply this (kubectl apply -f -):'
+can_i_doctor() { # token-file: runs can-i, sets DOC_OUT and DOC_RC; output to sg-doctor.log
+  DOC_OUT=$(timeout 30 env -i PATH="$PATH" HOME="$WORK" "$SG_BIN" can-i \
+    --kubeconfig "$WORK/scrape-guard.kubeconfig" --token-file "$1" 2>&1)
+  DOC_RC=$?
+  printf '$ scrape-guard can-i ... (exit %s)\n%s\n' "$DOC_RC" "$DOC_OUT" >>"$WORK/logs/sg-doctor.log"
+}
+check_doctor_can_i_fixes_a_deny() {
+  CHECK_LOGS+=(sg-doctor kubectl apiserver)
+  local ns=e2e sa=doctor-scraper tok tf="$WORK/token-doctor" objs
+  tok=$(mint_token "$ns" "$sa") || { REASON="TokenRequest failed"; return 1; }
+  (umask 077; printf '%s' "$tok" >"$tf")
+  can_i_doctor "$tf"
+  [[ $DOC_RC == 1 ]] || { REASON="can-i before any binding: exit $DOC_RC, want 1: $(head -c 300 <<<"$DOC_OUT" | tr '\n' ' ')"; return 1; }
+  grep -qx 'decision:  denied' <<<"$DOC_OUT" || { REASON="can-i exit 1 but no 'decision:  denied' line"; return 1; }
+  grep -q "^user:      system:serviceaccount:$ns:$sa\( \|\$\)" <<<"$DOC_OUT" ||
+    { REASON="can-i does not name user system:serviceaccount:$ns:$sa"; return 1; }
+  grep -qxF "$DOCTOR_MARK" <<<"$DOC_OUT" || { REASON="can-i printed no '$DOCTOR_MARK' line"; return 1; }
+  # exactly what follows that line is what the user is told to pipe into kubectl
+  awk -v mark="$DOCTOR_MARK" 'found { print } $0 == mark { found = 1 }' <<<"$DOC_OUT" >"$WORK/doctor-rbac.yaml"
+  # parse it with kubectl (client side) and look at what it grants to whom
+  objs=$(kube_objects "$WORK/doctor-rbac.yaml") ||
+    { REASON="kubectl cannot parse the YAML can-i printed (in $WORK/doctor-rbac.yaml)"; return 1; }
+  local role binding
+  role=$(jq -r '[.[] | select(.kind == "ClusterRole")] | if length == 1 then .[0].metadata.name else empty end' <<<"$objs")
+  binding=$(jq -r --arg ns "$ns" --arg sa "$sa" --arg role "$role" '[.[] | select(.kind == "ClusterRoleBinding"
+      and .roleRef.kind == "ClusterRole" and .roleRef.name == $role
+      and any(.subjects[]; .kind == "ServiceAccount" and .name == $sa and .namespace == $ns))]
+      | if length == 1 then .[0].metadata.name else empty end' <<<"$objs")
+  [[ -n $role && -n $binding ]] ||
+    { REASON="the YAML is not one ClusterRole + one ClusterRoleBinding of it to ServiceAccount $ns/$sa: $(jq -c '[.[] | {kind, name: .metadata.name}]' <<<"$objs")"; return 1; }
+  local role_existed=0 binding_existed=0
+  k get clusterrole "$role" >/dev/null 2>&1 && role_existed=1
+  k get clusterrolebinding "$binding" >/dev/null 2>&1 && binding_existed=1
+  echo "  printed ClusterRole $role$( ((role_existed)) && echo ' (exists already)'), ClusterRoleBinding $binding"
+  k apply -f - <"$WORK/doctor-rbac.yaml" >>"$WORK/logs/kubectl.log" 2>&1 ||
+    { REASON="kubectl apply -f - of the printed YAML failed"; return 1; }
+  can_i_doctor "$tf"
+  local rc=$DOC_RC out=$DOC_OUT
+  # undo: delete what did not exist before; put deploy/'s ClusterRole back as deploy/ has it
+  ((binding_existed)) || k delete clusterrolebinding "$binding" >>"$WORK/logs/kubectl.log" 2>&1
+  if ((role_existed)); then
+    [[ $role == scrape-guard-metrics-reader ]] && k apply -f "$DEPLOY/rbac-scraper.yaml" >>"$WORK/logs/kubectl.log" 2>&1
+  else
+    k delete clusterrole "$role" >>"$WORK/logs/kubectl.log" 2>&1
+  fi
+  [[ $rc == 0 ]] || { REASON="can-i after applying its YAML: exit $rc, want 0: $(head -c 400 <<<"$out" | tr '\n' ' ')"; return 1; }
+  grep -qx 'decision:  allowed' <<<"$out" || { REASON="can-i exit 0 but no 'decision:  allowed' line"; return 1; }
+  local by want
+  by=$(grep '^by:' <<<"$out")
+  want="by:        apiserver: RBAC: allowed by ClusterRoleBinding \"$binding\" of ClusterRole \"$role\" to ServiceAccount \"$sa/$ns\""
+  [[ $by == "$want" ]] || { REASON="by: line is '$by', want '$want'"; return 1; }
+  echo "  $by"
+}
+
+# (policy) --rbac-file=deploy/rbac-scraper.yaml: the SA it binds is allowed locally, so N
+# scrapes with one fresh token cost +1 TokenReview and +0 SubjectAccessReviews (counted by
+# the apiserver, Prometheus paused); an SA not bound there falls through to a real SAR
+# (+1) and gets 403.
+check_local_rbac_skips_reviews() {
+  need_sg local || return 1
+  local n=10 tok utok before after i bad=0
+  local bound_ns bound_sa
+  # the ServiceAccount that deploy/rbac-scraper.yaml binds
+  local objs
+  objs=$(kube_objects "$DEPLOY/rbac-scraper.yaml") || { REASON="kubectl cannot parse deploy/rbac-scraper.yaml"; return 1; }
+  read -r bound_ns bound_sa < <(jq -r '[.[] | select(.kind == "ClusterRoleBinding") | .subjects[] | select(.kind == "ServiceAccount")][0] | "\(.namespace) \(.name)"' <<<"$objs")
+  [[ -n $bound_sa && $bound_sa != null ]] || { REASON="no ServiceAccount subject in deploy/rbac-scraper.yaml: $(head -c 300 <<<"$objs")"; return 1; }
+  tok=$(mint_token "$bound_ns" "$bound_sa") || { REASON="TokenRequest failed"; return 1; }
+  utok=$(mint_token e2e unbound-scraper) || { REASON="TokenRequest failed"; return 1; }
+  kill -STOP "${PIDS[prometheus]}"
+  sleep 0.3
+  before=$(review_counts)
+  for ((i = 0; i < n; i++)); do
+    get "$P_SG_LOCAL" "$tok"
+    [[ $CODE == 200 ]] || bad=$((bad + 1))
+  done
+  local last="$CODE $(body_snippet)"
+  after=$(review_counts)
+  get "$P_SG_LOCAL" "$utok"
+  local ucode=$CODE ustatus=0 after2
+  status_json_is 403 "forbidden: User \"system:serviceaccount:e2e:unbound-scraper\" cannot get path \"/metrics\"" && ustatus=1
+  after2=$(review_counts)
+  kill -CONT "${PIDS[prometheus]}"
+  [[ -n $before && -n $after && -n $after2 ]] || { REASON="could not read apiserver_request_total"; return 1; }
+  local dtr=$(( ${after% *} - ${before% *} )) dsar=$(( ${after#* } - ${before#* } ))
+  local utr=$(( ${after2% *} - ${after% *} )) usar=$(( ${after2#* } - ${after#* } ))
+  echo "  $bound_ns/$bound_sa, $n scrapes: +$dtr tokenreviews, +$dsar subjectaccessreviews ($bad non-200)"
+  echo "  e2e/unbound-scraper: HTTP $ucode, +$utr tokenreviews, +$usar subjectaccessreviews"
+  ((bad == 0)) || { REASON="$bad of $n scrapes by $bound_ns/$bound_sa were not 200 (last: $last)"; return 1; }
+  ((dtr == 1 && dsar == 0)) || { REASON="$bound_ns/$bound_sa allowed by --rbac-file: want +1 tokenreviews and +0 subjectaccessreviews, got +$dtr and +$dsar"; return 1; }
+  [[ $ucode == 403 ]] || { REASON="SA not in --rbac-file: HTTP $ucode, want 403: $(body_snippet)"; return 1; }
+  ((ustatus)) || { REASON="SA not in --rbac-file: 403 body is not the forbidden Status: $(body_snippet)"; return 1; }
+  ((utr == 1 && usar == 1)) || { REASON="SA not in --rbac-file: want the fall-through +1 tokenreviews and +1 subjectaccessreviews, got +$utr and +$usar"; return 1; }
+}
+
+# (flag) --client-ca-file: a certificate from the suite's CA (CN=e2e-cert-scraper,
+# O=e2e-cert-group), no token: 403 for User "e2e-cert-scraper" from a real SAR (no
+# TokenReview); binding the metrics ClusterRole to Group e2e-cert-group → 200 once the 1s
+# deny TTL ran out; the same subject from an untrusted CA → handshake failure or 401.
+check_client_certificate_identity() {
+  need_sg cert || return 1
+  CHECK_LOGS+=(kubectl)
+  local CURL_EXTRA=(--cert "$PKI/cert-scraper.crt" --key "$PKI/cert-scraper.key")
+  local before after
+  kill -STOP "${PIDS[prometheus]}"
+  sleep 0.3
+  before=$(review_counts)
+  get "$P_SG_CERT" ""
+  after=$(review_counts)
+  kill -CONT "${PIDS[prometheus]}"
+  local want='forbidden: User "e2e-cert-scraper" cannot get path "/metrics"'
+  [[ $CODE == 403 ]] || { REASON="client certificate, no binding: HTTP $CODE, want 403: $(body_snippet)"; return 1; }
+  status_json_is 403 "$want" || { REASON="403 body is not Status{code:403, message:'$want'}: $(body_snippet)"; return 1; }
+  local dtr=$(( ${after% *} - ${before% *} )) dsar=$(( ${after#* } - ${before#* } ))
+  echo "  certificate, no binding: 403 '$want' (+$dtr tokenreviews, +$dsar subjectaccessreviews)"
+  ((dtr == 0 && dsar == 1)) || { REASON="want +0 tokenreviews and +1 subjectaccessreviews for the certificate's first request, got +$dtr and +$dsar"; return 1; }
+  local t0=$(date +%s%N) ok=1
+  k apply -f "$FIX/cert-group-binding.yaml" >>"$WORK/logs/kubectl.log" 2>&1 || { REASON="kubectl apply of the group binding failed"; return 1; }
+  wait_for 15 "200 for the certificate once Group e2e-cert-group is bound" code_is "$P_SG_CERT" "" 200 ||
+    { ok=0; REASON="$WAIT_ERR (last HTTP $CODE: $(body_snippet))"; }
+  local t=$(( ($(date +%s%N) - t0) / 1000000 ))
+  k delete -f "$FIX/cert-group-binding.yaml" >>"$WORK/logs/kubectl.log" 2>&1
+  ((ok)) || return 1
+  echo "  allowed ${t}ms after binding Group e2e-cert-group (deny TTL 1s)"
+  # the same subject, signed by a CA scrape-guard does not trust
+  CURL_EXTRA=(--cert "$PKI/rogue-scraper.crt" --key "$PKI/rogue-scraper.key")
+  get "$P_SG_CERT" ""
+  local err
+  err=$(curl -sSk -o /dev/null --max-time 10 "${CURL_EXTRA[@]}" "https://127.0.0.1:$P_SG_CERT/metrics" 2>&1)
+  [[ $CODE == 000 || $CODE == 401 ]] ||
+    { REASON="certificate from an untrusted CA: HTTP $CODE, want a failed handshake or 401: $(body_snippet)"; return 1; }
+  echo "  untrusted CA: HTTP $CODE${err:+ (curl: $err)}"
+}
+
+# (operating) scrape-guard's own /metrics on --proxy-endpoints-port is guarded like a
+# scrape: no token → 401; an SA with `get /metrics` → 200 with scrape-guard's series; the
+# unbound SA → 403.
+check_own_metrics_are_guarded() {
+  need_sg out || return 1
+  local port=$P_SG_OUT_ADMIN
+  get "$port" ""
+  [[ $CODE == 401 ]] || { REASON="own /metrics without a token: HTTP $CODE, want 401: $(body_snippet)"; return 1; }
+  get "$port" "$PROM_TOKEN"
+  [[ $CODE == 200 ]] || { REASON="own /metrics with the prometheus-k8s token: HTTP $CODE, want 200: $(body_snippet)"; return 1; }
+  local m
+  for m in scrape_guard_requests_total scrape_guard_build_info; do
+    grep -q "^$m[{ ]" "$BODY" || { REASON="own /metrics (200) has no $m series"; return 1; }
+  done
+  echo "  $(grep -c '^scrape_guard_' "$BODY") scrape_guard_* samples; $(grep '^scrape_guard_build_info' "$BODY" | head -n 1)"
+  get "$port" "$UNBOUND_TOKEN"
+  [[ $CODE == 403 ]] || { REASON="own /metrics with the unbound token: HTTP $CODE, want 403: $(body_snippet)"; return 1; }
+  status_json_is 403 'forbidden: User "system:serviceaccount:e2e:unbound-scraper" cannot get path "/metrics"' ||
+    { REASON="own /metrics, unbound token: 403 body is not the forbidden Status: $(body_snippet)"; return 1; }
+}
+
 # (design) the bearer token is not forwarded to the upstream.
 check_token_not_forwarded_upstream() {
   need_sg out || return 1
@@ -766,10 +969,13 @@ check_exporter_outage() {
 # 7. Apiserver outage: stop it (SIGTERM by PID); a token with no cached decision gets
 #    503 and the (logging) upstream receives nothing; restart it with the same flags and
 #    data → scrapes recover without restarting scrape-guard.
+#    The same outage window serves check stale_if_error_rides_out_an_outage (stale_*
+#    below), so that the apiserver is stopped once for both.
 check_apiserver_outage() {
   need_sg out || return 1
   local fresh before
   fresh=$(mint_token monitoring prometheus-k8s) || { REASON="TokenRequest failed"; return 1; }
+  stale_before_outage
   before=$(wc -l <"$UPSTREAM_LOG")
   stop_proc apiserver
   get "$P_SG_OUT" "$fresh"
@@ -778,6 +984,7 @@ check_apiserver_outage() {
   local downstatus=0
   status_json_is 503 && downstatus=1
   local leaked=$(( $(wc -l <"$UPSTREAM_LOG") - before ))
+  stale_during_outage
   local t0=$SECONDS
   start_apiserver || { REASON="could not restart kube-apiserver: $WAIT_ERR"; return 1; }
   echo "  apiserver restarted in $((SECONDS - t0))s"
@@ -787,6 +994,63 @@ check_apiserver_outage() {
   wait_for 30 "200 after the apiserver came back" code_is "$P_SG_OUT" "$fresh" 200 ||
     { REASON="$WAIT_ERR (last HTTP $CODE: $(body_snippet))"; return 1; }
   (( $(wc -l <"$UPSTREAM_LOG") > before )) || { REASON="200 after recovery, but the upstream saw no request"; return 1; }
+}
+
+# (flag) --stale-if-error=5m with 1s TTLs (instance `stale`). Before apiserver_outage
+# stops the apiserver, token A is allowed (200); during the outage, more than the TTLs
+# later, A is still 200 (stale authentication and allow) while a never-seen token B of
+# the same SA gets 503; after the restart both get 200 and scrape-guard's own metrics
+# count scrape_guard_authorization_total{result="allowed",source="stale"} >= 1.
+STALE_STATE="apiserver_outage did not reach its outage window"
+stale_before_outage() { # (called by check_apiserver_outage, apiserver up)
+  STALE_STATE="" STALE_A="" STALE_B=""
+  if [[ -n ${SG_ERR[stale]:-} ]] || ! alive sg-stale; then STALE_STATE="instance 'stale' is not running"; return; fi
+  STALE_A=$(mint_token monitoring prometheus-k8s) && STALE_B=$(mint_token monitoring prometheus-k8s) ||
+    { STALE_STATE="TokenRequest failed"; return; }
+  get "$P_SG_STALE" "$STALE_A"
+  STALE_PRE="$CODE $(body_snippet | head -c 120)"
+  STALE_T_A=$(date +%s%N)
+}
+stale_during_outage() { # (called by check_apiserver_outage, apiserver stopped)
+  [[ -z $STALE_STATE ]] || return 0
+  # past both 1s TTLs since A's review
+  local left=$(( 1500 - ($(date +%s%N) - STALE_T_A) / 1000000 ))
+  ((left > 0)) && sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
+  STALE_AGE_MS=$(( ($(date +%s%N) - STALE_T_A) / 1000000 ))
+  get "$P_SG_STALE" "$STALE_A"
+  STALE_DOWN_A=$CODE STALE_DOWN_A_SERIES=0
+  grep -q '^node_cpu_seconds_total' "$BODY" && STALE_DOWN_A_SERIES=1
+  STALE_DOWN_A_BODY=$(body_snippet)
+  get "$P_SG_STALE" "$STALE_B"
+  STALE_DOWN_B=$CODE STALE_DOWN_B_STATUS=0
+  status_json_is 503 && STALE_DOWN_B_STATUS=1
+  STALE_DOWN_B_BODY=$(body_snippet)
+  STALE_STATE=done
+}
+check_stale_if_error_rides_out_an_outage() {
+  need_sg stale || return 1
+  [[ $STALE_STATE == done ]] || { REASON="no outage observations: $STALE_STATE"; return 1; }
+  [[ ${STALE_PRE%% *} == 200 ]] || { REASON="token A before the outage: HTTP $STALE_PRE, want 200"; return 1; }
+  echo "  apiserver down, ${STALE_AGE_MS}ms after A's review (TTLs 1s): A → $STALE_DOWN_A, never-seen B → $STALE_DOWN_B"
+  [[ $STALE_DOWN_A == 200 ]] || { REASON="apiserver down, token A (allowed ${STALE_AGE_MS}ms earlier, TTLs 1s, --stale-if-error=5m): HTTP $STALE_DOWN_A, want the stale 200: $STALE_DOWN_A_BODY"; return 1; }
+  ((STALE_DOWN_A_SERIES)) || { REASON="apiserver down, token A: 200 without node-exporter series: $STALE_DOWN_A_BODY"; return 1; }
+  [[ $STALE_DOWN_B == 503 ]] || { REASON="apiserver down, never-seen token B: HTTP $STALE_DOWN_B, want 503: $STALE_DOWN_B_BODY"; return 1; }
+  ((STALE_DOWN_B_STATUS)) || { REASON="apiserver down, token B: 503 body is not a Status with code 503: $STALE_DOWN_B_BODY"; return 1; }
+  # apiserver_outage restarted the apiserver and waited for it
+  wait_for 20 "token B allowed after the apiserver came back" code_is "$P_SG_STALE" "$STALE_B" 200 ||
+    { REASON="$WAIT_ERR (last HTTP $CODE: $(body_snippet))"; return 1; }
+  get "$P_SG_STALE" "$STALE_A"
+  [[ $CODE == 200 ]] || { REASON="token A after recovery: HTTP $CODE, want 200: $(body_snippet)"; return 1; }
+  get "$P_SG_STALE_ADMIN" "$PROM_TOKEN"
+  [[ $CODE == 200 ]] || { REASON="stale instance's own /metrics: HTTP $CODE, want 200: $(body_snippet)"; return 1; }
+  local n
+  n=$(awk '/^scrape_guard_authorization_total\{/ && /result="allowed"/ && /source="stale"/ { s += $NF } END { print s + 0 }' "$BODY")
+  echo "  scrape_guard_authorization_total{result=\"allowed\",source=\"stale\"} = $n; $(grep '^scrape_guard_authentication_total{.*source="stale"' "$BODY" | tr '\n' ' ')"
+  awk -v n="$n" 'BEGIN { exit !(n >= 1) }' ||
+    { REASON="scrape_guard_authorization_total{result=\"allowed\",source=\"stale\"} = $n, want >= 1: $(grep '^scrape_guard_authorization_total' "$BODY" | tr '\n' ' ')"; return 1; }
+  n=$(awk '/^scrape_guard_authentication_total\{/ && /source="stale"/ { s += $NF } END { print s + 0 }' "$BODY")
+  awk -v n="$n" 'BEGIN { exit !(n >= 1) }' ||
+    { REASON="A's TokenReview had expired too (1s), but scrape_guard_authentication_total{source=\"stale\"} = $n, want >= 1: $(grep '^scrape_guard_authentication_total' "$BODY" | tr '\n' ' ')"; return 1; }
 }
 
 # 9. /healthz and /readyz on --proxy-endpoints-port reflect reality: readyz 503 while
