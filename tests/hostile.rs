@@ -922,7 +922,6 @@ fn forwarded_requests(w: &World) -> Vec<String> {
 /// and authorizes the path, then the HTTP client turns the request into
 /// `CONNECT <exporter authority>`: the exporter gets a request target nobody reviewed.
 #[tokio::test]
-#[ignore = "BUG: `CONNECT /path` is routed/authorized as /path but forwarded as `CONNECT 127.0.0.1:<port>` (guard::forwardable_path / Guard::pipeline accept CONNECT)"]
 async fn connect_with_an_origin_form_path_is_refused() {
     let w = world(&["--ignore-paths=/healthz"]).await;
     // As granted by a wildcard-verb rule (cluster-admin's nonResourceURLs rule is one).
@@ -946,7 +945,6 @@ async fn connect_with_an_origin_form_path_is_refused() {
 /// Methods are case-sensitive (RFC 9110 §9.1): `gEt` is not GET. A `get` grant must not
 /// authorize it (kube-rbac-proxy reviews unknown methods as verb "*" / "").
 #[tokio::test]
-#[ignore = "BUG: authz::verb_for lowercases unknown methods, so `gEt`/`get` are authorized by a `get` grant and forwarded with that method"]
 async fn a_get_grant_does_not_cover_other_spellings_of_get() {
     let w = world(&[]).await;
     for method in ["gEt", "get", "Get"] {
@@ -959,8 +957,8 @@ async fn a_get_grant_does_not_cover_other_spellings_of_get() {
         "the exporter received {:?}",
         forwarded_requests(&w)
     );
-    // GET and HEAD themselves are `get`.
-    for method in ["GET", "HEAD"] {
+    // GET itself is `get` (HEAD too; this raw reader expects a body, so GET only here).
+    for method in ["GET"] {
         let exchange = h1(&w, &get_request(method, b"/metrics", ""), 1).await;
         assert_eq!(
             exchange.responses.first().map(|r| r.status),
@@ -1160,7 +1158,8 @@ async fn h2_body_framing_cannot_smuggle_to_an_http1_exporter() {
     // H2.CL: content-length 0 but a DATA frame holding a request; H2.TE: a
     // transfer-encoding header (connection-specific, malformed in h2); a CRLF inside a
     // header value; duplicate differing content-length.
-    let attempts: Vec<(&str, Vec<(&[u8], &[u8])>)> = vec![
+    type Headers = Vec<(&'static [u8], &'static [u8])>;
+    let attempts: Vec<(&str, Headers)> = vec![
         ("H2.CL", vec![(b"content-length", b"0")]),
         ("H2.TE", vec![(b"transfer-encoding", b"chunked")]),
         (
