@@ -1843,3 +1843,168 @@ mod properties {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// More HTTP/2 and TLS abuse: default stream limit, CONTINUATION and PING floods,
+// plain text on the TLS port.
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_default_stream_limit_is_100() {
+    let w = world(&[]).await;
+    w.api.allow(SA, "get", "/slow");
+    w.healthy_scrape().await;
+    let before = w.echo.seen().len();
+    let mut h2 = H2::connect(&w).await;
+    let auth = format!("Bearer {TOKEN}");
+    let mut ids = Vec::new();
+    let mut bytes = Vec::new();
+    for _ in 0..130 {
+        let (id, b) = h2.request(
+            &[
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", b"localhost"),
+                (b":path", b"/slow?ms=1500"),
+                (b"authorization", auth.as_bytes()),
+            ],
+            true,
+        );
+        ids.push(id);
+        bytes.extend(b);
+    }
+    h2.send(&bytes).await;
+    h2.pump(Duration::from_millis(1000), |_| false).await;
+    let in_flight = w.echo.seen().len() - before;
+    assert!(
+        in_flight <= 100,
+        "{in_flight} streams at the exporter at once"
+    );
+    h2.pump(Duration::from_secs(15), |h| {
+        ids.iter().all(|id| h.streams[id].done())
+    })
+    .await;
+    let ok = ids
+        .iter()
+        .filter(|id| h2.streams[id].status == Some(200))
+        .count();
+    let refused = ids
+        .iter()
+        .filter(|id| h2.streams[id].reset == Some(REFUSED_STREAM))
+        .count();
+    eprintln!("default limit: {in_flight} in flight, {ok} answered, {refused} refused");
+    assert_eq!(ok, 100, "exactly the first 100 streams are served");
+    assert_eq!(refused, 30);
+    w.healthy_scrape().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_continuation_flood_is_cut_off() {
+    let w = world(&[]).await;
+    let mut h2 = H2::connect(&w).await;
+    let auth = format!("Bearer {TOKEN}");
+    let mut block = header_block(&[
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", b"/metrics"),
+        (b"authorization", auth.as_bytes()),
+    ]);
+    // HEADERS without END_HEADERS, then up to 4 MiB of CONTINUATION frames that never
+    // end the header block.
+    let mut out = frame(HEADERS, END_STREAM, 1, &block);
+    h2.send(&out).await;
+    block.clear();
+    let pad = vec![b'a'; 1000];
+    for i in 0..15 {
+        block.extend(header_block(&[(format!("x-pad-{i}").as_bytes(), &pad)]));
+    }
+    let start = Instant::now();
+    let mut sent = 0usize;
+    while sent < 4 << 20 && !h2.closed && h2.goaway.is_none() {
+        out = Vec::new();
+        for _ in 0..16 {
+            out.extend(frame(CONTINUATION, 0, 1, &block));
+        }
+        sent += out.len();
+        h2.send(&out).await;
+        h2.pump(Duration::from_millis(1), |_| false).await;
+    }
+    h2.pump(Duration::from_secs(5), |h| h.closed || h.goaway.is_some())
+        .await;
+    eprintln!(
+        "CONTINUATION flood: {} KiB sent in {:?}; goaway {:?}, closed {}",
+        sent / 1024,
+        start.elapsed(),
+        h2.goaway,
+        h2.closed
+    );
+    assert!(
+        h2.closed || h2.goaway.is_some(),
+        "the connection survived 4 MiB of one header block"
+    );
+    assert!(w.echo.seen().is_empty());
+    assert_eq!(w.api.token_reviews(), 0);
+    w.healthy_scrape().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_ping_and_settings_floods_do_not_starve_others() {
+    let w = world(&[]).await;
+    w.healthy_scrape().await;
+    for (label, unit) in [
+        ("PING", frame(PING, 0, 0, &[7; 8])),
+        ("SETTINGS", frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100])),
+    ] {
+        let mut h2 = H2::connect(&w).await;
+        let batch: Vec<u8> = unit.repeat(10_000);
+        let start = Instant::now();
+        // Send without reading the answers: 20 × 10,000 frames.
+        for _ in 0..20 {
+            if h2.closed {
+                break;
+            }
+            h2.send(&batch).await;
+        }
+        let took = start.elapsed();
+        let scrape = Instant::now();
+        w.healthy_scrape().await;
+        eprintln!(
+            "{label} flood: 200,000 frames in {took:?} (closed {}); a scrape meanwhile took {:?}",
+            h2.closed,
+            scrape.elapsed()
+        );
+        assert!(scrape.elapsed() < Duration::from_secs(3));
+    }
+    w.healthy_scrape().await;
+}
+
+#[tokio::test]
+async fn plain_text_and_garbage_on_the_tls_port_are_dropped() {
+    let w = world(&[]).await;
+    for garbage in [
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        vec![0x16, 0x03, 0x01, 0xff, 0xff],
+        vec![0u8; 4096],
+    ] {
+        let mut tcp = TcpStream::connect(w.proxy.addr).await.unwrap();
+        let _ = tcp.write_all(&garbage).await;
+        let mut buf = vec![0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "connection still open after garbage {garbage:?}"
+        );
+    }
+    assert!(w.echo.seen().is_empty());
+    w.healthy_scrape().await;
+}
