@@ -2008,3 +2008,82 @@ async fn plain_text_and_garbage_on_the_tls_port_are_dropped() {
     assert!(w.echo.seen().is_empty());
     w.healthy_scrape().await;
 }
+
+// ---------------------------------------------------------------------------------
+// --config-file rewrites: every value forwarded is a value reviewed
+// ---------------------------------------------------------------------------------
+
+/// With `rewrites.byHttpHeader`, a request is reviewed once per header value and all
+/// must be allowed. A value that is not visible ASCII (here UTF-8 `café`) is skipped
+/// by the review but still forwarded, so an exporter reading the first value (Go's
+/// `Header.Get`) acts on a namespace nobody reviewed.
+#[tokio::test]
+#[ignore = "BUG: policy::config_file attributes() drops non-visible-ASCII rewrite header values (to_str().ok()) from review but forwards them"]
+async fn rewrite_header_values_are_all_reviewed_or_refused() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token(TOKEN, SA);
+    // The fake apiserver keys resource reviews as (user, "", ""): allow them all, and
+    // count them.
+    api.allow(SA, "", "");
+    let echo = Echo::start().await;
+    let config = pki.dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "authorization:\n  resourceAttributes: {namespace: \"{{ .Value }}\", apiGroup: \
+         monitoring.coreos.com, apiVersion: v1, resource: prometheusrules}\n  rewrites:\n    \
+         byHttpHeader: {name: x-namespace}\n",
+    )
+    .unwrap();
+    let flag = format!("--config-file={}", config.display());
+    let proxy = Proxy::start(&pki, &api, &echo.url(), &[&flag]).await;
+    let w = World {
+        pki,
+        api,
+        echo,
+        proxy,
+    };
+
+    // Control: two ASCII values, two reviews.
+    let exchange = h1(
+        &w,
+        &get_request(
+            "GET",
+            b"/metrics",
+            "X-Namespace: team-a\r\nX-Namespace: team-b\r\n",
+        ),
+        1,
+    )
+    .await;
+    assert_eq!(exchange.statuses(), [200]);
+    assert_eq!(w.api.sars(), 2, "one review per value");
+
+    let before = (w.echo.seen().len(), w.api.sars());
+    let exchange = h1(
+        &w,
+        &get_request(
+            "GET",
+            b"/metrics",
+            "X-Namespace: caf\u{e9}\r\nX-Namespace: team-c\r\n",
+        ),
+        1,
+    )
+    .await;
+    let status = exchange.responses.first().map(|r| r.status);
+    let forwarded = w.echo.seen().len() - before.0;
+    let reviews = w.api.sars() - before.1;
+    assert!(
+        forwarded == 0 || reviews == 2,
+        "forwarded (status {status:?}) with x-namespace {:?} after {reviews} review(s) of {}",
+        w.echo
+            .seen()
+            .last()
+            .unwrap()
+            .headers
+            .get_all("x-namespace")
+            .iter()
+            .collect::<Vec<_>>(),
+        w.api.last_sar_spec()["resourceAttributes"]["namespace"]
+    );
+}
