@@ -2135,3 +2135,24 @@ async fn silent_connections_cannot_hold_every_connection_slot() {
         );
     }
 }
+
+/// An HTTP/2 connection with no streams, whose client answers the proxy's keep-alive
+/// PINGs, is never closed (an HTTP/1.1 keep-alive connection is closed after 60 s
+/// idle). Like silent connections above, such clients can hold every
+/// `--max-connections` slot. Measured: still open after 100 s; a client that does not
+/// answer PINGs is closed after ~52 s (30 s interval + 20 s ack timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: idle HTTP/2 connections that ACK keep-alive PINGs are never closed (no h2 idle timeout in server::http_builder), so they can hold every --max-connections slot"]
+async fn idle_h2_connections_are_closed_like_idle_http1_ones() {
+    let w = world(&[]).await;
+    let start = Instant::now();
+    let mut idle = H2::connect(&w).await;
+    // pump() answers SETTINGS and PINGs, and opens no stream.
+    idle.pump(Duration::from_secs(75), |h| h.closed || h.goaway.is_some())
+        .await;
+    assert!(
+        idle.closed || idle.goaway.is_some(),
+        "an idle HTTP/2 connection is still open after {:?}",
+        start.elapsed()
+    );
+}
