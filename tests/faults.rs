@@ -144,7 +144,7 @@ async fn a_dead_apiserver_lets_no_unreviewed_token_in() {
     );
 }
 
-/// The apiserver alternates between failing and answering every 100 ms while four
+/// The apiserver flips between failing and answering every 100 ms while four
 /// clients scrape with tokens of every kind; caches expire every 100 ms so reviews keep
 /// happening. Every request is tagged so each request the exporter receives can be
 /// traced to the token that sent it.
@@ -164,10 +164,13 @@ async fn a_flapping_apiserver_never_lets_a_wrong_token_through() {
     let flipper = {
         let (api, flapping) = (Arc::clone(&w.api), Arc::clone(&flapping));
         tokio::spawn(async move {
-            let mut fail = false;
+            // 100 ms ticks: three failing, one answering. The failing stretch outlasts
+            // the proxy's retries within --apiserver-timeout, so failures are felt.
+            let mut tick = 0u32;
             while flapping.load(Ordering::Relaxed) {
-                fail = !fail;
+                let fail = tick % 4 != 3;
                 api.set_mode(if fail { Mode::Fail } else { Mode::Normal });
+                tick += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             api.set_mode(Mode::Normal);
