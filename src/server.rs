@@ -2,7 +2,10 @@
 //!
 //! Plain async functions rather than a tower stack: accept → `timeout(handshake)` →
 //! hyper-util's auto builder (h1 and h2 on one port, chosen by ALPN / preface) →
-//! `GracefulShutdown`, which lets in-flight requests finish when we are told to stop.
+//! a graceful close, which lets in-flight requests finish when we are told to stop. Live
+//! connections hold a `--max-connections` slot; draining waits for every slot back.
+
+mod idle;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -10,9 +13,12 @@ use http::{Request, Response};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{watch, Semaphore},
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{authn::User, body::ProxyBody, tls::client_certificate_user};
@@ -20,6 +26,16 @@ use crate::{authn::User, body::ProxyBody, tls::client_certificate_user};
 /// Prevent port scanners, half-open clients and the like from holding a task and a
 /// socket forever before they have even finished the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that completes the handshake must start talking this soon.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection with no request in flight for this long is closed gracefully (GOAWAY
+/// for HTTP/2), like an idle HTTP/1.1 keep-alive by the header-read timeout.
+const IDLE_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
+
+/// How long a connection told to close may take to finish before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's headers — and, on a kept-alive
 /// HTTP/1.1 connection, how long it may sit idle before its next request. Above the
@@ -77,8 +93,10 @@ pub async fn serve<H: Handler>(
     grace: Duration,
 ) {
     let builder = http_builder(settings);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    // Each live connection holds one slot; all slots back means all connections closed.
+    let max = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // At the limit, stop accepting: new clients wait in the kernel's backlog rather
@@ -103,48 +121,23 @@ pub async fn serve<H: Handler>(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let handler = Arc::clone(&handler);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let connection = serve_connection(
+            tcp,
+            peer,
+            acceptor.clone(),
+            Arc::clone(&handler),
+            builder.clone(),
+            stopping.clone(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // rustls verified any certificate against --client-ca-file already.
-            let certificate_user = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| client_certificate_user(cert.as_ref()))
-                .map(Arc::new);
-            let peer = Arc::new(Peer {
-                addr: peer,
-                certificate_user,
-            });
-            let service = service_fn(move |request| {
-                let handler = Arc::clone(&handler);
-                let peer = Arc::clone(&peer);
-                async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
-            });
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+            connection.await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let _ = stop.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -152,6 +145,89 @@ pub async fn serve<H: Handler>(
             ?grace,
             "shutdown grace period over; closing remaining connections"
         );
+    }
+}
+
+/// One connection: handshake (timed), identity from a client certificate, then HTTP
+/// until the client leaves, goes quiet, or the server drains.
+async fn serve_connection<H: Handler>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    // rustls verified any certificate against --client-ca-file already.
+    let certificate_user = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| client_certificate_user(cert.as_ref()))
+        .map(Arc::new);
+    let peer = Arc::new(Peer {
+        addr: peer,
+        certificate_user,
+    });
+    // Counted from here: the handshake's bytes are not the client talking.
+    let activity = Arc::new(idle::Activity::new());
+    let io = TokioIo::new(idle::Tracked::new(tls, Arc::clone(&activity)));
+    let requests = Arc::clone(&activity);
+    let service = service_fn(move |request| {
+        let handler = Arc::clone(&handler);
+        let peer = Arc::clone(&peer);
+        let in_flight = requests.begin();
+        async move {
+            let response = handler.handle(request, peer).await;
+            Ok::<_, Infallible>(response.map(|body| idle::Counted::new(body, in_flight)))
+        }
+    });
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let wait = match closing {
+            Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+            None => match activity.remaining(FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT) {
+                Some(wait) => wait,
+                None => {
+                    tracing::debug!("closing a quiet connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                    continue;
+                }
+            },
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.changed(), if closing.is_none() => {
+                // Finish what is in flight (HTTP/2: GOAWAY), take nothing new.
+                connection.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + Duration::MAX / 4);
+            }
+            () = tokio::time::sleep(wait) => {
+                if closing.is_some_and(|deadline| deadline <= tokio::time::Instant::now()) {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -2018,7 +2018,7 @@ async fn plain_text_and_garbage_on_the_tls_port_are_dropped() {
 /// by the review but still forwarded, so an exporter reading the first value (Go's
 /// `Header.Get`) acts on a namespace nobody reviewed.
 #[tokio::test]
-#[ignore = "BUG: policy::config_file attributes() drops non-visible-ASCII rewrite header values (to_str().ok()) from review but forwards them"]
+
 async fn rewrite_header_values_are_all_reviewed_or_refused() {
     support::install_crypto();
     let pki = Pki::new();
@@ -2099,7 +2099,7 @@ async fn rewrite_header_values_are_all_reviewed_or_refused() {
 /// When fixed this test takes up to the header-read timeout (60 s) unless silent
 /// connections get a shorter first-byte timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a TLS connection that never sends a byte is never closed (no timeout before hyper-util auto's protocol detection; server::serve times only the handshake), so silent clients can hold every --max-connections slot"]
+
 async fn silent_connections_cannot_hold_every_connection_slot() {
     let w = world(&["--max-connections=2"]).await;
     let start = Instant::now();
@@ -2142,7 +2142,7 @@ async fn silent_connections_cannot_hold_every_connection_slot() {
 /// `--max-connections` slot. Measured: still open after 100 s; a client that does not
 /// answer PINGs is closed after ~52 s (30 s interval + 20 s ack timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: idle HTTP/2 connections that ACK keep-alive PINGs are never closed (no h2 idle timeout in server::http_builder), so they can hold every --max-connections slot"]
+
 async fn idle_h2_connections_are_closed_like_idle_http1_ones() {
     let w = world(&[]).await;
     let start = Instant::now();

@@ -258,20 +258,24 @@ impl ConfigFile {
             .as_ref()
             .filter(|n| !n.name.is_empty())
         {
-            values.extend(query_values(uri.query().unwrap_or_default(), &param.name));
+            let found = query_values(uri.query().unwrap_or_default(), &param.name).ok_or(
+                ProxyError::BadRequest("the rewrite's query parameter is not valid UTF-8"),
+            )?;
+            values.extend(found);
         }
         if let Some(header) = rewrites
             .by_http_header
             .as_ref()
             .filter(|n| !n.name.is_empty())
         {
-            values.extend(
-                headers
-                    .get_all(header.name.trim())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            );
+            // Every value the upstream will see must be reviewed: one we cannot read
+            // is a 400, not skipped.
+            for value in headers.get_all(header.name.trim()) {
+                let value = value.to_str().map_err(|_| {
+                    ProxyError::BadRequest("the rewrite's header value is not visible ASCII")
+                })?;
+                values.push(value.to_owned());
+            }
         }
         if values.is_empty() {
             return Err(ProxyError::BadRequest(
@@ -351,17 +355,20 @@ impl StaticRule {
 }
 
 /// Every value of `name` in a raw query string, percent-decoded (`+` is a space).
-fn query_values(query: &str, name: &str) -> Vec<String> {
-    query
-        .split('&')
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key) == name).then(|| decode(value))
-        })
-        .collect()
+/// `None` if a value of `name` does not decode to UTF-8: it could not be reviewed as
+/// the upstream will read it.
+fn query_values(query: &str, name: &str) -> Option<Vec<String>> {
+    let mut values = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(key).as_deref() == Some(name) {
+            values.push(decode(value)?);
+        }
+    }
+    Some(values)
 }
 
-fn decode(s: &str) -> String {
+fn decode(s: &str) -> Option<String> {
     let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -381,7 +388,7 @@ fn decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -560,9 +567,18 @@ authorization:
     #[test]
     fn query_values_are_decoded() {
         assert_eq!(
-            query_values("a=1&b=2&a=x%20y&a=c+d&a", "a"),
+            query_values("a=1&b=2&a=x%20y&a=c+d&a", "a").unwrap(),
             ["1", "x y", "c d", ""]
         );
-        assert_eq!(decode("%zz%4"), "%zz%4");
+        assert_eq!(decode("%zz%4").unwrap(), "%zz%4");
+        assert!(
+            query_values("a=%FF", "a").is_none(),
+            "not UTF-8: refused, not replaced"
+        );
+        assert_eq!(
+            query_values("b=%FF&a=1", "a").unwrap(),
+            ["1"],
+            "other params do not matter"
+        );
     }
 }

@@ -1,0 +1,215 @@
+//! Closing connections that do nothing, so they cannot hold `--max-connections` slots.
+//!
+//! The TLS handshake is timed, and hyper times an HTTP/1.1 request head — but a client
+//! that completes the handshake and then sends nothing sits in hyper-util's protocol
+//! detection forever, and an HTTP/2 client that opens no streams but answers keep-alive
+//! PINGs stays forever. `Tracked` notes whether the client has sent any byte;
+//! `Activity::begin` counts requests from their start until their response body is
+//! done. `Activity::remaining` then says when a connection has been silent since the
+//! handshake for too long, or has had no request in flight for too long.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http_body::{Body, Frame, SizeHint};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Instant,
+};
+
+/// When bytes last moved on a connection.
+#[derive(Debug)]
+pub(super) struct Activity {
+    start: Instant,
+    /// When the last request ended (or the connection began), in ms since `start`.
+    last_ms: AtomicU64,
+    read_any: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            read_any: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// A request started; it counts as in flight until the guard is dropped (when its
+    /// response body has been sent, or abandoned).
+    pub(super) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// `None` once the connection should be closed; otherwise how long until it should
+    /// be checked again. Until the client has sent a byte the limit is `first_byte`
+    /// from the handshake; after that, `idle` with no request in flight.
+    pub(super) fn remaining(&self, first_byte: Duration, idle: Duration) -> Option<Duration> {
+        if !self.read_any.load(Ordering::Relaxed) {
+            return (self.start + first_byte).checked_duration_since(Instant::now());
+        }
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Some(idle);
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        (self.start + last + idle).checked_duration_since(Instant::now())
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let ms = u64::try_from(activity.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_ms.store(ms, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+#[derive(Debug)]
+pub(super) struct Counted<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Counted<B> {
+    pub(super) fn new(body: B, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// I/O that tells an `Activity` when the client first sends a byte.
+pub(super) struct Tracked<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Tracked<T> {
+    pub(super) fn new(io: T, activity: Arc<Activity>) -> Self {
+        Self { io, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before && !self.activity.read_any.load(Ordering::Relaxed) {
+            self.activity.read_any.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_then_idleness_expire_but_requests_in_flight_do_not() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::new());
+        let mut tracked = Tracked::new(server, Arc::clone(&activity));
+        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        assert!(activity.remaining(first, idle).is_some());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            activity.remaining(first, idle).is_none(),
+            "silent past the first-byte limit"
+        );
+
+        client.write_all(b"GET").await.unwrap();
+        let mut buf = [0u8; 3];
+        tracked.read_exact(&mut buf).await.unwrap();
+        let request = activity.begin();
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(
+            activity.remaining(first, idle).is_some(),
+            "a request in flight keeps it open"
+        );
+        drop(request);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(activity.remaining(first, idle).is_some());
+        tracked.write_all(b"PING").await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            activity.remaining(first, idle).is_none(),
+            "pings are not requests"
+        );
+    }
+}
