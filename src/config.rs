@@ -35,6 +35,9 @@ pub struct Config {
     pub http2_max_size: u32,
     pub max_request_header_bytes: u32,
     pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub proxy_endpoints_port: Option<u16>,
     pub shutdown_grace: Duration,
     pub upstream: Uri,
@@ -140,6 +143,9 @@ impl TryFrom<Args> for Config {
             http2_max_size,
             max_request_header_bytes,
             max_connections,
+            tls_handshake_timeout,
+            header_read_timeout,
+            idle_timeout,
             proxy_endpoints_port,
             shutdown_grace,
         } = serving;
@@ -283,6 +289,9 @@ impl TryFrom<Args> for Config {
         for (flag, value) in [
             ("--apiserver-timeout", apiserver_timeout),
             ("--upstream-timeout", upstream_timeout),
+            ("--tls-handshake-timeout", tls_handshake_timeout),
+            ("--header-read-timeout", header_read_timeout),
+            ("--idle-timeout", idle_timeout),
         ] {
             if value.is_zero() {
                 check(Err(format!("{flag} must be greater than 0")));
@@ -335,6 +344,9 @@ impl TryFrom<Args> for Config {
             http2_max_size,
             max_request_header_bytes,
             max_connections,
+            tls_handshake_timeout,
+            header_read_timeout,
+            idle_timeout,
             proxy_endpoints_port: (proxy_endpoints_port != 0).then_some(proxy_endpoints_port),
             shutdown_grace,
             upstream,

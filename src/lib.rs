@@ -147,6 +147,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         http2_max_size: config.http2_max_size,
         max_header_bytes: config.max_request_header_bytes,
         max_connections: config.max_connections,
+        handshake_timeout: config.tls_handshake_timeout,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
     };
     let client_ca = config
         .client_ca_file

@@ -23,24 +23,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{authn::User, body::ProxyBody, tls::client_certificate_user};
 
-/// Prevent port scanners, half-open clients and the like from holding a task and a
-/// socket forever before they have even finished the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A client that completes the handshake must start talking this soon.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connection with no request in flight for this long is closed gracefully (GOAWAY
-/// for HTTP/2), like an idle HTTP/1.1 keep-alive by the header-read timeout.
-const IDLE_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
-
 /// How long a connection told to close may take to finish before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a client may take to send a request's headers — and, on a kept-alive
-/// HTTP/1.1 connection, how long it may sit idle before its next request. Above the
-/// common 15s/30s scrape intervals so Prometheus keeps reusing its connections.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Who is on the other end of a connection.
 #[derive(Debug)]
@@ -80,6 +64,16 @@ pub struct HttpSettings {
     pub max_header_bytes: u32,
     /// `--max-connections`: connections served at once; more wait in the backlog.
     pub max_connections: usize,
+    /// `--tls-handshake-timeout`: prevents port scanners, half-open clients and the like
+    /// from holding a task and a socket before they have even finished the handshake;
+    /// also how soon after it a client must send its first byte.
+    pub handshake_timeout: Duration,
+    /// `--header-read-timeout`: how long a client may take to send a request's headers
+    /// — and, on a kept-alive HTTP/1.1 connection, sit idle before its next request.
+    pub header_read_timeout: Duration,
+    /// `--idle-timeout`: a connection with no request in flight for this long is closed
+    /// gracefully (GOAWAY for HTTP/2; PINGs do not count).
+    pub idle_timeout: Duration,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at most
@@ -124,6 +118,7 @@ pub async fn serve<H: Handler>(
         let connection = serve_connection(
             tcp,
             peer,
+            settings,
             acceptor.clone(),
             Arc::clone(&handler),
             builder.clone(),
@@ -153,12 +148,13 @@ pub async fn serve<H: Handler>(
 async fn serve_connection<H: Handler>(
     tcp: TcpStream,
     peer: SocketAddr,
+    settings: HttpSettings,
     acceptor: TlsAcceptor,
     handler: Arc<H>,
     builder: auto::Builder<TokioExecutor>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -200,7 +196,7 @@ async fn serve_connection<H: Handler>(
     loop {
         let wait = match closing {
             Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
-            None => match activity.remaining(FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT) {
+            None => match activity.remaining(settings.handshake_timeout, settings.idle_timeout) {
                 Some(wait) => wait,
                 None => {
                     tracing::debug!("closing a quiet connection");
@@ -236,7 +232,7 @@ fn http_builder(settings: HttpSettings) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(settings.header_read_timeout)
         // hyper's floor for the read buffer is 8 KiB.
         .max_buf_size((settings.max_header_bytes as usize).max(8192));
     // RFC 9113 bounds the frame size to 16 KiB ..= 16 MiB - 1.

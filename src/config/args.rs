@@ -198,6 +198,20 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Time to complete the TLS handshake, and then to send the first byte.
+    #[arg(long, env = "SCRAPE_GUARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_go_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// Time to send a request's headers; also how long an HTTP/1.1 keep-alive
+    /// connection may wait for its next request. Keep it above the scrape interval.
+    #[arg(long, env = "SCRAPE_GUARD_HEADER_READ_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
+    pub header_read_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed (HTTP/2 with a
+    /// GOAWAY; keep-alive PINGs do not count).
+    #[arg(long, env = "SCRAPE_GUARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
+    pub idle_timeout: Duration,
+
     /// Port for /healthz and /readyz (TLS, same host as --secure-listen-address).
     /// 0 turns it off.
     #[arg(long, env = "SCRAPE_GUARD_PROXY_ENDPOINTS_PORT", default_value_t = 0)]
