@@ -2144,11 +2144,11 @@ async fn silent_connections_cannot_hold_every_connection_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn idle_h2_connections_are_closed_like_idle_http1_ones() {
-    let w = world(&[]).await;
+    let w = world(&["--idle-timeout=3s"]).await;
     let start = Instant::now();
     let mut idle = H2::connect(&w).await;
     // pump() answers SETTINGS and PINGs, and opens no stream.
-    idle.pump(Duration::from_secs(75), |h| h.closed || h.goaway.is_some())
+    idle.pump(Duration::from_secs(20), |h| h.closed || h.goaway.is_some())
         .await;
     assert!(
         idle.closed || idle.goaway.is_some(),
