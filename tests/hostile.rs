@@ -2018,7 +2018,6 @@ async fn plain_text_and_garbage_on_the_tls_port_are_dropped() {
 /// by the review but still forwarded, so an exporter reading the first value (Go's
 /// `Header.Get`) acts on a namespace nobody reviewed.
 #[tokio::test]
-
 async fn rewrite_header_values_are_all_reviewed_or_refused() {
     support::install_crypto();
     let pki = Pki::new();
