@@ -2,15 +2,16 @@
 # Load benchmark: scrape-guard against the bare upstream and nginx, same machine, same run.
 # See benches/README.md for what each case means and how the numbers are computed.
 #
-#   benches/load.sh                 # ~6-8 minutes, report in target/bench-load/report.md
+#   benches/load.sh                 # ~4 min of measuring; report in target/bench-load/report.md
 #   SECS=5 REPEATS=1 benches/load.sh   # quicker, noisier
 #
 # Environment: SECS (seconds per measured case, default 10), REPEATS (interleaved
 # nginx vs scrape-guard h1 rounds, default 3), QUIET_WAIT (max seconds to wait for the
 # 1-minute load average to drop below QUIET_LOAD before measuring; default 180, 1.0),
 # OUT (report directory, default target/bench-load), SKIP_BUILD=1 (use existing binaries),
-# CASES (subset of "h1 miss h2 newconn big burst cache"), SG (another scrape-guard binary,
-# e.g. a build with a different release profile), NGINX_BUFFERING (off|on, default off).
+# CASES (subset of "h1 miss h2 newconn big burst cache", or "ab" / "hold"), SG (another
+# scrape-guard binary, e.g. another release profile), SG_ENV (its environment), SG_B and
+# SG_B_ENV (the second binary/environment for CASES=ab), NGINX_BUFFERING (off|on).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
