@@ -1,15 +1,9 @@
 //! The real binary: `--help` agrees with the README, env vars work, bad flags fail with
 //! exit 2 naming the flag, and SIGTERM drains and exits 0 without logging secrets.
 
-#![allow(clippy::zombie_processes)]
-
 mod support;
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scrape-guard");
 
@@ -140,33 +134,15 @@ fn sigterm_drains_and_exits_zero_without_logging_secrets() {
     api.add_token("very-secret-token", "alice");
     api.allow("alice", "get", "/metrics");
     let echo = runtime.block_on(support::Echo::start());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(BIN)
-        .args([
-            format!("--secure-listen-address=[127.0.0.1]:{port}"),
-            format!("--kubeconfig={}", api.kubeconfig.display()),
-            format!("--upstream={}", echo.url()),
-            format!("--tls-cert-file={}", pki.cert_path.display()),
-            format!("--tls-private-key-file={}", pki.key_path.display()),
-            "--logtostderr".into(),
-            "-v=2".into(),
-        ])
-        .env("SCRAPE_GUARD_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // Wait (bounded) until it accepts connections, then scrape once, allowed and denied.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "scrape-guard never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = support::free_port();
+    let child = support::spawn_binary(
+        &pki,
+        &api,
+        &echo.url(),
+        port,
+        &["--logtostderr", "-v=2"],
+        &[("SCRAPE_GUARD_LOG", "debug")],
+    );
     runtime.block_on(async {
         let client = support::client(&pki, false);
         let url = format!("https://localhost:{port}/metrics");
@@ -176,29 +152,7 @@ fn sigterm_drains_and_exits_zero_without_logging_secrets() {
         assert_eq!(denied.status, 401);
     });
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("scrape-guard did not exit within 20s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (status, logs) = support::terminate(child);
     assert_eq!(status.code(), Some(0), "exit status; logs:\n{logs}");
     assert!(
         logs.contains("scrape-guard serving"),

@@ -3,23 +3,11 @@
 
 mod support;
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use support::{client, get, Echo, FakeApiserver, Mode, Pki, Proxy};
+use support::{client, free_port, get, Echo, FakeApiserver, Mode, Pki, Proxy};
 
 const SA: &str = "system:serviceaccount:monitoring:prometheus";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn stale_if_error_reuses_recent_allows_but_never_denies_or_unknown_tokens() {
@@ -181,25 +169,14 @@ fn access_log_has_one_line_per_request_and_no_token() {
     api.allow(SA, "get", "/metrics");
     let echo = runtime.block_on(Echo::start());
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scrape-guard"))
-        .args([
-            format!("--secure-listen-address=127.0.0.1:{port}"),
-            format!("--kubeconfig={}", api.kubeconfig.display()),
-            format!("--upstream={}", echo.url()),
-            format!("--tls-cert-file={}", pki.cert_path.display()),
-            format!("--tls-private-key-file={}", pki.key_path.display()),
-            "--access-log".into(),
-            "--log-format=json".into(),
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = support::spawn_binary(
+        &pki,
+        &api,
+        &echo.url(),
+        port,
+        &["--access-log", "--log-format=json"],
+        &[],
+    );
     runtime.block_on(async {
         let c = client(&pki, false);
         let url = format!("https://localhost:{port}/metrics");
@@ -209,22 +186,7 @@ fn access_log_has_one_line_per_request_and_no_token() {
         );
         assert_eq!(get(&c, &url, None, &[]).await.status, 401);
     });
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let (_, logs) = support::terminate(child);
     let access: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

@@ -319,11 +319,7 @@ async fn exporter_refusing_connections_is_502() {
     api.add_token("good", SA);
     api.allow(SA, "get", "/metrics");
     // A port that was free a moment ago and has nothing listening now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let proxy = Proxy::start(&pki, &api, &format!("http://127.0.0.1:{port}/"), &[]).await;
     let reply = get(
         &client(&pki, false),
@@ -565,11 +561,7 @@ async fn probes_report_health_and_apiserver_readiness() {
     let api = FakeApiserver::start(&pki).await;
     let echo = Echo::start().await;
     // Pick a free port for the probe listener.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let _proxy = Proxy::start(
         &pki,
         &api,
