@@ -732,7 +732,11 @@ pub fn spawn_binary(
         format!("--tls-private-key-file={}", pki.key_path.display()),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scrape-guard"))
+    // Defined for integration tests; examples and benches that share this module do not
+    // spawn the binary.
+    let binary = option_env!("CARGO_BIN_EXE_scrape-guard")
+        .expect("spawn_binary is for integration tests (CARGO_BIN_EXE_scrape-guard)");
+    let mut child = std::process::Command::new(binary)
         .args(args)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
