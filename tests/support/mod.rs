@@ -734,8 +734,9 @@ pub fn spawn_binary(
     args.extend(extra.iter().map(|s| s.to_string()));
     // Defined for integration tests; examples and benches that share this module do not
     // spawn the binary.
-    let binary = option_env!("CARGO_BIN_EXE_scrape-guard")
-        .expect("spawn_binary is for integration tests (CARGO_BIN_EXE_scrape-guard)");
+    let Some(binary) = option_env!("CARGO_BIN_EXE_scrape-guard") else {
+        panic!("spawn_binary is for integration tests (CARGO_BIN_EXE_scrape-guard)");
+    };
     let mut child = std::process::Command::new(binary)
         .args(args)
         .envs(env.iter().copied())
