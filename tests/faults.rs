@@ -28,41 +28,21 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use support::{client, get, Echo, FakeApiserver, Mode, Pki, Proxy, METRICS_PAGE};
+use support::{client, get, Echo, FakeApiserver, Mode, Pki, Proxy, World, METRICS_PAGE};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::AbortHandle,
 };
 
-const SA: &str = "system:serviceaccount:monitoring:prometheus";
-const STRANGER: &str = "system:serviceaccount:default:stranger";
+const SA: &str = support::SCRAPER;
 const TOKEN: &str = "good-token";
 
-struct World {
-    pki: Pki,
-    api: Arc<FakeApiserver>,
-    echo: Echo,
-    proxy: Proxy,
-}
-
-/// `TOKEN` is `SA` (may get /metrics and /slow); "unbound" is `STRANGER` (may nothing).
+/// `TOKEN` is `SA` (may get /metrics and /slow); "unbound" may nothing.
 async fn world(extra: &[&str]) -> World {
-    support::install_crypto();
-    let pki = Pki::new();
-    let api = FakeApiserver::start(&pki).await;
-    api.add_token(TOKEN, SA);
-    api.add_token("unbound", STRANGER);
-    api.allow(SA, "get", "/metrics");
-    api.allow(SA, "get", "/slow");
-    let echo = Echo::start().await;
-    let proxy = Proxy::start(&pki, &api, &echo.url(), extra).await;
-    World {
-        pki,
-        api,
-        echo,
-        proxy,
-    }
+    let world = World::start(TOKEN, extra).await;
+    world.api.allow(SA, "get", "/slow");
+    world
 }
 
 async fn bounded<F: std::future::Future>(what: &str, limit: Duration, f: F) -> F::Output {

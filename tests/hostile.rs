@@ -15,14 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{client, get, Echo, FakeApiserver, Pki, Proxy, METRICS_PAGE};
+use support::{client, get, Echo, FakeApiserver, Pki, Proxy, World, METRICS_PAGE};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-const SA: &str = "system:serviceaccount:monitoring:prometheus";
+const SA: &str = support::SCRAPER;
 /// Distinctive, so a response body that echoes it is easy to spot.
 const TOKEN: &str = "tok-5ecret-9f3a1c";
 
@@ -30,28 +30,10 @@ const TOKEN: &str = "tok-5ecret-9f3a1c";
 // The world: fake apiserver + echo exporter + scrape-guard.
 // ---------------------------------------------------------------------------------
 
-struct World {
-    pki: Pki,
-    api: Arc<FakeApiserver>,
-    echo: Echo,
-    proxy: Proxy,
-}
-
 /// `TOKEN` authenticates as `SA`, which may `get /metrics` (tests allow more paths).
 async fn world(extra: &[&str]) -> World {
-    support::install_crypto();
-    let pki = Pki::new();
-    let api = FakeApiserver::start(&pki).await;
-    api.add_token(TOKEN, SA);
-    api.allow(SA, "get", "/metrics");
-    let echo = Echo::start().await;
-    let proxy = Proxy::start(&pki, &api, &echo.url(), extra).await;
-    World {
-        pki,
-        api,
-        echo,
-        proxy,
-    }
+    let world = World::start(TOKEN, extra).await;
+    world
 }
 
 impl World {

@@ -6,35 +6,17 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{client, get, send, Echo, FakeApiserver, FakeUser, Mode, Pki, Proxy, METRICS_PAGE};
+use support::{
+    client, get, send, Echo, FakeApiserver, FakeUser, Mode, Pki, Proxy, World, METRICS_PAGE,
+};
 
-const SA: &str = "system:serviceaccount:monitoring:prometheus";
-const STRANGER: &str = "system:serviceaccount:default:stranger";
-
-struct World {
-    pki: Pki,
-    api: std::sync::Arc<FakeApiserver>,
-    echo: Echo,
-    proxy: Proxy,
-}
+const SA: &str = support::SCRAPER;
 
 /// A proxy in front of an echo exporter, with token "good" (allowed to get /metrics)
 /// and token "unbound" (a valid user with no binding).
 async fn world(extra: &[&str]) -> World {
-    support::install_crypto();
-    let pki = Pki::new();
-    let api = FakeApiserver::start(&pki).await;
-    api.add_token("good", SA);
-    api.add_token("unbound", STRANGER);
-    api.allow(SA, "get", "/metrics");
-    let echo = Echo::start().await;
-    let proxy = Proxy::start(&pki, &api, &echo.url(), extra).await;
-    World {
-        pki,
-        api,
-        echo,
-        proxy,
-    }
+    let world = World::start("good", extra).await;
+    world
 }
 
 #[tokio::test]

@@ -782,3 +782,37 @@ pub fn terminate(mut child: std::process::Child) -> (std::process::ExitStatus, S
         .unwrap();
     (status, logs)
 }
+
+/// The scraper every suite uses: allowed to `get /metrics`.
+pub const SCRAPER: &str = "system:serviceaccount:monitoring:prometheus";
+/// A valid user with no grants at all.
+pub const UNBOUND: &str = "system:serviceaccount:default:stranger";
+
+/// A fake apiserver, an echo exporter and scrape-guard between them.
+pub struct World {
+    pub pki: Pki,
+    pub api: Arc<FakeApiserver>,
+    pub echo: Echo,
+    pub proxy: Proxy,
+}
+
+impl World {
+    /// `token` authenticates as `SCRAPER` (may `get /metrics`), "unbound" as `UNBOUND`;
+    /// `extra` are scrape-guard flags.
+    pub async fn start(token: &str, extra: &[&str]) -> Self {
+        install_crypto();
+        let pki = Pki::new();
+        let api = FakeApiserver::start(&pki).await;
+        api.add_token(token, SCRAPER);
+        api.add_token("unbound", UNBOUND);
+        api.allow(SCRAPER, "get", "/metrics");
+        let echo = Echo::start().await;
+        let proxy = Proxy::start(&pki, &api, &echo.url(), extra).await;
+        Self {
+            pki,
+            api,
+            echo,
+            proxy,
+        }
+    }
+}
