@@ -17,7 +17,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use crate::{
     apiserver::{Apiserver, ReviewError},
-    cache::{Served, TokenHasher, Verdict, Verdicts},
+    cache::{Interner, Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
     metrics::{Metrics, Source},
     reload::Watched,
@@ -30,7 +30,8 @@ use self::token_file::TokenFile;
 pub struct User {
     pub name: String,
     pub uid: String,
-    pub groups: Vec<String>,
+    /// Shared between users with the same groups (see `cache::Interner`).
+    pub groups: Arc<[String]>,
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
@@ -115,15 +116,17 @@ impl Verdict for Identity {
     }
 }
 
+/// Distinct group lists shared between cached users; more are stored unshared.
+const INTERNED_GROUP_LISTS: usize = 1024;
+
 /// Bearer token → `User`: the static token file first, then a cached TokenReview.
 pub struct Authenticator {
     apiserver: Option<Arc<Apiserver>>,
     tokens: Option<Arc<Watched<TokenFile>>>,
     audiences: Vec<String>,
     hasher: Arc<TokenHasher>,
-    cache: Verdicts<Identity>,
-    capacity: u64,
-    ok_ttl: Duration,
+    cache: Verdicts<Identity, ReviewError>,
+    groups: Interner<[String]>,
     metrics: Arc<Metrics>,
 }
 
@@ -143,8 +146,7 @@ impl Authenticator {
             audiences,
             hasher: Arc::new(TokenHasher::random()?),
             cache: Verdicts::new(capacity, ok_ttl, rejected_ttl),
-            capacity,
-            ok_ttl,
+            groups: Interner::new(INTERNED_GROUP_LISTS),
             metrics: Arc::default(),
         })
     }
@@ -152,9 +154,7 @@ impl Authenticator {
     /// `--stale-if-error`: reuse an authentication that expired less than `window` ago
     /// when the apiserver cannot answer. Rejections and unknown tokens never are.
     pub fn with_stale_window(mut self, window: Duration) -> Self {
-        self.cache = self
-            .cache
-            .with_stale_window(self.capacity, self.ok_ttl, window);
+        self.cache = self.cache.with_stale_window(window);
         self
     }
 
@@ -288,7 +288,7 @@ impl Authenticator {
         Identity::Authenticated(Arc::new(User {
             name,
             uid: user.uid.unwrap_or_default(),
-            groups: user.groups.unwrap_or_default(),
+            groups: self.groups.intern(&user.groups.unwrap_or_default()),
             extra: user.extra.unwrap_or_default(),
         }))
     }

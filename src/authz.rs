@@ -22,7 +22,7 @@ use k8s_openapi::api::authorization::v1::{
 use crate::{
     apiserver::{Apiserver, ReviewError},
     authn::User,
-    cache::{digest_fields, Key, Served, Verdict, Verdicts},
+    cache::{digest_fields, Interner, Key, Served, Verdict, Verdicts},
     error::ProxyError,
     metrics::{Metrics, Source},
     policy::LocalPolicy,
@@ -157,14 +157,16 @@ pub struct Outcome {
     pub reason: String,
 }
 
+/// Distinct SubjectAccessReview reasons shared between cached decisions.
+const INTERNED_REASONS: usize = 1024;
+
 /// (`User`, `Attributes`) → allow or 403: local policy, then a cached
 /// SubjectAccessReview.
 pub struct Authorizer {
     apiserver: Option<Arc<Apiserver>>,
     local: LocalPolicy,
-    cache: Verdicts<Decision>,
-    capacity: u64,
-    allow_ttl: Duration,
+    cache: Verdicts<Decision, ReviewError>,
+    reasons: Interner<str>,
     metrics: Arc<Metrics>,
 }
 
@@ -181,8 +183,7 @@ impl Authorizer {
             apiserver,
             local,
             cache: Verdicts::new(capacity, allow_ttl, deny_ttl),
-            capacity,
-            allow_ttl,
+            reasons: Interner::new(INTERNED_REASONS),
             metrics: Arc::default(),
         }
     }
@@ -190,9 +191,7 @@ impl Authorizer {
     /// `--stale-if-error`: reuse an allow that expired less than `window` ago when the
     /// apiserver cannot answer. Denies are never extended.
     pub fn with_stale_window(mut self, window: Duration) -> Self {
-        self.cache = self
-            .cache
-            .with_stale_window(self.capacity, self.allow_ttl, window);
+        self.cache = self.cache.with_stale_window(window);
         self
     }
 
@@ -270,7 +269,7 @@ impl Authorizer {
         let key = attributes.cache_key(user);
         let (decision, served) = self
             .cache
-            .get_or_review(key, review(apiserver, user, attributes))
+            .get_or_review(key, review(apiserver, user, attributes, &self.reasons))
             .await
             .map_err(|error| {
                 ProxyError::ApiserverUnavailable(format!("SubjectAccessReview: {error}"))
@@ -304,11 +303,12 @@ async fn review(
     apiserver: &Apiserver,
     user: &User,
     attributes: &Attributes,
+    reasons: &Interner<str>,
 ) -> Result<Decision, ReviewError> {
     let answer = apiserver
         .subject_access_review(&review_for(user, attributes))
         .await?;
-    Ok(judge(answer))
+    Ok(judge(answer, reasons))
 }
 
 /// The SubjectAccessReview the apiserver is asked.
@@ -340,7 +340,7 @@ pub fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: non_empty(&user.name),
             uid: non_empty(&user.uid),
-            groups: (!user.groups.is_empty()).then(|| user.groups.clone()),
+            groups: (!user.groups.is_empty()).then(|| user.groups.to_vec()),
             extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
             non_resource_attributes,
             resource_attributes,
@@ -350,17 +350,19 @@ pub fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessReview {
 }
 
 /// Allowed only when the apiserver says allowed and not denied; no opinion is a no.
-fn judge(review: SubjectAccessReview) -> Decision {
+/// Reasons are interned: most allows cite the same binding.
+fn judge(review: SubjectAccessReview, reasons: &Interner<str>) -> Decision {
     let Some(status) = review.status else {
         return Decision::Deny("SubjectAccessReview returned no status".into());
     };
     if let Some(error) = status.evaluation_error.as_deref().filter(|e| !e.is_empty()) {
         tracing::debug!(error, "SubjectAccessReview evaluation error");
     }
+    let reason = reasons.intern(status.reason.as_deref().unwrap_or_default());
     if status.allowed && status.denied != Some(true) {
-        Decision::Allow(status.reason.unwrap_or_default().into())
+        Decision::Allow(reason)
     } else {
-        Decision::Deny(status.reason.unwrap_or_default().into())
+        Decision::Deny(reason)
     }
 }
 
@@ -391,10 +393,11 @@ mod tests {
         let user = User {
             name: "system:serviceaccount:monitoring:prometheus".into(),
             uid: "1234".into(),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                "system:authenticated".into(),
-            ],
+            groups: [
+                "system:serviceaccounts".to_owned(),
+                "system:authenticated".to_owned(),
+            ]
+            .into(),
             extra: [(
                 "authentication.kubernetes.io/pod-name".to_owned(),
                 vec!["p".to_owned()],
@@ -456,6 +459,8 @@ mod tests {
             }),
             ..SubjectAccessReview::default()
         };
+        let reasons = Interner::new(4);
+        let judge = |review| judge(review, &reasons);
         assert!(matches!(judge(answer(true, None)), Decision::Allow(_)));
         assert!(matches!(
             judge(answer(true, Some(false))),
@@ -471,5 +476,12 @@ mod tests {
             judge(SubjectAccessReview::default()),
             Decision::Deny(_)
         ));
+        // Equal reasons are one allocation between cached decisions.
+        let (Decision::Allow(a), Decision::Allow(b)) =
+            (judge(answer(true, None)), judge(answer(true, None)))
+        else {
+            panic!("both allow")
+        };
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }

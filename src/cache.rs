@@ -1,30 +1,37 @@
 //! Review caches: bounded, with a TTL chosen per answer, and coalesced misses.
 //!
 //! Both stages cache the same way. Positive and negative answers live for different
-//! times (a valid token for minutes, a rejected one for seconds), so a moka `Expiry`
-//! picks the TTL from the cached value. Misses go through `try_get_with`, which runs
-//! one review per key no matter how many requests are waiting on it, and never caches
-//! an error — so an apiserver outage is not remembered after it ends.
+//! times (a valid token for minutes, a rejected one for seconds), so every entry carries
+//! its own deadline, picked from the answer. Concurrent misses for one key share one
+//! review: the first caller runs it, the others wait for its answer — including an
+//! error, which is handed to every waiter and never stored, so an apiserver outage is
+//! not remembered after it ends. If the caller running the review goes away (its client
+//! disconnected), a waiter takes over.
 //!
-//! With `--stale-if-error`, every *positive* answer is also kept in a second cache for
-//! its TTL plus the stale window. When a review fails, a stale allow found there is
-//! reused (and reported as such); a negative answer removes it, so a revoked grant is
-//! never revived. Negatives are never extended, errors never cached.
+//! With `--stale-if-error`, a *positive* entry is kept for its TTL plus the stale
+//! window. When a review fails, a stale allow found there is reused (and reported as
+//! such); a negative answer overwrites it, so a revoked grant is never revived.
+//! Negatives are never extended, errors never cached.
 //!
 //! Keys are 32-byte digests: an HMAC of the token (a raw token is never a key), or a
 //! SHA-256 of the user and attributes. Fixed-size keys keep memory per entry flat.
+//!
+//! The store is `quick_cache` (S3-FIFO eviction, entries inline in sharded tables):
+//! about 120 bytes per entry against moka's ~420, which is what lets 65,536 cached
+//! identities — two entries each — fit the memory target (see `benches/RESULTS.md`).
+//! Expired entries are not swept; they stay until overwritten or evicted, so memory is
+//! bounded by the capacity, not by the TTL.
 
 use std::{
+    collections::{HashMap, HashSet},
     future::Future,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
+    hash::Hash,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
-use moka::{future::Cache, Expiry};
 use ring::{digest, hmac, rand::SystemRandom};
+use tokio::sync::watch;
 
 /// A cache key: HMAC-SHA256 or SHA-256 output.
 pub type Key = [u8; 32];
@@ -35,10 +42,24 @@ pub trait Verdict: Clone + Send + Sync + 'static {
 }
 
 /// A bounded cache of review answers with separate positive and negative TTLs.
-pub struct Verdicts<V> {
-    inner: Cache<Key, V>,
-    stale: Option<Cache<Key, V>>,
+pub struct Verdicts<V, E> {
+    store: quick_cache::sync::Cache<Key, Entry<V>>,
+    flights: Mutex<HashMap<Key, Flight<V, E>>>,
+    positive: Duration,
+    negative: Duration,
+    stale: Duration,
 }
+
+#[derive(Clone)]
+struct Entry<V> {
+    value: V,
+    fresh_until: Instant,
+    /// Past `fresh_until` only for positive answers under `--stale-if-error`.
+    usable_until: Instant,
+}
+
+/// A review in progress: its answer, once there is one.
+type Flight<V, E> = watch::Receiver<Option<Result<V, Arc<E>>>>;
 
 /// How an answer was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,99 +72,177 @@ pub enum Served {
     Stale,
 }
 
-struct TtlByVerdict {
-    positive: Duration,
-    negative: Duration,
+/// Whether this call runs the review or waits for another's.
+enum Role<V, E> {
+    Lead(watch::Sender<Option<Result<V, Arc<E>>>>),
+    Follow(Flight<V, E>),
 }
 
-impl<V: Verdict> Expiry<Key, V> for TtlByVerdict {
-    fn expire_after_create(
-        &self,
-        _key: &Key,
-        value: &V,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(if value.is_positive() {
-            self.positive
-        } else {
-            self.negative
-        })
+/// Ends a flight when its leader finishes or is dropped mid-review, so waiters either
+/// see the answer or, seeing the sender gone, take over.
+struct Landing<'a, V, E> {
+    flights: &'a Mutex<HashMap<Key, Flight<V, E>>>,
+    key: Key,
+}
+
+impl<V, E> Drop for Landing<'_, V, E> {
+    fn drop(&mut self) {
+        lock(self.flights).remove(&self.key);
     }
 }
 
-impl<V: Verdict> Verdicts<V> {
+/// The map is only touched in short, non-panicking sections; a poisoned lock still
+/// holds a consistent map.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
     /// A cache of at most `capacity` entries.
     pub fn new(capacity: u64, positive: Duration, negative: Duration) -> Self {
-        let inner = Cache::builder()
-            .max_capacity(capacity)
-            .expire_after(TtlByVerdict { positive, negative })
-            .build();
-        Self { inner, stale: None }
+        // Start small and grow: an idle proxy should not pay for a full cache.
+        let estimated = usize::try_from(capacity.min(1024)).unwrap_or(1024);
+        let store = quick_cache::sync::Cache::with(
+            estimated,
+            capacity,
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        );
+        Self {
+            store,
+            flights: Mutex::default(),
+            positive,
+            negative,
+            stale: Duration::ZERO,
+        }
     }
 
     /// Keeps positive answers for `window` past their TTL, for use when reviews fail.
-    pub fn with_stale_window(
-        mut self,
-        capacity: u64,
-        positive: Duration,
-        window: Duration,
-    ) -> Self {
-        if !window.is_zero() {
-            self.stale = Some(
-                Cache::builder()
-                    .max_capacity(capacity)
-                    .time_to_live(positive.saturating_add(window))
-                    .build(),
-            );
-        }
+    pub fn with_stale_window(mut self, window: Duration) -> Self {
+        self.stale = window;
         self
     }
 
     /// The cached answer for `key`, or the result of `review`, run once for all
     /// concurrent callers. Errors are returned to every waiter and not cached — unless
     /// a stale positive answer may stand in (see `with_stale_window`).
-    pub async fn get_or_review<E, F>(&self, key: Key, review: F) -> Result<(V, Served), Arc<E>>
+    pub async fn get_or_review<F>(&self, key: Key, review: F) -> Result<(V, Served), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
-        E: Send + Sync + 'static,
     {
-        let ran = AtomicBool::new(false);
-        let answer = self
-            .inner
-            .try_get_with(key, async {
-                ran.store(true, Ordering::Relaxed);
-                review.await
-            })
-            .await;
-        let ran = ran.load(Ordering::Relaxed);
-        match (answer, &self.stale) {
-            (Ok(value), Some(stale)) if ran => {
-                if value.is_positive() {
-                    stale.insert(key, value.clone()).await;
-                } else {
-                    stale.invalidate(&key).await;
-                }
-                Ok((value, Served::Reviewed))
+        if let Some(entry) = self.store.get(&key) {
+            if Instant::now() < entry.fresh_until {
+                return Ok((entry.value, Served::Cached));
             }
-            (Ok(value), _) => Ok((
-                value,
-                if ran {
-                    Served::Reviewed
-                } else {
-                    Served::Cached
-                },
-            )),
-            (Err(error), Some(stale)) => match stale.get(&key).await {
-                Some(value) => Ok((value, Served::Stale)),
-                None => Err(error),
+        }
+        let mut review = std::pin::pin!(review);
+        let (answer, served) = loop {
+            match self.role(key) {
+                Role::Follow(mut flight) => {
+                    // `Err`: the leader was dropped without an answer; try again.
+                    if let Ok(answer) = flight.wait_for(Option::is_some).await {
+                        if let Some(answer) = answer.clone() {
+                            break (answer, Served::Cached);
+                        }
+                    }
+                }
+                Role::Lead(sender) => {
+                    let _landing = Landing {
+                        flights: &self.flights,
+                        key,
+                    };
+                    // Polled here only: a call leads at most once, then returns.
+                    let answer = review.as_mut().await.map_err(Arc::new);
+                    if let Ok(value) = &answer {
+                        self.remember(key, value);
+                    }
+                    sender.send_replace(Some(answer.clone()));
+                    break (answer, Served::Reviewed);
+                }
+            }
+        };
+        match answer {
+            Ok(value) => Ok((value, served)),
+            Err(error) => match self.store.get(&key) {
+                Some(entry) if entry.value.is_positive() && Instant::now() < entry.usable_until => {
+                    Ok((entry.value, Served::Stale))
+                }
+                _ => Err(error),
             },
-            (Err(error), None) => Err(error),
         }
     }
 
-    /// Entries currently held (approximate, as moka counts lazily).
+    /// Joins the review in flight for `key`, or starts one.
+    fn role(&self, key: Key) -> Role<V, E> {
+        let mut flights = lock(&self.flights);
+        match flights.get(&key) {
+            Some(flight) if flight.has_changed().is_ok() => Role::Follow(flight.clone()),
+            _ => {
+                let (sender, flight) = watch::channel(None);
+                flights.insert(key, flight);
+                Role::Lead(sender)
+            }
+        }
+    }
+
+    /// Stores a fresh answer. A negative one replaces any stale allow for the key.
+    fn remember(&self, key: Key, value: &V) {
+        let now = Instant::now();
+        let (ttl, keep) = if value.is_positive() {
+            (self.positive, self.positive.saturating_add(self.stale))
+        } else {
+            (self.negative, self.negative)
+        };
+        if keep.is_zero() {
+            self.store.remove(&key);
+            return;
+        }
+        let entry = Entry {
+            value: value.clone(),
+            fresh_until: now + ttl,
+            usable_until: now + keep,
+        };
+        self.store.insert(key, entry);
+    }
+
+    /// Entries currently held, expired ones included until they are evicted.
     pub fn entry_count(&self) -> u64 {
-        self.inner.entry_count()
+        self.store.len() as u64
+    }
+}
+
+/// Shares equal values between cache entries: service accounts all carry the same few
+/// groups, and most allows give the same RBAC reason. Bounded: past `limit` distinct
+/// values, new ones are handed out unshared rather than remembered.
+pub struct Interner<T: ?Sized> {
+    seen: Mutex<HashSet<Arc<T>>>,
+    limit: usize,
+}
+
+impl<T: ?Sized + Eq + Hash> Interner<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
+    /// An interner remembering at most `limit` distinct values.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            seen: Mutex::default(),
+            limit,
+        }
+    }
+
+    /// A shared copy of `value`.
+    pub fn intern(&self, value: &T) -> Arc<T> {
+        let mut seen = lock(&self.seen);
+        if let Some(shared) = seen.get(value) {
+            return Arc::clone(shared);
+        }
+        let shared = Arc::from(value);
+        if seen.len() < self.limit {
+            seen.insert(Arc::clone(&shared));
+        }
+        shared
     }
 }
 
@@ -215,7 +314,8 @@ mod tests {
 
     #[tokio::test]
     async fn ttl_follows_the_verdict() {
-        let cache = Verdicts::new(10, Duration::from_secs(60), Duration::from_millis(50));
+        let cache =
+            Verdicts::<Answer, ()>::new(10, Duration::from_secs(60), Duration::from_millis(50));
         let calls = AtomicUsize::new(0);
         let review = |answer: bool| {
             let calls = &calls;
@@ -237,7 +337,8 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_not_cached_and_misses_coalesce() {
-        let cache = Verdicts::<Answer>::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let cache =
+            Verdicts::<Answer, &str>::new(10, Duration::from_secs(60), Duration::from_secs(60));
         let failed = cache
             .get_or_review([3; 32], async { Err::<Answer, _>("down") })
             .await;
@@ -249,7 +350,7 @@ mod tests {
             cache.get_or_review([3; 32], async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok::<_, ()>(Answer(true))
+                Ok::<_, &str>(Answer(true))
             })
         });
         for answer in futures_util::future::join_all(waiters).await {
@@ -261,11 +362,8 @@ mod tests {
     #[tokio::test]
     async fn stale_allows_stand_in_for_errors_but_denies_and_unknowns_never_do() {
         let ttl = Duration::from_millis(50);
-        let cache = Verdicts::<Answer>::new(10, ttl, ttl).with_stale_window(
-            10,
-            ttl,
-            Duration::from_secs(60),
-        );
+        let cache =
+            Verdicts::<Answer, &str>::new(10, ttl, ttl).with_stale_window(Duration::from_secs(60));
         let ok = |a: bool| async move { Ok::<_, &str>(Answer(a)) };
         let down = || async { Err::<Answer, _>("down") };
 
@@ -285,5 +383,107 @@ mod tests {
         cache.get_or_review([3; 32], ok(false)).await.unwrap();
         tokio::time::sleep(ttl * 2).await;
         assert!(cache.get_or_review([3; 32], down()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn errors_reach_every_waiter_once() {
+        let cache =
+            Verdicts::<Answer, &str>::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let waiters = (0..20).map(|_| {
+            let calls = Arc::clone(&calls);
+            cache.get_or_review([4; 32], async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err::<Answer, _>("down")
+            })
+        });
+        for answer in futures_util::future::join_all(waiters).await {
+            assert_eq!(*answer.unwrap_err(), "down");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one review, shared failure"
+        );
+        assert_eq!(cache.entry_count(), 0, "errors are not stored");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_takes_over_when_the_reviewer_goes_away() {
+        let cache = Arc::new(Verdicts::<Answer, &str>::new(
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let leader = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                cache
+                    .get_or_review([5; 32], async {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(Answer(false))
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiter = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                cache
+                    .get_or_review([5; 32], async { Ok(Answer(true)) })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.abort();
+        let (answer, served) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter is not stranded")
+            .unwrap()
+            .unwrap();
+        assert_eq!((answer, served), (Answer(true), Served::Reviewed));
+    }
+
+    #[tokio::test]
+    async fn capacity_bounds_the_entries() {
+        let cache = Verdicts::<Answer, ()>::new(100, Duration::from_secs(60), Duration::ZERO);
+        for i in 0..1000u32 {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            cache
+                .get_or_review(key, async { Ok(Answer(true)) })
+                .await
+                .unwrap();
+        }
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+        // Zero TTL: negatives are not stored at all.
+        cache
+            .get_or_review([9; 32], async { Ok(Answer(false)) })
+            .await
+            .unwrap();
+        let (_, served) = cache
+            .get_or_review([9; 32], async { Ok(Answer(false)) })
+            .await
+            .unwrap();
+        assert_eq!(served, Served::Reviewed);
+    }
+
+    #[test]
+    fn interned_values_are_shared_up_to_the_limit() {
+        let interner = Interner::<str>::new(2);
+        let a = interner.intern("a");
+        assert!(Arc::ptr_eq(&a, &interner.intern("a")));
+        interner.intern("b");
+        let c = interner.intern("c");
+        assert_eq!(&*c, "c");
+        assert!(
+            !Arc::ptr_eq(&c, &interner.intern("c")),
+            "over the limit: not kept"
+        );
+        let groups = Interner::<[String]>::new(8);
+        let list = ["system:authenticated".to_owned()];
+        assert!(Arc::ptr_eq(&groups.intern(&list), &groups.intern(&list)));
     }
 }

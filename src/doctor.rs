@@ -186,7 +186,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     let user = match (&args.as_user, &args.token_file) {
         (Some(name), _) => Arc::new(User {
             name: name.clone(),
-            groups: args.as_groups.clone(),
+            groups: args.as_groups.as_slice().into(),
             ..User::default()
         }),
         (None, Some(path)) => {

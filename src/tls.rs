@@ -441,7 +441,7 @@ pub fn client_certificate_user(der: &[u8]) -> Option<User> {
     groups.push("system:authenticated".into());
     Some(User {
         name,
-        groups,
+        groups: groups.into(),
         ..User::default()
     })
 }
@@ -647,7 +647,7 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let user = client_certificate_user(cert.der()).unwrap();
         assert_eq!(user.name, "system:serviceaccount:monitoring:prometheus");
-        assert_eq!(user.groups, ["scrapers", "system:authenticated"]);
+        assert_eq!(*user.groups, ["scrapers", "system:authenticated"]);
 
         let mut nameless = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         nameless.distinguished_name = rcgen::DistinguishedName::new();

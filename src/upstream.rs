@@ -575,10 +575,11 @@ mod tests {
         .unwrap();
         let user = User {
             name: "system:serviceaccount:monitoring:prometheus".into(),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                "system:authenticated".into(),
-            ],
+            groups: [
+                "system:serviceaccounts".to_owned(),
+                "system:authenticated".to_owned(),
+            ]
+            .into(),
             ..User::default()
         };
         let mut headers = HeaderMap::new();

@@ -54,7 +54,7 @@ impl TokenFile {
                 let user = User {
                     name: name.clone(),
                     uid: uid.clone(),
-                    groups,
+                    groups: groups.into(),
                     extra: Default::default(),
                 };
                 if users
@@ -138,10 +138,10 @@ mod tests {
         let alice = file.lookup(&hasher.key(b"t1")).unwrap();
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.uid, "1");
-        assert_eq!(alice.groups, ["system:authenticated"]);
+        assert_eq!(*alice.groups, ["system:authenticated"]);
         let sa = file.lookup(&hasher.key(b"t2")).unwrap();
         assert_eq!(
-            sa.groups,
+            *sa.groups,
             [
                 "system:serviceaccounts",
                 "system:serviceaccounts:monitoring",
@@ -150,7 +150,7 @@ mod tests {
         );
         let bob = file.lookup(&hasher.key(b"t3")).unwrap();
         assert_eq!(bob.name, "bob ");
-        assert_eq!(bob.groups, ["ops", "system:authenticated"]);
+        assert_eq!(*bob.groups, ["ops", "system:authenticated"]);
         assert!(file.lookup(&hasher.key(b"t4")).is_none());
     }
 
