@@ -458,6 +458,8 @@ case_ab() {
     run_oha ab-big64 nginx "$NGX_PIDS" "$U_NGX/ksm/metrics" -c $CONNS
     run_oha ab-big64 sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c $CONNS "${AUTH[@]}"
     run_oha ab-big64 sg-b "$pid" "$u/ksm/metrics" -c $CONNS "${AUTH[@]}"
+    run_oha ab-h2 sg-hit "$HIT_PID" "$U_HIT/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
+    run_oha ab-h2 sg-b "$pid" "$u/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
     SECS=$saved
 }
 
