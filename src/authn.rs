@@ -116,7 +116,8 @@ impl Verdict for Identity {
     }
 }
 
-/// Distinct group lists shared between cached users; more are stored unshared.
+/// Distinct group lists (and rejection reasons) shared between cached answers; more
+/// are stored unshared.
 const INTERNED_GROUP_LISTS: usize = 1024;
 
 /// Bearer token → `User`: the static token file first, then a cached TokenReview.
@@ -127,6 +128,7 @@ pub struct Authenticator {
     hasher: Arc<TokenHasher>,
     cache: Verdicts<Identity, ReviewError>,
     groups: Interner<[String]>,
+    rejections: Interner<str>,
     metrics: Arc<Metrics>,
 }
 
@@ -147,6 +149,7 @@ impl Authenticator {
             hasher: Arc::new(TokenHasher::random()?),
             cache: Verdicts::new(capacity, ok_ttl, rejected_ttl),
             groups: Interner::new(INTERNED_GROUP_LISTS),
+            rejections: Interner::new(INTERNED_GROUP_LISTS),
             metrics: Arc::default(),
         })
     }
@@ -254,36 +257,38 @@ impl Authenticator {
         Ok(self.judge(answer?))
     }
 
+    /// A negative answer; the reasons repeat ("invalid bearer token"), so they are shared.
+    fn rejected(&self, why: &str) -> Identity {
+        Identity::Rejected(self.rejections.intern(why))
+    }
+
     /// Turns a TokenReview answer into an identity, checking audiences ourselves too:
     /// an apiserver that ignores `spec.audiences` must not widen who gets in.
     fn judge(&self, review: TokenReview) -> Identity {
         let Some(status) = review.status else {
-            return Identity::Rejected("TokenReview returned no status".into());
+            return self.rejected("TokenReview returned no status");
         };
         if status.authenticated != Some(true) {
             let why = status
                 .error
                 .unwrap_or_else(|| "token not authenticated".into());
-            return Identity::Rejected(why.into());
+            return self.rejected(&why);
         }
         if !self.audiences.is_empty() {
             let reviewed = status.audiences.unwrap_or_default();
             if !reviewed.iter().any(|a| self.audiences.contains(a)) {
-                return Identity::Rejected(
-                    format!(
-                        "token audiences {reviewed:?} do not include any of {:?}",
-                        self.audiences
-                    )
-                    .into(),
-                );
+                return self.rejected(&format!(
+                    "token audiences {reviewed:?} do not include any of {:?}",
+                    self.audiences
+                ));
             }
         }
         let Some(user) = status.user else {
-            return Identity::Rejected("TokenReview returned no user".into());
+            return self.rejected("TokenReview returned no user");
         };
         let name = user.username.unwrap_or_default();
         if name.is_empty() {
-            return Identity::Rejected("TokenReview returned an empty user name".into());
+            return self.rejected("TokenReview returned an empty user name");
         }
         Identity::Authenticated(Arc::new(User {
             name,
