@@ -2134,3 +2134,42 @@ async fn idle_h2_connections_are_closed_like_idle_http1_ones() {
         start.elapsed()
     );
 }
+
+/// A client that asks for a big page and then stops reading keeps its request in
+/// flight, which the idle timeout used to spare: it held its `--max-connections` slot
+/// until the TCP connection died (before the fix: a scraper was still locked out after
+/// 40 s). A complete stop in taking bytes for `--idle-timeout` now closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_cannot_hold_a_slot() {
+    let w = world(&["--max-connections=1", "--idle-timeout=2s"]).await;
+    w.api.allow(SA, "get", "/big");
+    let start = Instant::now();
+    let mut stalled = tls(&w.pki, w.proxy.addr, &[b"http/1.1"]).await;
+    stalled
+        .write_all(&get_request("GET", b"/big?bytes=2000000000", ""))
+        .await
+        .unwrap();
+    // Read the start of the response (so it is being sent), then nothing more.
+    let mut head = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut head)).await;
+    assert!(matches!(read, Ok(Ok(n)) if n > 0), "the page started");
+    let config = Arc::new(w.pki.client_config(&[b"http/1.1"]));
+    let addr = w.proxy.addr;
+    let statuses = tokio::time::timeout(Duration::from_secs(40), async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut io = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        io.write_all(&get_request("GET", b"/metrics", ""))
+            .await
+            .unwrap();
+        read_exchange(&mut io, 1, Duration::from_secs(10))
+            .await
+            .statuses()
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("a scraper was locked out for 40 s by a client that stopped reading")
+    });
+    assert_eq!(statuses, [200], "after {:?}", start.elapsed());
+    drop(stalled);
+}

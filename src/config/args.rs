@@ -208,7 +208,8 @@ pub struct ServingArgs {
     pub header_read_timeout: Duration,
 
     /// A connection with no request in flight for this long is closed (HTTP/2 with a
-    /// GOAWAY; keep-alive PINGs do not count).
+    /// GOAWAY; keep-alive PINGs do not count), and so is one whose client has taken no
+    /// byte of a response for this long.
     #[arg(long, env = "SCRAPE_GUARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
     pub idle_timeout: Duration,
 

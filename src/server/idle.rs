@@ -3,10 +3,16 @@
 //! The TLS handshake is timed, and hyper times an HTTP/1.1 request head — but a client
 //! that completes the handshake and then sends nothing sits in hyper-util's protocol
 //! detection forever, and an HTTP/2 client that opens no streams but answers keep-alive
-//! PINGs stays forever. `Tracked` notes whether the client has sent any byte;
-//! `Activity::begin` counts requests from their start until their response body is
-//! done. `Activity::remaining` then says when a connection has been silent since the
-//! handshake for too long, or has had no request in flight for too long.
+//! PINGs stays forever. A client that asks for a page and then stops reading it keeps
+//! its request in flight forever too. `Tracked` notes whether the client has sent any
+//! byte, and since when writes to it have been blocked; `Activity::begin` counts
+//! requests from their start until their response body is done. `Activity::remaining`
+//! then says when a connection has been silent since the handshake for too long, has
+//! had no request in flight for too long, or has not taken a byte for too long.
+//!
+//! A client that keeps reading, however slowly, is not cut off: there is no minimum
+//! rate, only a limit on a complete stop. A request waiting on a slow exporter writes
+//! nothing and is not blocked, so it is not cut off either.
 
 use std::{
     io,
@@ -34,6 +40,9 @@ pub(super) struct Activity {
     last_ms: AtomicU64,
     read_any: AtomicBool,
     in_flight: AtomicUsize,
+    /// Since when (ms since `start`, plus one; 0: not blocked) the client has not
+    /// taken the bytes we are writing.
+    blocked_ms: AtomicU64,
 }
 
 impl Activity {
@@ -43,6 +52,23 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             read_any: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            blocked_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records whether a write to the client went through or had to wait.
+    fn wrote<T>(&self, polled: &Poll<T>) {
+        if polled.is_pending() {
+            if self.blocked_ms.load(Ordering::Relaxed) == 0 {
+                self.blocked_ms
+                    .store(self.elapsed_ms().saturating_add(1), Ordering::Relaxed);
+            }
+        } else if self.blocked_ms.load(Ordering::Relaxed) != 0 {
+            self.blocked_ms.store(0, Ordering::Relaxed);
         }
     }
 
@@ -55,13 +81,18 @@ impl Activity {
 
     /// `None` once the connection should be closed; otherwise how long until it should
     /// be checked again. Until the client has sent a byte the limit is `first_byte`
-    /// from the handshake; after that, `idle` with no request in flight.
+    /// from the handshake; after that, `idle` with no request in flight, or `idle`
+    /// without taking a byte of a response.
     pub(super) fn remaining(&self, first_byte: Duration, idle: Duration) -> Option<Duration> {
         if !self.read_any.load(Ordering::Relaxed) {
             return (self.start + first_byte).checked_duration_since(Instant::now());
         }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Some(idle);
+            return match self.blocked_ms.load(Ordering::Relaxed) {
+                0 => Some(idle),
+                since => (self.start + Duration::from_millis(since - 1) + idle)
+                    .checked_duration_since(Instant::now()),
+            };
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         (self.start + last + idle).checked_duration_since(Instant::now())
@@ -75,8 +106,9 @@ pub(super) struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.0;
-        let ms = u64::try_from(activity.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        activity.last_ms.store(ms, Ordering::Relaxed);
+        activity
+            .last_ms
+            .store(activity.elapsed_ms(), Ordering::Relaxed);
         activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -150,7 +182,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -158,7 +192,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -166,7 +202,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -211,5 +249,42 @@ mod tests {
             activity.remaining(first, idle).is_none(),
             "pings are not requests"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_expires_but_a_slow_exporter_does_not() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::new());
+        let mut tracked = Tracked::new(server, Arc::clone(&activity));
+        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        client.write_all(b"GET").await.unwrap();
+        tracked.read_exact(&mut [0u8; 3]).await.unwrap();
+        let request = activity.begin();
+
+        // Waiting on the exporter: nothing written, nothing blocked.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert_eq!(activity.remaining(first, idle), Some(idle));
+
+        // The client reads what it is sent: never blocked for long.
+        let page = [b'x'; 256];
+        let (written, read) = tokio::join!(tracked.write_all(&page), async {
+            client.read_exact(&mut [0u8; 256]).await
+        });
+        written.unwrap();
+        read.unwrap();
+        assert_eq!(activity.remaining(first, idle), Some(idle));
+
+        // The client stops reading: the write waits, and after `idle` the connection
+        // is due to be closed although its request is still in flight.
+        let stuck = tokio::time::timeout(Duration::from_secs(1), tracked.write_all(&page)).await;
+        assert!(stuck.is_err(), "the 64-byte pipe is full");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(activity.remaining(first, idle).is_some());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(
+            activity.remaining(first, idle).is_none(),
+            "blocked for longer than idle"
+        );
+        drop(request);
     }
 }
