@@ -35,6 +35,8 @@ pub struct Config {
     pub http2_max_size: u32,
     pub max_request_header_bytes: u32,
     pub max_connections: usize,
+    /// `--worker-threads`, already capped at the CPUs available.
+    pub worker_threads: usize,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -108,6 +110,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// CPUs this process may use: affinity and cgroup CPU quota included.
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 impl TryFrom<Args> for Config {
     type Error = ConfigError;
 
@@ -143,6 +150,7 @@ impl TryFrom<Args> for Config {
             http2_max_size,
             max_request_header_bytes,
             max_connections,
+            worker_threads,
             tls_handshake_timeout,
             header_read_timeout,
             idle_timeout,
@@ -316,6 +324,9 @@ impl TryFrom<Args> for Config {
         if max_connections == 0 {
             check(Err("--max-connections must be at least 1".into()));
         }
+        if worker_threads == 0 {
+            check(Err("--worker-threads must be at least 1".into()));
+        }
         if http2_max_concurrent_streams == 0 {
             check(Err(
                 "--http2-max-concurrent-streams must be at least 1".into()
@@ -344,6 +355,7 @@ impl TryFrom<Args> for Config {
             http2_max_size,
             max_request_header_bytes,
             max_connections,
+            worker_threads: worker_threads.min(available_cpus()),
             tls_handshake_timeout,
             header_read_timeout,
             idle_timeout,
@@ -459,6 +471,7 @@ mod tests {
         assert_eq!(config.ttls.authz_allow, Duration::from_secs(300));
         assert_eq!(config.ttls.authz_deny, Duration::from_secs(30));
         assert_eq!(config.cache_max_entries, 65536);
+        assert_eq!(config.worker_threads, available_cpus().min(2));
         assert_eq!(config.apiserver_timeout, Duration::from_secs(5));
         assert_eq!(config.upstream_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));

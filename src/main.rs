@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         },
         Some(Command::CanI(args)) => {
             init_logging("text", "warn");
-            let Some(runtime) = runtime() else {
+            let Some(runtime) = runtime(1) else {
                 return ExitCode::from(doctor::ERROR);
             };
             let (report, code) = runtime.block_on(doctor::can_i(args));
@@ -53,7 +53,7 @@ fn proxy(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = runtime(config.worker_threads) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(scrape_guard::run(config)) {
@@ -66,8 +66,9 @@ fn proxy(args: Args) -> ExitCode {
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+fn runtime(worker_threads: usize) -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .map_err(|error| eprintln!("scrape-guard: starting the async runtime: {error}"))

@@ -74,6 +74,7 @@ fn bad_flags_exit_2_naming_each_flag() {
             "--tls-min-version=VersionTLS10",
             "--allow-paths=/a",
             "--ignore-paths=/b",
+            "--worker-threads=0",
         ],
         &[],
     );
@@ -81,6 +82,7 @@ fn bad_flags_exit_2_naming_each_flag() {
     for needle in [
         "--tls-min-version",
         "--allow-paths and --ignore-paths",
+        "--worker-threads must be at least 1",
         "--upstream is required",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");

@@ -198,6 +198,12 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Threads serving connections; fewer if fewer CPUs are available (a container's
+    /// CPU limit counts). Every thread adds allocator memory, so a sidecar on a big
+    /// node without a CPU limit must not start one per core.
+    #[arg(long, env = "SCRAPE_GUARD_WORKER_THREADS", default_value_t = 2)]
+    pub worker_threads: usize,
+
     /// Time to complete the TLS handshake, and then to send the first byte.
     #[arg(long, env = "SCRAPE_GUARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_go_duration)]
     pub tls_handshake_timeout: Duration,
