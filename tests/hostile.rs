@@ -2069,6 +2069,26 @@ async fn rewrite_header_values_are_all_reviewed_or_refused() {
     );
 }
 
+/// A scrape over a new connection, which may first wait in the listen backlog for a
+/// `--max-connections` slot: its statuses, or `None` if not answered within `max`.
+async fn scrape_on_a_new_connection(w: &World, max: Duration) -> Option<Vec<u16>> {
+    let config = Arc::new(w.pki.client_config(&[b"http/1.1"]));
+    let addr = w.proxy.addr;
+    tokio::time::timeout(max, async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut io = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        io.write_all(&get_request("GET", b"/metrics", ""))
+            .await
+            .unwrap();
+        read_exchange(&mut io, 1, Duration::from_secs(10))
+            .await
+            .statuses()
+    })
+    .await
+    .ok()
+}
+
 /// A client that completes the TLS handshake and then sends nothing is never closed:
 /// hyper-util's auto builder waits for the first bytes (to tell HTTP/1.1 from HTTP/2)
 /// with no timeout, the 60 s header-read timeout only starts after that, and
@@ -2089,21 +2109,9 @@ async fn silent_connections_cannot_hold_every_connection_slot() {
     ];
     // Every slot is held. A scraper arriving now waits in the backlog, and must be
     // served once the silent connections are reaped (within the 60 s header timeout).
-    let config = Arc::new(w.pki.client_config(&[b"http/1.1"]));
-    let addr = w.proxy.addr;
-    let statuses = tokio::time::timeout(Duration::from_secs(70), async move {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut io = TlsConnector::from(config).connect(name, tcp).await.unwrap();
-        io.write_all(&get_request("GET", b"/metrics", ""))
-            .await
-            .unwrap();
-        read_exchange(&mut io, 1, Duration::from_secs(10))
-            .await
-            .statuses()
-    })
-    .await
-    .unwrap_or_else(|_| panic!("a scraper was locked out for 70 s by 2 silent connections"));
+    let statuses = scrape_on_a_new_connection(&w, Duration::from_secs(70))
+        .await
+        .unwrap_or_else(|| panic!("a scraper was locked out for 70 s by 2 silent connections"));
     assert_eq!(statuses, [200], "after {:?}", start.elapsed());
     for io in &mut silent {
         let mut buf = [0u8; 64];
@@ -2153,23 +2161,11 @@ async fn a_client_that_stops_reading_cannot_hold_a_slot() {
     let mut head = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut head)).await;
     assert!(matches!(read, Ok(Ok(n)) if n > 0), "the page started");
-    let config = Arc::new(w.pki.client_config(&[b"http/1.1"]));
-    let addr = w.proxy.addr;
-    let statuses = tokio::time::timeout(Duration::from_secs(40), async move {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut io = TlsConnector::from(config).connect(name, tcp).await.unwrap();
-        io.write_all(&get_request("GET", b"/metrics", ""))
-            .await
-            .unwrap();
-        read_exchange(&mut io, 1, Duration::from_secs(10))
-            .await
-            .statuses()
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!("a scraper was locked out for 40 s by a client that stopped reading")
-    });
+    let statuses = scrape_on_a_new_connection(&w, Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|| {
+            panic!("a scraper was locked out for 40 s by a client that stopped reading")
+        });
     assert_eq!(statuses, [200], "after {:?}", start.elapsed());
     drop(stalled);
 }
