@@ -1,20 +1,93 @@
 //! Files that take effect without a restart: token files, RBAC files, the config file.
 //!
-//! A `Watched<T>` holds the last good parse of a set of files. A poller re-reads them
-//! every few seconds (content compare, so Kubernetes' `..data` symlink swaps and
-//! editors' rename-into-place are both seen) and installs a new value only if the new
-//! contents parse. A broken or briefly missing file is logged and the last good value
-//! stays in force: reloading can never open a hole or take the process down.
+//! A `Watched<T>` holds the last good parse of a set of files. A reloader re-reads them
+//! when inotify reports a change in their directories (where Kubernetes swaps a
+//! Secret's `..data` symlink, and editors rename into place), and every few seconds
+//! anyway, in case an event is missed or inotify is unavailable. It compares contents
+//! and installs a new value only if the new contents parse. A broken or briefly
+//! missing file is logged and the last good value stays in force: reloading can never
+//! open a hole or take the process down. `Changes` is the wake-up, shared with the
+//! certificate reloaders in `tls.rs`.
 
 use std::{
+    collections::BTreeSet,
     fmt,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-/// How often watched files are re-read.
+use futures_util::{FutureExt, StreamExt};
+use inotify::{EventStream, Inotify, WatchMask};
+
+/// How often watched files are re-read even without a change event.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Events often come in bursts (a Secret update writes several files): wait this long
+/// after the first one, then read once.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Wakes a reloader when its files may have changed.
+pub struct Changes {
+    interval: tokio::time::Interval,
+    events: Option<EventStream<[u8; 4096]>>,
+}
+
+impl Changes {
+    /// Watches the directories holding `files`; without inotify, only the timer.
+    pub fn new(files: &[&Path]) -> Self {
+        let mut interval = tokio::time::interval(RELOAD_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let events = watch_directories(files)
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot watch files for changes; re-reading every 5 s only");
+            })
+            .ok();
+        Self { interval, events }
+    }
+
+    /// Returns at the next change event (after `SETTLE`) or timer tick.
+    pub async fn next(&mut self) {
+        let Some(events) = &mut self.events else {
+            self.interval.tick().await;
+            return;
+        };
+        tokio::select! {
+            _ = self.interval.tick() => {}
+            event = events.next() => match event {
+                Some(Ok(_)) => {
+                    tokio::time::sleep(SETTLE).await;
+                    // Take what else arrived meanwhile without waiting for more.
+                    while let Some(Some(Ok(_))) = events.next().now_or_never() {}
+                }
+                // The stream failed or ended: fall back to the timer for good.
+                _ => self.events = None,
+            },
+        }
+    }
+}
+
+fn watch_directories(files: &[&Path]) -> std::io::Result<EventStream<[u8; 4096]>> {
+    let inotify = Inotify::init()?;
+    let directories: BTreeSet<&Path> = files
+        .iter()
+        .map(|file| match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        })
+        .collect();
+    for directory in directories {
+        inotify.watches().add(
+            directory,
+            WatchMask::CLOSE_WRITE
+                | WatchMask::MOVED_TO
+                | WatchMask::CREATE
+                | WatchMask::DELETE
+                | WatchMask::ATTRIB,
+        )?;
+    }
+    inotify.into_event_stream([0; 4096])
+}
 
 type Parser<T> = dyn Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync;
 
@@ -58,19 +131,19 @@ impl<T: Send + Sync + 'static> Watched<T> {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Polls the files and swaps in valid new contents until `self` is dropped.
+    /// Re-reads the files on change and swaps in valid new contents until `self` is
+    /// dropped.
     pub fn spawn_reloader(self: &Arc<Self>) {
         if self.files.is_empty() {
             return;
         }
         let this = Arc::downgrade(self);
         let mut last = read_all(&self.files).ok();
+        let files: Vec<&Path> = self.files.iter().map(PathBuf::as_path).collect();
+        let mut changes = Changes::new(&files);
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(RELOAD_INTERVAL);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
             loop {
-                interval.tick().await;
+                changes.next().await;
                 let Some(this) = this.upgrade() else { return };
                 let contents = match read_all(&this.files) {
                     Ok(contents) => contents,
@@ -155,5 +228,51 @@ mod tests {
     fn load_errors_name_the_file() {
         let err = Watched::load("number", vec!["/nonexistent/n".into()], parse_number).unwrap_err();
         assert!(err.contains("/nonexistent/n"), "{err}");
+    }
+
+    /// Polled until `want` or 3 s: well under `RELOAD_INTERVAL`, so only a change
+    /// event can make it in time.
+    async fn eventually(watched: &Watched<u32>, want: u32) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if *watched.get() == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn changes_are_seen_at_once_including_a_kubernetes_secret_swap() {
+        // A Secret volume: n -> ..data/n, ..data -> ..v1; an update writes ..v2 and
+        // renames a new ..data symlink over the old one.
+        let dir = tempfile::tempdir().unwrap();
+        let version = |name: &str, value: &str| {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("n"), value).unwrap();
+            std::os::unix::fs::symlink(name, dir.path().join("..data_tmp")).unwrap();
+            std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        };
+        version("..v1", "1");
+        std::os::unix::fs::symlink("..data/n", dir.path().join("n")).unwrap();
+        let watched = Watched::load("number", vec![dir.path().join("n")], parse_number).unwrap();
+        watched.spawn_reloader();
+        // Let the reloader start and take its first, immediate look.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        version("..v2", "2");
+        assert!(
+            eventually(&watched, 2).await,
+            "symlink swap not seen within 3 s"
+        );
+
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "5").unwrap();
+        let watched = Watched::load("number", vec![plain.clone()], parse_number).unwrap();
+        watched.spawn_reloader();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(&plain, "6").unwrap();
+        assert!(eventually(&watched, 6).await, "rewrite not seen within 3 s");
     }
 }

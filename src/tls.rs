@@ -1,8 +1,9 @@
 //! Serving TLS: certificate loading, reload on change, and the version/cipher policy.
 //!
 //! The serving pair is held behind a resolver so it can be swapped without touching
-//! live connections: a poller re-reads the files every few seconds and installs a new
-//! pair only when it parses and the key matches the certificate. A missing or
+//! live connections: a reloader re-reads the files when inotify reports a change (and
+//! every few seconds anyway, see `reload::Changes`) and installs a new pair only when it
+//! parses and the key matches the certificate. A missing or
 //! half-written file (a Secret volume mid-swap, cert-manager mid-renewal) is logged and
 //! the last good pair keeps serving — kube-rbac-proxy exits in that case.
 //!
@@ -14,7 +15,6 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{atomic::Ordering, Arc, RwLock},
-    time::Duration,
 };
 
 use rustls::{
@@ -32,10 +32,12 @@ use rustls_pki_types::UnixTime;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::{authn::User, config::TlsSource, metrics::Metrics, reload::Watched};
-
-/// How often the certificate files are re-read.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+use crate::{
+    authn::User,
+    config::TlsSource,
+    metrics::Metrics,
+    reload::{Changes, Watched},
+};
 
 /// A problem loading the serving certificate, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -278,7 +280,8 @@ impl ServingCert {
             .store(not_after, Ordering::Relaxed);
     }
 
-    /// Re-reads the files every few seconds; installs a new pair only if it is valid.
+    /// Re-reads the files when they change (and every few seconds); installs a new pair
+    /// only if it is valid.
     pub fn spawn_reloader(self: &Arc<Self>) {
         let TlsSource::Files { cert, key } = self.source.clone() else {
             return;
@@ -286,10 +289,9 @@ impl ServingCert {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut last = read_both(&cert, &key).ok();
-            let mut interval = tokio::time::interval(RELOAD_INTERVAL);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut changes = Changes::new(&[&cert, &key]);
             loop {
-                interval.tick().await;
+                changes.next().await;
                 let Some(this) = this.upgrade() else { return };
                 let Ok(bytes) = read_both(&cert, &key) else {
                     // Missing for a moment during a Secret swap: keep the old pair.
