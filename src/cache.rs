@@ -74,7 +74,7 @@ pub enum Served {
 
 /// Whether this call runs the review or waits for another's.
 enum Role<V, E> {
-    Lead(watch::Sender<Option<Result<V, Arc<E>>>>),
+    Lead(watch::Sender<Option<Result<V, Arc<E>>>>, Flight<V, E>),
     Follow(Flight<V, E>),
 }
 
@@ -83,11 +83,19 @@ enum Role<V, E> {
 struct Landing<'a, V, E> {
     flights: &'a Mutex<HashMap<Key, Flight<V, E>>>,
     key: Key,
+    flight: Flight<V, E>,
 }
 
 impl<V, E> Drop for Landing<'_, V, E> {
     fn drop(&mut self) {
-        lock(self.flights).remove(&self.key);
+        let mut flights = lock(self.flights);
+        // Only our own: a successor may already have replaced it.
+        if flights
+            .get(&self.key)
+            .is_some_and(|flight| flight.same_channel(&self.flight))
+        {
+            flights.remove(&self.key);
+        }
     }
 }
 
@@ -147,10 +155,11 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
                         }
                     }
                 }
-                Role::Lead(sender) => {
+                Role::Lead(sender, flight) => {
                     let _landing = Landing {
                         flights: &self.flights,
                         key,
+                        flight,
                     };
                     // Polled here only: a call leads at most once, then returns.
                     let answer = review.as_mut().await.map_err(Arc::new);
@@ -180,8 +189,8 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
             Some(flight) if flight.has_changed().is_ok() => Role::Follow(flight.clone()),
             _ => {
                 let (sender, flight) = watch::channel(None);
-                flights.insert(key, flight);
-                Role::Lead(sender)
+                flights.insert(key, flight.clone());
+                Role::Lead(sender, flight)
             }
         }
     }
