@@ -24,7 +24,7 @@ use kube::{
 };
 use tokio::{sync::Semaphore, time::Instant};
 
-use crate::{config::RateLimit, metrics::Metrics};
+use crate::metrics::Metrics;
 
 /// Retries after the first attempt, within `--apiserver-timeout`.
 const MAX_RETRIES: u32 = 3;
@@ -36,6 +36,25 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the apiserver may go unanswered before `/readyz` fails: one failed probe
 /// or review is a blip, not an outage.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
+
+/// Client-side limit on reviews sent to the apiserver (client-go's QPS/burst).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateLimit {
+    Unlimited,
+    TokenBucket { qps: f64, burst: u32 },
+}
+
+impl RateLimit {
+    /// client-go semantics: 0 means its defaults (5 QPS, burst 10); negative, no limit.
+    pub fn from_flags(qps: f32, burst: u32) -> Self {
+        if qps < 0.0 {
+            return Self::Unlimited;
+        }
+        let qps = if qps == 0.0 { 5.0 } else { f64::from(qps) };
+        let burst = if burst == 0 { 10 } else { burst };
+        Self::TokenBucket { qps, burst }
+    }
+}
 
 /// Why a review produced no answer. Never carries a token.
 #[derive(Debug, thiserror::Error)]

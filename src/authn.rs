@@ -10,7 +10,7 @@
 
 pub mod token_file;
 
-use std::{collections::BTreeMap, fmt, path::Path, sync::Arc, time::Duration};
+use std::{fmt, path::Path, sync::Arc, time::Duration};
 
 use http::{header, HeaderMap};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -19,21 +19,12 @@ use crate::{
     apiserver::{Apiserver, ReviewError},
     cache::{Interner, Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
-    metrics::{Metrics, Source},
+    identity::{Source, User},
+    metrics::Metrics,
     reload::Watched,
 };
 
 use self::token_file::TokenFile;
-
-/// An authenticated caller, as the apiserver described it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct User {
-    pub name: String,
-    pub uid: String,
-    /// Shared between users with the same groups (see `cache::Interner`).
-    pub groups: Arc<[String]>,
-    pub extra: BTreeMap<String, Vec<String>>,
-}
 
 /// A bearer token, borrowed from the request's headers: the only owned copy is the one
 /// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.

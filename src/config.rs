@@ -21,7 +21,12 @@ pub use self::{
     go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress},
 };
 
-use crate::{paths::PathPolicy, tls::TlsPolicy, upstream::UpstreamOptions};
+use crate::{
+    apiserver::RateLimit,
+    paths::PathPolicy,
+    tls::{TlsPolicy, TlsSource},
+    upstream::{IdentityHeaders, UpstreamOptions},
+};
 
 /// The validated configuration `run` works from.
 #[derive(Debug, Clone)]
@@ -61,13 +66,6 @@ pub struct Config {
     pub access_log: bool,
 }
 
-/// Where the serving certificate comes from.
-#[derive(Debug, Clone)]
-pub enum TlsSource {
-    Files { cert: PathBuf, key: PathBuf },
-    SelfSigned,
-}
-
 /// Cache lifetimes, one per kind of answer.
 #[derive(Debug, Clone, Copy)]
 pub struct Ttls {
@@ -75,23 +73,6 @@ pub struct Ttls {
     pub authn_rejected: Duration,
     pub authz_allow: Duration,
     pub authz_deny: Duration,
-}
-
-/// Client-side limit on reviews sent to the apiserver (client-go's QPS/burst).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RateLimit {
-    Unlimited,
-    TokenBucket { qps: f64, burst: u32 },
-}
-
-/// Headers that carry the caller's identity upstream. The names are always stripped
-/// from client requests; `enabled` decides whether we set them.
-#[derive(Debug, Clone)]
-pub struct IdentityHeaders {
-    pub enabled: bool,
-    pub user: http::HeaderName,
-    pub groups: http::HeaderName,
-    pub separator: String,
 }
 
 /// Every problem found in the flags, reported together.
@@ -388,18 +369,6 @@ impl TryFrom<Args> for Config {
             max_inflight_reviews,
             access_log,
         })
-    }
-}
-
-impl RateLimit {
-    /// client-go semantics: 0 means its defaults (5 QPS, burst 10); negative, no limit.
-    pub fn from_flags(qps: f32, burst: u32) -> Self {
-        if qps < 0.0 {
-            return Self::Unlimited;
-        }
-        let qps = if qps == 0.0 { 5.0 } else { f64::from(qps) };
-        let burst = if burst == 0 { 10 } else { burst };
-        Self::TokenBucket { qps, burst }
     }
 }
 

@@ -10,12 +10,12 @@ use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use crate::{
     apiserver::Apiserver,
-    authn::{Authenticator, BearerToken, User},
-    authz::{Attributes, Authorizer},
-    config::{CanIArgs, RateLimit, RbacArgs},
+    apiserver::RateLimit,
+    authn::{Authenticator, BearerToken},
+    authz::{Attributes, Authorizer, LocalPolicy},
+    config::{CanIArgs, RbacArgs},
     error::ProxyError,
-    metrics::Source,
-    policy::LocalPolicy,
+    identity::{Source, User},
 };
 
 /// Exit codes, as documented in `--help`.
@@ -380,7 +380,7 @@ mod tests {
         let subject = Subject::for_user("system:serviceaccount:monitoring:prometheus-k8s");
         let yaml = rbac_yaml(&subject, &["/metrics".into(), "/federate*".into()], "get");
         let rbac =
-            crate::policy::rbac::Rbac::parse(&[("generated".into(), yaml.clone().into_bytes())])
+            crate::authz::rbac::Rbac::parse(&[("generated".into(), yaml.clone().into_bytes())])
                 .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let user = User {
             name: "system:serviceaccount:monitoring:prometheus-k8s".into(),

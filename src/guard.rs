@@ -12,13 +12,14 @@ use http::{header, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::{
-    authn::{Authenticator, User},
+    authn::Authenticator,
     authz::Authorizer,
     body::ProxyBody,
     error::ProxyError,
-    metrics::{Metrics, Source},
+    identity::{Source, User},
+    metrics::Metrics,
     paths::{PathPolicy, Route},
-    server::Peer,
+    server::{Handler, Peer},
     upstream::Upstream,
 };
 
@@ -33,9 +34,9 @@ pub struct Guard {
     pub access_log: bool,
 }
 
-impl Guard {
+impl Handler for Guard {
     /// Serves one request: the proxied response, or the error's response.
-    pub async fn handle(
+    async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: Arc<Peer>,
@@ -66,7 +67,9 @@ impl Guard {
         }
         response
     }
+}
 
+impl Guard {
     async fn pipeline(
         &self,
         request: Request<Incoming>,

@@ -22,9 +22,9 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod guard;
+pub mod identity;
 pub mod metrics;
 pub mod paths;
-pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod tls;
@@ -38,11 +38,10 @@ use crate::{
     admin::Admin,
     apiserver::Apiserver,
     authn::Authenticator,
-    authz::Authorizer,
+    authz::{Authorizer, LocalPolicy},
     config::{Config, ListenAddress},
     guard::Guard,
     metrics::Metrics,
-    policy::LocalPolicy,
     server::HttpSettings,
     tls::ServingCert,
     upstream::Upstream,
@@ -103,7 +102,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 /// Loads certificates, builds the clients, binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let metrics = Arc::new(Metrics::new());
-    let cert = ServingCert::load(&config.tls, Arc::clone(&metrics))?;
+    let expiry = Arc::clone(&metrics);
+    let cert = ServingCert::load(&config.tls, move |t| expiry.certificate_expires(t))?;
     cert.spawn_reloader();
     let apiserver = Apiserver::connect(
         config.kubeconfig.as_deref(),
@@ -156,7 +156,16 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         .as_deref()
         .map(tls::ClientCa::load)
         .transpose()?;
-    let acceptor = tls::acceptor(&cert, &config.tls_policy, config.http2, client_ca.as_ref())?;
+    let acceptor = tls::acceptor(
+        &cert,
+        &config.tls_policy,
+        if config.http2 {
+            tls::Alpn::Http2AndHttp11
+        } else {
+            tls::Alpn::Http11
+        },
+        client_ca.as_ref(),
+    )?;
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = futures_util::FutureExt::shared(async {
         let _ = stopped.await;
@@ -176,7 +185,12 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             apiserver: apiserver.clone(),
             guard: Arc::clone(&guard),
         });
-        let admin_acceptor = tls::acceptor(&cert, &config.tls_policy, false, client_ca.as_ref());
+        let admin_acceptor = tls::acceptor(
+            &cert,
+            &config.tls_policy,
+            tls::Alpn::Http11,
+            client_ca.as_ref(),
+        );
         (listener, admin, admin_acceptor)
     });
     let admin = match admin {
@@ -273,12 +287,12 @@ fn build_guard(
         paths: config.paths.clone(),
         authn: build_authenticator(config, apiserver, metrics)?,
         authz: build_authorizer(config, apiserver, metrics)?,
-        upstream: Upstream::new(
-            &config.upstream,
-            &config.upstream_options,
-            config.upstream_timeout,
-            config.identity_headers.clone(),
-        )?,
+        upstream: Upstream::new(&upstream::UpstreamSettings {
+            url: config.upstream.clone(),
+            options: config.upstream_options.clone(),
+            timeout: config.upstream_timeout,
+            identity: config.identity_headers.clone(),
+        })?,
     })
 }
 
@@ -320,8 +334,8 @@ fn local_addr(flag: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
 
 fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>, apiserver: bool) {
     let tls = match &config.tls {
-        config::TlsSource::Files { cert, .. } => cert.display().to_string(),
-        config::TlsSource::SelfSigned => "self-signed (in memory)".into(),
+        tls::TlsSource::Files { cert, .. } => cert.display().to_string(),
+        tls::TlsSource::SelfSigned => "self-signed (in memory)".into(),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -349,7 +363,7 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         mode = if apiserver { "apiserver" } else { "standalone (offline)" },
         "scrape-guard serving"
     );
-    if matches!(config.tls, config::TlsSource::SelfSigned) {
+    if matches!(config.tls, tls::TlsSource::SelfSigned) {
         tracing::warn!(
             "no --tls-cert-file/--tls-private-key-file: serving a self-signed certificate \
              generated at startup; clients cannot verify it"

@@ -5,8 +5,6 @@
 //! Counters are updated on the request path with relaxed atomics (prometheus-client);
 //! gauges that describe state (cache sizes, certificate expiry) are read at scrape time.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -18,35 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// Where an authentication or authorization answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// A cached review (including requests that waited on another's review).
-    Cache,
-    /// A review sent now.
-    Apiserver,
-    /// `--token-auth-file`, `--rbac-file` or a static rule.
-    Local,
-    /// A recent allow reused because the apiserver could not answer (`--stale-if-error`).
-    Stale,
-    /// Standalone mode's default deny.
-    Standalone,
-    /// A client certificate verified against `--client-ca-file`.
-    Certificate,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cache => "cache",
-            Self::Apiserver => "apiserver",
-            Self::Local => "local",
-            Self::Stale => "stale",
-            Self::Standalone => "standalone",
-            Self::Certificate => "client_certificate",
-        }
-    }
-}
+use crate::identity::Source;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
@@ -89,8 +59,6 @@ pub struct Metrics {
     review_errors: Family<ReviewLabels, Counter>,
     cache_entries: Family<CacheLabels, Gauge>,
     certificate_expiry: Gauge,
-    /// Written when the serving certificate is (re)loaded; read at scrape time.
-    pub certificate_not_after: AtomicI64,
 }
 
 fn latency_buckets() -> Histogram {
@@ -180,7 +148,6 @@ impl Metrics {
             review_errors,
             cache_entries,
             certificate_expiry,
-            certificate_not_after: AtomicI64::new(0),
         }
     }
 
@@ -219,6 +186,11 @@ impl Metrics {
         }
     }
 
+    /// The serving certificate in force expires at `not_after` (Unix seconds).
+    pub fn certificate_expires(&self, not_after: i64) {
+        self.certificate_expiry.set(not_after);
+    }
+
     /// The text exposition, with state gauges refreshed first.
     pub fn encode(&self, authn_entries: u64, authz_entries: u64) -> String {
         let set = |cache, n: u64| {
@@ -228,8 +200,6 @@ impl Metrics {
         };
         set("authentication", authn_entries);
         set("authorization", authz_entries);
-        self.certificate_expiry
-            .set(self.certificate_not_after.load(Ordering::Relaxed));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -249,9 +219,7 @@ mod tests {
         metrics.authenticated("authenticated", Source::Cache);
         metrics.authorized("allowed", Source::Stale);
         metrics.review("tokenreview", 0.05, false);
-        metrics
-            .certificate_not_after
-            .store(1_900_000_000, Ordering::Relaxed);
+        metrics.certificate_expires(1_900_000_000);
         let text = metrics.encode(3, 4);
         for needle in [
             "scrape_guard_requests_total{code=\"200\"} 1",

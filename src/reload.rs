@@ -1,4 +1,4 @@
-//! Files that take effect without a restart: token files, RBAC files, the config file.
+//! Files that take effect without a restart, and the one way they are re-read.
 //!
 //! A `Watched<T>` holds the last good parse of a set of files. A reloader re-reads them
 //! when inotify reports a change in their directories (where Kubernetes swaps a
@@ -6,8 +6,9 @@
 //! anyway, in case an event is missed or inotify is unavailable. It compares contents
 //! and installs a new value only if the new contents parse. A broken or briefly
 //! missing file is logged and the last good value stays in force: reloading can never
-//! open a hole or take the process down. `Changes` is the wake-up, shared with the
-//! certificate reloaders in `tls.rs`.
+//! open a hole or take the process down. Every file the proxy re-reads goes through
+//! `Watched`: the serving pair, the client CA, the upstream CA and client certificate,
+//! the token, RBAC and config files.
 
 use std::{
     collections::BTreeSet,
@@ -90,13 +91,22 @@ fn watch_directories(files: &[&Path]) -> std::io::Result<EventStream<[u8; 4096]>
 }
 
 type Parser<T> = dyn Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync;
+type Hook<T> = dyn Fn(&T) + Send + Sync;
 
 /// The current value parsed from a set of files, replaced when they change.
+///
+/// The rules, the same for every file the proxy re-reads: the last good value stays in
+/// force until new contents parse; a version is compared by digest (so a token file's
+/// contents are not kept in memory a second time) and each rejected version or read
+/// error is logged once, not on every tick; `on_swap` runs for the first value and for
+/// every value swapped in after it.
 pub struct Watched<T> {
     what: &'static str,
     files: Vec<PathBuf>,
     parse: Box<Parser<T>>,
+    on_swap: Box<Hook<T>>,
     current: RwLock<Arc<T>>,
+    loaded: Digest,
 }
 
 impl<T> fmt::Debug for Watched<T> {
@@ -115,14 +125,45 @@ impl<T: Send + Sync + 'static> Watched<T> {
         files: Vec<PathBuf>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
     ) -> Result<Arc<Self>, String> {
+        Self::load_with(what, files, parse, |_| {})
+    }
+
+    /// `load`, calling `on_swap` with the first value and with each one swapped in later
+    /// (for state derived from the value, such as a certificate's expiry gauge).
+    pub fn load_with(
+        what: &'static str,
+        files: Vec<PathBuf>,
+        parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
+        on_swap: impl Fn(&T) + Send + Sync + 'static,
+    ) -> Result<Arc<Self>, String> {
         let contents = read_all(&files)?;
         let value = parse(&contents)?;
+        on_swap(&value);
         Ok(Arc::new(Self {
             what,
             files,
             parse: Box::new(parse),
+            on_swap: Box::new(on_swap),
             current: RwLock::new(Arc::new(value)),
+            loaded: digest(&contents),
         }))
+    }
+
+    /// A value that comes from no file and never changes (a generated certificate).
+    pub fn fixed(
+        what: &'static str,
+        value: T,
+        on_swap: impl Fn(&T) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        on_swap(&value);
+        Arc::new(Self {
+            what,
+            files: Vec::new(),
+            parse: Box::new(|_| Err("a fixed value is never re-read".into())),
+            on_swap: Box::new(on_swap),
+            current: RwLock::new(Arc::new(value)),
+            loaded: digest(&[]),
+        })
     }
 
     /// The value in force.
@@ -132,42 +173,79 @@ impl<T: Send + Sync + 'static> Watched<T> {
     }
 
     /// Re-reads the files on change and swaps in valid new contents until `self` is
-    /// dropped.
+    /// dropped. Does nothing for a fixed value.
     pub fn spawn_reloader(self: &Arc<Self>) {
         if self.files.is_empty() {
             return;
         }
         let this = Arc::downgrade(self);
-        let mut last = read_all(&self.files).ok();
         let files: Vec<&Path> = self.files.iter().map(PathBuf::as_path).collect();
         let mut changes = Changes::new(&files);
+        let mut seen = Seen::Version(self.loaded);
         tokio::spawn(async move {
             loop {
                 changes.next().await;
                 let Some(this) = this.upgrade() else { return };
-                let contents = match read_all(&this.files) {
-                    Ok(contents) => contents,
-                    Err(error) => {
-                        tracing::warn!(what = this.what, %error, "cannot re-read; keeping the previous version");
-                        continue;
-                    }
-                };
-                if last.as_ref() == Some(&contents) {
-                    continue;
-                }
-                match (this.parse)(&contents) {
-                    Ok(value) => {
-                        *this.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
-                        tracing::info!(what = this.what, files = ?this.files, "reloaded");
-                    }
-                    Err(error) => {
-                        tracing::warn!(what = this.what, %error, "new version rejected; keeping the previous one");
-                    }
-                }
-                last = Some(contents);
+                this.reload(&mut seen);
             }
         });
     }
+
+    /// One look at the files. `seen` is what the last look found, so that an unchanged
+    /// version costs no parse and a bad one is reported once.
+    fn reload(&self, seen: &mut Seen) {
+        let contents = match read_all(&self.files) {
+            Ok(contents) => contents,
+            Err(error) => {
+                if *seen != Seen::Unreadable(error.clone()) {
+                    tracing::warn!(what = self.what, %error, "cannot re-read; keeping the previous version");
+                    *seen = Seen::Unreadable(error);
+                }
+                return;
+            }
+        };
+        let version = digest(&contents);
+        if *seen == Seen::Version(version) {
+            return;
+        }
+        *seen = Seen::Version(version);
+        match (self.parse)(&contents) {
+            Ok(value) => {
+                (self.on_swap)(&value);
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+                tracing::info!(what = self.what, files = ?self.files, "reloaded");
+            }
+            Err(error) => {
+                tracing::warn!(what = self.what, %error, "new version rejected; keeping the previous one");
+            }
+        }
+    }
+}
+
+/// A SHA-256 over every file's path and contents.
+type Digest = [u8; 32];
+
+/// What the reloader found last time it looked.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// Contents with this digest (accepted or rejected).
+    Version(Digest),
+    /// This read error.
+    Unreadable(String),
+}
+
+fn digest(contents: &[(PathBuf, Vec<u8>)]) -> Digest {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for (path, bytes) in contents {
+        let path = path.as_os_str().as_encoded_bytes();
+        context.update(&(path.len() as u64).to_le_bytes());
+        context.update(path);
+        context.update(&(bytes.len() as u64).to_le_bytes());
+        context.update(bytes);
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
 }
 
 fn read_all(files: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {

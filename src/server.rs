@@ -21,7 +21,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::{authn::User, body::ProxyBody, tls::client_certificate_user};
+use crate::{body::ProxyBody, identity::User, tls::client_certificate_user};
 
 /// How long a connection told to close may take to finish before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,16 +41,6 @@ pub trait Handler: Send + Sync + 'static {
         request: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
-}
-
-impl Handler for crate::guard::Guard {
-    fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        peer: Arc<Peer>,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send {
-        crate::guard::Guard::handle(self, request, peer)
-    }
 }
 
 /// Per-connection HTTP settings.

@@ -1,33 +1,23 @@
-//! Forwarding: the last stage. Builds the upstream request, cleans its headers,
-//! streams both bodies and maps transport failures to 502/504.
-//!
-//! Header hygiene is the security-relevant part: the client's `Authorization` (a
-//! token must never reach the exporter), hop-by-hop headers (including any named in
-//! `Connection`, which is how a client could otherwise smuggle one past us) and any
-//! client-supplied identity headers are removed on every request, whether or not
-//! `--auth-header-fields-enabled` is on; when it is, we set them from the reviewed user.
+//! Forwarding: the last stage. Builds the upstream request, cleans its headers
+//! (`headers`), streams both bodies and maps transport failures to 502/504.
 //!
 //! URL joining follows Go's `httputil.NewSingleHostReverseProxy`, so a kube-rbac-proxy
 //! `--upstream` with a base path or query means what it meant there. Bodies stream both
 //! ways; nothing is buffered whole, and `Content-Encoding` passes through untouched.
+//! When `--auth-header-fields-enabled` is on, the identity headers are set from the
+//! reviewed user.
 //!
-//! Transports: TCP (`http://`, `https://` with h2 by ALPN, or h2c with
-//! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`). For https, the CA
-//! bundle and the client certificate are re-read when they change, like the serving
-//! certificate; a client certificate works with or without `--upstream-ca-file`.
+//! Transports: TCP (`http://`, `https://` with h2 by ALPN (`client_tls`), or h2c with
+//! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`, `unix`).
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+mod client_tls;
+mod headers;
+mod unix;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use http::{
-    header::{self, HeaderName},
+    header,
     uri::{Authority, PathAndQuery, Scheme},
     HeaderMap, HeaderValue, Request, Response, Uri, Version,
 };
@@ -38,33 +28,12 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use rustls::{
-    client::{
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        ResolvesClientCert, WebPkiServerVerifier,
-    },
-    sign::CertifiedKey,
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::UnixStream;
 
-use crate::{
-    authn::User, body::ProxyBody, config::IdentityHeaders, error::ProxyError, reload::Watched,
+pub use self::headers::{
+    add_forwarding_headers, clean_request_headers, remove_hop_by_hop, IdentityHeaders,
 };
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the
-/// non-standard ones Go's reverse proxy also drops).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+use self::unix::UnixConnector;
+use crate::{body::ProxyBody, error::ProxyError, identity::User};
 
 /// Upper bound on an upstream connection's HTTP/1.1 read buffer. hyper's default
 /// (~400 KB) let 64 streamed 5 MB pages take the proxy to 70+ MiB; body chunks are
@@ -81,6 +50,17 @@ pub enum UpstreamError {
     File { flag: &'static str, message: String },
     #[error("upstream TLS: {0}")]
     Tls(#[source] rustls::Error),
+}
+
+/// Everything the upstream stage is configured with.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `--upstream` (for a Unix socket, `http://localhost/`).
+    pub url: Uri,
+    pub options: UpstreamOptions,
+    /// `--upstream-timeout`: connect and response headers.
+    pub timeout: Duration,
+    pub identity: IdentityHeaders,
 }
 
 /// How to reach and talk to the upstream, beyond its URL.
@@ -115,12 +95,14 @@ pub struct Upstream {
 
 impl Upstream {
     /// A pooled client for `--upstream` (h1; h2 by ALPN for https://).
-    pub fn new(
-        url: &Uri,
-        options: &UpstreamOptions,
-        timeout: Duration,
-        identity: IdentityHeaders,
-    ) -> Result<Self, UpstreamError> {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, UpstreamError> {
+        let UpstreamSettings {
+            url,
+            options,
+            timeout,
+            identity,
+        } = settings;
+        let timeout = *timeout;
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -136,7 +118,7 @@ impl Upstream {
                 path: Arc::from(path.as_path()),
             })),
             None => {
-                let tls = client_tls(options)?;
+                let tls = client_tls::client_tls(options)?;
                 let mut http = HttpConnector::new();
                 http.enforce_http(false);
                 http.set_nodelay(true);
@@ -161,7 +143,7 @@ impl Upstream {
             base_path,
             base_query: url.query().map(str::to_owned),
             timeout,
-            identity,
+            identity: identity.clone(),
         })
     }
 
@@ -254,203 +236,6 @@ pub fn join_paths(base: &str, path: &str) -> String {
     }
 }
 
-/// Strips what must never reach the upstream from a client request.
-pub fn clean_request_headers(headers: &mut HeaderMap, identity: &IdentityHeaders) {
-    remove_hop_by_hop(headers);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(&identity.user);
-    headers.remove(&identity.groups);
-}
-
-/// Removes hop-by-hop headers, including every header `Connection` names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
-/// Appends the peer to `X-Forwarded-For` (as Go's reverse proxy does) and records
-/// that the client spoke TLS.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    let ip = peer.ip().to_canonical().to_string();
-    let prior: Vec<&str> = headers
-        .get_all(&XFF)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if prior.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", prior.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(XFF, value);
-    }
-    headers.insert(XFP, HeaderValue::from_static("https"));
-}
-
-fn client_tls(options: &UpstreamOptions) -> Result<ClientConfig, UpstreamError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(UpstreamError::Tls)?;
-    let builder = match &options.ca_file {
-        Some(path) => {
-            let verifier = ReloadingVerifier::load(path, provider)?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-        }
-        None => {
-            use rustls_platform_verifier::BuilderVerifierExt;
-            builder
-                .with_platform_verifier()
-                .map_err(UpstreamError::Tls)?
-        }
-    };
-    Ok(match &options.client_cert {
-        Some((cert, key)) => builder.with_client_cert_resolver(ClientIdentity::load(cert, key)?),
-        None => builder.with_no_client_auth(),
-    })
-}
-
-/// `--upstream-ca-file`, re-read when it changes. Verification is webpki's, against
-/// the current bundle.
-#[derive(Debug)]
-struct ReloadingVerifier(Arc<Watched<Arc<WebPkiServerVerifier>>>);
-
-impl ReloadingVerifier {
-    fn load(
-        path: &Path,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-    ) -> Result<Arc<Self>, UpstreamError> {
-        let watched = Watched::load("--upstream-ca-file", vec![path.to_owned()], move |files| {
-            let (path, pem) = &files[0];
-            let roots = crate::tls::ca_bundle(path, pem)?;
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .build()
-                .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .map_err(|message| UpstreamError::File {
-            flag: "--upstream-ca-file",
-            message,
-        })?;
-        watched.spawn_reloader();
-        Ok(Arc::new(Self(watched)))
-    }
-}
-
-impl ServerCertVerifier for ReloadingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0
-            .get()
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.get().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.get().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.get().supported_verify_schemes()
-    }
-}
-
-/// `--upstream-client-cert-file`/`--upstream-client-key-file`, re-read when they change.
-#[derive(Debug)]
-struct ClientIdentity(Arc<Watched<Arc<CertifiedKey>>>);
-
-impl ClientIdentity {
-    fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, UpstreamError> {
-        let (cert_path, key_path) = (cert.to_owned(), key.to_owned());
-        let watched = Watched::load(
-            "--upstream-client-cert-file",
-            vec![cert.to_owned(), key.to_owned()],
-            move |files| {
-                crate::tls::parse_pair(&files[0].1, &files[1].1, &cert_path, &key_path)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .map_err(|message| UpstreamError::File {
-            flag: "--upstream-client-cert-file/--upstream-client-key-file",
-            message,
-        })?;
-        watched.spawn_reloader();
-        Ok(Arc::new(Self(watched)))
-    }
-}
-
-impl ResolvesClientCert for ClientIdentity {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0.get()))
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-/// Connects every request to one Unix socket, whatever the URI says.
-#[derive(Clone)]
-struct UnixConnector {
-    path: Arc<Path>,
-}
-
-impl tower_service::Service<Uri> for UnixConnector {
-    type Response = hyper_util::rt::TokioIo<UnixStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let path = Arc::clone(&self.path);
-        Box::pin(async move {
-            Ok(hyper_util::rt::TokioIo::new(
-                UnixStream::connect(&*path).await?,
-            ))
-        })
-    }
-}
-
 /// The error and its causes on one line ("client error (Connect): tcp connect
 /// error: Connection refused"), for the log.
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -467,13 +252,19 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
-    fn identity() -> IdentityHeaders {
-        IdentityHeaders {
-            enabled: true,
-            user: HeaderName::from_static("x-remote-user"),
-            groups: HeaderName::from_static("x-remote-groups"),
-            separator: "|".into(),
+    fn settings(url: &str) -> UpstreamSettings {
+        UpstreamSettings {
+            url: url.parse().unwrap(),
+            options: UpstreamOptions::default(),
+            timeout: Duration::from_secs(1),
+            identity: IdentityHeaders {
+                enabled: true,
+                user: HeaderName::from_static("x-remote-user"),
+                groups: HeaderName::from_static("x-remote-groups"),
+                separator: "|".into(),
+            },
         }
     }
 
@@ -495,15 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn targets_keep_path_and_join_queries() {
-        let upstream = |url: &str| {
-            Upstream::new(
-                &url.parse().unwrap(),
-                &UpstreamOptions::default(),
-                Duration::from_secs(1),
-                identity(),
-            )
-            .unwrap()
-        };
+        let upstream = |url: &str| Upstream::new(&settings(url)).unwrap();
         let table = [
             (
                 "http://127.0.0.1:9100/",
@@ -530,54 +313,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hygiene_removes_credentials_hop_by_hop_and_spoofed_identity() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("authorization", "Bearer secret"),
-            ("connection", "keep-alive, x-smuggled"),
-            ("x-smuggled", "1"),
-            ("keep-alive", "timeout=5"),
-            ("proxy-authorization", "Basic x"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("x-remote-user", "system:admin"),
-            ("x-remote-groups", "system:masters"),
-            ("accept-encoding", "gzip"),
-            ("accept", "text/plain"),
-        ] {
-            headers.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        clean_request_headers(&mut headers, &identity());
-        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["accept", "accept-encoding"]);
-    }
-
-    #[test]
-    fn forwarding_headers_append() {
-        let mut headers = HeaderMap::new();
-        let peer: SocketAddr = "[::ffff:10.0.0.7]:5555".parse().unwrap();
-        add_forwarding_headers(&mut headers, peer);
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
-        assert_eq!(headers["x-forwarded-proto"], "https");
-        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.7, 127.0.0.1");
-    }
-
     #[tokio::test]
     async fn identity_headers_are_set_when_enabled() {
-        let upstream = Upstream::new(
-            &"http://127.0.0.1:9100/".parse().unwrap(),
-            &UpstreamOptions::default(),
-            Duration::from_secs(1),
-            identity(),
-        )
-        .unwrap();
+        let upstream = Upstream::new(&settings("http://127.0.0.1:9100/")).unwrap();
         let user = User {
             name: "system:serviceaccount:monitoring:prometheus".into(),
             groups: [

@@ -8,8 +8,8 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
-    authn::User,
     cache::{Key, TokenHasher},
+    identity::User,
 };
 
 /// Users by token hash.

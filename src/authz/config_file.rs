@@ -22,11 +22,8 @@ use std::path::PathBuf;
 use http::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 
-use crate::{
-    authn::User,
-    authz::{verb_for, Attributes, ResourceAttributes},
-    error::ProxyError,
-};
+use super::{verb_for, Attributes, ResourceAttributes};
+use crate::{error::ProxyError, identity::User};
 
 /// The parsed, validated config file.
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -12,7 +12,8 @@ use k8s_openapi::api::rbac::v1::{
 };
 use serde_json::Value;
 
-use crate::{authn::User, authz::Attributes};
+use super::Attributes;
+use crate::identity::User;
 
 /// The RBAC objects from every `--rbac-file`, indexed for evaluation.
 #[derive(Debug, Default)]

@@ -8,9 +8,6 @@
 //! Local policy only ever *allows*. When it has no allow, the apiserver decides — or,
 //! with no apiserver (standalone mode), the answer is 403.
 
-pub mod config_file;
-pub mod rbac;
-
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -18,9 +15,8 @@ use std::{
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::{authn::User, authz::Attributes, error::ProxyError, reload::Watched};
-
-use self::{config_file::ConfigFile, rbac::Rbac};
+use super::{config_file::ConfigFile, rbac::Rbac, Attributes};
+use crate::{error::ProxyError, identity::User, reload::Watched};
 
 /// The local layers of the authorizer chain.
 #[derive(Debug, Default, Clone)]

@@ -1,0 +1,126 @@
+//! The serving certificate: loaded at startup, swapped without touching live
+//! connections when its files change.
+//!
+//! The pair sits behind a resolver, so a new one applies to the next handshake. It is
+//! re-read like every other watched file (`reload::Watched`): a new pair is installed
+//! only when it parses and the key matches the certificate, and a missing or
+//! half-written file (a Secret volume mid-swap, cert-manager mid-renewal) is logged once
+//! while the last good pair keeps serving.
+
+use std::sync::Arc;
+
+use rustls::{
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use rustls_pki_types::PrivateKeyDer;
+
+use super::{
+    pem::{certified_key, not_after, parse_pair},
+    TlsError, TlsSource,
+};
+use crate::reload::Watched;
+
+/// A pair in force, with its expiry read once when it was loaded.
+struct Pair {
+    key: Arc<CertifiedKey>,
+    /// The leaf's notAfter, Unix seconds (0 if unreadable, which counts as expired).
+    not_after: i64,
+}
+
+impl Pair {
+    fn new(key: CertifiedKey) -> Self {
+        let not_after = key.cert.first().map_or(0, |c| not_after(c.as_ref()));
+        Self {
+            key: Arc::new(key),
+            not_after,
+        }
+    }
+}
+
+/// The serving certificate: loaded, swappable, and reloaded from disk.
+#[derive(Debug)]
+pub struct ServingCert {
+    pair: Arc<Watched<Pair>>,
+}
+
+impl ServingCert {
+    /// Loads the files (or generates a self-signed pair), failing with the file's name.
+    /// `on_expiry` is told each pair's notAfter (Unix seconds): the first and every
+    /// reloaded one.
+    pub fn load(
+        source: &TlsSource,
+        on_expiry: impl Fn(i64) + Send + Sync + 'static,
+    ) -> Result<Arc<Self>, TlsError> {
+        let on_swap = move |pair: &Pair| on_expiry(pair.not_after);
+        let pair = match source {
+            TlsSource::Files { cert, key } => {
+                let (cert_path, key_path) = (cert.clone(), key.clone());
+                Watched::load_with(
+                    "--tls-cert-file/--tls-private-key-file",
+                    vec![cert.clone(), key.clone()],
+                    move |files| {
+                        parse_pair(&files[0].1, &files[1].1, &cert_path, &key_path).map(Pair::new)
+                    },
+                    on_swap,
+                )
+                .map_err(TlsError::File)?
+            }
+            TlsSource::SelfSigned => Watched::fixed(
+                "self-signed certificate",
+                Pair::new(self_signed()?),
+                on_swap,
+            ),
+        };
+        Ok(Arc::new(Self { pair }))
+    }
+
+    /// Re-reads the files when they change (a self-signed pair never changes).
+    pub fn spawn_reloader(&self) {
+        self.pair.spawn_reloader();
+    }
+
+    /// Whether the certificate in force is unexpired (for /readyz).
+    pub fn is_valid(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let pair = self.pair.get();
+        !pair.key.cert.is_empty() && now < pair.not_after
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.pair.get().key))
+    }
+}
+
+/// An in-memory self-signed pair for localhost and this host's name.
+fn self_signed() -> Result<CertifiedKey, TlsError> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_owned());
+        }
+    }
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    certified_key(vec![generated.cert.der().clone()], key).map_err(TlsError::SelfSigned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{acceptor, Alpn, TlsPolicy};
+
+    #[test]
+    fn self_signed_is_usable() {
+        let cert = ServingCert::load(&TlsSource::SelfSigned, |_| {}).unwrap();
+        assert!(cert.is_valid(), "rcgen's default validity runs to 4096");
+        acceptor(&cert, &TlsPolicy::default(), Alpn::Http2AndHttp11, None).unwrap();
+    }
+}
