@@ -12,13 +12,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use scrape_guard::{
-    apiserver::Apiserver,
-    authn::Authenticator,
-    authz::{Attributes, Authorizer},
-    config::{IdentityHeaders, RateLimit},
-    guard::forwardable_path,
-    paths::PathPolicy,
-    upstream::{add_forwarding_headers, clean_request_headers},
+    add_forwarding_headers, clean_request_headers, forwardable_path, Apiserver, ApiserverSettings,
+    Attributes, Authenticator, AuthnSettings, Authorizer, AuthzSettings, CacheSettings, Fallback,
+    IdentityHeaders, Metrics, PathPolicy, RateLimit,
 };
 
 const SA: &str = "system:serviceaccount:monitoring:prometheus-k8s";
@@ -62,15 +58,42 @@ fn cache_hit(c: &mut Criterion) {
             .await
             .unwrap();
         let client = kube::Client::try_from(config).unwrap();
-        let apiserver = Arc::new(Apiserver::new(
-            client,
-            RateLimit::Unlimited,
-            Duration::from_secs(5),
-        ));
+        let metrics = Arc::new(Metrics::new());
+        let settings = ApiserverSettings {
+            kubeconfig: None,
+            fallback: Fallback::UserKubeconfig,
+            rate_limit: RateLimit::Unlimited,
+            timeout: Duration::from_secs(5),
+            max_inflight: 64,
+        };
+        let apiserver = Arc::new(Apiserver::new(client, &settings, Arc::clone(&metrics)));
         let ttl = Duration::from_secs(3600);
-        let authn =
-            Authenticator::new(Some(Arc::clone(&apiserver)), vec![], 65536, ttl, ttl).unwrap();
-        let authz = Authorizer::new(Some(apiserver), Default::default(), 65536, ttl, ttl);
+        let cache = CacheSettings {
+            capacity: 65536,
+            positive: ttl,
+            negative: ttl,
+            stale: Duration::ZERO,
+        };
+        let authn = Authenticator::new(
+            &AuthnSettings {
+                audiences: vec![],
+                token_file: None,
+                cache,
+            },
+            Some(Arc::clone(&apiserver)),
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        let authz = Authorizer::new(
+            &AuthzSettings {
+                config_file: None,
+                rbac_files: vec![],
+                cache,
+            },
+            Some(apiserver),
+            metrics,
+        )
+        .unwrap();
         // Warm both caches.
         let user = authn.authenticate(&scrape_headers()).await.unwrap();
         authz

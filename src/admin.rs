@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The probe and metrics endpoints.
-pub struct Admin {
+pub(crate) struct Admin {
     pub cert: Arc<ServingCert>,
     /// `None` in standalone mode, where there is no apiserver to be ready for.
     pub apiserver: Option<Arc<Apiserver>>,

@@ -11,7 +11,7 @@
 
 use std::{
     fmt,
-    path::Path,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -54,6 +54,29 @@ impl RateLimit {
         let burst = if burst == 0 { 10 } else { burst };
         Self::TokenBucket { qps, burst }
     }
+}
+
+/// How the apiserver is reached and how much of it the proxy may use.
+#[derive(Debug, Clone)]
+pub struct ApiserverSettings {
+    /// `--kubeconfig`; else the in-cluster config, else `fallback`.
+    pub kubeconfig: Option<PathBuf>,
+    pub fallback: Fallback,
+    /// `--kube-api-qps`, `--kube-api-burst`.
+    pub rate_limit: RateLimit,
+    /// `--apiserver-timeout`: the whole budget of one review.
+    pub timeout: Duration,
+    /// `--max-inflight-reviews`.
+    pub max_inflight: usize,
+}
+
+/// Where to look outside a cluster when `--kubeconfig` is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// `$KUBECONFIG` or `~/.kube/config`: a developer's machine.
+    UserKubeconfig,
+    /// Nowhere: run without an apiserver (`--token-auth-file` and local policy decide).
+    Standalone,
 }
 
 /// Why a review produced no answer. Never carries a token.
@@ -99,18 +122,21 @@ impl fmt::Debug for Apiserver {
 }
 
 impl Apiserver {
-    /// Loads `--kubeconfig`, else the in-cluster config, else — unless `standalone`
-    /// is allowed, which then means no apiserver at all (`Ok(None)`) — `$KUBECONFIG` or
-    /// `~/.kube/config` (kube-rbac-proxy's order, plus the developer fallback).
+    /// Loads `--kubeconfig`, else the in-cluster config, else the fallback: with
+    /// `Fallback::Standalone` no apiserver at all (`Ok(None)`), otherwise `$KUBECONFIG`
+    /// or `~/.kube/config` (kube-rbac-proxy's order, plus the developer fallback).
     pub async fn connect(
-        kubeconfig: Option<&Path>,
-        standalone: bool,
-        rate_limit: RateLimit,
-        timeout: Duration,
+        settings: &ApiserverSettings,
+        metrics: Arc<Metrics>,
     ) -> Result<Option<Self>, ClientError> {
-        if kubeconfig.is_none() && standalone && kube::Config::incluster().is_err() {
+        let kubeconfig = settings.kubeconfig.as_deref();
+        if kubeconfig.is_none()
+            && settings.fallback == Fallback::Standalone
+            && kube::Config::incluster().is_err()
+        {
             return Ok(None);
         }
+        let timeout = settings.timeout;
         let mut config = match kubeconfig {
             Some(path) => {
                 let file_error = |message: String| ClientError::Kubeconfig {
@@ -134,35 +160,25 @@ impl Apiserver {
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
         let client = Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))?;
-        Ok(Some(Self::new(client, rate_limit, timeout)))
+        Ok(Some(Self::new(client, settings, metrics)))
     }
 
-    /// Wraps an existing client (tests, benches).
-    pub fn new(client: Client, rate_limit: RateLimit, timeout: Duration) -> Self {
-        let limiter = match rate_limit {
+    /// Wraps an existing client (tests, benches); `settings.kubeconfig` and `fallback`
+    /// are not used. Review latency and errors go to `metrics`.
+    pub fn new(client: Client, settings: &ApiserverSettings, metrics: Arc<Metrics>) -> Self {
+        let timeout = settings.timeout;
+        let limiter = match settings.rate_limit {
             RateLimit::Unlimited => None,
             RateLimit::TokenBucket { qps, burst } => Some(TokenBucket::new(qps, burst)),
         };
         Self {
             client,
             limiter,
-            inflight: Semaphore::new(Semaphore::MAX_PERMITS),
+            inflight: Semaphore::new(settings.max_inflight.clamp(1, Semaphore::MAX_PERMITS)),
             timeout,
             unreachable_since: Mutex::new(None),
-            metrics: Arc::default(),
+            metrics,
         }
-    }
-
-    /// At most `n` reviews in flight; more wait (within their time budget).
-    pub fn with_max_inflight(mut self, n: usize) -> Self {
-        self.inflight = Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS));
-        self
-    }
-
-    /// Reports review latency and errors to `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// POSTs a TokenReview.

@@ -8,16 +8,16 @@
 //! us send one TokenReview per request. An apiserver error is never cached and never
 //! lets the request through.
 
-pub mod token_file;
+pub(crate) mod token_file;
 
-use std::{fmt, path::Path, sync::Arc, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use http::{header, HeaderMap};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use crate::{
     apiserver::{Apiserver, ReviewError},
-    cache::{Interner, Served, TokenHasher, Verdict, Verdicts},
+    cache::{CacheSettings, Interner, Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
@@ -111,6 +111,28 @@ impl Verdict for Identity {
 /// are stored unshared.
 const INTERNED_GROUP_LISTS: usize = 1024;
 
+/// How the authenticator is configured.
+#[derive(Debug, Clone)]
+pub struct AuthnSettings {
+    /// `--auth-token-audiences` (trimmed, empty ones dropped): sent in every review and
+    /// required in its answer.
+    pub audiences: Vec<String>,
+    /// `--token-auth-file`, checked before any TokenReview.
+    pub token_file: Option<PathBuf>,
+    /// `--auth-cache-ttl`, `--auth-negative-cache-ttl`, `--stale-if-error`.
+    pub cache: CacheSettings,
+}
+
+/// Why the authenticator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    /// The message names the file and line.
+    #[error("--token-auth-file {0}")]
+    TokenFile(String),
+    #[error("no randomness for the token cache key")]
+    Randomness,
+}
+
 /// Bearer token → `User`: the static token file first, then a cached TokenReview.
 pub struct Authenticator {
     apiserver: Option<Arc<Apiserver>>,
@@ -124,50 +146,36 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// `audiences` are sent in every review and must intersect the reviewed ones.
-    /// `apiserver: None` is standalone mode: only the token file authenticates.
+    /// Loads `--token-auth-file` (kept fresh from then on). `apiserver: None` is
+    /// standalone mode: only the token file authenticates.
     pub fn new(
+        settings: &AuthnSettings,
         apiserver: Option<Arc<Apiserver>>,
-        audiences: Vec<String>,
-        capacity: u64,
-        ok_ttl: Duration,
-        rejected_ttl: Duration,
-    ) -> Result<Self, ring::error::Unspecified> {
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AuthnError> {
+        let hasher = Arc::new(TokenHasher::random().map_err(|_| AuthnError::Randomness)?);
+        let tokens = match &settings.token_file {
+            Some(path) => {
+                let hasher = Arc::clone(&hasher);
+                let tokens = Watched::load("--token-auth-file", vec![path.clone()], move |files| {
+                    TokenFile::parse(files, &hasher)
+                })
+                .map_err(AuthnError::TokenFile)?;
+                tokens.spawn_reloader();
+                Some(tokens)
+            }
+            None => None,
+        };
         Ok(Self {
             apiserver,
-            tokens: None,
-            audiences,
-            hasher: Arc::new(TokenHasher::random()?),
-            cache: Verdicts::new(capacity, ok_ttl, rejected_ttl),
+            tokens,
+            audiences: settings.audiences.clone(),
+            hasher,
+            cache: Verdicts::new(settings.cache),
             groups: Interner::new(INTERNED_GROUP_LISTS),
             rejections: Interner::new(INTERNED_GROUP_LISTS),
-            metrics: Arc::default(),
+            metrics,
         })
-    }
-
-    /// `--stale-if-error`: reuse an authentication that expired less than `window` ago
-    /// when the apiserver cannot answer. Rejections and unknown tokens never are.
-    pub fn with_stale_window(mut self, window: Duration) -> Self {
-        self.cache = self.cache.with_stale_window(window);
-        self
-    }
-
-    /// Reports outcomes to `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
-    /// Adds `--token-auth-file` (reloaded on change). The error names file and line.
-    pub fn with_token_file(mut self, path: &Path) -> Result<Self, String> {
-        let hasher = Arc::clone(&self.hasher);
-        let tokens = Watched::load("--token-auth-file", vec![path.to_owned()], move |files| {
-            TokenFile::parse(files, &hasher)
-        })
-        .map_err(|e| format!("--token-auth-file {e}"))?;
-        tokens.spawn_reloader();
-        self.tokens = Some(tokens);
-        Ok(self)
     }
 
     /// Who sent this request. 401 if nobody we can vouch for; 503 if we cannot ask.

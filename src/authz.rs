@@ -16,7 +16,7 @@ mod config_file;
 mod local;
 pub(crate) mod rbac;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes as SarResourceAttributes, SubjectAccessReview,
@@ -25,14 +25,15 @@ use k8s_openapi::api::authorization::v1::{
 
 use crate::{
     apiserver::{Apiserver, ReviewError},
-    cache::{Interner, Served, Verdict, Verdicts},
+    cache::{CacheSettings, Interner, Served, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
 };
 
-pub use self::{
-    attributes::{verb_for, Attributes, ResourceAttributes},
+pub use self::attributes::Attributes;
+pub(crate) use self::{
+    attributes::{verb_for, ResourceAttributes},
     local::LocalPolicy,
 };
 
@@ -61,6 +62,17 @@ pub struct Outcome {
 /// Distinct SubjectAccessReview reasons shared between cached decisions.
 const INTERNED_REASONS: usize = 1024;
 
+/// How the authorizer is configured.
+#[derive(Debug, Clone)]
+pub struct AuthzSettings {
+    /// `--config-file`: kube-rbac-proxy's authorization config.
+    pub config_file: Option<PathBuf>,
+    /// `--rbac-file`: RBAC objects evaluated locally.
+    pub rbac_files: Vec<PathBuf>,
+    /// `--authz-allow-ttl`, `--authz-deny-ttl`, `--stale-if-error`.
+    pub cache: CacheSettings,
+}
+
 /// (`User`, `Attributes`) → allow or 403: local policy, then a cached
 /// SubjectAccessReview.
 pub struct Authorizer {
@@ -72,34 +84,29 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    /// `apiserver: None` is standalone mode: what local policy does not allow is denied.
+    /// Loads the local policy files (kept fresh from then on); an error names the flag,
+    /// file and line. `apiserver: None` is standalone mode: what local policy does not
+    /// allow is denied.
     pub fn new(
+        settings: &AuthzSettings,
         apiserver: Option<Arc<Apiserver>>,
-        local: LocalPolicy,
-        capacity: u64,
-        allow_ttl: Duration,
-        deny_ttl: Duration,
-    ) -> Self {
-        Self {
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let local = LocalPolicy::load(settings.config_file.as_deref(), &settings.rbac_files)?;
+        local.spawn_reloaders();
+        if apiserver.is_none() && local.is_empty() {
+            tracing::warn!(
+                "standalone mode without --rbac-file or static rules in --config-file: \
+                 every authenticated request will be denied"
+            );
+        }
+        Ok(Self {
             apiserver,
             local,
-            cache: Verdicts::new(capacity, allow_ttl, deny_ttl),
+            cache: Verdicts::new(settings.cache),
             reasons: Interner::new(INTERNED_REASONS),
-            metrics: Arc::default(),
-        }
-    }
-
-    /// `--stale-if-error`: reuse an allow that expired less than `window` ago when the
-    /// apiserver cannot answer. Denies are never extended.
-    pub fn with_stale_window(mut self, window: Duration) -> Self {
-        self.cache = self.cache.with_stale_window(window);
-        self
-    }
-
-    /// Reports outcomes to `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
+            metrics,
+        })
     }
 
     /// The attributes this request is authorized as (400 if a rewrite finds no value).
@@ -213,7 +220,7 @@ async fn review(
 }
 
 /// The SubjectAccessReview the apiserver is asked.
-pub fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessReview {
+pub(crate) fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessReview {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let (non_resource_attributes, resource_attributes) = match &attributes.resource {
         None => (

@@ -9,9 +9,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 /// A streamed upstream body or a small body written by the proxy itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// A body the proxy writes itself.
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Either::Right(Full::new(bytes.into()))
 }

@@ -34,15 +34,42 @@ use ring::{digest, hmac, rand::SystemRandom};
 use tokio::sync::watch;
 
 /// A cache key: HMAC-SHA256 or SHA-256 output.
-pub type Key = [u8; 32];
+pub(crate) type Key = [u8; 32];
 
 /// A cached answer, positive (authenticated, allowed) or negative.
-pub trait Verdict: Clone + Send + Sync + 'static {
+pub(crate) trait Verdict: Clone + Send + Sync + 'static {
     fn is_positive(&self) -> bool;
 }
 
+/// How a review cache is bounded and how long its answers live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Entries at most (`--cache-max-entries`).
+    pub capacity: u64,
+    /// How long a positive answer (authenticated, allowed) is reused.
+    pub positive: Duration,
+    /// How long a negative answer (rejected, denied) is reused.
+    pub negative: Duration,
+    /// `--stale-if-error`: how long past its TTL a positive answer may stand in when
+    /// the review fails. Zero: never.
+    pub stale: Duration,
+}
+
+impl CacheSettings {
+    /// For a process that asks one question and exits (`scrape-guard can-i`): nothing
+    /// is worth keeping.
+    pub fn one_shot() -> Self {
+        Self {
+            capacity: 16,
+            positive: Duration::ZERO,
+            negative: Duration::ZERO,
+            stale: Duration::ZERO,
+        }
+    }
+}
+
 /// A bounded cache of review answers with separate positive and negative TTLs.
-pub struct Verdicts<V, E> {
+pub(crate) struct Verdicts<V, E> {
     store: quick_cache::sync::Cache<Key, Entry<V>>,
     flights: Mutex<HashMap<Key, Flight<V, E>>>,
     positive: Duration,
@@ -63,7 +90,7 @@ type Flight<V, E> = watch::Receiver<Option<Result<V, Arc<E>>>>;
 
 /// How an answer was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Served {
+pub(crate) enum Served {
     /// From the cache, or from a review another request was already waiting on.
     Cached,
     /// From a review this call ran.
@@ -106,8 +133,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
-    /// A cache of at most `capacity` entries.
-    pub fn new(capacity: u64, positive: Duration, negative: Duration) -> Self {
+    /// A cache bounded and timed by `settings`.
+    pub(crate) fn new(settings: CacheSettings) -> Self {
+        let CacheSettings {
+            capacity,
+            positive,
+            negative,
+            stale,
+        } = settings;
         // Start small and grow: an idle proxy should not pay for a full cache.
         let estimated = usize::try_from(capacity.min(1024)).unwrap_or(1024);
         let store = quick_cache::sync::Cache::with(
@@ -122,20 +155,14 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
             flights: Mutex::default(),
             positive,
             negative,
-            stale: Duration::ZERO,
+            stale,
         }
-    }
-
-    /// Keeps positive answers for `window` past their TTL, for use when reviews fail.
-    pub fn with_stale_window(mut self, window: Duration) -> Self {
-        self.stale = window;
-        self
     }
 
     /// The cached answer for `key`, or the result of `review`, run once for all
     /// concurrent callers. Errors are returned to every waiter and not cached — unless
-    /// a stale positive answer may stand in (see `with_stale_window`).
-    pub async fn get_or_review<F>(&self, key: Key, review: F) -> Result<(V, Served), Arc<E>>
+    /// a stale positive answer may stand in (`CacheSettings::stale`).
+    pub(crate) async fn get_or_review<F>(&self, key: Key, review: F) -> Result<(V, Served), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
     {
@@ -216,7 +243,7 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
     }
 
     /// Entries currently held, expired ones included until they are evicted.
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.store.len() as u64
     }
 }
@@ -224,7 +251,7 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
 /// Shares equal values between cache entries: service accounts all carry the same few
 /// groups, and most allows give the same RBAC reason. Bounded: past `limit` distinct
 /// values, new ones are handed out unshared rather than remembered.
-pub struct Interner<T: ?Sized> {
+pub(crate) struct Interner<T: ?Sized> {
     seen: Mutex<HashSet<Arc<T>>>,
     limit: usize,
 }
@@ -234,7 +261,7 @@ where
     for<'a> Arc<T>: From<&'a T>,
 {
     /// An interner remembering at most `limit` distinct values.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             seen: Mutex::default(),
             limit,
@@ -242,7 +269,7 @@ where
     }
 
     /// A shared copy of `value`.
-    pub fn intern(&self, value: &T) -> Arc<T> {
+    pub(crate) fn intern(&self, value: &T) -> Arc<T> {
         let mut seen = lock(&self.seen);
         if let Some(shared) = seen.get(value) {
             return Arc::clone(shared);
@@ -257,25 +284,25 @@ where
 
 /// Turns bearer tokens into cache keys without keeping them: HMAC-SHA256 under a key
 /// drawn at startup, so keys mean nothing outside this process.
-pub struct TokenHasher {
+pub(crate) struct TokenHasher {
     key: hmac::Key,
 }
 
 impl TokenHasher {
     /// A hasher with a fresh random key.
-    pub fn random() -> Result<Self, ring::error::Unspecified> {
+    pub(crate) fn random() -> Result<Self, ring::error::Unspecified> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?;
         Ok(Self { key })
     }
 
     /// The cache key for a token.
-    pub fn key(&self, token: &[u8]) -> Key {
+    pub(crate) fn key(&self, token: &[u8]) -> Key {
         to_key(hmac::sign(&self.key, token).as_ref())
     }
 }
 
 /// A SHA-256 over length-prefixed fields, so ("ab","c") and ("a","bc") differ.
-pub fn digest_fields<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Key {
+pub(crate) fn digest_fields<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Key {
     let mut context = digest::Context::new(&digest::SHA256);
     for field in fields {
         context.update(&(field.len() as u64).to_le_bytes());
@@ -293,6 +320,20 @@ fn to_key(bytes: &[u8]) -> Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(
+        capacity: u64,
+        positive: Duration,
+        negative: Duration,
+        stale: Duration,
+    ) -> CacheSettings {
+        CacheSettings {
+            capacity,
+            positive,
+            negative,
+            stale,
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Clone, Debug, PartialEq)]
@@ -323,8 +364,12 @@ mod tests {
 
     #[tokio::test]
     async fn ttl_follows_the_verdict() {
-        let cache =
-            Verdicts::<Answer, ()>::new(10, Duration::from_secs(60), Duration::from_millis(50));
+        let cache = Verdicts::<Answer, ()>::new(settings(
+            10,
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            Duration::ZERO,
+        ));
         let calls = AtomicUsize::new(0);
         let review = |answer: bool| {
             let calls = &calls;
@@ -346,8 +391,12 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_not_cached_and_misses_coalesce() {
-        let cache =
-            Verdicts::<Answer, &str>::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let cache = Verdicts::<Answer, &str>::new(settings(
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        ));
         let failed = cache
             .get_or_review([3; 32], async { Err::<Answer, _>("down") })
             .await;
@@ -371,8 +420,7 @@ mod tests {
     #[tokio::test]
     async fn stale_allows_stand_in_for_errors_but_denies_and_unknowns_never_do() {
         let ttl = Duration::from_millis(50);
-        let cache =
-            Verdicts::<Answer, &str>::new(10, ttl, ttl).with_stale_window(Duration::from_secs(60));
+        let cache = Verdicts::<Answer, &str>::new(settings(10, ttl, ttl, Duration::from_secs(60)));
         let ok = |a: bool| async move { Ok::<_, &str>(Answer(a)) };
         let down = || async { Err::<Answer, _>("down") };
 
@@ -396,8 +444,12 @@ mod tests {
 
     #[tokio::test]
     async fn errors_reach_every_waiter_once() {
-        let cache =
-            Verdicts::<Answer, &str>::new(10, Duration::from_secs(60), Duration::from_secs(60));
+        let cache = Verdicts::<Answer, &str>::new(settings(
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        ));
         let calls = Arc::new(AtomicUsize::new(0));
         let waiters = (0..20).map(|_| {
             let calls = Arc::clone(&calls);
@@ -420,11 +472,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_takes_over_when_the_reviewer_goes_away() {
-        let cache = Arc::new(Verdicts::<Answer, &str>::new(
+        let cache = Arc::new(Verdicts::<Answer, &str>::new(settings(
             10,
             Duration::from_secs(60),
             Duration::from_secs(60),
-        ));
+            Duration::ZERO,
+        )));
         let leader = {
             let cache = Arc::clone(&cache);
             tokio::spawn(async move {
@@ -457,7 +510,12 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_bounds_the_entries() {
-        let cache = Verdicts::<Answer, ()>::new(100, Duration::from_secs(60), Duration::ZERO);
+        let cache = Verdicts::<Answer, ()>::new(settings(
+            100,
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::ZERO,
+        ));
         for i in 0..1000u32 {
             let mut key = [0; 32];
             key[..4].copy_from_slice(&i.to_le_bytes());

@@ -6,16 +6,16 @@
 //! what was decided, by which rule — and, when denied, prints the exact RBAC that would
 //! allow it. `rbac` prints that RBAC directly.
 
-use std::{fmt::Write as _, sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc};
 
 use crate::{
-    apiserver::Apiserver,
-    apiserver::RateLimit,
-    authn::{Authenticator, BearerToken},
-    authz::{Attributes, Authorizer, LocalPolicy},
-    config::{CanIArgs, RbacArgs},
+    app::{self, Chain},
+    authn::BearerToken,
+    authz::Attributes,
+    config::{CanIArgs, CanIConfig, RbacArgs, Who},
     error::ProxyError,
     identity::{Source, User},
+    metrics::Metrics,
 };
 
 /// Exit codes, as documented in `--help`.
@@ -168,41 +168,22 @@ pub async fn can_i(args: CanIArgs) -> (String, u8) {
 }
 
 async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
-    let kube = &args.kube;
-    let policy = &args.policy;
-    let timeout = kube.apiserver_timeout;
-    let apiserver = Apiserver::connect(
-        kube.kubeconfig.as_deref(),
-        policy.token_auth_file.is_some(),
-        RateLimit::from_flags(kube.kube_api_qps, kube.kube_api_burst),
-        timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .map(Arc::new);
-    let local = LocalPolicy::load(policy.config_file.as_deref(), &policy.rbac_file)?;
+    let config = CanIConfig::try_from(args).map_err(|e| e.to_string())?;
+    // The proxy's own chain, from the same settings the proxy would use.
+    let Chain { authn, authz, .. } = app::chain(&config.auth, &Arc::new(Metrics::new()))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = String::new();
 
-    let user = match (&args.as_user, &args.token_file) {
-        (Some(name), _) => Arc::new(User {
+    let user = match &config.who {
+        Who::User { name, groups } => Arc::new(User {
             name: name.clone(),
-            groups: args.as_groups.as_slice().into(),
+            groups: groups.as_slice().into(),
             ..User::default()
         }),
-        (None, Some(path)) => {
+        Who::Token(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
-            let mut authn = Authenticator::new(
-                apiserver.clone(),
-                kube.auth_token_audiences.clone(),
-                16,
-                Duration::ZERO,
-                Duration::ZERO,
-            )
-            .map_err(|_| "no randomness available".to_owned())?;
-            if let Some(tokens) = &policy.token_auth_file {
-                authn = authn.with_token_file(tokens)?;
-            }
             let token = BearerToken::new(text.trim())
                 .map_err(|_| format!("--token-file {}: not a bearer token", path.display()))?;
             match authn.authenticate_token(token).await {
@@ -213,18 +194,16 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
                     let _ = writeln!(
                         out,
                         "fix:       use a valid, unexpired token{}",
-                        audience_hint(&kube.auth_token_audiences)
+                        audience_hint(&config.auth.authn.audiences)
                     );
                     return Ok((out, DENIED));
                 }
                 Err(other) => return Err(other.to_string()),
             }
         }
-        (None, None) => return Err("--token-file or --as is required".into()),
     };
 
-    let attributes = Attributes::non_resource(&args.verb, &args.path);
-    let authz = Authorizer::new(apiserver, local, 16, Duration::ZERO, Duration::ZERO);
+    let attributes = Attributes::non_resource(&config.verb, &config.path);
     let outcome = authz
         .decide(&user, &attributes)
         .await
@@ -275,8 +254,8 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     let _ = writeln!(out, "\nTo allow it, apply this (kubectl apply -f -):\n");
     out.push_str(&rbac_yaml(
         &Subject::for_user(&user.name),
-        std::slice::from_ref(&args.path),
-        &args.verb,
+        std::slice::from_ref(&config.path),
+        &config.verb,
     ));
     Ok((out, DENIED))
 }

@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Everything a request passes through, in order.
-pub struct Guard {
+pub(crate) struct Guard {
     pub paths: PathPolicy,
     pub authn: Authenticator,
     pub authz: Authorizer,
@@ -89,7 +89,7 @@ impl Guard {
     }
 
     /// A verified client certificate first, then the bearer token (kube-rbac-proxy's order).
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         peer: &Peer,
@@ -149,7 +149,7 @@ fn log_access(
 /// nobody reviewed. Methods are case-sensitive (RFC 9110), so `gEt` is not GET; rather
 /// than let a `get` grant cover a spelling the exporter may treat differently, methods
 /// with lower-case letters are refused.
-pub fn forwardable_method(method: &Method) -> Result<(), ProxyError> {
+pub(crate) fn forwardable_method(method: &Method) -> Result<(), ProxyError> {
     if *method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not proxied"));
     }

@@ -6,10 +6,7 @@ use std::{
 };
 
 use clap::Parser;
-use scrape_guard::{
-    config::{Args, Cli, Command, Config},
-    doctor,
-};
+use scrape_guard::{doctor, Args, Cli, Command, Config};
 
 fn main() -> ExitCode {
     // Before anything touches TLS: rustls, tokio-rustls and kube all share this one.

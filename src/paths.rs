@@ -7,6 +7,8 @@
 //! and its greedy chunk matching keeps the cost linear in the path length, which an
 //! attacker controls.
 
+use std::fmt;
+
 use crate::error::ProxyError;
 
 /// What the path policy decided for a request path.
@@ -23,6 +25,17 @@ pub enum Route {
 pub struct PathPolicy {
     allow: Vec<String>,
     ignore: Vec<String>,
+}
+
+impl fmt::Display for PathPolicy {
+    /// For the startup line: `every path`, `allow /metrics,/federate*`, `ignore /healthz`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.allow.is_empty(), self.ignore.is_empty()) {
+            (false, _) => write!(f, "allow {}", self.allow.join(",")),
+            (true, false) => write!(f, "every path; unguarded: {}", self.ignore.join(",")),
+            (true, true) => write!(f, "every path"),
+        }
+    }
 }
 
 impl PathPolicy {
@@ -62,7 +75,7 @@ impl PathPolicy {
 }
 
 /// Go's `path.Match(pattern, name)` for a pattern already known to be valid.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let mut pattern = pattern.as_bytes();
     let mut name = name.as_bytes();
     'pattern: while !pattern.is_empty() {

@@ -22,21 +22,21 @@ use futures_util::{FutureExt, StreamExt};
 use inotify::{EventStream, Inotify, WatchMask};
 
 /// How often watched files are re-read even without a change event.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Events often come in bursts (a Secret update writes several files): wait this long
 /// after the first one, then read once.
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// Wakes a reloader when its files may have changed.
-pub struct Changes {
+pub(crate) struct Changes {
     interval: tokio::time::Interval,
     events: Option<EventStream<[u8; 4096]>>,
 }
 
 impl Changes {
     /// Watches the directories holding `files`; without inotify, only the timer.
-    pub fn new(files: &[&Path]) -> Self {
+    pub(crate) fn new(files: &[&Path]) -> Self {
         let mut interval = tokio::time::interval(RELOAD_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let events = watch_directories(files)
@@ -48,7 +48,7 @@ impl Changes {
     }
 
     /// Returns at the next change event (after `SETTLE`) or timer tick.
-    pub async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         let Some(events) = &mut self.events else {
             self.interval.tick().await;
             return;
@@ -100,7 +100,7 @@ type Hook<T> = dyn Fn(&T) + Send + Sync;
 /// contents are not kept in memory a second time) and each rejected version or read
 /// error is logged once, not on every tick; `on_swap` runs for the first value and for
 /// every value swapped in after it.
-pub struct Watched<T> {
+pub(crate) struct Watched<T> {
     what: &'static str,
     files: Vec<PathBuf>,
     parse: Box<Parser<T>>,
@@ -120,7 +120,7 @@ impl<T> fmt::Debug for Watched<T> {
 
 impl<T: Send + Sync + 'static> Watched<T> {
     /// Reads and parses `files` now; an error names the file (the parser's job).
-    pub fn load(
+    pub(crate) fn load(
         what: &'static str,
         files: Vec<PathBuf>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
@@ -130,7 +130,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
 
     /// `load`, calling `on_swap` with the first value and with each one swapped in later
     /// (for state derived from the value, such as a certificate's expiry gauge).
-    pub fn load_with(
+    pub(crate) fn load_with(
         what: &'static str,
         files: Vec<PathBuf>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
@@ -150,7 +150,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
     }
 
     /// A value that comes from no file and never changes (a generated certificate).
-    pub fn fixed(
+    pub(crate) fn fixed(
         what: &'static str,
         value: T,
         on_swap: impl Fn(&T) + Send + Sync + 'static,
@@ -167,14 +167,14 @@ impl<T: Send + Sync + 'static> Watched<T> {
     }
 
     /// The value in force.
-    pub fn get(&self) -> Arc<T> {
+    pub(crate) fn get(&self) -> Arc<T> {
         // A poisoned lock still holds the last good value.
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Re-reads the files on change and swaps in valid new contents until `self` is
     /// dropped. Does nothing for a fixed value.
-    pub fn spawn_reloader(self: &Arc<Self>) {
+    pub(crate) fn spawn_reloader(self: &Arc<Self>) {
         if self.files.is_empty() {
             return;
         }

@@ -28,14 +28,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a connection.
 #[derive(Debug)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub addr: SocketAddr,
     /// The user named by a client certificate verified against `--client-ca-file`.
     pub certificate_user: Option<Arc<User>>,
 }
 
 /// Something that answers requests on a listener.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
@@ -68,7 +68,7 @@ pub struct HttpSettings {
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at most
 /// `grace`. Returns once every connection is closed or the grace period is over.
-pub async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handler: Arc<H>,

@@ -22,7 +22,7 @@ use rustls::{
 };
 use tokio_rustls::TlsAcceptor;
 
-pub use self::{
+pub(crate) use self::{
     client_ca::{client_certificate_user, ClientCa},
     pem::{ca_bundle, parse_pair},
     policy::TlsPolicy,
@@ -47,9 +47,20 @@ pub enum TlsSource {
     SelfSigned,
 }
 
+/// How a listener serves TLS.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// `--tls-cert-file`/`--tls-private-key-file`, or a generated pair.
+    pub source: TlsSource,
+    /// `--tls-min-version`, `--tls-cipher-suites`.
+    pub policy: TlsPolicy,
+    /// `--client-ca-file`.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// Which protocols a listener offers by ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alpn {
+pub(crate) enum Alpn {
     /// "h2", then "http/1.1".
     Http2AndHttp11,
     /// "http/1.1" only (`--http2-disable`, the probe port).
@@ -57,7 +68,7 @@ pub enum Alpn {
 }
 
 /// Builds the acceptor for a listener.
-pub fn acceptor(
+pub(crate) fn acceptor(
     cert: &Arc<ServingCert>,
     policy: &TlsPolicy,
     alpn: Alpn,

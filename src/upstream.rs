@@ -29,9 +29,8 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-pub use self::headers::{
-    add_forwarding_headers, clean_request_headers, remove_hop_by_hop, IdentityHeaders,
-};
+pub(crate) use self::headers::remove_hop_by_hop;
+pub use self::headers::{add_forwarding_headers, clean_request_headers, IdentityHeaders};
 use self::unix::UnixConnector;
 use crate::{body::ProxyBody, error::ProxyError, identity::User};
 
@@ -83,7 +82,7 @@ enum Transport {
 }
 
 /// The exporter behind the proxy.
-pub struct Upstream {
+pub(crate) struct Upstream {
     transport: Transport,
     scheme: Scheme,
     authority: Authority,
@@ -95,7 +94,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// A pooled client for `--upstream` (h1; h2 by ALPN for https://).
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, UpstreamError> {
+    pub(crate) fn new(settings: &UpstreamSettings) -> Result<Self, UpstreamError> {
         let UpstreamSettings {
             url,
             options,
@@ -148,7 +147,7 @@ impl Upstream {
     }
 
     /// Sends the request upstream and returns its streamed response.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         mut parts: http::request::Parts,
         body: Incoming,
@@ -228,7 +227,7 @@ impl Upstream {
 }
 
 /// Go's `singleJoiningSlash`.
-pub fn join_paths(base: &str, path: &str) -> String {
+pub(crate) fn join_paths(base: &str, path: &str) -> String {
     match (base.ends_with('/'), path.starts_with('/')) {
         (true, true) => format!("{base}{}", &path[1..]),
         (false, false) => format!("{base}/{path}"),

@@ -547,8 +547,8 @@ async fn certificate_swap_under_load_fails_no_request() {
         format!("--kubeconfig={}", api.kubeconfig.display()),
         "--kube-api-qps=-1".into(),
     ];
-    let args = <scrape_guard::config::Args as clap::Parser>::try_parse_from(argv).unwrap();
-    let config = scrape_guard::config::Config::try_from(args).unwrap();
+    let args = <scrape_guard::Args as clap::Parser>::try_parse_from(argv).unwrap();
+    let config = scrape_guard::Config::try_from(args).unwrap();
     let proxy = scrape_guard::start(config).await.unwrap();
     let client_config = Arc::new(ca.client_config());
 

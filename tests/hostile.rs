@@ -1712,12 +1712,7 @@ async fn slow_and_silent_clients_do_not_block_others() {
 mod properties {
     use http::{Method, Uri};
     use proptest::prelude::*;
-    use scrape_guard::{
-        authz::Attributes,
-        error::ProxyError,
-        guard::forwardable_path,
-        paths::{PathPolicy, Route},
-    };
+    use scrape_guard::{forwardable_path, Attributes, PathPolicy, ProxyError, Route};
 
     /// Bytes that make paths interesting: separators, dots, escapes, a few letters,
     /// query and fragment marks, high bytes.

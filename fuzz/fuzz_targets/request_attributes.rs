@@ -21,12 +21,7 @@ use std::sync::OnceLock;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use libfuzzer_sys::fuzz_target;
 use scrape_guard::{
-    authn::BearerToken,
-    authz::Attributes,
-    config::IdentityHeaders,
-    guard::forwardable_path,
-    paths::PathPolicy,
-    upstream::clean_request_headers,
+    clean_request_headers, forwardable_path, Attributes, BearerToken, IdentityHeaders, PathPolicy,
 };
 
 fn policies() -> &'static [PathPolicy] {

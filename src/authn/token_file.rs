@@ -14,13 +14,16 @@ use crate::{
 
 /// Users by token hash.
 #[derive(Debug, Default)]
-pub struct TokenFile {
+pub(crate) struct TokenFile {
     users: HashMap<Key, Arc<User>>,
 }
 
 impl TokenFile {
     /// Parses the file; errors name the file and line, never the token.
-    pub fn parse(files: &[(PathBuf, Vec<u8>)], hasher: &TokenHasher) -> Result<Self, String> {
+    pub(crate) fn parse(
+        files: &[(PathBuf, Vec<u8>)],
+        hasher: &TokenHasher,
+    ) -> Result<Self, String> {
         let mut users = HashMap::new();
         for (path, bytes) in files {
             let origin = path.display();
@@ -69,7 +72,7 @@ impl TokenFile {
     }
 
     /// The user for a token's hash.
-    pub fn lookup(&self, key: &Key) -> Option<Arc<User>> {
+    pub(crate) fn lookup(&self, key: &Key) -> Option<Arc<User>> {
         self.users.get(key).cloned()
     }
 }

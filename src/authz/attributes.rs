@@ -32,7 +32,7 @@ pub struct ResourceAttributes {
 }
 
 /// The apiserver's mapping of HTTP methods to verbs for non-resource requests.
-pub fn verb_for(method: &Method) -> Cow<'static, str> {
+pub(crate) fn verb_for(method: &Method) -> Cow<'static, str> {
     match *method {
         Method::GET | Method::HEAD => "get".into(),
         Method::POST => "create".into(),

@@ -28,7 +28,7 @@ use crate::{error::ProxyError, identity::User};
 /// The parsed, validated config file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(super) struct ConfigFile {
     #[serde(default)]
     authorization: Authorization,
 }
@@ -75,7 +75,7 @@ struct NameRef {
 /// One static rule; empty fields match anything.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct StaticRule {
+pub(super) struct StaticRule {
     #[serde(default)]
     user: UserMatch,
     #[serde(default)]
@@ -169,7 +169,7 @@ impl Template {
 
 impl ConfigFile {
     /// Parses and validates; errors name the file and, where the YAML parser can, the line.
-    pub fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
+    pub(super) fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
         let Some((path, bytes)) = files.first() else {
             return Ok(Self::default());
         };
@@ -235,7 +235,7 @@ impl ConfigFile {
     /// The attributes to authorize for a request: one non-resource record (the path),
     /// one resource record, or with rewrites one per value — every one must be allowed.
     /// Rewrites with no value in the request are a 400, as in kube-rbac-proxy.
-    pub fn attributes(
+    pub(super) fn attributes(
         &self,
         method: &Method,
         uri: &Uri,
@@ -286,7 +286,7 @@ impl ConfigFile {
     }
 
     /// The first static rule that allows `attributes` for `user`, described.
-    pub fn static_allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
+    pub(super) fn static_allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
         self.authorization
             .static_rules
             .iter()
@@ -295,7 +295,7 @@ impl ConfigFile {
     }
 
     /// Whether the file adds anything beyond the default non-resource review.
-    pub fn has_static_rules(&self) -> bool {
+    pub(super) fn has_static_rules(&self) -> bool {
         !self.authorization.static_rules.is_empty()
     }
 }

@@ -20,14 +20,14 @@ use crate::{error::ProxyError, identity::User, reload::Watched};
 
 /// The local layers of the authorizer chain.
 #[derive(Debug, Default, Clone)]
-pub struct LocalPolicy {
+pub(crate) struct LocalPolicy {
     config: Option<Arc<Watched<ConfigFile>>>,
     rbac: Option<Arc<Watched<Rbac>>>,
 }
 
 impl LocalPolicy {
     /// Loads the files now; any error names the flag's file and line.
-    pub fn load(config_file: Option<&Path>, rbac_files: &[PathBuf]) -> Result<Self, String> {
+    pub(crate) fn load(config_file: Option<&Path>, rbac_files: &[PathBuf]) -> Result<Self, String> {
         let config = config_file
             .map(|path| Watched::load("--config-file", vec![path.to_owned()], ConfigFile::parse))
             .transpose()
@@ -40,7 +40,7 @@ impl LocalPolicy {
     }
 
     /// Re-reads the files when they change, keeping the last good version.
-    pub fn spawn_reloaders(&self) {
+    pub(crate) fn spawn_reloaders(&self) {
         if let Some(config) = &self.config {
             config.spawn_reloader();
         }
@@ -50,7 +50,7 @@ impl LocalPolicy {
     }
 
     /// The attributes a request is authorized as (see `ConfigFile::attributes`).
-    pub fn attributes(
+    pub(crate) fn attributes(
         &self,
         method: &Method,
         uri: &Uri,
@@ -64,7 +64,7 @@ impl LocalPolicy {
     }
 
     /// Which local rule allows this, if any: static rules first, then RBAC.
-    pub fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
+    pub(crate) fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
         if let Some(reason) = self
             .config
             .as_ref()
@@ -78,7 +78,7 @@ impl LocalPolicy {
     }
 
     /// Whether any local rule could ever allow something.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         let no_static = self
             .config
             .as_ref()

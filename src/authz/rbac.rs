@@ -17,7 +17,7 @@ use crate::identity::User;
 
 /// The RBAC objects from every `--rbac-file`, indexed for evaluation.
 #[derive(Debug, Default)]
-pub struct Rbac {
+pub(crate) struct Rbac {
     cluster_roles: HashMap<String, Vec<PolicyRule>>,
     roles: HashMap<(String, String), Vec<PolicyRule>>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
@@ -28,7 +28,7 @@ impl Rbac {
     /// Parses YAML files of RBAC objects: multi-document, or `kind: List`. Other kinds
     /// (a ServiceAccount in the same file) are skipped, so the manifests applied to the
     /// cluster can be handed over unchanged. Errors name the file and line.
-    pub fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
+    pub(crate) fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
         let mut rbac = Self::default();
         for (path, bytes) in files {
             let origin = path.display();
@@ -86,7 +86,7 @@ impl Rbac {
 
     /// Which binding allows `attributes` for `user`, if any:
     /// `ClusterRoleBinding "b" → ClusterRole "r"`.
-    pub fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
+    pub(crate) fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
         for binding in &self.cluster_role_bindings {
             if !subjects_match(binding.subjects.as_deref(), None, user) {
                 continue;
@@ -134,7 +134,7 @@ impl Rbac {
     }
 
     /// Whether any object was loaded (an empty file set allows nothing).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.cluster_role_bindings.is_empty() && self.role_bindings.is_empty()
     }
 }
@@ -184,7 +184,7 @@ fn subjects_match(
 }
 
 /// The apiserver's `RuleAllows`.
-pub fn rule_allows(rule: &PolicyRule, attributes: &Attributes) -> bool {
+pub(crate) fn rule_allows(rule: &PolicyRule, attributes: &Attributes) -> bool {
     let verbs = rule.verbs.iter().any(|v| v == "*" || *v == attributes.verb);
     if !verbs {
         return false;
@@ -220,7 +220,7 @@ pub fn rule_allows(rule: &PolicyRule, attributes: &Attributes) -> bool {
 
 /// `*` matches everything; `/p*` is a prefix; anything else is exact. Case-sensitive,
 /// no normalisation — as the apiserver does it.
-pub fn non_resource_url_matches(rule: &str, path: &str) -> bool {
+pub(crate) fn non_resource_url_matches(rule: &str, path: &str) -> bool {
     if rule == "*" || rule == path {
         return true;
     }

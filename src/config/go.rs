@@ -23,7 +23,7 @@ impl fmt::Display for ListenAddress {
 }
 
 /// Parses the forms Go's `net.SplitHostPort` accepts.
-pub fn parse_listen_address(s: &str) -> Result<ListenAddress, String> {
+pub(super) fn parse_listen_address(s: &str) -> Result<ListenAddress, String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -56,7 +56,7 @@ pub fn parse_listen_address(s: &str) -> Result<ListenAddress, String> {
 }
 
 /// Go's `strconv.ParseBool`.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub(super) fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
@@ -65,7 +65,7 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
 }
 
 /// Go's `time.ParseDuration` ("1h30m", "1.5s", "250ms"), for non-negative values.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (e.g. 30s, 2m, 1h30m, 500ms)");
     if s == "0" {
         return Ok(Duration::ZERO);

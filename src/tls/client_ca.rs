@@ -25,13 +25,13 @@ use crate::{identity::User, reload::Watched};
 /// token clients still work) and verified against this CA bundle, which is re-read
 /// when it changes. A verified certificate's CN is the user, its O values the groups.
 #[derive(Debug)]
-pub struct ClientCa {
+pub(crate) struct ClientCa {
     verifier: Arc<Watched<Arc<dyn ClientCertVerifier>>>,
 }
 
 impl ClientCa {
     /// Loads the bundle; the error names the file.
-    pub fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
+    pub(crate) fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
         let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], |files| {
             let (path, pem) = &files[0];
             let roots = ca_bundle(path, pem)?;
@@ -104,7 +104,7 @@ impl ClientCertVerifier for ClientCa {
 
 /// The user a verified client certificate names: CN, with O values as groups (the
 /// apiserver's x509 authenticator), plus `system:authenticated`. `None` without a CN.
-pub fn client_certificate_user(der: &[u8]) -> Option<User> {
+pub(crate) fn client_certificate_user(der: &[u8]) -> Option<User> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();

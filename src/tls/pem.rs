@@ -9,7 +9,7 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 /// A PEM CA bundle as a root store; errors name the file. Shared by the client CA and
 /// the upstream CA.
-pub fn ca_bundle(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+pub(crate) fn ca_bundle(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let error = |message: String| format!("{}: {message}", path.display());
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
@@ -33,7 +33,7 @@ pub(super) fn not_after(der: &[u8]) -> i64 {
 
 /// A certificate chain and its private key, checked to belong together. `cert` and
 /// `key` are the files they came from, for the message.
-pub fn parse_pair(
+pub(crate) fn parse_pair(
     cert_pem: &[u8],
     key_pem: &[u8],
     cert: &Path,

@@ -40,15 +40,15 @@ impl Pair {
 
 /// The serving certificate: loaded, swappable, and reloaded from disk.
 #[derive(Debug)]
-pub struct ServingCert {
+pub(crate) struct ServingCert {
     pair: Arc<Watched<Pair>>,
 }
 
 impl ServingCert {
-    /// Loads the files (or generates a self-signed pair), failing with the file's name.
-    /// `on_expiry` is told each pair's notAfter (Unix seconds): the first and every
+    /// Loads the files (or generates a self-signed pair), failing with the file's name,
+    /// and re-reads them when they change from then on. `on_expiry` is told each pair's notAfter (Unix seconds): the first and every
     /// reloaded one.
-    pub fn load(
+    pub(crate) fn load(
         source: &TlsSource,
         on_expiry: impl Fn(i64) + Send + Sync + 'static,
     ) -> Result<Arc<Self>, TlsError> {
@@ -72,16 +72,12 @@ impl ServingCert {
                 on_swap,
             ),
         };
+        pair.spawn_reloader();
         Ok(Arc::new(Self { pair }))
     }
 
-    /// Re-reads the files when they change (a self-signed pair never changes).
-    pub fn spawn_reloader(&self) {
-        self.pair.spawn_reloader();
-    }
-
     /// Whether the certificate in force is unexpired (for /readyz).
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));

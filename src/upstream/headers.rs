@@ -44,7 +44,7 @@ pub fn clean_request_headers(headers: &mut HeaderMap, identity: &IdentityHeaders
 }
 
 /// Removes hop-by-hop headers, including every header `Connection` names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -592,8 +592,8 @@ impl Proxy {
             "--kube-api-qps=-1".into(),
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
-        let args = <scrape_guard::config::Args as clap::Parser>::try_parse_from(argv).unwrap();
-        let config = scrape_guard::config::Config::try_from(args).unwrap();
+        let args = <scrape_guard::Args as clap::Parser>::try_parse_from(argv).unwrap();
+        let config = scrape_guard::Config::try_from(args).unwrap();
         let running = scrape_guard::start(config).await.unwrap();
         Self {
             addr: running.addr,

@@ -1,0 +1,112 @@
+//! The Kubernetes API, policy and caching flag groups: everything authentication and
+//! authorization are built from. The proxy and `scrape-guard can-i` both come here, so
+//! the doctor answers with the settings the proxy would use.
+
+use super::{
+    args::{CacheArgs, KubeArgs, PolicyArgs},
+    AuthSettings, Problems,
+};
+use crate::{
+    apiserver::{ApiserverSettings, Fallback, RateLimit},
+    authn::AuthnSettings,
+    authz::AuthzSettings,
+    cache::CacheSettings,
+};
+
+/// The caches' settings: one per stage.
+pub(super) struct Caches {
+    pub(super) authn: CacheSettings,
+    pub(super) authz: CacheSettings,
+}
+
+impl Caches {
+    /// `scrape-guard can-i` asks one question: nothing is worth keeping.
+    pub(super) fn one_shot() -> Self {
+        Self {
+            authn: CacheSettings::one_shot(),
+            authz: CacheSettings::one_shot(),
+        }
+    }
+}
+
+pub(super) fn caches(args: CacheArgs, problems: &mut Problems) -> Caches {
+    let CacheArgs {
+        auth_cache_ttl,
+        auth_negative_cache_ttl,
+        authz_allow_ttl,
+        authz_deny_ttl,
+        cache_max_entries,
+        stale_if_error,
+    } = args;
+    if cache_max_entries == 0 {
+        problems.add("--cache-max-entries must be at least 1");
+    }
+    Caches {
+        authn: CacheSettings {
+            capacity: cache_max_entries,
+            positive: auth_cache_ttl,
+            negative: auth_negative_cache_ttl,
+            stale: stale_if_error,
+        },
+        authz: CacheSettings {
+            capacity: cache_max_entries,
+            positive: authz_allow_ttl,
+            negative: authz_deny_ttl,
+            stale: stale_if_error,
+        },
+    }
+}
+
+pub(super) fn validate(
+    kube: KubeArgs,
+    policy: PolicyArgs,
+    caches: Caches,
+    problems: &mut Problems,
+) -> AuthSettings {
+    let KubeArgs {
+        kubeconfig,
+        kube_api_qps,
+        kube_api_burst,
+        auth_token_audiences,
+        apiserver_timeout,
+        max_inflight_reviews,
+    } = kube;
+    let PolicyArgs {
+        config_file,
+        rbac_file,
+        token_auth_file,
+    } = policy;
+    problems.positive("--apiserver-timeout", apiserver_timeout);
+    problems.at_least_one("--max-inflight-reviews", max_inflight_reviews);
+    if !kube_api_qps.is_finite() {
+        problems.add("--kube-api-qps must be a number");
+    }
+    AuthSettings {
+        apiserver: ApiserverSettings {
+            kubeconfig,
+            // A token file outside a cluster, without --kubeconfig, means offline.
+            fallback: if token_auth_file.is_some() {
+                Fallback::Standalone
+            } else {
+                Fallback::UserKubeconfig
+            },
+            rate_limit: RateLimit::from_flags(kube_api_qps, kube_api_burst),
+            timeout: apiserver_timeout,
+            max_inflight: max_inflight_reviews,
+        },
+        authn: AuthnSettings {
+            audiences: auth_token_audiences
+                .into_iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            token_file: token_auth_file,
+            cache: caches.authn,
+        },
+        authz: AuthzSettings {
+            config_file,
+            rbac_files: rbac_file,
+            cache: caches.authz,
+        },
+    }
+}

@@ -1,0 +1,113 @@
+//! The serving flag group: the listener, its TLS and its HTTP limits.
+
+use std::time::Duration;
+
+use super::{args::ServingArgs, go::ListenAddress, Problems};
+use crate::{
+    server::HttpSettings,
+    tls::{TlsPolicy, TlsSettings, TlsSource},
+};
+
+/// What the serving flags decide.
+pub(super) struct Serving {
+    pub(super) listen: ListenAddress,
+    pub(super) proxy_endpoints_port: Option<u16>,
+    pub(super) worker_threads: usize,
+    pub(super) shutdown_grace: Duration,
+    pub(super) tls: TlsSettings,
+    pub(super) http: HttpSettings,
+}
+
+pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
+    let ServingArgs {
+        secure_listen_address,
+        tls_cert_file,
+        client_ca_file,
+        tls_private_key_file,
+        tls_min_version,
+        tls_cipher_suites,
+        http2_disable,
+        http2_max_concurrent_streams,
+        http2_max_size,
+        max_request_header_bytes,
+        max_connections,
+        worker_threads,
+        tls_handshake_timeout,
+        header_read_timeout,
+        idle_timeout,
+        proxy_endpoints_port,
+        shutdown_grace,
+    } = args;
+
+    let source = match (tls_cert_file, tls_private_key_file) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        (None, None) => TlsSource::SelfSigned,
+        (Some(_), None) => {
+            problems.add("--tls-cert-file needs --tls-private-key-file");
+            TlsSource::SelfSigned
+        }
+        (None, Some(_)) => {
+            problems.add("--tls-private-key-file needs --tls-cert-file");
+            TlsSource::SelfSigned
+        }
+    };
+    let policy = problems.or(
+        TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites),
+        TlsPolicy::default(),
+    );
+
+    for (flag, value) in [
+        ("--tls-handshake-timeout", tls_handshake_timeout),
+        ("--header-read-timeout", header_read_timeout),
+        ("--idle-timeout", idle_timeout),
+    ] {
+        problems.positive(flag, value);
+    }
+    if !(16_384..=16_777_215).contains(&http2_max_size) {
+        problems.add(format!(
+            "--http2-max-size {http2_max_size} must be between 16384 and 16777215"
+        ));
+    }
+    if max_request_header_bytes < 8192 {
+        problems.add("--max-request-header-bytes must be at least 8192");
+    }
+    problems.at_least_one("--max-connections", max_connections);
+    problems.at_least_one("--worker-threads", worker_threads);
+    problems.at_least_one(
+        "--http2-max-concurrent-streams",
+        usize::try_from(http2_max_concurrent_streams).unwrap_or(usize::MAX),
+    );
+    if proxy_endpoints_port != 0 && proxy_endpoints_port == secure_listen_address.port {
+        problems.add(format!(
+            "--proxy-endpoints-port {proxy_endpoints_port} is the port of \
+             --secure-listen-address"
+        ));
+    }
+
+    Serving {
+        listen: secure_listen_address,
+        proxy_endpoints_port: (proxy_endpoints_port != 0).then_some(proxy_endpoints_port),
+        worker_threads: worker_threads.min(available_cpus()),
+        shutdown_grace,
+        tls: TlsSettings {
+            source,
+            policy,
+            client_ca_file,
+        },
+        http: HttpSettings {
+            http2: !http2_disable,
+            max_concurrent_streams: http2_max_concurrent_streams,
+            http2_max_size,
+            max_header_bytes: max_request_header_bytes,
+            max_connections,
+            handshake_timeout: tls_handshake_timeout,
+            header_read_timeout,
+            idle_timeout,
+        },
+    }
+}
+
+/// CPUs this process may use: affinity and cgroup CPU quota included.
+pub(super) fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
