@@ -308,7 +308,7 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         client_ca,
         http2 = config.http.http2,
         paths = %config.paths,
-        audiences = auth.authn.audiences.join(","),
+        audiences = if auth.authn.audiences.is_empty() { "-".to_owned() } else { auth.authn.audiences.join(",") },
         policy = files(&policy),
         token_auth_file = token_file,
         caches,

@@ -302,6 +302,52 @@ mod tests {
         assert_eq!(*watched.get(), 3);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_version_is_parsed_once_and_on_swap_sees_each_accepted_value() {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Mutex,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n");
+        std::fs::write(&file, "1").unwrap();
+        let parses = Arc::new(AtomicUsize::new(0));
+        let swaps = Arc::new(Mutex::new(Vec::new()));
+        let (counted, seen) = (Arc::clone(&parses), Arc::clone(&swaps));
+        let watched = Watched::load_with(
+            "number",
+            vec![file.clone()],
+            move |contents| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                parse_number(contents)
+            },
+            move |value| seen.lock().unwrap().push(*value),
+        )
+        .unwrap();
+        watched.spawn_reloader();
+        let settle = || tokio::time::sleep(RELOAD_INTERVAL * 3);
+
+        std::fs::write(&file, "two").unwrap();
+        settle().await;
+        settle().await;
+        assert_eq!(
+            parses.load(Ordering::Relaxed),
+            2,
+            "the broken version is parsed once"
+        );
+        assert_eq!(*watched.get(), 1);
+
+        std::fs::write(&file, "3").unwrap();
+        settle().await;
+        assert_eq!(*watched.get(), 3);
+        assert_eq!(parses.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            *swaps.lock().unwrap(),
+            [1, 3],
+            "on_swap sees the first and each accepted value"
+        );
+    }
+
     #[test]
     fn load_errors_name_the_file() {
         let err = Watched::load("number", vec!["/nonexistent/n".into()], parse_number).unwrap_err();
