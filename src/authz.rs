@@ -126,6 +126,11 @@ impl Authorizer {
         user: &User,
         attributes: &[Attributes],
     ) -> Result<(), ProxyError> {
+        // Every request asks for something; an empty list would otherwise pass the loop
+        // below without a single decision.
+        if attributes.is_empty() {
+            return Err(ProxyError::Internal("no attributes to authorize".into()));
+        }
         for attrs in attributes {
             let outcome = match self.decide(user, attrs).await {
                 Ok(outcome) => outcome,
@@ -329,6 +334,17 @@ mod tests {
              \"message\":\"forbidden: User \\\"system:serviceaccount:ns:sa\\\" cannot get path \
              \\\"/metrics\\\"\",\"reason\":\"Forbidden\",\"details\":{},\"code\":403}\n"
         );
+    }
+
+    #[tokio::test]
+    async fn nothing_to_authorize_is_not_an_allow() {
+        let settings = AuthzSettings {
+            config_file: None,
+            rbac_files: Vec::new(),
+            cache: CacheSettings::one_shot(),
+        };
+        let authz = Authorizer::new(&settings, None, Arc::default()).unwrap();
+        assert!(authz.authorize(&User::default(), &[]).await.is_err());
     }
 
     #[test]

@@ -163,17 +163,17 @@ pub(crate) fn forwardable_method(method: &Method) -> Result<(), ProxyError> {
 
 /// The request path, refused with 400 when authorizing it literally could differ from
 /// what the upstream serves: no origin-form path (CONNECT's authority-form, `*`), dot
-/// segments, or percent-encoded dots, slashes and backslashes that an upstream might
-/// decode into one. Everything else is authorized and forwarded byte for byte.
+/// segments (also `..;x`, which servlet containers read as `..`), or percent-encoded
+/// dots, slashes and backslashes that an upstream might decode into one. Everything
+/// else is authorized and forwarded byte for byte.
 pub fn forwardable_path(uri: &Uri) -> Result<&str, ProxyError> {
     let path = uri.path();
     if !path.starts_with('/') {
         return Err(ProxyError::BadRequest("request target must be a path"));
     }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    // A servlet container drops `;parameters` from a segment before resolving dots.
+    let dot_segment = |segment: &str| matches!(segment.split(';').next(), Some("." | ".."));
+    if path.split('/').any(dot_segment) {
         return Err(ProxyError::BadRequest("dot segments in the path"));
     }
     let lower = path.to_ascii_lowercase();
@@ -222,6 +222,8 @@ mod tests {
             "/metrics/",
             "/a.b/c..d/.e",
             "/%41",
+            "/metrics;jsessionid=1",
+            "/a/...;/b",
         ] {
             let uri: Uri = ok.parse().unwrap();
             assert_eq!(forwardable_path(&uri).unwrap(), uri.path(), "{ok}");
@@ -233,6 +235,9 @@ mod tests {
             "/metrics/%2e%2e/secret",
             "/metrics%2Fsecret",
             "/metrics%5csecret",
+            "/metrics/..;/debug",
+            "/metrics/.;x/y",
+            "/metrics/..;jsessionid=1",
             "*",
             "example.com:443",
         ] {

@@ -63,15 +63,36 @@ impl PathPolicy {
     }
 
     /// Decides the route for a request path: 404 outside `--allow-paths`.
+    ///
+    /// Servlet containers (Tomcat, Jetty: Java exporters, Spring actuator) drop
+    /// `;parameters` from each segment before routing, so `/static/admin;.js` is
+    /// `/static/admin` to them. A path with a `;` is therefore allowed or ignored only
+    /// if both its literal form and its parameter-free form match.
     pub fn route(&self, path: &str) -> Result<Route, ProxyError> {
-        if !self.allow.is_empty() && !self.allow.iter().any(|g| glob_match(g, path)) {
+        let stripped = path.contains(';').then(|| without_parameters(path));
+        let matches = |globs: &[String]| {
+            let literal = globs.iter().any(|g| glob_match(g, path));
+            literal
+                && stripped
+                    .as_deref()
+                    .is_none_or(|stripped| globs.iter().any(|g| glob_match(g, stripped)))
+        };
+        if !self.allow.is_empty() && !matches(&self.allow) {
             return Err(ProxyError::NotFound);
         }
-        if self.ignore.iter().any(|g| glob_match(g, path)) {
+        if matches(&self.ignore) {
             return Ok(Route::Ignore);
         }
         Ok(Route::Guard)
     }
+}
+
+/// The path as a servlet container routes it: each segment cut at its first `;`.
+fn without_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Go's `path.Match(pattern, name)` for a pattern already known to be valid.
@@ -359,6 +380,19 @@ mod tests {
         assert_eq!(ignore.route("/static/app.js").unwrap(), Route::Ignore);
         assert_eq!(ignore.route("/static/a/b.js").unwrap(), Route::Guard);
         assert_eq!(ignore.route("/metrics").unwrap(), Route::Guard);
+        // What a servlet container would serve decides too: `/static/admin;.js` is
+        // `/static/admin` there.
+        let ignore_js = PathPolicy::new(&[], &s(&["/static/*.js"])).unwrap();
+        assert_eq!(ignore_js.route("/static/admin;.js").unwrap(), Route::Guard);
+        assert_eq!(ignore_js.route("/static/app.js").unwrap(), Route::Ignore);
+        // Both forms must match: the literal one here does not.
+        assert_eq!(ignore_js.route("/static/app.js;v=2").unwrap(), Route::Guard);
+        let allow = PathPolicy::new(&s(&["/static/*.js"]), &[]).unwrap();
+        assert!(matches!(
+            allow.route("/static/admin;.js"),
+            Err(ProxyError::NotFound)
+        ));
+        assert_eq!(allow.route("/static/app.js").unwrap(), Route::Guard);
         assert_eq!(
             PathPolicy::default().route("/anything").unwrap(),
             Route::Guard

@@ -248,7 +248,27 @@ fn digest(contents: &[(PathBuf, Vec<u8>)]) -> Digest {
     out
 }
 
-fn read_all(files: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+/// Files as read, wiped when dropped: a token file's tokens and a private key must
+/// not stay behind in freed memory once they are parsed.
+struct Contents(Vec<(PathBuf, Vec<u8>)>);
+
+impl std::ops::Deref for Contents {
+    type Target = [(PathBuf, Vec<u8>)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Contents {
+    fn drop(&mut self) {
+        for (_, bytes) in &mut self.0 {
+            zeroize::Zeroize::zeroize(bytes);
+        }
+    }
+}
+
+fn read_all(files: &[PathBuf]) -> Result<Contents, String> {
     files
         .iter()
         .map(|path| {
@@ -256,7 +276,8 @@ fn read_all(files: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
                 .map(|bytes| (path.clone(), bytes))
                 .map_err(|e| format!("{}: {e}", path.display()))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Contents)
 }
 
 #[cfg(test)]

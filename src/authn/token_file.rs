@@ -7,6 +7,8 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
+use zeroize::Zeroizing;
+
 use crate::{
     cache::{Key, TokenHasher},
     identity::User,
@@ -78,14 +80,17 @@ impl TokenFile {
 }
 
 /// One CSV record (RFC 4180 quoting; leading spaces trimmed, as Go's reader does).
-fn split_csv(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
+///
+/// The first field is a token, so every field is sized once (no reallocation leaves a
+/// copy behind) and wiped when dropped.
+fn split_csv(line: &str) -> Result<Zeroizing<Vec<String>>, String> {
+    let mut fields = Zeroizing::new(Vec::with_capacity(4));
     let mut chars = line.chars().peekable();
     loop {
         while chars.peek() == Some(&' ') {
             chars.next();
         }
-        let mut field = String::new();
+        let mut field = Zeroizing::new(String::with_capacity(line.len()));
         if chars.peek() == Some(&'"') {
             chars.next();
             loop {
@@ -101,7 +106,7 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
             }
             match chars.next() {
                 None => {
-                    fields.push(field);
+                    fields.push(std::mem::take(&mut *field));
                     return Ok(fields);
                 }
                 Some(',') => {}
@@ -111,7 +116,7 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
             loop {
                 match chars.next() {
                     None => {
-                        fields.push(field);
+                        fields.push(std::mem::take(&mut *field));
                         return Ok(fields);
                     }
                     Some(',') => break,
@@ -120,7 +125,7 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
                 }
             }
         }
-        fields.push(field);
+        fields.push(std::mem::take(&mut *field));
     }
 }
 
@@ -175,7 +180,7 @@ mod tests {
     #[test]
     fn csv_quoting() {
         assert_eq!(
-            split_csv(r#"a,"b,c","d""e",,"#).unwrap(),
+            *split_csv(r#"a,"b,c","d""e",,"#).unwrap(),
             ["a", "b,c", "d\"e", "", ""]
         );
         assert!(split_csv(r#"a,b"c"#).is_err());

@@ -35,12 +35,28 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Strips what must never reach the upstream from a client request.
+///
+/// That includes every header with an underscore in its name: WSGI, CGI and PHP
+/// upstreams read `X_Remote_User` as `X-Remote-User` (both become `HTTP_X_REMOTE_USER`),
+/// so an underscore spelling would slip a spoofed identity, or a rewrite value nobody
+/// reviewed, past the hyphenated names we strip and review. nginx drops them by default
+/// for the same reason.
 pub fn clean_request_headers(headers: &mut HeaderMap, identity: &IdentityHeaders) {
     remove_hop_by_hop(headers);
     headers.remove(header::UPGRADE);
     headers.remove(header::AUTHORIZATION);
     headers.remove(&identity.user);
     headers.remove(&identity.groups);
+    if headers.keys().any(|name| name.as_str().contains('_')) {
+        let underscored: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in underscored {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Removes hop-by-hop headers, including every header `Connection` names.
@@ -118,6 +134,27 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "accept-encoding"]);
+    }
+
+    #[test]
+    fn underscore_spellings_of_any_header_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x_remote_user", "system:admin"),
+            ("x_remote_groups", "system:masters"),
+            ("x_namespace", "kube-system"),
+            ("x-namespace", "monitoring"),
+            ("accept", "text/plain"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        clean_request_headers(&mut headers, &identity());
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-namespace"]);
     }
 
     #[test]
