@@ -105,13 +105,12 @@ pub(crate) async fn chain(
 /// serving.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let metrics = Arc::new(Metrics::new());
-    let expiry = Arc::clone(&metrics);
-    let cert = ServingCert::load(&config.tls.source, move |t| expiry.certificate_expires(t))?;
+    let cert = ServingCert::load(&config.tls.source, &metrics)?;
     let client_ca = config
         .tls
         .client_ca_file
         .as_deref()
-        .map(ClientCa::load)
+        .map(|path| ClientCa::load(path, &metrics))
         .transpose()?;
     let Chain {
         apiserver,
@@ -127,7 +126,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         paths: config.paths.clone(),
         authn,
         authz,
-        upstream: Upstream::new(&config.upstream)?,
+        upstream: Upstream::new(&config.upstream, &metrics)?,
     });
 
     let listener = bind("--secure-listen-address", &config.listen).await?;

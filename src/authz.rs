@@ -92,7 +92,11 @@ impl Authorizer {
         apiserver: Option<Arc<Apiserver>>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let local = LocalPolicy::load(settings.config_file.as_deref(), &settings.rbac_files)?;
+        let local = LocalPolicy::load(
+            settings.config_file.as_deref(),
+            &settings.rbac_files,
+            &metrics,
+        )?;
         local.spawn_reloaders();
         if apiserver.is_none() && local.is_empty() {
             tracing::warn!(

@@ -40,6 +40,14 @@ struct CacheLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    /// The flag the file was given with.
+    flag: &'static str,
+    /// Its path (several, comma-separated, for a repeated flag).
+    file: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -59,6 +67,8 @@ pub struct Metrics {
     review_errors: Family<ReviewLabels, Counter>,
     cache_entries: Family<CacheLabels, Gauge>,
     certificate_expiry: Gauge,
+    file_ok: Family<FileLabels, Gauge>,
+    file_loaded_at: Family<FileLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -130,6 +140,20 @@ impl Metrics {
             "When the serving certificate expires (Unix time)",
             certificate_expiry.clone(),
         );
+        let file_ok = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "config_last_reload_successful",
+            "Whether a watched file (certificate, key, CA, token, RBAC or config file) as it is \
+             now on disk is the version in force (0: missing or rejected; the last good one \
+             is used)",
+            file_ok.clone(),
+        );
+        let file_loaded_at = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When a watched file was last loaded successfully (Unix time)",
+            file_loaded_at.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -148,6 +172,8 @@ impl Metrics {
             review_errors,
             cache_entries,
             certificate_expiry,
+            file_ok,
+            file_loaded_at,
         }
     }
 
@@ -186,6 +212,21 @@ impl Metrics {
         }
     }
 
+    /// A watched file was (re)read: `ok` if what is on disk now is the version in force.
+    pub(crate) fn file_loaded(&self, flag: &'static str, file: &str, ok: bool) {
+        let labels = FileLabels {
+            flag,
+            file: file.to_owned(),
+        };
+        self.file_ok.get_or_create(&labels).set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            self.file_loaded_at.get_or_create(&labels).set(now);
+        }
+    }
+
     /// The serving certificate in force expires at `not_after` (Unix seconds).
     pub fn certificate_expires(&self, not_after: i64) {
         self.certificate_expiry.set(not_after);
@@ -220,6 +261,8 @@ mod tests {
         metrics.authorized("allowed", Source::Stale);
         metrics.review("tokenreview", 0.05, false);
         metrics.certificate_expires(1_900_000_000);
+        metrics.file_loaded("--rbac-file", "/etc/rbac/a.yaml", true);
+        metrics.file_loaded("--token-auth-file", "/etc/tokens.csv", false);
         let text = metrics.encode(3, 4);
         for needle in [
             "scrape_guard_requests_total{code=\"200\"} 1",
@@ -230,6 +273,9 @@ mod tests {
             "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 1",
             "scrape_guard_cache_entries{cache=\"authentication\"} 3",
             "scrape_guard_certificate_expiry_timestamp_seconds 1900000000",
+            "scrape_guard_config_last_reload_successful{flag=\"--rbac-file\",file=\"/etc/rbac/a.yaml\"} 1",
+            "scrape_guard_config_last_reload_successful{flag=\"--token-auth-file\",file=\"/etc/tokens.csv\"} 0",
+            "scrape_guard_config_last_reload_success_timestamp_seconds{flag=\"--rbac-file\",file=\"/etc/rbac/a.yaml\"}",
             "scrape_guard_build_info{version=",
             "scrape_guard_request_duration_seconds_bucket",
         ] {

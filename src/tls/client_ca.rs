@@ -19,7 +19,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::{ca_bundle, TlsError};
-use crate::{identity::User, reload::Watched};
+use crate::{identity::User, metrics::Metrics, reload::Watched};
 
 /// `--client-ca-file`: client certificates are requested (not required, so bearer
 /// token clients still work) and verified against this CA bundle, which is re-read
@@ -31,8 +31,8 @@ pub(crate) struct ClientCa {
 
 impl ClientCa {
     /// Loads the bundle; the error names the file.
-    pub(crate) fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
-        let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], |files| {
+    pub(crate) fn load(path: &Path, metrics: &Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
+        let parse = |files: &[(std::path::PathBuf, Vec<u8>)]| {
             let (path, pem) = &files[0];
             let roots = ca_bundle(path, pem)?;
             WebPkiClientVerifier::builder_with_provider(
@@ -42,8 +42,9 @@ impl ClientCa {
             .allow_unauthenticated()
             .build()
             .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .map_err(TlsError::File)?;
+        };
+        let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], parse, metrics)
+            .map_err(TlsError::File)?;
         verifier.spawn_reloader();
         Ok(Arc::new(Self { verifier }))
     }
