@@ -1,7 +1,7 @@
 //! The real binary: `--help` agrees with the README, env vars work, bad flags fail with
 //! exit 2 naming the flag, and SIGTERM drains and exits 0 without logging secrets.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::process::Command;
 
@@ -138,6 +138,7 @@ fn sigterm_drains_and_exits_zero_without_logging_secrets() {
     let echo = runtime.block_on(support::Echo::start());
     let port = support::free_port();
     let child = support::spawn_binary(
+        BIN,
         &pki,
         &api,
         &echo.url(),

@@ -8,7 +8,7 @@
 
 #![allow(clippy::zombie_processes)]
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{
     collections::{BTreeMap, HashSet},

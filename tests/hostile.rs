@@ -6,7 +6,7 @@
 //! The paths and framing tricks go over raw TLS sockets (HTTP/1.1 written by hand, and
 //! a minimal HTTP/2 frame writer below) so no client library normalises them first.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{
     collections::HashMap,
@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{client, get, Echo, FakeApiserver, Pki, Proxy, World, METRICS_PAGE};
+use support::{client, get, Echo, FakeApiserver, Pki, Proxy, World};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -34,41 +34,6 @@ const TOKEN: &str = "tok-5ecret-9f3a1c";
 async fn world(extra: &[&str]) -> World {
     let world = World::start(TOKEN, extra).await;
     world
-}
-
-impl World {
-    /// Paths (without query) the exporter received, in order.
-    fn forwarded_paths(&self) -> Vec<String> {
-        self.echo.seen().iter().map(|s| path_of(&s.uri)).collect()
-    }
-
-    fn last_sar_path(&self) -> String {
-        self.api.last_sar_spec()["nonResourceAttributes"]["path"]
-            .as_str()
-            .unwrap_or("<none>")
-            .to_owned()
-    }
-
-    /// A normal HTTP/1.1 scrape through the client library: must be 200.
-    async fn healthy_scrape(&self) {
-        let reply = tokio::time::timeout(
-            Duration::from_secs(10),
-            get(
-                &client(&self.pki, false),
-                &self.proxy.url("/metrics"),
-                Some(TOKEN),
-                &[],
-            ),
-        )
-        .await
-        .expect("a normal scrape was blocked for 10 s");
-        assert_eq!(reply.status, 200, "a normal scrape still works");
-        assert_eq!(reply.text(), METRICS_PAGE);
-    }
-}
-
-fn path_of(uri: &str) -> String {
-    uri.split('?').next().unwrap_or_default().to_owned()
 }
 
 // ---------------------------------------------------------------------------------
@@ -2024,6 +1989,7 @@ async fn rewrite_header_values_are_all_reviewed_or_refused() {
         api,
         echo,
         proxy,
+        token: TOKEN.to_owned(),
     };
 
     // Control: two ASCII values, two reviews.

@@ -1,7 +1,7 @@
 //! Running it in production: apiserver trouble (retries, stale-if-error), the proxy's
 //! own metrics behind authentication, and the access log.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::time::Duration;
 
@@ -170,6 +170,7 @@ fn access_log_has_one_line_per_request_and_no_token() {
     let echo = runtime.block_on(Echo::start());
     let port = free_port();
     let child = support::spawn_binary(
+        env!("CARGO_BIN_EXE_scrape-guard"),
         &pki,
         &api,
         &echo.url(),

@@ -2,7 +2,7 @@
 //! static rules composing with SubjectAccessReview, config-file resource attributes,
 //! hot reload, and the 403 doctor's output.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{path::Path, process::Command, time::Duration};
 

@@ -1,7 +1,7 @@
 //! scrape-guard over real TLS sockets, against a fake apiserver that speaks the real
 //! JSON and an echo exporter. Each test starts its own servers on 127.0.0.1:0.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::time::Duration;
 
