@@ -1,8 +1,9 @@
-//! A client that trusts the test CA: hyper's, over HTTP/1.1 or HTTP/2, with each
-//! response collected into a `Reply`. Every request is bounded, so a hung proxy fails a
+//! Clients that trust the test CA: hyper's (ordinary requests over HTTP/1.1 or HTTP/2,
+//! each response collected into a `Reply`), and a bare TLS stream for tests that write
+//! their own bytes (`http1`, `http2`). Every wait is bounded, so a hung proxy fails a
 //! test instead of hanging it.
 
-use std::time::Duration;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -12,6 +13,8 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use crate::Pki;
 
@@ -108,4 +111,20 @@ pub async fn send(
         headers,
         body,
     }
+}
+
+/// A TLS connection to `addr` trusting the test CA (server name localhost), offering
+/// `alpn`; connect and handshake bounded by 5 s each.
+pub async fn tls(pki: &Pki, addr: SocketAddr, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let connector = TlsConnector::from(Arc::new(pki.client_config(alpn)));
+    let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+    tcp.set_nodelay(true).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake timed out")
+        .expect("TLS handshake failed")
 }

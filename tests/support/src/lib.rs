@@ -8,6 +8,7 @@
 //! - [`proxy`]: scrape-guard in-process, started from command-line flags;
 //! - [`process`]: the real binary as a child process;
 //! - [`https`]: clients trusting the test CA;
+//! - [`http1`], [`http2`]: requests written by hand, for what a client library would not send;
 //! - [`world`]: all of the above wired together.
 //!
 //! A crate of its own rather than a `mod support;` in every test: each test binary uses
@@ -16,6 +17,8 @@
 
 pub mod apiserver;
 pub mod echo;
+pub mod http1;
+pub mod http2;
 pub mod https;
 pub mod pki;
 pub mod process;
