@@ -126,7 +126,8 @@ fn parse_responses(buf: &[u8], at_eof: bool) -> Vec<RawResponse> {
 }
 
 /// Reads responses until the server closes, `want` responses arrived, or nothing
-/// arrives for `idle` (everything bounded by 15 s).
+/// arrives for `idle` (everything bounded by 15 s). Not `eventually`: running out of
+/// time is an outcome here (what arrived by then), not a failure.
 pub async fn read_exchange<S>(io: &mut S, want: usize, idle: Duration) -> Exchange
 where
     S: tokio::io::AsyncRead + Unpin,

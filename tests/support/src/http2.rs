@@ -272,7 +272,10 @@ impl H2 {
         let _ = self.io.flush().await;
     }
 
-    /// Reads and handles frames until `done(self)`, the connection closes, or `max`.
+    /// Reads and handles frames (answering SETTINGS and PING) until `done(self)`, the
+    /// connection closes, or `max`. Not `eventually`: running out of time is an outcome
+    /// here, and only the reads are timed, because a frame write cancelled half-way
+    /// would corrupt the connection for the next call.
     pub async fn pump(&mut self, max: Duration, done: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + max;
         let mut chunk = vec![0u8; 64 * 1024];

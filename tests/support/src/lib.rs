@@ -9,7 +9,8 @@
 //! - [`process`]: the real binary as a child process;
 //! - [`https`]: clients trusting the test CA;
 //! - [`http1`], [`http2`]: requests written by hand, for what a client library would not send;
-//! - [`world`]: all of the above wired together.
+//! - [`world`]: all of the above wired together;
+//! - [`eventually()`]: the one way to wait for something to happen.
 //!
 //! A crate of its own rather than a `mod support;` in every test: each test binary uses
 //! part of it, and only a library's unused `pub` items are not dead code. The items
@@ -17,6 +18,7 @@
 
 pub mod apiserver;
 pub mod echo;
+pub mod eventually;
 pub mod http1;
 pub mod http2;
 pub mod https;
@@ -27,8 +29,9 @@ pub mod world;
 
 pub use apiserver::{FakeApiserver, FakeUser, Mode};
 pub use echo::{Echo, Seen, METRICS_PAGE};
+pub use eventually::eventually;
 pub use https::{client, client_with, get, send, HttpsClient, Reply};
 pub use pki::{install_crypto, Pki};
-pub use process::{free_port, spawn_binary, terminate};
+pub use process::{free_port, spawn_binary, terminate, KillOnDrop};
 pub use proxy::Proxy;
 pub use world::{World, SCRAPER, UNBOUND};

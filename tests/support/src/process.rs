@@ -1,10 +1,15 @@
 //! The real `scrape-guard` binary as a child process, for what only a process shows:
 //! signals, exit codes, logs on stderr. Listens on a free 127.0.0.1 port; stopped by
-//! PID (SIGTERM, SIGKILL only if a bounded wait runs out).
+//! PID: SIGTERM from `terminate`, SIGKILL when a `KillOnDrop` goes out of scope with
+//! the process still running (a failed assertion or a wait that ran out).
 
-use std::time::Duration;
+use std::{
+    ops::{Deref, DerefMut},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
 
-use crate::{FakeApiserver, Pki};
+use crate::{eventually, FakeApiserver, Pki};
 
 /// A free 127.0.0.1 port (bound, then released for the caller to use).
 pub fn free_port() -> u16 {
@@ -15,12 +20,47 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process that is killed (by PID) and reaped if it is still running when
+/// this is dropped, so that a test which fails half-way does not leave it behind.
+pub struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    /// Takes charge of `child`.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+}
+
+impl Deref for KillOnDrop {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // `Ok(None)`: still running. A process that exited is reaped by `try_wait`.
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The real `scrape-guard` binary (`binary`: the test's
 /// `env!("CARGO_BIN_EXE_scrape-guard")`, which Cargo sets only for the package's own
 /// tests) on 127.0.0.1:`port` with the test certificate, the fake apiserver's
 /// kubeconfig and `upstream`, plus `extra` flags and `env`. Returns once it accepts
 /// connections (bounded wait); stderr is piped for `terminate`.
-pub fn spawn_binary(
+pub async fn spawn_binary(
     binary: &str,
     pki: &Pki,
     api: &FakeApiserver,
@@ -28,7 +68,7 @@ pub fn spawn_binary(
     port: u16,
     extra: &[&str],
     env: &[(&str, &str)],
-) -> std::process::Child {
+) -> KillOnDrop {
     let mut args = vec![
         format!("--secure-listen-address=[127.0.0.1]:{port}"),
         format!("--kubeconfig={}", api.kubeconfig.display()),
@@ -37,42 +77,37 @@ pub fn spawn_binary(
         format!("--tls-private-key-file={}", pki.key_path.display()),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut child = std::process::Command::new(binary)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("scrape-guard never listened on {port}");
+    let child = KillOnDrop::new(
+        Command::new(binary)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    eventually(Duration::from_secs(20), || async move {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("scrape-guard never listened on {port}")),
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
+    .await;
     child
 }
 
 /// SIGTERM by PID, then wait (bounded) for the exit; returns the status and stderr.
-pub fn terminate(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+pub async fn terminate(mut child: KillOnDrop) -> (ExitStatus, String) {
     use std::io::Read;
-    std::process::Command::new("kill")
+    Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("scrape-guard did not exit within 20 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = eventually(Duration::from_secs(20), || {
+        let exited = child.try_wait().unwrap();
+        std::future::ready(exited.ok_or("scrape-guard did not exit within 20 s of SIGTERM"))
+    })
+    .await;
     let mut logs = String::new();
     child
         .stderr
