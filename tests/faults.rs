@@ -27,7 +27,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use support::{
-    client, eventually, get, Echo, FakeApiserver, KillOnDrop, Mode, Pki, Proxy, World, METRICS_PAGE,
+    client, eventually, free_port, get, Echo, FakeApiserver, KillOnDrop, Mode, Pki, Proxy, World,
+    METRICS_PAGE,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -325,14 +326,6 @@ impl Drop for Exporter {
             task.abort();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
