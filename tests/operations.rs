@@ -1,7 +1,7 @@
 //! Running it in production: apiserver trouble (retries, stale-if-error), the proxy's
 //! own metrics behind authentication, and the access log.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::time::Duration;
 
@@ -169,14 +169,15 @@ fn access_log_has_one_line_per_request_and_no_token() {
     api.allow(SA, "get", "/metrics");
     let echo = runtime.block_on(Echo::start());
     let port = free_port();
-    let child = support::spawn_binary(
+    let child = runtime.block_on(support::spawn_binary(
+        env!("CARGO_BIN_EXE_scrape-guard"),
         &pki,
         &api,
         &echo.url(),
         port,
         &["--access-log", "--log-format=json"],
         &[],
-    );
+    ));
     runtime.block_on(async {
         let c = client(&pki, false);
         let url = format!("https://localhost:{port}/metrics");
@@ -186,7 +187,7 @@ fn access_log_has_one_line_per_request_and_no_token() {
         );
         assert_eq!(get(&c, &url, None, &[]).await.status, 401);
     });
-    let (_, logs) = support::terminate(child);
+    let (_, logs) = runtime.block_on(support::terminate(child));
     let access: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
