@@ -19,7 +19,7 @@ use crate::{
     config::{AuthSettings, Config, ListenAddress},
     guard::Guard,
     metrics::Metrics,
-    server::{self, HttpSettings},
+    server::{self, HttpSettings, Listener},
     tls::{self, Alpn, ClientCa, ServingCert, TlsError, TlsSource},
     upstream::{Upstream, UpstreamError},
 };
@@ -151,42 +151,43 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         Alpn::Http11
     };
     let policy = &config.tls.policy;
-    let acceptor = tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = futures_util::FutureExt::shared(async {
         let _ = stopped.await;
     });
     let grace = config.shutdown_grace;
     let proxy = server::serve(
-        listener,
-        acceptor,
+        Listener {
+            socket: listener,
+            acceptor: tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?,
+            client_ca: client_ca.clone(),
+            settings: config.http,
+        },
         Arc::clone(&guard),
-        config.http,
+        Arc::clone(&metrics),
         stopped.clone(),
         grace,
     );
     let admin = match admin_listener {
-        Some((listener, _)) => {
+        Some((socket, _)) => {
             let handler = Arc::new(Admin {
                 cert: Arc::clone(&cert),
                 apiserver: apiserver.clone(),
                 guard: Arc::clone(&guard),
             });
-            let acceptor = tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?;
-            Some(server::serve(
-                listener,
-                acceptor,
-                handler,
+            let listener = Listener {
+                socket,
+                acceptor: tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?,
+                client_ca,
                 // Probes and one scraper: a few HTTP/1.1 connections at most.
-                HttpSettings {
+                settings: HttpSettings {
                     http2: false,
                     max_concurrent_streams: 1,
                     max_connections: 64,
                     ..config.http
                 },
-                stopped,
-                grace,
-            ))
+            };
+            Some(server::serve(listener, handler, metrics, stopped, grace))
         }
         None => None,
     };

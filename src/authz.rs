@@ -15,6 +15,7 @@ mod attributes;
 mod config_file;
 mod local;
 pub(crate) mod rbac;
+mod rewrite;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -234,7 +235,7 @@ pub(crate) fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessR
     let (non_resource_attributes, resource_attributes) = match &attributes.resource {
         None => (
             Some(NonResourceAttributes {
-                path: Some(attributes.path.clone()),
+                path: Some(attributes.path.to_string()),
                 verb: Some(attributes.verb.clone()),
             }),
             None,

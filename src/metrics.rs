@@ -48,6 +48,11 @@ struct FileLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -69,6 +74,7 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     file_ok: Family<FileLabels, Gauge>,
     file_loaded_at: Family<FileLabels, Gauge>,
+    handshake_failures: Family<ReasonLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -154,6 +160,13 @@ impl Metrics {
             "When a watched file was last loaded successfully (Unix time)",
             file_loaded_at.clone(),
         );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason (client_certificate, client_alert, \
+             incompatible, not_tls, closed, timeout, other)",
+            handshake_failures.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -174,6 +187,7 @@ impl Metrics {
             certificate_expiry,
             file_ok,
             file_loaded_at,
+            handshake_failures,
         }
     }
 
@@ -225,6 +239,13 @@ impl Metrics {
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             self.file_loaded_at.get_or_create(&labels).set(now);
         }
+    }
+
+    /// A TLS handshake failed for `reason`.
+    pub(crate) fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The serving certificate in force expires at `not_after` (Unix seconds).

@@ -524,7 +524,7 @@ mod properties {
                     }
                     for method in [Method::GET, Method::HEAD, Method::POST, Method::OPTIONS] {
                         let attributes = Attributes::new(&method, path);
-                        prop_assert_eq!(&attributes.path, path);
+                        prop_assert_eq!(&*attributes.path, path);
                         prop_assert!(attributes.resource.is_none());
                     }
                 }

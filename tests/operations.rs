@@ -335,6 +335,77 @@ async fn unix_socket_upstreams_with_and_without_h2c() {
     }
 }
 
+/// One scrape on a new TLS connection from `connector` (whose session cache it
+/// shares): the status, and whether the session was resumed.
+async fn scrape_on_new_connection(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> (u16, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("handshake within 5 s")
+        .expect("handshake");
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, resumed)
+}
+
+#[tokio::test]
+async fn a_resumed_session_does_not_outlive_its_client_certificate() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.allow("cert-user", "get", "/metrics");
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &echo.url(),
+        &[&format!("--client-ca-file={}", pki.ca_path.display())],
+    )
+    .await;
+    let lifetime = Duration::from_secs(3);
+    let identity = pki.short_lived_client_cert("cert-user", lifetime);
+    // One client config: its session cache is what lets the second connection resume.
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        pki.client_config_with(&[b"http/1.1"], Some(&identity)),
+    ));
+
+    let (status, resumed) = scrape_on_new_connection(&connector, proxy.addr).await;
+    assert_eq!(
+        (status, resumed),
+        (200, false),
+        "a full handshake, as cert-user"
+    );
+    let (status, resumed) = scrape_on_new_connection(&connector, proxy.addr).await;
+    assert_eq!(
+        (status, resumed),
+        (200, true),
+        "resumed while the certificate is valid"
+    );
+
+    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
+    let (status, resumed) = scrape_on_new_connection(&connector, proxy.addr).await;
+    assert!(resumed, "the client resumed its session after expiry");
+    assert_eq!(
+        status, 401,
+        "an expired certificate names nobody, resumed session or not"
+    );
+}
+
 #[tokio::test]
 async fn https_upstream_gets_our_client_certificate() {
     support::install_crypto();

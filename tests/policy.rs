@@ -157,7 +157,22 @@ async fn config_file_rewrites_become_resource_reviews() {
         reply.status, 400,
         "a rewrite with no value is a bad request"
     );
-    assert_eq!(api.token_reviews(), 0, "refused before authentication");
+    assert_eq!(
+        api.token_reviews(),
+        1,
+        "authenticated first (as kube-rbac-proxy does), then refused"
+    );
+
+    // An unauthenticated caller's rewrite values are never looked at: 401, no review.
+    let reply = get(
+        &c,
+        &proxy.url("/api/v1/rules?namespace=a&namespace=b"),
+        Some("junk"),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(api.sars(), 0);
 
     let reply = get(
         &c,

@@ -50,6 +50,30 @@ impl ClientCa {
     }
 }
 
+impl ClientCa {
+    /// The user a client certificate chain names, if it verifies.
+    ///
+    /// On a full handshake rustls has just verified the chain. A resumed session
+    /// carries the chain verified when the session began, possibly long ago, and every
+    /// resumption issues fresh tickets: so it is verified again, now and against the
+    /// bundle in force, and a certificate that has expired since (or whose CA was taken
+    /// out of `--client-ca-file`) names nobody. Go refuses such resumptions too.
+    pub(crate) fn user(&self, chain: &[CertificateDer<'_>], resumed: bool) -> Option<User> {
+        let (leaf, intermediates) = chain.split_first()?;
+        if resumed {
+            if let Err(error) =
+                self.verifier
+                    .get()
+                    .verify_client_cert(leaf, intermediates, UnixTime::now())
+            {
+                tracing::info!(%error, "a resumed TLS session's client certificate no longer verifies; ignoring it");
+                return None;
+            }
+        }
+        client_certificate_user(leaf.as_ref())
+    }
+}
+
 impl ClientCertVerifier for ClientCa {
     fn offer_client_auth(&self) -> bool {
         true

@@ -64,6 +64,24 @@ impl Pki {
 
     /// A client certificate from the test CA with this CN and O values: (cert PEM, key PEM).
     pub fn client_cert(&self, common_name: &str, organizations: &[&str]) -> (String, String) {
+        self.client_cert_expiring(common_name, organizations, None)
+    }
+
+    /// A client certificate that expires `lifetime` from now.
+    pub fn short_lived_client_cert(
+        &self,
+        common_name: &str,
+        lifetime: std::time::Duration,
+    ) -> (String, String) {
+        self.client_cert_expiring(common_name, &[], Some(lifetime))
+    }
+
+    fn client_cert_expiring(
+        &self,
+        common_name: &str,
+        organizations: &[&str],
+        lifetime: Option<std::time::Duration>,
+    ) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
@@ -75,6 +93,11 @@ impl Pki {
                 .push(rcgen::DnType::OrganizationName, *org);
         }
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(lifetime) = lifetime {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::minutes(1);
+            params.not_after = now + lifetime;
+        }
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
