@@ -102,6 +102,11 @@ fn client_certificate(problem: &CertificateError) -> Failure {
         CertificateError::UnknownIssuer => {
             "the client certificate is not signed by a CA in --client-ca-file".to_owned()
         }
+        CertificateError::BadSignature => {
+            "the client certificate is not signed by a CA in --client-ca-file (its issuer \
+             has the name of one there, but the signature does not verify)"
+                .to_owned()
+        }
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "the client certificate is not for client authentication: reissue it with \
              extendedKeyUsage=clientAuth"

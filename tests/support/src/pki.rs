@@ -22,6 +22,8 @@ pub struct Pki {
     pub key_path: PathBuf,
     /// The CA certificate, PEM file.
     pub ca_path: PathBuf,
+    /// The CA's private key, PEM file (for certificates made with other tools).
+    pub ca_key_path: PathBuf,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
@@ -40,6 +42,8 @@ impl Pki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "scrape-guard test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
+        let ca_key_path = dir.path().join("ca.key");
+        std::fs::write(&ca_key_path, ca_key.serialize_pem()).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let key = rcgen::KeyPair::generate().unwrap();
@@ -58,6 +62,7 @@ impl Pki {
             cert_path,
             key_path,
             ca_path,
+            ca_key_path,
             issuer,
         }
     }
