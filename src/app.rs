@@ -179,13 +179,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                 socket,
                 acceptor: tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?,
                 client_ca,
-                // Probes and one scraper: a few HTTP/1.1 connections at most.
-                settings: HttpSettings {
-                    http2: false,
-                    max_concurrent_streams: 1,
-                    max_connections: 64,
-                    ..config.http
-                },
+                settings: admin_http(&config.http),
             };
             Some(server::serve(listener, handler, metrics, stopped, grace))
         }
@@ -206,6 +200,24 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         stop,
         task,
     })
+}
+
+/// The probe port's limits. The kubelet opens a new connection for every probe, sends
+/// one request at once and gives up after a second or so: short timeouts and a small
+/// share per peer keep clients that connect and go silent from starving it (a failing
+/// liveness probe restarts the container).
+fn admin_http(proxy: &HttpSettings) -> HttpSettings {
+    let short = std::time::Duration::from_secs(2);
+    HttpSettings {
+        http2: false,
+        max_concurrent_streams: 1,
+        max_connections: 64,
+        max_connections_per_peer: 16,
+        handshake_timeout: proxy.handshake_timeout.min(short),
+        header_read_timeout: proxy.header_read_timeout.min(short),
+        idle_timeout: proxy.idle_timeout.min(std::time::Duration::from_secs(5)),
+        ..*proxy
+    }
 }
 
 /// Binds like Go's `net.Listen("tcp", addr)`: an empty host is every interface

@@ -75,6 +75,7 @@ pub struct Metrics {
     file_ok: Family<FileLabels, Gauge>,
     file_loaded_at: Family<FileLabels, Gauge>,
     handshake_failures: Family<ReasonLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -167,6 +168,12 @@ impl Metrics {
              incompatible, not_tls, closed, timeout, other)",
             handshake_failures.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once, by reason (per_peer_limit)",
+            connections_refused.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -188,6 +195,7 @@ impl Metrics {
             file_ok,
             file_loaded_at,
             handshake_failures,
+            connections_refused,
         }
     }
 
@@ -244,6 +252,13 @@ impl Metrics {
     /// A TLS handshake failed for `reason`.
     pub(crate) fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A connection was closed before its handshake, for `reason`.
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

@@ -7,6 +7,7 @@
 
 mod handshake;
 mod idle;
+mod peers;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -55,6 +56,9 @@ pub struct HttpSettings {
     pub max_header_bytes: u32,
     /// `--max-connections`: connections served at once; more wait in the backlog.
     pub max_connections: usize,
+    /// `--max-connections-per-peer`: of those, how many one client address may hold;
+    /// more from it are closed at once.
+    pub max_connections_per_peer: usize,
     /// `--tls-handshake-timeout`: prevents port scanners, half-open clients and the like
     /// from holding a task and a socket before they have even finished the handshake;
     /// also how soon after it a client must send its first byte.
@@ -114,6 +118,8 @@ pub(crate) async fn serve<H: Handler>(
     // Each live connection holds one slot; all slots back means all connections closed.
     let max = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
+    let per_peer = peers::PeerSlots::new(settings.max_connections_per_peer);
+    let refusals = handshake::LogBudget::new();
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -138,10 +144,22 @@ pub(crate) async fn serve<H: Handler>(
             },
             () = &mut shutdown => break,
         };
+        let Some(peer_slot) = per_peer.take(peer.ip()) else {
+            shared.metrics.connection_refused("per_peer_limit");
+            if refusals.allow("connections refused by --max-connections-per-peer") {
+                tracing::warn!(
+                    %peer,
+                    max = settings.max_connections_per_peer,
+                    "a client holds its share of connections (--max-connections-per-peer); \
+                     closing its new one"
+                );
+            }
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let connection = serve_connection(tcp, peer, Arc::clone(&shared), stopping.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             connection.await;
         });
     }
@@ -259,6 +277,10 @@ fn http_builder(settings: HttpSettings) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(settings.max_header_bytes)
         .max_frame_size(frame)
         .initial_stream_window_size(settings.http2_max_size.max(65_535))
+        // hyper's default is 1 MiB a connection on top of the streams' own windows; one
+        // stream's worth bounds what a client can make us buffer, and a scrape's GET
+        // sends no body to need more.
+        .initial_connection_window_size(settings.http2_max_size.max(65_535))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     if settings.http2 {
         builder

@@ -236,3 +236,65 @@ async fn a_client_that_stops_reading_cannot_hold_a_slot() {
     assert_eq!(statuses, [200], "after {:?}", start.elapsed());
     drop(stalled);
 }
+
+// ---------------------------------------------------------------------------------
+// Per-peer shares: one client cannot starve the others or the probes
+// ---------------------------------------------------------------------------------
+
+/// `n` TCP connections to `addr` from `source` (another loopback address, so the proxy
+/// sees another peer) that send one byte of a TLS ClientHello and go silent.
+async fn silent_connections_from(
+    source: &str,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let Ok(Ok(mut tcp)) =
+            tokio::time::timeout(Duration::from_secs(2), socket.connect(addr)).await
+        else {
+            continue; // refused or left in the backlog: either way, it holds nothing
+        };
+        let _ = tcp.write_all(&[0x16]).await;
+        held.push(tcp);
+    }
+    held
+}
+
+/// Before the fix: 200 silent connections kept the kubelet's /healthz unanswered for
+/// 8 s (64 slots, a 10 s handshake timeout), so the liveness probe failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_starve_the_probe_port() {
+    let port = support::free_port();
+    let w = world(&[&format!("--proxy-endpoints-port={port}")]).await;
+    let admin = w.proxy.admin_addr.expect("probe port");
+    let _held = silent_connections_from("127.0.0.2", admin, 200).await;
+    let probe = async {
+        let mut io = tls(&w.pki, admin, &[b"http/1.1"]).await;
+        io.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        read_exchange(&mut io, 1, Duration::from_secs(5))
+            .await
+            .statuses()
+    };
+    // The kubelet gives a probe one second by default.
+    let statuses = tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .expect("/healthz unanswered for 3 s behind 200 silent connections");
+    assert_eq!(statuses, [200]);
+}
+
+/// Before the fix, one peer holding every `--max-connections` slot with silent
+/// handshakes locked every other scraper out until its connections timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_hold_every_connection_slot() {
+    let w = world(&["--max-connections=8", "--tls-handshake-timeout=30s"]).await;
+    let _held = silent_connections_from("127.0.0.2", w.proxy.addr, 8).await;
+    let statuses = scrape_on_a_new_connection(&w, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("a scraper was locked out for 5 s by another peer"));
+    assert_eq!(statuses, [200]);
+}

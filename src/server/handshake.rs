@@ -1,7 +1,8 @@
 //! Failed TLS handshakes, explained. "remote error: tls: bad certificate" on the
 //! scraper's side must be answerable from ours: each failure gets a reason a person can
 //! act on, a counter by reason in the own metrics, and a log line — at most a few a
-//! minute, so a port scan cannot flood the log (the rest are counted and summarised).
+//! minute, so a port scan cannot flood the log (the rest are counted and summarised;
+//! `LogBudget` does the same for the other per-connection events).
 
 use std::{
     net::SocketAddr,
@@ -124,28 +125,28 @@ fn client_certificate(problem: &CertificateError) -> Failure {
     Failure::new("client_certificate", advice, true)
 }
 
-/// Counts every failure; logs a few per minute.
+/// At most `LOGGED_PER_WINDOW` lines a minute about one kind of event; the rest are
+/// only counted (by the caller's metric) and summed up in one line.
 #[derive(Debug)]
-pub(super) struct Reporter {
+pub(super) struct LogBudget {
     window: Mutex<(Instant, u32)>,
 }
 
-impl Reporter {
+impl LogBudget {
     pub(super) fn new() -> Self {
         Self {
             window: Mutex::new((Instant::now(), 0)),
         }
     }
 
-    pub(super) fn report(&self, failure: &Failure, peer: SocketAddr, metrics: &Metrics) {
-        metrics.handshake_failed(failure.reason);
-        let (log, suppressed) = {
+    /// Whether this event may be logged; says so when the last window dropped some.
+    pub(super) fn allow(&self, what: &str) -> bool {
+        let (allowed, suppressed) = {
             // Only counters inside; a poisoned lock still holds usable numbers.
             let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-            let (started, seen) = &mut *window;
             let mut suppressed = 0;
-            if started.elapsed() >= WINDOW {
-                suppressed = seen.saturating_sub(LOGGED_PER_WINDOW);
+            if window.0.elapsed() >= WINDOW {
+                suppressed = window.1.saturating_sub(LOGGED_PER_WINDOW);
                 *window = (Instant::now(), 0);
             }
             window.1 += 1;
@@ -154,11 +155,29 @@ impl Reporter {
         if suppressed > 0 {
             tracing::warn!(
                 suppressed,
-                "more TLS handshake failures in the last minute than are logged; \
-                 scrape_guard_tls_handshake_failures_total counts them all"
+                "more {what} in the last minute than are logged; the own metrics count them all"
             );
         }
-        if !log {
+        allowed
+    }
+}
+
+/// Counts every failed handshake; logs a few per minute.
+#[derive(Debug)]
+pub(super) struct Reporter {
+    budget: LogBudget,
+}
+
+impl Reporter {
+    pub(super) fn new() -> Self {
+        Self {
+            budget: LogBudget::new(),
+        }
+    }
+
+    pub(super) fn report(&self, failure: &Failure, peer: SocketAddr, metrics: &Metrics) {
+        metrics.handshake_failed(failure.reason);
+        if !self.budget.allow("TLS handshake failures") {
             return;
         }
         let reason = failure.reason;
@@ -219,7 +238,7 @@ mod tests {
         for _ in 0..100 {
             reporter.report(&Failure::timeout(), peer, &metrics);
         }
-        assert_eq!(reporter.window.lock().unwrap().1, 100);
+        assert_eq!(reporter.budget.window.lock().unwrap().1, 100);
         let text = metrics.encode(0, 0);
         assert!(
             text.contains("scrape_guard_tls_handshake_failures_total{reason=\"timeout\"} 100"),
