@@ -293,3 +293,16 @@ async fn h2_ping_and_settings_floods_do_not_starve_others() {
     }
     w.healthy_scrape().await;
 }
+
+/// hyper's default connection window is 1 MiB on top of the streams' windows: what a
+/// client may make the proxy buffer per connection. It is one stream's worth
+/// (`--http2-max-size`, 256 KiB by default), not hyper's 1 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connection_window_is_one_streams_worth() {
+    let w = world(&[]).await;
+    let mut h2 = H2::connect(&w).await;
+    // The server's SETTINGS and WINDOW_UPDATE follow the preface at once.
+    h2.pump(Duration::from_secs(2), |_| false).await;
+    assert!(!h2.closed, "the connection stays open");
+    assert_eq!(h2.connection_window, 262_144);
+}

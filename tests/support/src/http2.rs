@@ -206,6 +206,9 @@ pub struct H2 {
     pub goaway: Option<u32>,
     /// The connection is closed (read EOF or error, or a write failed).
     pub closed: bool,
+    /// How much request data the server lets this client send on the connection
+    /// before it must wait: 65,535 plus the server's WINDOW_UPDATEs on stream 0.
+    pub connection_window: u64,
 }
 
 impl H2 {
@@ -236,6 +239,7 @@ impl H2 {
             streams: HashMap::new(),
             goaway: None,
             closed: false,
+            connection_window: 65_535,
         }
     }
 
@@ -318,6 +322,12 @@ impl H2 {
             match kind {
                 SETTINGS if flags & ACK == 0 => replies.extend(frame(SETTINGS, ACK, 0, &[])),
                 PING if flags & ACK == 0 => replies.extend(frame(PING, ACK, 0, &payload)),
+                WINDOW_UPDATE if id == 0 => {
+                    if let Some(increment) = payload.get(..4) {
+                        let increment = u32::from_be_bytes(increment.try_into().unwrap());
+                        self.connection_window += u64::from(increment & 0x7fff_ffff);
+                    }
+                }
                 GOAWAY => {
                     self.goaway = payload
                         .get(4..8)
