@@ -17,7 +17,7 @@
 //! also when it fails. A failing test prints the tail of every log involved (its
 //! scrape-guard, exporter, Prometheus, the apiserver's warnings and errors) and keeps
 //! its temp dir. How the expensive part, the control plane, is shared between tests
-//! running in parallel is explained in `cluster/support/control_plane.rs`.
+//! running in parallel is explained in `e2e/cluster/support/control_plane.rs`.
 //!
 //! The files of this test target live in `e2e/cluster/`: `support` (the fixtures) and
 //! one file per theme of checks.

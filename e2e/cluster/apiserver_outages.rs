@@ -47,13 +47,7 @@ async fn apiserver_outage() {
     eventually(
         Duration::from_secs(30),
         "200 after the apiserver came back",
-        || async {
-            let reply = guard.get("/metrics", Some(&token)).await;
-            match reply.status {
-                200 => Ok(()),
-                _ => Err(reply.describe()),
-            }
-        },
+        || async { guard.get("/metrics", Some(&token)).await.status_is(200) },
     )
     .await;
     assert!(
@@ -130,13 +124,7 @@ async fn stale_if_error_rides_out_an_outage() {
     eventually(
         Duration::from_secs(20),
         "token B allowed after the apiserver came back",
-        || async {
-            let reply = guard.get("/metrics", Some(&token_b)).await;
-            match reply.status {
-                200 => Ok(()),
-                _ => Err(reply.describe()),
-            }
-        },
+        || async { guard.get("/metrics", Some(&token_b)).await.status_is(200) },
     )
     .await;
     let reply = guard.get("/metrics", Some(&token_a)).await;
@@ -205,14 +193,7 @@ async fn health_endpoints() {
         .await;
     let endpoint_is = |path: &'static str, want: u16| {
         let guard = &guard;
-        move || async move {
-            let reply = guard.endpoints_get(path, None).await?;
-            if reply.status == want {
-                Ok(())
-            } else {
-                Err(reply.describe())
-            }
-        }
+        move || async move { guard.endpoints_get(path, None).await?.status_is(want) }
     };
     eventually(
         Duration::from_secs(10),

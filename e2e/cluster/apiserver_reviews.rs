@@ -149,7 +149,6 @@ fn bound_service_account(file: &std::path::Path) -> (String, String) {
 #[tokio::test]
 #[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
 async fn client_certificate_identity() {
-    // Private: it counts the apiserver's reviews.
     let cluster = Cluster::private().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
     let (cert, key) = cluster
@@ -198,11 +197,10 @@ async fn client_certificate_identity() {
         Duration::from_secs(15),
         "200 for the certificate once Group e2e-cert-group is bound",
         || async {
-            let reply = guard.get_with_cert("/metrics", &client_cert).await?;
-            match reply.status {
-                200 => Ok(()),
-                _ => Err(reply.describe()),
-            }
+            guard
+                .get_with_cert("/metrics", &client_cert)
+                .await?
+                .status_is(200)
         },
     )
     .await;

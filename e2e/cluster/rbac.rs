@@ -24,7 +24,7 @@ async fn rbac_change_respects_ttls() {
         .start()
         .await;
     let token = cluster.mint_token(sa).await;
-    let status_is = |want: u16| {
+    let answers = |want: u16| {
         let (guard, token) = (&guard, &token);
         move || async move {
             let reply = guard.get("/metrics", Some(token)).await;
@@ -40,7 +40,7 @@ async fn rbac_change_respects_ttls() {
     let allowed = eventually(
         Duration::from_secs(15),
         "200 with the binding",
-        status_is(200),
+        answers(200),
     )
     .await;
     cluster.delete_binding(binding).await;
@@ -57,7 +57,7 @@ async fn rbac_change_respects_ttls() {
     let denied = eventually(
         Duration::from_secs(15),
         "403 after deleting the binding",
-        status_is(403),
+        answers(403),
     )
     .await;
     println!(
@@ -80,7 +80,7 @@ async fn rbac_change_respects_ttls() {
     let again = eventually(
         Duration::from_secs(15),
         "200 after recreating the binding",
-        status_is(200),
+        answers(200),
     )
     .await;
     println!(

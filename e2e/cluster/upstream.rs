@@ -63,13 +63,7 @@ async fn exporter_outage() {
     eventually(
         Duration::from_secs(15),
         "200 after node-exporter restarted",
-        || async {
-            let reply = guard.get("/metrics", Some(&token)).await;
-            match reply.status {
-                200 => Ok(()),
-                _ => Err(reply.describe()),
-            }
-        },
+        || async { guard.get("/metrics", Some(&token)).await.status_is(200) },
     )
     .await;
 }

@@ -7,19 +7,26 @@
 //! Starting etcd and the apiserver takes ~5 s, so tests that only add their own objects
 //! share one control plane ([`Cluster::shared`]). It lives in a `static` as a `Weak`:
 //! every test holds an `Arc`, and the test that drops the last one stops both processes
-//! (statics are never dropped, so the static must not own them). When the harness runs
-//! out of tests that want it, it is gone before the binary exits; if two shared tests
-//! are not running at the same moment, the next one simply starts a new one.
+//! (statics are never dropped, so the static must not own them). It is therefore gone
+//! before the test binary exits; if at some moment no test holds it, the next one simply
+//! starts a new one.
 //!
 //! Tests that stop the apiserver, or that count the reviews it serves (its own
 //! `apiserver_request_total`, which every other test's scrape-guard would move), get a
 //! control plane of their own ([`Cluster::private`]): it costs one more start but no
-//! lock can be forgotten and no other test can disturb the numbers.
+//! lock can be forgotten and no other test can disturb the numbers. They live in the
+//! `apiserver_*` modules, which sort first: libtest starts tests in name order, so the
+//! sharing tests run together afterwards and the shared one is started once. (Only
+//! speed depends on that order, never a result.)
 //!
-//! Only a SIGKILL of the test binary itself leaves children behind (no destructor runs;
-//! `PR_SET_PDEATHSIG` would need `unsafe`, and would fire when the *thread* that
-//! started the child ends). Every child binds only 127.0.0.1 ports and writes only
-//! inside its temp dir, so such leftovers never clash with the next run.
+//! The `kube::Client` is made per test, on the test's runtime: a client's connections
+//! belong to the runtime that opened them, and every `#[tokio::test]` has its own.
+//!
+//! Children are stopped by PID when their guard drops, and on SIGTERM or SIGINT of the
+//! test binary (`process.rs`); a SIGKILL of the test binary leaves them behind (no
+//! destructor runs, and `PR_SET_PDEATHSIG` would need `unsafe` and would fire when the
+//! *thread* that started the child ends). Every child binds only free 127.0.0.1 ports
+//! and writes only inside its temp dir, so such leftovers never clash with a next run.
 
 mod api;
 
@@ -329,11 +336,9 @@ impl ControlPlane {
                 Duration::from_secs(60),
                 "kube-apiserver /readyz",
                 || async move {
-                    let reply = http::https_get(tls, addr, "/readyz", Some(token)).await?;
-                    match reply.status {
-                        200 => Ok(()),
-                        _ => Err(reply.describe()),
-                    }
+                    http::https_get(tls, addr, "/readyz", Some(token))
+                        .await?
+                        .status_is(200)
                 },
             )
             .await;

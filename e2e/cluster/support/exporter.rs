@@ -75,13 +75,7 @@ impl NodeExporter {
             .await_ready(
                 Duration::from_secs(20),
                 "node-exporter /metrics",
-                || async move {
-                    let reply = client::http_get(addr, "/metrics").await?;
-                    match reply.status {
-                        200 => Ok(()),
-                        _ => Err(reply.describe()),
-                    }
-                },
+                || async move { client::http_get(addr, "/metrics").await?.status_is(200) },
             )
             .await;
         self.process = Some(process);

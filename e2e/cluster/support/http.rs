@@ -50,6 +50,15 @@ impl Reply {
             && message.is_none_or(|m| status["message"] == m)
     }
 
+    /// `Ok` if the status is `code`, else what came instead (for [`super::eventually`]).
+    pub(crate) fn status_is(&self, code: u16) -> Result<(), String> {
+        if self.status == code {
+            Ok(())
+        } else {
+            Err(self.describe())
+        }
+    }
+
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

@@ -74,13 +74,7 @@ impl Prometheus {
             .await_ready(
                 Duration::from_secs(30),
                 "Prometheus /-/ready",
-                || async move {
-                    let reply = http::http_get(addr, "/-/ready").await?;
-                    match reply.status {
-                        200 => Ok(()),
-                        _ => Err(reply.describe()),
-                    }
-                },
+                || async move { http::http_get(addr, "/-/ready").await?.status_is(200) },
             )
             .await;
         Self {
