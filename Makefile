@@ -24,7 +24,7 @@ provision:
 	e2e/provision.sh
 
 e2e: provision
-	cargo test --locked --test cluster -- --ignored
+	cargo test --locked --test cluster -- --ignored --test-threads=4
 
 bench:
 	cargo bench --bench hot_path
