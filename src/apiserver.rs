@@ -94,8 +94,10 @@ pub enum ClientError {
     #[error("--kubeconfig {path}: {message}")]
     Kubeconfig { path: String, message: String },
     #[error(
-        "no Kubernetes API configuration: not running in a cluster, and no usable \
-         --kubeconfig, $KUBECONFIG or ~/.kube/config ({0})"
+        "no Kubernetes API configuration: not running in a cluster, and no --kubeconfig, \
+         $KUBECONFIG or ~/.kube/config to read ({0}). Give --kubeconfig=FILE, or run \
+         standalone (offline): --token-auth-file=FILE to authenticate and --rbac-file=FILE \
+         to authorize"
     )]
     NotFound(String),
     #[error("building the Kubernetes client: {0}")]
@@ -153,7 +155,11 @@ impl Apiserver {
                 Ok(config) => config,
                 Err(in_cluster) => kube::Config::from_kubeconfig(&KubeConfigOptions::default())
                     .await
-                    .map_err(|e| ClientError::NotFound(format!("{in_cluster}; {e}")))?,
+                    .map_err(|e| {
+                        // kube quotes the path twice ('"~/.kube/config"').
+                        let e = e.to_string().replace("'\"", "'").replace("\"'", "'");
+                        ClientError::NotFound(format!("{in_cluster}; {e}"))
+                    })?,
             },
         };
         config.connect_timeout = Some(timeout);

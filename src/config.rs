@@ -159,7 +159,7 @@ impl TryFrom<Args> for Config {
         let serving = serving::validate(serving, &mut problems);
         let (upstream, paths) = upstream::validate(upstream, &mut problems);
         let caches = auth::caches(cache, &mut problems);
-        let auth = auth::validate(kube, policy, caches, &mut problems);
+        let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
         let serving::Serving {
             listen,
             proxy_endpoints_port,
@@ -197,7 +197,17 @@ impl TryFrom<CanIArgs> for CanIConfig {
             policy,
         } = args;
         let mut problems = Problems::default();
-        let auth = auth::validate(kube, policy, auth::Caches::one_shot(), &mut problems);
+        let purpose = match as_user {
+            Some(_) => auth::Purpose::CanIAsUser,
+            None => auth::Purpose::Proxy,
+        };
+        let auth = auth::validate(
+            kube,
+            policy,
+            auth::Caches::one_shot(),
+            purpose,
+            &mut problems,
+        );
         let who = match (as_user, token_file) {
             (Some(name), _) => Who::User {
                 name,

@@ -170,7 +170,11 @@ pub async fn can_i(args: CanIArgs) -> (String, u8) {
 async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     let config = CanIConfig::try_from(args).map_err(|e| e.to_string())?;
     // The proxy's own chain, from the same settings the proxy would use.
-    let Chain { authn, authz, .. } = app::chain(&config.auth, &Arc::new(Metrics::new()))
+    let Chain {
+        apiserver,
+        authn,
+        authz,
+    } = app::chain(&config.auth, &Arc::new(Metrics::new()))
         .await
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
@@ -251,7 +255,20 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         user.name,
         attributes.action()
     );
-    let _ = writeln!(out, "\nTo allow it, apply this (kubectl apply -f -):\n");
+    let rbac_files = &config.auth.authz.rbac_files;
+    let how = match (&apiserver, rbac_files.as_slice()) {
+        (Some(_), _) => "apply this (kubectl apply -f -)".to_owned(),
+        // Standalone: there is no cluster to apply it to; the RBAC file is the policy.
+        (None, []) => "save this as a file and pass it with --rbac-file".to_owned(),
+        (None, [first, ..]) => format!(
+            "append this to the --rbac-file{} (it is re-read when it changes)",
+            first
+                .file_name()
+                .map(|name| format!(" {}", name.to_string_lossy()))
+                .unwrap_or_default()
+        ),
+    };
+    let _ = writeln!(out, "\nTo allow it, {how}:\n");
     out.push_str(&rbac_yaml(
         &Subject::for_user(&user.name),
         std::slice::from_ref(&config.path),

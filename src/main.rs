@@ -38,6 +38,7 @@ fn main() -> ExitCode {
 }
 
 fn proxy(args: Args) -> ExitCode {
+    let json = args.logging.log_format == "json";
     init_logging(&args.logging.log_format, "info");
     let ignored = args.legacy.ignored();
     if !ignored.is_empty() {
@@ -56,8 +57,12 @@ fn proxy(args: Args) -> ExitCode {
     match runtime.block_on(scrape_guard::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "scrape-guard could not start");
-            eprintln!("scrape-guard: {error}");
+            // Once: a JSON log line for log pipelines, plain text for a person.
+            if json {
+                tracing::error!(%error, "scrape-guard could not start");
+            } else {
+                eprintln!("scrape-guard: {error}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -224,3 +224,36 @@ fn no_system_ca_bundle_matters_only_for_an_https_upstream() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A fatal error names its flag, suggests a way out, and is printed once.
+#[test]
+fn startup_errors_name_the_flag_and_are_printed_once() {
+    let (code, _, err) = run(
+        &[
+            "--upstream=http://127.0.0.1:9100/",
+            "--tls-cert-file=/nonexistent/tls.crt",
+            "--tls-private-key-file=/nonexistent/tls.key",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--tls-cert-file"), "{err}");
+    assert_eq!(err.matches("/nonexistent/tls.crt").count(), 1, "{err}");
+
+    // Outside a cluster, without a kubeconfig: say what to give instead.
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        &["--upstream=http://127.0.0.1:9100/"],
+        &[("HOME", home.path().to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.matches("no Kubernetes API configuration").count(),
+        1,
+        "{err}"
+    );
+    for hint in ["--kubeconfig=FILE", "--token-auth-file", "--rbac-file"] {
+        assert!(err.contains(hint), "missing {hint:?}: {err}");
+    }
+    assert!(!err.contains("'\""), "doubly quoted path: {err}");
+}

@@ -345,6 +345,26 @@ fn can_i_reports_an_unknown_token_as_not_authenticated() {
 }
 
 #[test]
+fn can_i_as_a_user_needs_only_the_policy_file_offline() {
+    let (code, out) = doctor(&[
+        "can-i",
+        &format!("--as={SA}"),
+        "--as-group=system:serviceaccounts",
+        &format!("--rbac-file={}", example("rbac.yaml")),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("decision:  allowed"), "{out}");
+}
+
+#[test]
+fn can_i_without_a_subject_names_both_ways_to_give_one() {
+    let output = Command::new(BIN).arg("can-i").output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("--token-file") && err.contains("--as"), "{err}");
+}
+
+#[test]
 fn can_i_exits_2_on_errors() {
     let (code, out) = doctor(&[
         "can-i",

@@ -73,14 +73,10 @@ pub enum Command {
 
 /// `scrape-guard can-i`.
 #[derive(Debug, ClapArgs)]
+#[command(group = clap::ArgGroup::new("who").required(true).args(["token_file", "as_user"]))]
 pub struct CanIArgs {
     /// File holding the bearer token to check (e.g. a service account token).
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "as_user",
-        required_unless_present = "as_user"
-    )]
+    #[arg(long, value_name = "FILE", conflicts_with = "as_user")]
     pub token_file: Option<PathBuf>,
     /// Check a user name instead of a token (no authentication step).
     #[arg(long = "as", value_name = "USER")]

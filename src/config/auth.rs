@@ -57,10 +57,19 @@ pub(super) fn caches(args: CacheArgs, problems: &mut Problems) -> Caches {
     }
 }
 
+/// Who the settings are for: the proxy authenticates every request; `can-i --as`
+/// names its user and authenticates nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    Proxy,
+    CanIAsUser,
+}
+
 pub(super) fn validate(
     kube: KubeArgs,
     policy: PolicyArgs,
     caches: Caches,
+    purpose: Purpose,
     problems: &mut Problems,
 ) -> AuthSettings {
     let KubeArgs {
@@ -84,8 +93,13 @@ pub(super) fn validate(
     AuthSettings {
         apiserver: ApiserverSettings {
             kubeconfig,
-            // A token file outside a cluster, without --kubeconfig, means offline.
-            fallback: if token_auth_file.is_some() {
+            // Outside a cluster, without --kubeconfig, local files mean offline: a token
+            // file (the proxy's only way to authenticate then), or for `can-i --as`, which
+            // authenticates nobody, any local policy.
+            fallback: if token_auth_file.is_some()
+                || (purpose == Purpose::CanIAsUser
+                    && (config_file.is_some() || !rbac_file.is_empty()))
+            {
                 Fallback::Standalone
             } else {
                 Fallback::UserKubeconfig

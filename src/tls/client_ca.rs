@@ -44,7 +44,7 @@ impl ClientCa {
             .map_err(|e| format!("{}: {e}", path.display()))
         };
         let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], parse, metrics)
-            .map_err(TlsError::File)?;
+            .map_err(|e| TlsError::File(format!("--client-ca-file {e}")))?;
         verifier.spawn_reloader();
         Ok(Arc::new(Self { verifier }))
     }

@@ -63,7 +63,9 @@ impl ServingCert {
                     metrics,
                     on_swap,
                 )
-                .map_err(TlsError::File)?
+                .map_err(|e| {
+                    TlsError::File(format!("--tls-cert-file/--tls-private-key-file {e}"))
+                })?
             }
             TlsSource::SelfSigned => Watched::fixed(
                 "self-signed certificate",
