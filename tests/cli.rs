@@ -257,3 +257,16 @@ fn startup_errors_name_the_flag_and_are_printed_once() {
     }
     assert!(!err.contains("'\""), "doubly quoted path: {err}");
 }
+
+/// The required flag and an example come first in `--help`.
+#[test]
+fn help_starts_with_the_required_flag_and_an_example() {
+    let (code, help, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    let top: String = help.lines().take(12).collect::<Vec<_>>().join("\n");
+    assert!(top.contains("Usage: scrape-guard --upstream=URL"), "{top}");
+    assert!(
+        top.contains("scrape-guard --upstream=http://127.0.0.1:9100/"),
+        "{top}"
+    );
+}

@@ -361,7 +361,10 @@ fn can_i_without_a_subject_names_both_ways_to_give_one() {
     let output = Command::new(BIN).arg("can-i").output().unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{err}");
-    assert!(err.contains("--token-file") && err.contains("--as"), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("--as"),
+        "{err}"
+    );
 }
 
 #[test]

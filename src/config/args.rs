@@ -42,7 +42,9 @@ pub struct Args {
 ///
 /// Terminates TLS, authenticates bearer tokens with a TokenReview, authorizes them with a
 /// SubjectAccessReview (`get` on the request path), caches both answers and forwards
-/// allowed requests to --upstream.
+/// allowed requests to --upstream, the one flag that is required. For example:
+///
+///   scrape-guard --upstream=http://127.0.0.1:9100/ --secure-listen-address=:8443
 #[derive(Debug, Parser)]
 #[command(
     name = "scrape-guard",
@@ -50,7 +52,8 @@ pub struct Args {
     about,
     long_about,
     max_term_width = 100,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    override_usage = "scrape-guard --upstream=URL [OPTIONS]\n       scrape-guard <COMMAND>"
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -125,7 +125,8 @@ fn parse_http_upstream(s: &str) -> Result<Uri, String> {
         Some("http" | "https") => {}
         _ => {
             return Err(format!(
-                "--upstream {s:?} must start with http:// or https://"
+                "--upstream {s:?} must start with http://, https:// or unix:// (e.g. \
+                 http://127.0.0.1:9100/ or unix:///run/exporter.sock)"
             ))
         }
     }
@@ -136,6 +137,19 @@ fn parse_http_upstream(s: &str) -> Result<Uri, String> {
         return Err(format!(
             "--upstream {s:?}: user info in the URL is not supported"
         ));
+    }
+    // `http::Uri` takes any digits as a port (`:99999`); a connect would fail on it.
+    let port = authority
+        .as_str()
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.starts_with('[') || host.ends_with(']'))
+        .map(|(_, port)| port);
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(format!(
+                "--upstream {s:?}: port {port} is not between 1 and 65535"
+            ));
+        }
     }
     Ok(uri)
 }
@@ -159,6 +173,8 @@ mod tests {
             "ftp://x/",
             "http:///metrics",
             "http://u:p@x/",
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1:0/",
             "/x",
         ] {
             assert!(parse_upstream(bad).is_err(), "{bad} should fail");
