@@ -8,6 +8,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# A workspace member and dev-dependency: Cargo reads its manifest even for --bin.
+COPY tests/support ./tests/support
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin scrape-guard
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -18,14 +18,13 @@ fmt:
 demo:
 	deploy/examples/standalone/demo.sh
 
-# Real kube-apiserver + etcd, Prometheus and node-exporter on loopback (needs root:
-# installs from apt and builds kube-apiserver once; see e2e/README.md).
+# Real kube-apiserver + etcd, Prometheus and node-exporter on loopback (provision needs
+# root: installs from apt and builds kube-apiserver once; see e2e/README.md).
 provision:
 	e2e/provision.sh
 
 e2e: provision
-	cargo build --locked --bin scrape-guard
-	e2e/run.sh
+	cargo test --locked --test cluster -- --ignored --test-threads=4
 
 bench:
 	cargo bench --bench hot_path

@@ -4,8 +4,7 @@
 //! `cargo bench --bench hot_path`. End-to-end figures against nginx and the bare
 //! exporter come from the load script (see benches/README.md), not from here.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

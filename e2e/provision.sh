@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Provision everything the end-to-end suite (e2e/run.sh) needs, from Debian's
-# package sources only. Idempotent: a second run installs nothing and builds nothing.
+# Provision everything the end-to-end suite (cargo test --test cluster, e2e/cluster.rs)
+# needs, from Debian's package sources only. Idempotent: a second run installs nothing
+# and builds nothing.
 #
-#   - apt packages: etcd 3.4, Prometheus 2.42, node-exporter 1.5, Go 1.19, tools
+#   - apt packages: etcd 3.4, Prometheus 2.42, node-exporter 1.5, Go 1.19, procps
 #     (their services are never started: policy-rc.d denies it during the install)
 #   - kube-apiserver v1.20.2 built from Debian bookworm's `kubernetes` source package
 #   - kubectl v1.20.2 from Debian's kubernetes-client package, unpacked into the cache
@@ -26,7 +27,7 @@ mkdir -p "$E2E_CACHE/bin"
 PACKAGES=(
   etcd-server prometheus prometheus-node-exporter
   golang-go golang-github-modern-go-reflect2-dev dpkg-dev
-  curl python3 openssl jq ca-certificates procps
+  ca-certificates procps
 )
 
 missing=()
@@ -76,7 +77,9 @@ else
   log "apt packages already installed: ${PACKAGES[*]}"
 fi
 
-for b in etcd prometheus prometheus-node-exporter go dpkg-source curl python3 openssl jq; do
+# (the suite sends SIGTERM with /usr/bin/kill from procps, not the shell builtin)
+type -P kill >/dev/null || die "kill (procps) not found after install"
+for b in etcd prometheus prometheus-node-exporter go dpkg-source; do
   command -v "$b" >/dev/null || die "$b not found after install"
 done
 

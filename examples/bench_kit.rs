@@ -20,8 +20,7 @@
 //! ```
 //! The clients do not verify the server certificate (self-signed, loopback only).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{
     collections::BTreeMap,

@@ -19,7 +19,7 @@ use crate::{
     config::{AuthSettings, Config, ListenAddress},
     guard::Guard,
     metrics::Metrics,
-    server::{self, HttpSettings},
+    server::{self, HttpSettings, Listener},
     tls::{self, Alpn, ClientCa, ServingCert, TlsError, TlsSource},
     upstream::{Upstream, UpstreamError},
 };
@@ -105,13 +105,12 @@ pub(crate) async fn chain(
 /// serving.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let metrics = Arc::new(Metrics::new());
-    let expiry = Arc::clone(&metrics);
-    let cert = ServingCert::load(&config.tls.source, move |t| expiry.certificate_expires(t))?;
+    let cert = ServingCert::load(&config.tls.source, &metrics)?;
     let client_ca = config
         .tls
         .client_ca_file
         .as_deref()
-        .map(ClientCa::load)
+        .map(|path| ClientCa::load(path, &metrics))
         .transpose()?;
     let Chain {
         apiserver,
@@ -127,7 +126,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         paths: config.paths.clone(),
         authn,
         authz,
-        upstream: Upstream::new(&config.upstream)?,
+        upstream: Upstream::new(&config.upstream, &metrics)?,
     });
 
     let listener = bind("--secure-listen-address", &config.listen).await?;
@@ -152,42 +151,37 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         Alpn::Http11
     };
     let policy = &config.tls.policy;
-    let acceptor = tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = futures_util::FutureExt::shared(async {
         let _ = stopped.await;
     });
     let grace = config.shutdown_grace;
     let proxy = server::serve(
-        listener,
-        acceptor,
+        Listener {
+            socket: listener,
+            acceptor: tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?,
+            client_ca: client_ca.clone(),
+            settings: config.http,
+        },
         Arc::clone(&guard),
-        config.http,
+        Arc::clone(&metrics),
         stopped.clone(),
         grace,
     );
     let admin = match admin_listener {
-        Some((listener, _)) => {
+        Some((socket, _)) => {
             let handler = Arc::new(Admin {
                 cert: Arc::clone(&cert),
                 apiserver: apiserver.clone(),
                 guard: Arc::clone(&guard),
             });
-            let acceptor = tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?;
-            Some(server::serve(
-                listener,
-                acceptor,
-                handler,
-                // Probes and one scraper: a few HTTP/1.1 connections at most.
-                HttpSettings {
-                    http2: false,
-                    max_concurrent_streams: 1,
-                    max_connections: 64,
-                    ..config.http
-                },
-                stopped,
-                grace,
-            ))
+            let listener = Listener {
+                socket,
+                acceptor: tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?,
+                client_ca,
+                settings: admin_http(&config.http),
+            };
+            Some(server::serve(listener, handler, metrics, stopped, grace))
         }
         None => None,
     };
@@ -206,6 +200,24 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         stop,
         task,
     })
+}
+
+/// The probe port's limits. The kubelet opens a new connection for every probe, sends
+/// one request at once and gives up after a second or so: short timeouts and a small
+/// share per peer keep clients that connect and go silent from starving it (a failing
+/// liveness probe restarts the container).
+fn admin_http(proxy: &HttpSettings) -> HttpSettings {
+    let short = std::time::Duration::from_secs(2);
+    HttpSettings {
+        http2: false,
+        max_concurrent_streams: 1,
+        max_connections: 64,
+        max_connections_per_peer: 16,
+        handshake_timeout: proxy.handshake_timeout.min(short),
+        header_read_timeout: proxy.header_read_timeout.min(short),
+        idle_timeout: proxy.idle_timeout.min(std::time::Duration::from_secs(5)),
+        ..*proxy
+    }
 }
 
 /// Binds like Go's `net.Listen("tcp", addr)`: an empty host is every interface

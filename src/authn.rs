@@ -157,9 +157,12 @@ impl Authenticator {
         let tokens = match &settings.token_file {
             Some(path) => {
                 let hasher = Arc::clone(&hasher);
-                let tokens = Watched::load("--token-auth-file", vec![path.clone()], move |files| {
-                    TokenFile::parse(files, &hasher)
-                })
+                let tokens = Watched::load(
+                    "--token-auth-file",
+                    vec![path.clone()],
+                    move |files| TokenFile::parse(files, &hasher),
+                    &metrics,
+                )
                 .map_err(AuthnError::TokenFile)?;
                 tokens.spawn_reloader();
                 Some(tokens)

@@ -15,6 +15,7 @@ mod attributes;
 mod config_file;
 mod local;
 pub(crate) mod rbac;
+mod rewrite;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -92,7 +93,11 @@ impl Authorizer {
         apiserver: Option<Arc<Apiserver>>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let local = LocalPolicy::load(settings.config_file.as_deref(), &settings.rbac_files)?;
+        let local = LocalPolicy::load(
+            settings.config_file.as_deref(),
+            &settings.rbac_files,
+            &metrics,
+        )?;
         local.spawn_reloaders();
         if apiserver.is_none() && local.is_empty() {
             tracing::warn!(
@@ -236,7 +241,7 @@ pub(crate) fn review_for(user: &User, attributes: &Attributes) -> SubjectAccessR
     let (non_resource_attributes, resource_attributes) = match &attributes.resource {
         None => (
             Some(NonResourceAttributes {
-                path: Some(attributes.path.clone()),
+                path: Some(attributes.path.to_string()),
                 verb: Some(attributes.verb.clone()),
             }),
             None,

@@ -83,8 +83,10 @@ impl Guard {
         if self.paths.route(path)? == Route::Ignore {
             return self.forward(parts, body, None, peer.addr).await;
         }
-        let attributes = self.authz.attributes(&parts, path)?;
+        // Who first: what an unauthenticated caller asks (rewrite values and all) is not
+        // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
         let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
+        let attributes = self.authz.attributes(&parts, path)?;
         // Reviews are capped per client address (`--max-reviews-per-peer`).
         let requester = Requester::Peer(peer.addr.ip());
         self.authz.authorize(user, &attributes, requester).await?;

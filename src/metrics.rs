@@ -46,6 +46,19 @@ struct CacheLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    /// The flag the file was given with.
+    flag: &'static str,
+    /// Its path (several, comma-separated, for a repeated flag).
+    file: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -66,6 +79,10 @@ pub struct Metrics {
     reviews_limited: Family<LimitedLabels, Counter>,
     cache_entries: Family<CacheLabels, Gauge>,
     certificate_expiry: Gauge,
+    file_ok: Family<FileLabels, Gauge>,
+    file_loaded_at: Family<FileLabels, Gauge>,
+    handshake_failures: Family<ReasonLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -145,6 +162,33 @@ impl Metrics {
             "When the serving certificate expires (Unix time)",
             certificate_expiry.clone(),
         );
+        let file_ok = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "config_last_reload_successful",
+            "Whether a watched file (certificate, key, CA, token, RBAC or config file) as it is \
+             now on disk is the version in force (0: missing or rejected; the last good one \
+             is used)",
+            file_ok.clone(),
+        );
+        let file_loaded_at = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When a watched file was last loaded successfully (Unix time)",
+            file_loaded_at.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason (client_certificate, client_alert, \
+             incompatible, not_tls, closed, timeout, other)",
+            handshake_failures.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once, by reason (per_peer_limit)",
+            connections_refused.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -164,6 +208,10 @@ impl Metrics {
             reviews_limited,
             cache_entries,
             certificate_expiry,
+            file_ok,
+            file_loaded_at,
+            handshake_failures,
+            connections_refused,
         }
     }
 
@@ -209,6 +257,35 @@ impl Metrics {
             .inc();
     }
 
+    /// A watched file was (re)read: `ok` if what is on disk now is the version in force.
+    pub(crate) fn file_loaded(&self, flag: &'static str, file: &str, ok: bool) {
+        let labels = FileLabels {
+            flag,
+            file: file.to_owned(),
+        };
+        self.file_ok.get_or_create(&labels).set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            self.file_loaded_at.get_or_create(&labels).set(now);
+        }
+    }
+
+    /// A TLS handshake failed for `reason`.
+    pub(crate) fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A connection was closed before its handshake, for `reason`.
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
     /// The serving certificate in force expires at `not_after` (Unix seconds).
     pub fn certificate_expires(&self, not_after: i64) {
         self.certificate_expiry.set(not_after);
@@ -244,6 +321,8 @@ mod tests {
         metrics.review("tokenreview", 0.05, false);
         metrics.review_limited("subjectaccessreview", "peer");
         metrics.certificate_expires(1_900_000_000);
+        metrics.file_loaded("--rbac-file", "/etc/rbac/a.yaml", true);
+        metrics.file_loaded("--token-auth-file", "/etc/tokens.csv", false);
         let text = metrics.encode(3, 4);
         for needle in [
             "scrape_guard_requests_total{code=\"200\"} 1",
@@ -255,6 +334,9 @@ mod tests {
             "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 1",
             "scrape_guard_cache_entries{cache=\"authentication\"} 3",
             "scrape_guard_certificate_expiry_timestamp_seconds 1900000000",
+            "scrape_guard_config_last_reload_successful{flag=\"--rbac-file\",file=\"/etc/rbac/a.yaml\"} 1",
+            "scrape_guard_config_last_reload_successful{flag=\"--token-auth-file\",file=\"/etc/tokens.csv\"} 0",
+            "scrape_guard_config_last_reload_success_timestamp_seconds{flag=\"--rbac-file\",file=\"/etc/rbac/a.yaml\"}",
             "scrape_guard_build_info{version=",
             "scrape_guard_request_duration_seconds_bucket",
         ] {

@@ -21,6 +21,8 @@ use std::{
 use futures_util::{FutureExt, StreamExt};
 use inotify::{EventStream, Inotify, WatchMask};
 
+use crate::metrics::Metrics;
+
 /// How often watched files are re-read even without a change event.
 pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -99,7 +101,9 @@ type Hook<T> = dyn Fn(&T) + Send + Sync;
 /// force until new contents parse; a version is compared by digest (so a token file's
 /// contents are not kept in memory a second time) and each rejected version or read
 /// error is logged once, not on every tick; `on_swap` runs for the first value and for
-/// every value swapped in after it.
+/// every value swapped in after it. Each look is reported to the own metrics
+/// (`scrape_guard_config_last_reload_successful` and the time of the last success), so
+/// a broken file that is being ignored can be alerted on.
 pub(crate) struct Watched<T> {
     what: &'static str,
     files: Vec<PathBuf>,
@@ -107,6 +111,8 @@ pub(crate) struct Watched<T> {
     on_swap: Box<Hook<T>>,
     current: RwLock<Arc<T>>,
     loaded: Digest,
+    /// `None` for a fixed value, which has no file to report on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<T> fmt::Debug for Watched<T> {
@@ -124,8 +130,9 @@ impl<T: Send + Sync + 'static> Watched<T> {
         what: &'static str,
         files: Vec<PathBuf>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
+        metrics: &Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        Self::load_with(what, files, parse, |_| {})
+        Self::load_with(what, files, parse, metrics, |_| {})
     }
 
     /// `load`, calling `on_swap` with the first value and with each one swapped in later
@@ -134,19 +141,23 @@ impl<T: Send + Sync + 'static> Watched<T> {
         what: &'static str,
         files: Vec<PathBuf>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
+        metrics: &Arc<Metrics>,
         on_swap: impl Fn(&T) + Send + Sync + 'static,
     ) -> Result<Arc<Self>, String> {
         let contents = read_all(&files)?;
         let value = parse(&contents)?;
         on_swap(&value);
-        Ok(Arc::new(Self {
+        let watched = Self {
             what,
             files,
             parse: Box::new(parse),
             on_swap: Box::new(on_swap),
             current: RwLock::new(Arc::new(value)),
             loaded: digest(&contents),
-        }))
+            metrics: Some(Arc::clone(metrics)),
+        };
+        watched.report(true);
+        Ok(Arc::new(watched))
     }
 
     /// A value that comes from no file and never changes (a generated certificate).
@@ -163,6 +174,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
             on_swap: Box::new(on_swap),
             current: RwLock::new(Arc::new(value)),
             loaded: digest(&[]),
+            metrics: None,
         })
     }
 
@@ -199,6 +211,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
             Err(error) => {
                 if *seen != Seen::Unreadable(error.clone()) {
                     tracing::warn!(what = self.what, %error, "cannot re-read; keeping the previous version");
+                    self.report(false);
                     *seen = Seen::Unreadable(error);
                 }
                 return;
@@ -213,11 +226,21 @@ impl<T: Send + Sync + 'static> Watched<T> {
             Ok(value) => {
                 (self.on_swap)(&value);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+                self.report(true);
                 tracing::info!(what = self.what, files = ?self.files, "reloaded");
             }
             Err(error) => {
+                self.report(false);
                 tracing::warn!(what = self.what, %error, "new version rejected; keeping the previous one");
             }
+        }
+    }
+
+    /// Whether the files as they are now are the version in force.
+    fn report(&self, ok: bool) {
+        if let Some(metrics) = &self.metrics {
+            let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+            metrics.file_loaded(self.what, &files.join(","), ok);
         }
     }
 }
@@ -297,7 +320,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("n");
         std::fs::write(&file, "1").unwrap();
-        let watched = Watched::load("number", vec![file.clone()], parse_number).unwrap();
+        let watched =
+            Watched::load("number", vec![file.clone()], parse_number, &Arc::default()).unwrap();
         watched.spawn_reloader();
         assert_eq!(*watched.get(), 1);
 
@@ -335,6 +359,15 @@ mod tests {
         let parses = Arc::new(AtomicUsize::new(0));
         let swaps = Arc::new(Mutex::new(Vec::new()));
         let (counted, seen) = (Arc::clone(&parses), Arc::clone(&swaps));
+        let metrics = Arc::new(Metrics::new());
+        let status = |metrics: &Metrics| {
+            let text = metrics.encode(0, 0);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("scrape_guard_config_last_reload_successful{"))
+                .map(str::to_owned);
+            line.unwrap_or_default()
+        };
         let watched = Watched::load_with(
             "number",
             vec![file.clone()],
@@ -342,6 +375,7 @@ mod tests {
                 counted.fetch_add(1, Ordering::Relaxed);
                 parse_number(contents)
             },
+            &metrics,
             move |value| seen.lock().unwrap().push(*value),
         )
         .unwrap();
@@ -357,6 +391,7 @@ mod tests {
             "the broken version is parsed once"
         );
         assert_eq!(*watched.get(), 1);
+        assert!(status(&metrics).ends_with(" 0"), "{}", status(&metrics));
 
         std::fs::write(&file, "3").unwrap();
         settle().await;
@@ -367,11 +402,18 @@ mod tests {
             [1, 3],
             "on_swap sees the first and each accepted value"
         );
+        assert!(status(&metrics).ends_with(" 1"), "{}", status(&metrics));
     }
 
     #[test]
     fn load_errors_name_the_file() {
-        let err = Watched::load("number", vec!["/nonexistent/n".into()], parse_number).unwrap_err();
+        let err = Watched::load(
+            "number",
+            vec!["/nonexistent/n".into()],
+            parse_number,
+            &Arc::default(),
+        )
+        .unwrap_err();
         assert!(err.contains("/nonexistent/n"), "{err}");
     }
 
@@ -401,7 +443,13 @@ mod tests {
         };
         version("..v1", "1");
         std::os::unix::fs::symlink("..data/n", dir.path().join("n")).unwrap();
-        let watched = Watched::load("number", vec![dir.path().join("n")], parse_number).unwrap();
+        let watched = Watched::load(
+            "number",
+            vec![dir.path().join("n")],
+            parse_number,
+            &Arc::default(),
+        )
+        .unwrap();
         watched.spawn_reloader();
         // Let the reloader start and take its first, immediate look.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -414,7 +462,8 @@ mod tests {
 
         let plain = dir.path().join("plain");
         std::fs::write(&plain, "5").unwrap();
-        let watched = Watched::load("number", vec![plain.clone()], parse_number).unwrap();
+        let watched =
+            Watched::load("number", vec![plain.clone()], parse_number, &Arc::default()).unwrap();
         watched.spawn_reloader();
         tokio::time::sleep(Duration::from_millis(200)).await;
         std::fs::write(&plain, "6").unwrap();

@@ -5,7 +5,9 @@
 //! a graceful close, which lets in-flight requests finish when we are told to stop. Live
 //! connections hold a `--max-connections` slot; draining waits for every slot back.
 
+mod handshake;
 mod idle;
+mod peers;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -21,7 +23,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::{body::ProxyBody, identity::User, tls::client_certificate_user};
+use crate::{body::ProxyBody, identity::User, metrics::Metrics, tls::ClientCa};
 
 /// How long a connection told to close may take to finish before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +56,9 @@ pub struct HttpSettings {
     pub max_header_bytes: u32,
     /// `--max-connections`: connections served at once; more wait in the backlog.
     pub max_connections: usize,
+    /// `--max-connections-per-peer`: of those, how many one client address may hold;
+    /// more from it are closed at once.
+    pub max_connections_per_peer: usize,
     /// `--tls-handshake-timeout`: prevents port scanners, half-open clients and the like
     /// from holding a task and a socket before they have even finished the handshake;
     /// also how soon after it a client must send its first byte.
@@ -66,20 +71,55 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
 }
 
+/// A bound listener and how its connections are served.
+pub(crate) struct Listener {
+    pub(crate) socket: TcpListener,
+    pub(crate) acceptor: TlsAcceptor,
+    /// `--client-ca-file`, to name the user of a client certificate.
+    pub(crate) client_ca: Option<Arc<ClientCa>>,
+    pub(crate) settings: HttpSettings,
+}
+
+/// What every connection of one listener shares.
+struct Shared<H> {
+    acceptor: TlsAcceptor,
+    client_ca: Option<Arc<ClientCa>>,
+    settings: HttpSettings,
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    metrics: Arc<Metrics>,
+    handshakes: handshake::Reporter,
+}
+
 /// Serves `listener` until `shutdown` resolves, then drains connections for at most
 /// `grace`. Returns once every connection is closed or the grace period is over.
 pub(crate) async fn serve<H: Handler>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
+    listener: Listener,
     handler: Arc<H>,
-    settings: HttpSettings,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let builder = http_builder(settings);
+    let Listener {
+        socket: listener,
+        acceptor,
+        client_ca,
+        settings,
+    } = listener;
+    let shared = Arc::new(Shared {
+        acceptor,
+        client_ca,
+        settings,
+        handler,
+        builder: http_builder(settings),
+        metrics,
+        handshakes: handshake::Reporter::new(),
+    });
     // Each live connection holds one slot; all slots back means all connections closed.
     let max = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
+    let per_peer = peers::PeerSlots::new(settings.max_connections_per_peer);
+    let refusals = handshake::LogBudget::new();
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -104,18 +144,22 @@ pub(crate) async fn serve<H: Handler>(
             },
             () = &mut shutdown => break,
         };
+        let Some(peer_slot) = per_peer.take(peer.ip()) else {
+            shared.metrics.connection_refused("per_peer_limit");
+            if refusals.allow("connections refused by --max-connections-per-peer") {
+                tracing::warn!(
+                    %peer,
+                    max = settings.max_connections_per_peer,
+                    "a client holds its share of connections (--max-connections-per-peer); \
+                     closing its new one"
+                );
+            }
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let connection = serve_connection(
-            tcp,
-            peer,
-            settings,
-            acceptor.clone(),
-            Arc::clone(&handler),
-            builder.clone(),
-            stopping.clone(),
-        );
+        let connection = serve_connection(tcp, peer, Arc::clone(&shared), stopping.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             connection.await;
         });
     }
@@ -138,31 +182,29 @@ pub(crate) async fn serve<H: Handler>(
 async fn serve_connection<H: Handler>(
     tcp: TcpStream,
     peer: SocketAddr,
-    settings: HttpSettings,
-    acceptor: TlsAcceptor,
-    handler: Arc<H>,
-    builder: auto::Builder<TokioExecutor>,
+    shared: Arc<Shared<H>>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
+    let settings = shared.settings;
+    let handshake = shared.acceptor.accept(tcp);
+    let failure = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(error)) => Err(handshake::Failure::of(&error)),
+        Err(_) => Err(handshake::Failure::timeout()),
+    };
+    let tls = match failure {
+        Ok(tls) => tls,
+        Err(failure) => {
+            shared.handshakes.report(&failure, peer, &shared.metrics);
             return;
         }
     };
-    // rustls verified any certificate against --client-ca-file already.
-    let certificate_user = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|cert| client_certificate_user(cert.as_ref()))
-        .map(Arc::new);
+    let session = tls.get_ref().1;
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let certificate_user = match (&shared.client_ca, session.peer_certificates()) {
+        (Some(client_ca), Some(chain)) => client_ca.user(chain, resumed).map(Arc::new),
+        _ => None,
+    };
     let peer = Arc::new(Peer {
         addr: peer,
         certificate_user,
@@ -171,6 +213,7 @@ async fn serve_connection<H: Handler>(
     let activity = Arc::new(idle::Activity::new());
     let io = TokioIo::new(idle::Tracked::new(tls, Arc::clone(&activity)));
     let requests = Arc::clone(&activity);
+    let handler = Arc::clone(&shared.handler);
     let service = service_fn(move |request| {
         let handler = Arc::clone(&handler);
         let peer = Arc::clone(&peer);
@@ -180,7 +223,7 @@ async fn serve_connection<H: Handler>(
             Ok::<_, Infallible>(response.map(|body| idle::Counted::new(body, in_flight)))
         }
     });
-    let connection = builder.serve_connection(io, service);
+    let connection = shared.builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
@@ -234,6 +277,10 @@ fn http_builder(settings: HttpSettings) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(settings.max_header_bytes)
         .max_frame_size(frame)
         .initial_stream_window_size(settings.http2_max_size.max(65_535))
+        // hyper's default is 1 MiB a connection on top of the streams' own windows; one
+        // stream's worth bounds what a client can make us buffer, and a scrape's GET
+        // sends no body to need more.
+        .initial_connection_window_size(settings.http2_max_size.max(65_535))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     if settings.http2 {
         builder

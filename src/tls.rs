@@ -23,7 +23,7 @@ use rustls::{
 use tokio_rustls::TlsAcceptor;
 
 pub(crate) use self::{
-    client_ca::{client_certificate_user, ClientCa},
+    client_ca::ClientCa,
     pem::{ca_bundle, parse_pair},
     policy::TlsPolicy,
     serving::ServingCert,

@@ -32,7 +32,7 @@ use hyper_util::{
 pub(crate) use self::headers::remove_hop_by_hop;
 pub use self::headers::{add_forwarding_headers, clean_request_headers, IdentityHeaders};
 use self::unix::UnixConnector;
-use crate::{body::ProxyBody, error::ProxyError, identity::User};
+use crate::{body::ProxyBody, error::ProxyError, identity::User, metrics::Metrics};
 
 /// Upper bound on an upstream connection's HTTP/1.1 read buffer. hyper's default
 /// (~400 KB) let 64 streamed 5 MB pages take the proxy to 70+ MiB; body chunks are
@@ -94,7 +94,10 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// A pooled client for `--upstream` (h1; h2 by ALPN for https://).
-    pub(crate) fn new(settings: &UpstreamSettings) -> Result<Self, UpstreamError> {
+    pub(crate) fn new(
+        settings: &UpstreamSettings,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, UpstreamError> {
         let UpstreamSettings {
             url,
             options,
@@ -117,7 +120,7 @@ impl Upstream {
                 path: Arc::from(path.as_path()),
             })),
             None => {
-                let tls = client_tls::client_tls(options)?;
+                let tls = client_tls::client_tls(options, metrics)?;
                 let mut http = HttpConnector::new();
                 http.enforce_http(false);
                 http.set_nodelay(true);
@@ -285,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn targets_keep_path_and_join_queries() {
-        let upstream = |url: &str| Upstream::new(&settings(url)).unwrap();
+        let upstream = |url: &str| Upstream::new(&settings(url), &Arc::default()).unwrap();
         let table = [
             (
                 "http://127.0.0.1:9100/",
@@ -314,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn identity_headers_are_set_when_enabled() {
-        let upstream = Upstream::new(&settings("http://127.0.0.1:9100/")).unwrap();
+        let upstream = Upstream::new(&settings("http://127.0.0.1:9100/"), &Arc::default()).unwrap();
         let user = User {
             name: "system:serviceaccount:monitoring:prometheus".into(),
             groups: [

@@ -1,7 +1,7 @@
 //! The real binary: `--help` agrees with the README, env vars work, bad flags fail with
 //! exit 2 naming the flag, and SIGTERM drains and exits 0 without logging secrets.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::process::Command;
 
@@ -137,14 +137,15 @@ fn sigterm_drains_and_exits_zero_without_logging_secrets() {
     api.allow("alice", "get", "/metrics");
     let echo = runtime.block_on(support::Echo::start());
     let port = support::free_port();
-    let child = support::spawn_binary(
+    let child = runtime.block_on(support::spawn_binary(
+        BIN,
         &pki,
         &api,
         &echo.url(),
         port,
         &["--logtostderr", "-v=2"],
         &[("SCRAPE_GUARD_LOG", "debug")],
-    );
+    ));
     runtime.block_on(async {
         let client = support::client(&pki, false);
         let url = format!("https://localhost:{port}/metrics");
@@ -154,7 +155,7 @@ fn sigterm_drains_and_exits_zero_without_logging_secrets() {
         assert_eq!(denied.status, 401);
     });
 
-    let (status, logs) = support::terminate(child);
+    let (status, logs) = runtime.block_on(support::terminate(child));
     assert_eq!(status.code(), Some(0), "exit status; logs:\n{logs}");
     assert!(
         logs.contains("scrape-guard serving"),

@@ -1,4 +1,4 @@
-//! Fault injection (issue 5): the apiserver slow, down and flapping; the exporter slow,
+//! Fault injection: the apiserver slow, down and flapping; the exporter slow,
 //! down and back; the serving certificate swapped under load; SIGTERM under load.
 //!
 //! The invariants are checked on what the exporter received and what the fake
@@ -6,9 +6,7 @@
 //! status outside the documented set, and the proxy still serving afterwards.
 //! Every wait is bounded; the whole file runs in well under a minute on 2 cores.
 
-#![allow(clippy::zombie_processes)]
-
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -28,7 +26,10 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use support::{client, get, Echo, FakeApiserver, Mode, Pki, Proxy, World, METRICS_PAGE};
+use support::{
+    client, eventually, free_port, get, Echo, FakeApiserver, KillOnDrop, Mode, Pki, Proxy, World,
+    METRICS_PAGE,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -159,6 +160,7 @@ async fn a_flapping_apiserver_never_lets_a_wrong_token_through() {
     let next = Arc::new(AtomicUsize::new(0));
     // request tag → (token kind, status)
     let results = Arc::new(Mutex::new(BTreeMap::<usize, (&'static str, u16)>::new()));
+    // How long the clients keep scraping (a load duration, not a wait for something).
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -276,19 +278,12 @@ struct Exporter {
 
 impl Exporter {
     async fn start(port: u16) -> Self {
-        let listener = {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match TcpListener::bind(("127.0.0.1", port)).await {
-                    Ok(listener) => break listener,
-                    Err(e) if Instant::now() < deadline => {
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => panic!("rebinding 127.0.0.1:{port}: {e}"),
-                }
-            }
-        };
+        let listener = eventually(Duration::from_secs(5), || async move {
+            TcpListener::bind(("127.0.0.1", port))
+                .await
+                .map_err(|e| format!("rebinding 127.0.0.1:{port}: {e}"))
+        })
+        .await;
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let registry = Arc::clone(&tasks);
         let accept = tokio::spawn(async move {
@@ -331,14 +326,6 @@ impl Drop for Exporter {
             task.abort();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -606,22 +593,21 @@ async fn certificate_swap_under_load_fails_no_request() {
     // 2. A valid new pair: new handshakes present it within 15 s.
     publish(dir.path(), "2026_01_03_b", &cert_b, &key_b);
     let swapped_at = Instant::now();
-    let picked_up = loop {
+    let picked_up = eventually(Duration::from_secs(15), || {
         let recent = presented_since(swapped_at);
-        if let Some(i) = recent.iter().position(|d| *d == der_b) {
-            // Once B is served, A never comes back.
-            assert!(
-                recent[i..].iter().all(|d| *d == der_b),
-                "flapped back to the old certificate"
-            );
-            break swapped_at.elapsed();
-        }
-        assert!(
-            swapped_at.elapsed() < Duration::from_secs(15),
-            "new certificate not served after 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        std::future::ready(match recent.iter().position(|d| *d == der_b) {
+            Some(i) => {
+                // Once B is served, A never comes back.
+                assert!(
+                    recent[i..].iter().all(|d| *d == der_b),
+                    "flapped back to the old certificate"
+                );
+                Ok(swapped_at.elapsed())
+            }
+            None => Err("new certificate not served after 15 s"),
+        })
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.store(false, Ordering::Relaxed);
     for task in loops {
@@ -666,30 +652,31 @@ async fn sigterm_under_load_completes_every_in_flight_request() {
     let echo = Echo::start().await;
     let port = free_port();
     let log_path: PathBuf = pki.dir.path().join("scrape-guard.log");
-    let mut child = Command::new(BIN)
-        .args([
-            format!("--secure-listen-address=127.0.0.1:{port}"),
-            format!("--kubeconfig={}", api.kubeconfig.display()),
-            format!("--upstream={}", echo.url()),
-            format!("--tls-cert-file={}", pki.cert_path.display()),
-            format!("--tls-private-key-file={}", pki.key_path.display()),
-            "--shutdown-grace=5s".into(),
-        ])
-        .env_remove("KUBECONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::new(
+        Command::new(BIN)
+            .args([
+                format!("--secure-listen-address=127.0.0.1:{port}"),
+                format!("--kubeconfig={}", api.kubeconfig.display()),
+                format!("--upstream={}", echo.url()),
+                format!("--tls-cert-file={}", pki.cert_path.display()),
+                format!("--tls-private-key-file={}", pki.key_path.display()),
+                "--shutdown-grace=5s".into(),
+            ])
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
     let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("scrape-guard never listened:\n{}", logs());
+    eventually(Duration::from_secs(20), || async {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("scrape-guard never listened:\n{}", logs())),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let c = client(&pki, false);
     let base = format!("https://localhost:{port}");
     assert_eq!(
@@ -708,15 +695,13 @@ async fn sigterm_under_load_completes_every_in_flight_request() {
             tokio::spawn(async move { get(&c, &url, Some(TOKEN), &[]).await })
         })
         .collect();
-    bounded(
-        "the slow scrapes reaching the exporter",
-        Duration::from_secs(10),
-        async {
-            while echo.seen().len() < 1 + N {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        },
-    )
+    eventually(Duration::from_secs(10), || async {
+        if echo.seen().len() < 1 + N {
+            Err("the slow scrapes reaching the exporter: not done within 10s")
+        } else {
+            Ok(())
+        }
+    })
     .await;
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -732,16 +717,16 @@ async fn sigterm_under_load_completes_every_in_flight_request() {
         assert_eq!(reply.status, 200, "in-flight scrape {i}");
         assert_eq!(reply.text(), METRICS_PAGE);
     }
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if signalled.elapsed() > Duration::from_secs(8) {
-            let _ = child.kill();
-            panic!("still running 8 s after SIGTERM (grace 5 s):\n{}", logs());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // The 8 s count from SIGTERM, not from here.
+    let left = Duration::from_secs(8).saturating_sub(signalled.elapsed());
+    let status = eventually(left, || {
+        let exited = child.try_wait().unwrap();
+        std::future::ready(
+            exited
+                .ok_or_else(|| format!("still running 8 s after SIGTERM (grace 5 s):\n{}", logs())),
+        )
+    })
+    .await;
     let exited_after = signalled.elapsed();
     assert_eq!(status.code(), Some(0), "exit status; logs:\n{}", logs());
     assert!(

@@ -1,7 +1,7 @@
 //! Running it in production: apiserver trouble (retries, stale-if-error), the proxy's
 //! own metrics behind authentication, and the access log.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::time::Duration;
 
@@ -169,14 +169,15 @@ fn access_log_has_one_line_per_request_and_no_token() {
     api.allow(SA, "get", "/metrics");
     let echo = runtime.block_on(Echo::start());
     let port = free_port();
-    let child = support::spawn_binary(
+    let child = runtime.block_on(support::spawn_binary(
+        env!("CARGO_BIN_EXE_scrape-guard"),
         &pki,
         &api,
         &echo.url(),
         port,
         &["--access-log", "--log-format=json"],
         &[],
-    );
+    ));
     runtime.block_on(async {
         let c = client(&pki, false);
         let url = format!("https://localhost:{port}/metrics");
@@ -186,7 +187,7 @@ fn access_log_has_one_line_per_request_and_no_token() {
         );
         assert_eq!(get(&c, &url, None, &[]).await.status, 401);
     });
-    let (_, logs) = support::terminate(child);
+    let (_, logs) = runtime.block_on(support::terminate(child));
     let access: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -332,6 +333,240 @@ async fn unix_socket_upstreams_with_and_without_h2c() {
         };
         assert_eq!(versions.lock().unwrap().as_slice(), [want], "h2c={h2c}");
     }
+}
+
+/// One scrape on a new TLS connection from `connector` (whose session cache it
+/// shares): the status, and whether the session was resumed.
+async fn scrape_on_new_connection(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> (u16, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("handshake within 5 s")
+        .expect("handshake");
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, resumed)
+}
+
+#[tokio::test]
+async fn a_resumed_session_does_not_outlive_its_client_certificate() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.allow("cert-user", "get", "/metrics");
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &echo.url(),
+        &[&format!("--client-ca-file={}", pki.ca_path.display())],
+    )
+    .await;
+    let lifetime = Duration::from_secs(3);
+    let identity = pki.short_lived_client_cert("cert-user", lifetime);
+    // One client config: its session cache is what lets the second connection resume.
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        pki.client_config_with(&[b"http/1.1"], Some(&identity)),
+    ));
+
+    let (status, resumed) = scrape_on_new_connection(&connector, proxy.addr).await;
+    assert_eq!(
+        (status, resumed),
+        (200, false),
+        "a full handshake, as cert-user"
+    );
+    let (status, resumed) = scrape_on_new_connection(&connector, proxy.addr).await;
+    assert_eq!(
+        (status, resumed),
+        (200, true),
+        "resumed while the certificate is valid"
+    );
+
+    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
+    let (status, resumed) = scrape_on_new_connection(&connector, proxy.addr).await;
+    assert!(resumed, "the client resumed its session after expiry");
+    assert_eq!(
+        status, 401,
+        "an expired certificate names nobody, resumed session or not"
+    );
+}
+
+/// A v1 client certificate from the test CA, as `openssl x509 -req` makes by default.
+fn openssl_v1_client_cert(pki: &Pki) -> (String, String) {
+    let dir = pki.dir.path();
+    let (key, csr, cert) = (dir.join("v1.key"), dir.join("v1.csr"), dir.join("v1.crt"));
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl) is needed to make a v1 certificate");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let path = |p: &std::path::Path| p.display().to_string();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=v1-user",
+        "-keyout",
+        &path(&key),
+        "-out",
+        &path(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&pki.ca_path),
+        "-CAkey",
+        &path(&pki.ca_key_path),
+        "-set_serial",
+        "7",
+        "-days",
+        "1",
+        "-out",
+        &path(&cert),
+    ]);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    (read(&cert), read(&key))
+}
+
+#[tokio::test]
+async fn refused_client_certificates_are_explained_in_the_log() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    let echo = Echo::start().await;
+    let port = free_port();
+    let ca = format!("--client-ca-file={}", pki.ca_path.display());
+    let child = support::spawn_binary(
+        env!("CARGO_BIN_EXE_scrape-guard"),
+        &pki,
+        &api,
+        &echo.url(),
+        port,
+        &[&ca],
+        &[],
+    )
+    .await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let handshake = |identity: (String, String)| {
+        let config = client_presenting(&pki, &identity);
+        async move {
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            let (status, _) = scrape_on_new_connection_or_refused(&connector, addr).await;
+            status
+        }
+    };
+    assert_eq!(handshake(Pki::new().client_cert("foreign", &[])).await, 0);
+    assert_eq!(handshake(openssl_v1_client_cert(&pki)).await, 0);
+    let (_, logs) = support::terminate(child).await;
+    assert!(
+        logs.contains("not signed by a CA in --client-ca-file"),
+        "no reason for the foreign certificate:\n{logs}"
+    );
+    assert!(
+        logs.contains("X.509 v1") && logs.contains("reissue it as v3"),
+        "no reason for the v1 certificate:\n{logs}"
+    );
+    assert!(logs.contains("127.0.0.1:"), "the peer is named:\n{logs}");
+}
+
+/// A client config presenting this certificate whatever it is: rustls' own client
+/// would refuse to send a v1 certificate, Go's (Prometheus) sends it.
+fn client_presenting(pki: &Pki, identity: &(String, String)) -> rustls::ClientConfig {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    #[derive(Debug)]
+    struct Always(std::sync::Arc<rustls::sign::CertifiedKey>);
+    impl rustls::client::ResolvesClientCert for Always {
+        fn resolve(
+            &self,
+            _: &[&[u8]],
+            _: &[rustls::SignatureScheme],
+        ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+            Some(std::sync::Arc::clone(&self.0))
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+    let chain = CertificateDer::pem_slice_iter(identity.0.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(std::sync::Arc::new(Always(std::sync::Arc::new(
+            rustls::sign::CertifiedKey::new(chain, signer),
+        ))));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// `scrape_on_new_connection`, with 0 for a handshake the server refused.
+async fn scrape_on_new_connection_or_refused(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> (u16, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let Ok(Ok(mut tls)) =
+        tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await
+    else {
+        return (0, false);
+    };
+    // TLS 1.3: the server's verdict on the client certificate arrives after the
+    // client's side of the handshake is done, as an alert on the first read.
+    let _ = tls
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut response = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await {
+        Ok(Ok(_)) if !response.is_empty() => {}
+        _ => return (0, false),
+    }
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+    )
 }
 
 #[tokio::test]

@@ -2,11 +2,11 @@
 //! static rules composing with SubjectAccessReview, config-file resource attributes,
 //! hot reload, and the 403 doctor's output.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use support::{client, get, Echo, FakeApiserver, Pki, Proxy, METRICS_PAGE};
+use support::{client, eventually, get, Echo, FakeApiserver, Pki, Proxy, METRICS_PAGE};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/standalone");
 const SA: &str = "system:serviceaccount:monitoring:prometheus";
@@ -157,7 +157,22 @@ async fn config_file_rewrites_become_resource_reviews() {
         reply.status, 400,
         "a rewrite with no value is a bad request"
     );
-    assert_eq!(api.token_reviews(), 0, "refused before authentication");
+    assert_eq!(
+        api.token_reviews(),
+        1,
+        "authenticated first (as kube-rbac-proxy does), then refused"
+    );
+
+    // An unauthenticated caller's rewrite values are never looked at: 401, no review.
+    let reply = get(
+        &c,
+        &proxy.url("/api/v1/rules?namespace=a&namespace=b"),
+        Some("junk"),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(api.sars(), 0);
 
     let reply = get(
         &c,
@@ -241,18 +256,18 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = u16>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = check().await;
-        if got == want {
-            return;
+    eventually(Duration::from_secs(20), || {
+        let check = check();
+        async move {
+            let got = check.await;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("still {got}, want {want} after 20s"))
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still {got}, want {want} after 20s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_scrape-guard");

@@ -1,13 +1,14 @@
 //! scrape-guard over real TLS sockets, against a fake apiserver that speaks the real
 //! JSON and an echo exporter. Each test starts its own servers on 127.0.0.1:0.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use support::{
-    client, get, send, Echo, FakeApiserver, FakeUser, Mode, Pki, Proxy, World, METRICS_PAGE,
+    client, eventually, get, send, Echo, FakeApiserver, FakeUser, Mode, Pki, Proxy, World,
+    METRICS_PAGE,
 };
 
 const SA: &str = support::SCRAPER;
@@ -512,13 +513,14 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     let url = w.proxy.url("/slow?ms=700");
     let in_flight = tokio::spawn(async move { get(&c, &url, Some("good"), &[]).await });
     // Wait until the exporter has the request, then ask the proxy to stop.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while w.echo.seen().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    eventually(Duration::from_secs(10), || async {
+        if w.echo.seen().is_empty() {
+            Err("request never reached the exporter")
+        } else {
+            Ok(())
         }
     })
-    .await
-    .expect("request never reached the exporter");
+    .await;
     let addr = w.proxy.addr;
     w.proxy.shutdown().await;
     let reply = in_flight.await.unwrap();
@@ -561,19 +563,16 @@ async fn probes_report_health_and_apiserver_readiness() {
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     api.kill();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    let ready = eventually(Duration::from_secs(20), || async {
         let ready = get(&c, &format!("{base}/readyz"), None, &[]).await;
         if ready.status == 503 {
-            assert!(ready.text().contains("[-]apiserver"), "{}", ready.text());
-            break;
+            Ok(ready)
+        } else {
+            Err("readyz never failed")
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz never failed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert!(ready.text().contains("[-]apiserver"), "{}", ready.text());
     assert_eq!(
         get(&c, &format!("{base}/healthz"), None, &[]).await.status,
         200

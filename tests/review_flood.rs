@@ -10,11 +10,9 @@
 //! 200 within a few seconds (a bounded wait, not a claim about speed). A second test
 //! floods from one address and scrapes from another at the same time.
 
-mod support;
+use scrape_guard_testkit as support;
 
 use std::{
-    fmt::Display,
-    future::Future,
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
@@ -25,12 +23,12 @@ use std::{
 };
 
 use rustls_pki_types::ServerName;
-use support::{Echo, FakeApiserver, Pki, SCRAPER};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpSocket,
-    time::Instant,
+use support::{
+    eventually,
+    http1::{get_request, read_exchange},
+    Pki, World, SCRAPER,
 };
+use tokio::{io::AsyncWriteExt, net::TcpSocket, time::Instant};
 use tokio_rustls::TlsConnector;
 
 const TOKEN: &str = "good-token";
@@ -38,60 +36,10 @@ const FLOODER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Another address on the loopback interface: a scraper in another pod.
 const NEIGHBOUR: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-/// A fake apiserver where `TOKEN` is `SCRAPER`, who may get /metrics; an echo
-/// exporter; scrape-guard between them with its default review limits. Not the test
-/// kit's `World`: its proxy runs without a rate limit, and the defaults are the point.
-struct Sidecar {
-    pki: Pki,
-    api: Arc<FakeApiserver>,
-    _echo: Echo,
-    proxy: scrape_guard::Running,
-}
-
-impl Sidecar {
-    async fn start() -> Self {
-        support::install_crypto();
-        let pki = Pki::new();
-        let api = FakeApiserver::start(&pki).await;
-        api.add_token(TOKEN, SCRAPER);
-        api.allow(SCRAPER, "get", "/metrics");
-        let echo = Echo::start().await;
-        let argv = [
-            "scrape-guard".to_owned(),
-            "--secure-listen-address=127.0.0.1:0".into(),
-            format!("--tls-cert-file={}", pki.cert_path.display()),
-            format!("--tls-private-key-file={}", pki.key_path.display()),
-            format!("--upstream={}", echo.url()),
-            format!("--kubeconfig={}", api.kubeconfig.display()),
-        ];
-        let args = <scrape_guard::Args as clap::Parser>::try_parse_from(argv).unwrap();
-        let config = scrape_guard::Config::try_from(args).unwrap();
-        let proxy = scrape_guard::start(config).await.unwrap();
-        Self {
-            pki,
-            api,
-            _echo: echo,
-            proxy,
-        }
-    }
-}
-
-/// Calls `attempt` until it returns `Ok`; panics with the last error once `timeout`
-/// has passed. The same contract as the test kit's `eventually` on `tests-layout`.
-async fn eventually<T, E, F, Fut>(timeout: Duration, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: Display,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => panic!("{last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+/// The test kit's world with the review rate limit at its defaults (`0`: client-go's
+/// 5 QPS, burst 10; the kit turns it off otherwise) and every other limit as shipped.
+async fn world() -> World {
+    World::start(TOKEN, &["--kube-api-qps=0"]).await
 }
 
 /// One GET /metrics per TLS connection, from a chosen local address, answered by its
@@ -117,25 +65,14 @@ impl Wire {
         let tcp = socket.connect(self.proxy).await?;
         let name = ServerName::try_from("localhost").expect("a DNS name");
         let mut tls = self.connector.connect(name, tcp).await?;
-        let request = format!(
-            "GET /metrics HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\
-             connection: close\r\n\r\n"
-        );
-        tls.write_all(request.as_bytes()).await?;
-        let mut head = Vec::new();
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let mut chunk = [0u8; 512];
-            let n = tls.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            head.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&head);
-        line.split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("not a status line: {line:?}")))
+        tls.write_all(&get_request("GET", b"/metrics", token, ""))
+            .await?;
+        let exchange = read_exchange(&mut tls, 1, Duration::from_secs(10)).await;
+        exchange
+            .statuses()
+            .first()
+            .copied()
+            .ok_or_else(|| io::Error::other(format!("no response: {:?}", exchange.text())))
     }
 }
 
@@ -180,7 +117,7 @@ async fn sent(mut flood: tokio::task::JoinSet<usize>) -> usize {
 /// then one new valid token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_flood_of_abandoned_reviews_a_new_token_is_served_within_seconds() {
-    let w = Sidecar::start().await;
+    let w = world().await;
     let wire = Wire::new(&w.pki, w.proxy.addr);
     let stop = Arc::new(AtomicBool::new(false));
     let clients = flood(
@@ -219,7 +156,7 @@ async fn after_a_flood_of_abandoned_reviews_a_new_token_is_served_within_seconds
 /// a slow apiserver; a scraper from another address with a new token still gets in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_flooding_cannot_starve_a_scraper_at_another() {
-    let w = Sidecar::start().await;
+    let w = world().await;
     w.api.set_delay(Duration::from_millis(200));
     let wire = Wire::new(&w.pki, w.proxy.addr);
     let stop = Arc::new(AtomicBool::new(false));

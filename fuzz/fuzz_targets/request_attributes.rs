@@ -82,7 +82,7 @@ fn check_path(selector: u8, target: &[u8]) {
     let _ = policies[selector as usize % policies.len()].route(path);
     let method = &METHODS[(selector >> 2) as usize % METHODS.len()];
     let attributes = Attributes::new(method, path);
-    assert_eq!(attributes.path, path);
+    assert_eq!(&*attributes.path, path);
     assert!(attributes.resource.is_none());
     let _ = attributes.action();
 }

@@ -2,7 +2,7 @@
 //! SubjectAccessReview, the verb for an HTTP method, the wording of a 403, and the cache
 //! key of a decision.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use http::Method;
 
@@ -12,11 +12,12 @@ use crate::{
 };
 
 /// What a request asks to do. `path` is always the request path (static rules match
-/// it); `resource` is set when `--config-file` maps requests to resource attributes.
+/// it), shared between the records of one request; `resource` is set when
+/// `--config-file` maps requests to resource attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
     pub verb: String,
-    pub path: String,
+    pub path: Arc<str>,
     pub resource: Option<ResourceAttributes>,
 }
 
@@ -53,7 +54,7 @@ impl Attributes {
     pub fn non_resource(verb: &str, path: &str) -> Self {
         Self {
             verb: verb.to_owned(),
-            path: path.to_owned(),
+            path: Arc::from(path),
             resource: None,
         }
     }

@@ -17,12 +17,12 @@
 //! compose with SubjectAccessReviews instead of replacing them. Unknown keys, templates
 //! other than `{{ .Value }}` and contradictory settings are startup errors with a line.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use http::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 
-use super::{verb_for, Attributes, ResourceAttributes};
+use super::{rewrite, verb_for, Attributes, ResourceAttributes};
 use crate::{error::ProxyError, identity::User};
 
 /// The parsed, validated config file.
@@ -246,42 +246,24 @@ impl ConfigFile {
         let Some(template) = &self.authorization.resource_attributes else {
             return Ok(vec![Attributes::non_resource(&verb, path)]);
         };
+        let path: Arc<str> = Arc::from(path);
         let Some(rewrites) = &self.authorization.rewrites else {
-            return Ok(vec![template.record(&verb, path, "")]);
+            return Ok(vec![template.record(&verb, &path, "")]);
         };
-        let mut values = Vec::new();
-        if let Some(param) = rewrites
+        let query = rewrites
             .by_query_parameter
             .as_ref()
-            .filter(|n| !n.name.is_empty())
-        {
-            let found = query_values(uri.query().unwrap_or_default(), &param.name).ok_or(
-                ProxyError::BadRequest("the rewrite's query parameter is not valid UTF-8"),
-            )?;
-            values.extend(found);
-        }
-        if let Some(header) = rewrites
+            .map(|n| n.name.as_str())
+            .filter(|n| !n.is_empty());
+        let header = rewrites
             .by_http_header
             .as_ref()
-            .filter(|n| !n.name.is_empty())
-        {
-            // Every value the upstream will see must be reviewed: one we cannot read
-            // is a 400, not skipped.
-            for value in headers.get_all(header.name.trim()) {
-                let value = value.to_str().map_err(|_| {
-                    ProxyError::BadRequest("the rewrite's header value is not visible ASCII")
-                })?;
-                values.push(value.to_owned());
-            }
-        }
-        if values.is_empty() {
-            return Err(ProxyError::BadRequest(
-                "the configured rewrite found no value in the request",
-            ));
-        }
+            .map(|n| n.name.trim())
+            .filter(|n| !n.is_empty());
+        let values = rewrite::values(query, header, uri, headers)?;
         Ok(values
             .iter()
-            .map(|v| template.record(&verb, path, v))
+            .map(|v| template.record(&verb, &path, v))
             .collect())
     }
 
@@ -312,10 +294,10 @@ impl ResourceTemplate {
         ]
     }
 
-    fn record(&self, verb: &str, path: &str, value: &str) -> Attributes {
+    fn record(&self, verb: &str, path: &Arc<str>, value: &str) -> Attributes {
         Attributes {
             verb: verb.to_owned(),
-            path: path.to_owned(),
+            path: Arc::clone(path),
             resource: Some(ResourceAttributes {
                 namespace: self.namespace.render(value),
                 group: self.api_group.render(value),
@@ -349,43 +331,6 @@ impl StaticRule {
             _ => false,
         }
     }
-}
-
-/// Every value of `name` in a raw query string, percent-decoded (`+` is a space).
-/// `None` if a value of `name` does not decode to UTF-8: it could not be reviewed as
-/// the upstream will read it.
-fn query_values(query: &str, name: &str) -> Option<Vec<String>> {
-    let mut values = Vec::new();
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(key).as_deref() == Some(name) {
-            values.push(decode(value)?);
-        }
-    }
-    Some(values)
-}
-
-fn decode(s: &str) -> Option<String> {
-    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'+', _, _) => out.push(b' '),
-            (b'%', Some(high), Some(low)) => {
-                out.push(high << 4 | low);
-                i += 2;
-            }
-            (b, _, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -463,6 +408,44 @@ authorization:
             "/api/v1/rules",
         );
         assert!(matches!(none, Err(ProxyError::BadRequest(_))));
+    }
+
+    #[test]
+    fn rewrite_values_are_deduplicated_capped_and_share_the_path() {
+        let config = parse(
+            r#"
+authorization:
+  resourceAttributes: {namespace: "{{ .Value }}", resource: pods, apiVersion: v1}
+  rewrites:
+    byQueryParameter: {name: namespace}
+"#,
+        )
+        .unwrap();
+        let path = format!("/{}", "p".repeat(16 * 1024));
+        let attributes = |query: String| {
+            let uri: Uri = format!("{path}?{query}").parse().unwrap();
+            config.attributes(&Method::GET, &uri, &HeaderMap::new(), &path)
+        };
+        let repeated = vec!["namespace=a"; 4000].join("&");
+        let attrs = attributes(repeated).unwrap();
+        assert_eq!(attrs.len(), 1, "4,000 copies of one value are one review");
+
+        let distinct = |n: usize| {
+            (0..n)
+                .map(|i| format!("namespace=ns{i}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let attrs = attributes(distinct(rewrite::MAX_VALUES)).unwrap();
+        assert_eq!(attrs.len(), rewrite::MAX_VALUES);
+        assert!(
+            attrs.iter().all(|a| Arc::ptr_eq(&a.path, &attrs[0].path)),
+            "one copy of the path for all records"
+        );
+        assert!(matches!(
+            attributes(distinct(rewrite::MAX_VALUES + 1)),
+            Err(ProxyError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -559,23 +542,5 @@ authorization:
             );
         }
         assert!(parse("").is_ok(), "an empty file is an empty config");
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(
-            query_values("a=1&b=2&a=x%20y&a=c+d&a", "a").unwrap(),
-            ["1", "x y", "c d", ""]
-        );
-        assert_eq!(decode("%zz%4").unwrap(), "%zz%4");
-        assert!(
-            query_values("a=%FF", "a").is_none(),
-            "not UTF-8: refused, not replaced"
-        );
-        assert_eq!(
-            query_values("b=%FF&a=1", "a").unwrap(),
-            ["1"],
-            "other params do not matter"
-        );
     }
 }

@@ -16,7 +16,7 @@ use std::{
 use http::{HeaderMap, Method, Uri};
 
 use super::{config_file::ConfigFile, rbac::Rbac, Attributes};
-use crate::{error::ProxyError, identity::User, reload::Watched};
+use crate::{error::ProxyError, identity::User, metrics::Metrics, reload::Watched};
 
 /// The local layers of the authorizer chain.
 #[derive(Debug, Default, Clone)]
@@ -27,13 +27,20 @@ pub(crate) struct LocalPolicy {
 
 impl LocalPolicy {
     /// Loads the files now; any error names the flag's file and line.
-    pub(crate) fn load(config_file: Option<&Path>, rbac_files: &[PathBuf]) -> Result<Self, String> {
+    pub(crate) fn load(
+        config_file: Option<&Path>,
+        rbac_files: &[PathBuf],
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, String> {
         let config = config_file
-            .map(|path| Watched::load("--config-file", vec![path.to_owned()], ConfigFile::parse))
+            .map(|path| {
+                let files = vec![path.to_owned()];
+                Watched::load("--config-file", files, ConfigFile::parse, metrics)
+            })
             .transpose()
             .map_err(|e| format!("--config-file {e}"))?;
         let rbac = (!rbac_files.is_empty())
-            .then(|| Watched::load("--rbac-file", rbac_files.to_vec(), Rbac::parse))
+            .then(|| Watched::load("--rbac-file", rbac_files.to_vec(), Rbac::parse, metrics))
             .transpose()
             .map_err(|e| format!("--rbac-file {e}"))?;
         Ok(Self { config, rbac })

@@ -198,6 +198,16 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Of --max-connections, how many one client address may hold at once; its further
+    /// connections are closed. 0 = three quarters of --max-connections, so a quarter
+    /// is always left to other clients.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 0
+    )]
+    pub max_connections_per_peer: usize,
+
     /// Threads serving connections; fewer if fewer CPUs are available (a container's
     /// CPU limit counts). Every thread adds allocator memory, so a sidecar on a big
     /// node without a CPU limit must not start one per core.

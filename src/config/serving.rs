@@ -31,6 +31,7 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         http2_max_size,
         max_request_header_bytes,
         max_connections,
+        max_connections_per_peer,
         worker_threads,
         tls_handshake_timeout,
         header_read_timeout,
@@ -100,6 +101,11 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
             http2_max_size,
             max_header_bytes: max_request_header_bytes,
             max_connections,
+            max_connections_per_peer: match max_connections_per_peer {
+                // A quarter of the slots always left to other clients.
+                0 => (max_connections - max_connections / 4).max(1),
+                n => n.min(max_connections),
+            },
             handshake_timeout: tls_handshake_timeout,
             header_read_timeout,
             idle_timeout,

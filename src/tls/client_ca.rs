@@ -19,7 +19,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::{ca_bundle, TlsError};
-use crate::{identity::User, reload::Watched};
+use crate::{identity::User, metrics::Metrics, reload::Watched};
 
 /// `--client-ca-file`: client certificates are requested (not required, so bearer
 /// token clients still work) and verified against this CA bundle, which is re-read
@@ -31,8 +31,8 @@ pub(crate) struct ClientCa {
 
 impl ClientCa {
     /// Loads the bundle; the error names the file.
-    pub(crate) fn load(path: &Path) -> Result<Arc<Self>, TlsError> {
-        let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], |files| {
+    pub(crate) fn load(path: &Path, metrics: &Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
+        let parse = |files: &[(std::path::PathBuf, Vec<u8>)]| {
             let (path, pem) = &files[0];
             let roots = ca_bundle(path, pem)?;
             WebPkiClientVerifier::builder_with_provider(
@@ -42,10 +42,35 @@ impl ClientCa {
             .allow_unauthenticated()
             .build()
             .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .map_err(TlsError::File)?;
+        };
+        let verifier = Watched::load("--client-ca-file", vec![path.to_owned()], parse, metrics)
+            .map_err(TlsError::File)?;
         verifier.spawn_reloader();
         Ok(Arc::new(Self { verifier }))
+    }
+}
+
+impl ClientCa {
+    /// The user a client certificate chain names, if it verifies.
+    ///
+    /// On a full handshake rustls has just verified the chain. A resumed session
+    /// carries the chain verified when the session began, possibly long ago, and every
+    /// resumption issues fresh tickets: so it is verified again, now and against the
+    /// bundle in force, and a certificate that has expired since (or whose CA was taken
+    /// out of `--client-ca-file`) names nobody. Go refuses such resumptions too.
+    pub(crate) fn user(&self, chain: &[CertificateDer<'_>], resumed: bool) -> Option<User> {
+        let (leaf, intermediates) = chain.split_first()?;
+        if resumed {
+            if let Err(error) =
+                self.verifier
+                    .get()
+                    .verify_client_cert(leaf, intermediates, UnixTime::now())
+            {
+                tracing::info!(%error, "a resumed TLS session's client certificate no longer verifies; ignoring it");
+                return None;
+            }
+        }
+        client_certificate_user(leaf.as_ref())
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     pem::{certified_key, not_after, parse_pair},
     TlsError, TlsSource,
 };
-use crate::reload::Watched;
+use crate::{metrics::Metrics, reload::Watched};
 
 /// A pair in force, with its expiry read once when it was loaded.
 struct Pair {
@@ -46,13 +46,11 @@ pub(crate) struct ServingCert {
 
 impl ServingCert {
     /// Loads the files (or generates a self-signed pair), failing with the file's name,
-    /// and re-reads them when they change from then on. `on_expiry` is told each pair's notAfter (Unix seconds): the first and every
-    /// reloaded one.
-    pub(crate) fn load(
-        source: &TlsSource,
-        on_expiry: impl Fn(i64) + Send + Sync + 'static,
-    ) -> Result<Arc<Self>, TlsError> {
-        let on_swap = move |pair: &Pair| on_expiry(pair.not_after);
+    /// and re-reads them when they change from then on. Each pair's expiry goes to the
+    /// certificate-expiry gauge when it is swapped in.
+    pub(crate) fn load(source: &TlsSource, metrics: &Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
+        let expiry = Arc::clone(metrics);
+        let on_swap = move |pair: &Pair| expiry.certificate_expires(pair.not_after);
         let pair = match source {
             TlsSource::Files { cert, key } => {
                 let (cert_path, key_path) = (cert.clone(), key.clone());
@@ -62,6 +60,7 @@ impl ServingCert {
                     move |files| {
                         parse_pair(&files[0].1, &files[1].1, &cert_path, &key_path).map(Pair::new)
                     },
+                    metrics,
                     on_swap,
                 )
                 .map_err(TlsError::File)?
@@ -115,7 +114,7 @@ mod tests {
 
     #[test]
     fn self_signed_is_usable() {
-        let cert = ServingCert::load(&TlsSource::SelfSigned, |_| {}).unwrap();
+        let cert = ServingCert::load(&TlsSource::SelfSigned, &Arc::default()).unwrap();
         assert!(cert.is_valid(), "rcgen's default validity runs to 4096");
         acceptor(&cert, &TlsPolicy::default(), Alpn::Http2AndHttp11, None).unwrap();
     }

@@ -3,7 +3,10 @@
 //! re-read when they change (`reload::Watched`), like the serving certificate; a client
 //! certificate works with or without `--upstream-ca-file`.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use rustls::{
     client::{
@@ -16,17 +19,20 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::{UpstreamError, UpstreamOptions};
-use crate::{reload::Watched, tls};
+use crate::{metrics::Metrics, reload::Watched, tls};
 
 /// The rustls client configuration for the upstream.
-pub(super) fn client_tls(options: &UpstreamOptions) -> Result<ClientConfig, UpstreamError> {
+pub(super) fn client_tls(
+    options: &UpstreamOptions,
+    metrics: &Arc<Metrics>,
+) -> Result<ClientConfig, UpstreamError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(UpstreamError::Tls)?;
     let builder = match &options.ca_file {
         Some(path) => {
-            let verifier = ReloadingVerifier::load(path, provider)?;
+            let verifier = ReloadingVerifier::load(path, provider, metrics)?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(verifier)
@@ -39,7 +45,9 @@ pub(super) fn client_tls(options: &UpstreamOptions) -> Result<ClientConfig, Upst
         }
     };
     Ok(match &options.client_cert {
-        Some((cert, key)) => builder.with_client_cert_resolver(ClientIdentity::load(cert, key)?),
+        Some((cert, key)) => {
+            builder.with_client_cert_resolver(ClientIdentity::load(cert, key, metrics)?)
+        }
         None => builder.with_no_client_auth(),
     })
 }
@@ -53,18 +61,20 @@ impl ReloadingVerifier {
     fn load(
         path: &Path,
         provider: Arc<rustls::crypto::CryptoProvider>,
+        metrics: &Arc<Metrics>,
     ) -> Result<Arc<Self>, UpstreamError> {
-        let watched = Watched::load("--upstream-ca-file", vec![path.to_owned()], move |files| {
+        let parse = move |files: &[(PathBuf, Vec<u8>)]| {
             let (path, pem) = &files[0];
             let roots = tls::ca_bundle(path, pem)?;
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                 .build()
                 .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .map_err(|message| UpstreamError::File {
-            flag: "--upstream-ca-file",
-            message,
-        })?;
+        };
+        let watched = Watched::load("--upstream-ca-file", vec![path.to_owned()], parse, metrics)
+            .map_err(|message| UpstreamError::File {
+                flag: "--upstream-ca-file",
+                message,
+            })?;
         watched.spawn_reloader();
         Ok(Arc::new(Self(watched)))
     }
@@ -112,7 +122,7 @@ impl ServerCertVerifier for ReloadingVerifier {
 struct ClientIdentity(Arc<Watched<Arc<CertifiedKey>>>);
 
 impl ClientIdentity {
-    fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, UpstreamError> {
+    fn load(cert: &Path, key: &Path, metrics: &Arc<Metrics>) -> Result<Arc<Self>, UpstreamError> {
         let (cert_path, key_path) = (cert.to_owned(), key.to_owned());
         let watched = Watched::load(
             "--upstream-client-cert-file",
@@ -120,6 +130,7 @@ impl ClientIdentity {
             move |files| {
                 tls::parse_pair(&files[0].1, &files[1].1, &cert_path, &key_path).map(Arc::new)
             },
+            metrics,
         )
         .map_err(|message| UpstreamError::File {
             flag: "--upstream-client-cert-file/--upstream-client-key-file",

@@ -1,0 +1,171 @@
+//! What the checks stand on: the real processes (control plane, scrape-guard, exporters,
+//! Prometheus), each behind a guard that stops it by PID when dropped, plus the small
+//! helpers every check needs (free ports, an HTTPS client, bounded waits, the register
+//! of secrets that must never show up in a log).
+
+mod control_plane;
+mod exporter;
+mod http;
+mod pki;
+mod process;
+mod prometheus;
+mod proxy;
+mod wait;
+
+pub(crate) use control_plane::{
+    deploy_files, file_name, parse_manifests, Cluster, Reviews, Subject, METRICS_READER,
+};
+pub(crate) use exporter::{NodeExporter, RecordingUpstream};
+pub(crate) use pki::{write as write_file, Ca, KeyCert};
+pub(crate) use process::run_to_end;
+pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
+pub(crate) use proxy::ScrapeGuard;
+pub(crate) use wait::eventually;
+
+use std::{
+    collections::HashSet,
+    net::TcpListener,
+    path::PathBuf,
+    sync::{Mutex, PoisonError},
+};
+
+/// The service account scrape-guard talks to the apiserver as (bound by deploy/).
+pub(crate) const PROXY_SA: (&str, &str) = ("monitoring", "scrape-guard");
+/// The scraper deploy/rbac-scraper.yaml lets in.
+pub(crate) const PROMETHEUS_SA: (&str, &str) = ("monitoring", "prometheus-k8s");
+/// A service account with no binding at all.
+pub(crate) const UNBOUND_SA: (&str, &str) = ("e2e", "unbound-scraper");
+
+/// The user name the apiserver gives a service account.
+pub(crate) fn sa_user((namespace, name): (&str, &str)) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// The body scrape-guard must send when `user` may not `get /metrics`: the apiserver's
+/// own wording.
+pub(crate) fn forbidden_message(user: &str) -> String {
+    format!("forbidden: User \"{user}\" cannot get path \"/metrics\"")
+}
+
+/// The scrape-guard binary cargo built for this test target.
+pub(crate) const SCRAPE_GUARD_BIN: &str = env!("CARGO_BIN_EXE_scrape-guard");
+
+/// The repository root (deploy/ and e2e/fixtures/ are read from there).
+pub(crate) fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// One rustls crypto provider for the whole binary, the one the product uses.
+pub(crate) fn install_crypto_provider() {
+    // Err only means it is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+// === free ports ===
+
+static PORTS_GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A 127.0.0.1 port nothing listens on, never handed out twice in this test binary
+/// (tests run on parallel threads). Another program could still take it before the
+/// process meant for it binds it; on a test machine that is very unlikely.
+pub(crate) fn free_port() -> u16 {
+    let mut given = PORTS_GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("binding 127.0.0.1:0 for a free port")
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+// === secrets ===
+
+static SECRETS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Remembers a token (with a label to name it by): no scrape-guard log may contain it.
+pub(crate) fn remember_secret(label: impl Into<String>, secret: &str) {
+    SECRETS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((label.into(), secret.to_owned()));
+}
+
+/// The labels of every remembered secret that occurs in `text` (never the secrets).
+pub(crate) fn secrets_in(text: &str) -> Vec<String> {
+    SECRETS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(_, secret)| text.contains(secret.as_str()))
+        .map(|(label, _)| label.clone())
+        .collect()
+}
+
+/// How many secrets are remembered so far.
+pub(crate) fn secret_count() -> usize {
+    SECRETS.lock().unwrap_or_else(PoisonError::into_inner).len()
+}
+
+/// A random token-like string (hex), for the admin token and bogus bearer tokens.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the system RNG");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether to keep every temp dir even when all went well (`E2E_KEEP=1`).
+pub(crate) fn keep_everything() -> bool {
+    std::env::var_os("E2E_KEEP").is_some_and(|v| v == "1")
+}
+
+/// The first `max` characters of `text` on one line, for failure messages.
+pub(crate) fn snippet(text: &str, max: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    match one_line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+// === tools ===
+
+/// The real programs the suite runs. provision.sh puts kube-apiserver and kubectl in
+/// `$E2E_CACHE/bin` (default /var/cache/scrape-guard-e2e); the rest come from apt. Each
+/// can be overridden by an environment variable of the same name in capitals.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Tool {
+    KubeApiserver,
+    Kubectl,
+    Etcd,
+    Prometheus,
+    NodeExporter,
+}
+
+impl Tool {
+    pub(crate) fn path(self) -> PathBuf {
+        let cache = || {
+            std::env::var_os("E2E_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/cache/scrape-guard-e2e"))
+                .join("bin")
+        };
+        let (var, default) = match self {
+            Self::KubeApiserver => ("KUBE_APISERVER", cache().join("kube-apiserver")),
+            Self::Kubectl => ("KUBECTL", cache().join("kubectl")),
+            Self::Etcd => ("ETCD", "etcd".into()),
+            Self::Prometheus => ("PROMETHEUS", "prometheus".into()),
+            Self::NodeExporter => ("NODE_EXPORTER", "prometheus-node-exporter".into()),
+        };
+        std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+    }
+}

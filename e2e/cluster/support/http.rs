@@ -1,0 +1,261 @@
+//! A small HTTP/1.1 client: one fresh connection per request (as curl in a shell
+//! script would), plain for Prometheus' API and the exporters, TLS for scrape-guard
+//! and the apiserver, optionally with a client certificate. Every request is bounded.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
+
+use super::{snippet, KeyCert};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A response, its body read to the end.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Reply {
+    /// The body as JSON, if it is.
+    pub(crate) fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// Whether the body is a Kubernetes `Status` with this code (and, if given, exactly
+    /// this message).
+    pub(crate) fn is_status(&self, code: u16, message: Option<&str>) -> bool {
+        let Some(status) = self.json() else {
+            return false;
+        };
+        status["kind"] == "Status"
+            && status["apiVersion"] == "v1"
+            && status["code"] == code
+            && message.is_none_or(|m| status["message"] == m)
+    }
+
+    /// `Ok` if the status is `code`, else what came instead (for [`super::eventually`]).
+    pub(crate) fn status_is(&self, code: u16) -> Result<(), String> {
+        if self.status == code {
+            Ok(())
+        } else {
+            Err(self.describe())
+        }
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// "HTTP 403: {body…}", for failure messages.
+    pub(crate) fn describe(&self) -> String {
+        format!("HTTP {}: {}", self.status, snippet(&self.body, 300))
+    }
+}
+
+/// Which servers a TLS client believes.
+pub(crate) enum Trust<'a> {
+    /// Certificates signed by this CA.
+    Ca(&'a CertificateDer<'static>),
+    /// Anything (`curl -k`): scrape-guard's self-signed in-memory certificate.
+    Anyone,
+}
+
+/// A TLS client configuration: whom to trust, which certificate (if any) to present.
+pub(crate) fn tls_config(trust: Trust<'_>, identity: Option<&KeyCert>) -> Arc<ClientConfig> {
+    let builder = match trust {
+        Trust::Ca(ca) => {
+            let mut roots = RootCertStore::empty();
+            roots.add(ca.clone()).expect("adding the test CA");
+            ClientConfig::builder().with_root_certificates(roots)
+        }
+        Trust::Anyone => ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer::default())),
+    };
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain(), id.private_key())
+            .expect("a client certificate rustls accepts"),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// GET `https://{addr}{path}`, with `Authorization: Bearer {bearer}` if given.
+pub(crate) async fn https_get(
+    tls: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<Reply, String> {
+    let exchange = async {
+        let tcp = connect(addr).await?;
+        let server_name = ServerName::from(addr.ip());
+        let stream = TlsConnector::from(Arc::clone(tls))
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;
+        exchange(stream, addr, path, bearer).await
+    };
+    bounded(addr, path, exchange).await
+}
+
+/// GET `http://{addr}{path_and_query}`.
+pub(crate) async fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<Reply, String> {
+    let exchange = async {
+        let tcp = connect(addr).await?;
+        exchange(tcp, addr, path_and_query, None).await
+    };
+    bounded(addr, path_and_query, exchange).await
+}
+
+async fn bounded(
+    addr: SocketAddr,
+    path: &str,
+    exchange: impl std::future::Future<Output = Result<Reply, String>>,
+) -> Result<Reply, String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "GET {addr}{path}: no answer within {REQUEST_TIMEOUT:?}"
+            ))
+        })
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))
+}
+
+async fn exchange<S>(
+    stream: S,
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<Reply, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/1.1 handshake with {addr}: {}", causes(&e)))?;
+    let connection = tokio::spawn(connection);
+    let mut request = Request::get(path).header(header::HOST, addr.to_string());
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("building GET {path}: {e}"))?;
+    let result = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("GET {addr}{path}: {}", causes(&e)))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body of GET {addr}{path}: {}", causes(&e)))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+    .await;
+    connection.abort();
+    result
+}
+
+/// An error and its sources, "outer: inner: innermost" (hyper's own message alone is
+/// often just "connection error").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+// === impl AcceptAnyServer ===
+
+/// Accepts any server certificate but still checks the handshake signatures.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl Default for AcceptAnyServer {
+    fn default() -> Self {
+        Self(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,248 @@
+//! Failed TLS handshakes, explained. "remote error: tls: bad certificate" on the
+//! scraper's side must be answerable from ours: each failure gets a reason a person can
+//! act on, a counter by reason in the own metrics, and a log line — at most a few a
+//! minute, so a port scan cannot flood the log (the rest are counted and summarised;
+//! `LogBudget` does the same for the other per-connection events).
+
+use std::{
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use rustls::{AlertDescription, CertificateError};
+
+use crate::metrics::Metrics;
+
+/// Log lines about failed handshakes per `WINDOW`; the rest are only counted.
+const LOGGED_PER_WINDOW: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Why a handshake failed: a short label for the metric, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure {
+    pub(super) reason: &'static str,
+    pub(super) advice: String,
+    /// Worth a warning: a client that means to talk to us and cannot. Scanners, TCP
+    /// probes and clients that hang up are counted and logged at debug only.
+    pub(super) actionable: bool,
+}
+
+impl Failure {
+    fn new(reason: &'static str, advice: impl Into<String>, actionable: bool) -> Self {
+        Self {
+            reason,
+            advice: advice.into(),
+            actionable,
+        }
+    }
+
+    /// The handshake did not finish within `--tls-handshake-timeout`.
+    pub(super) fn timeout() -> Self {
+        Self::new(
+            "timeout",
+            "no complete TLS handshake within --tls-handshake-timeout",
+            false,
+        )
+    }
+
+    /// Classifies the error `TlsAcceptor::accept` returned.
+    pub(super) fn of(error: &std::io::Error) -> Self {
+        let Some(tls) = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return Self::new(
+                "closed",
+                format!("connection closed or broken during the handshake ({error})"),
+                false,
+            );
+        };
+        match tls {
+            rustls::Error::InvalidCertificate(problem) => client_certificate(problem),
+            rustls::Error::AlertReceived(alert) => Self::new(
+                "client_alert",
+                match alert {
+                    AlertDescription::BadCertificate
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::CertificateExpired => format!(
+                        "the client refused our serving certificate ({alert:?}): does it trust \
+                         the CA that signed --tls-cert-file, and is the name it dials in the \
+                         certificate?"
+                    ),
+                    other => format!("the client aborted the handshake ({other:?})"),
+                },
+                true,
+            ),
+            rustls::Error::PeerIncompatible(why) => Self::new(
+                "incompatible",
+                format!(
+                    "the client offers no TLS version, cipher suite or curve we serve \
+                     ({why:?}); see --tls-min-version and --tls-cipher-suites"
+                ),
+                true,
+            ),
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                Self::new("not_tls", "the client does not speak TLS here", false)
+            }
+            other => Self::new("other", other.to_string(), true),
+        }
+    }
+}
+
+/// A client certificate rustls refused, in the terms of the fix.
+fn client_certificate(problem: &CertificateError) -> Failure {
+    let advice = match problem {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "the client certificate has expired: renew it".to_owned()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "the client certificate is not valid yet: check its notBefore and the clocks".to_owned()
+        }
+        CertificateError::UnknownIssuer => {
+            "the client certificate is not signed by a CA in --client-ca-file".to_owned()
+        }
+        CertificateError::BadSignature => {
+            "the client certificate is not signed by a CA in --client-ca-file (its issuer \
+             has the name of one there, but the signature does not verify)"
+                .to_owned()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "the client certificate is not for client authentication: reissue it with \
+             extendedKeyUsage=clientAuth"
+                .to_owned()
+        }
+        CertificateError::Other(other) if other.to_string().contains("UnsupportedCertVersion") => {
+            // `openssl x509 -req` makes v1 certificates unless given extensions; Go and
+            // kube-apiserver accept them as client certificates, rustls (webpki) does not.
+            "the client certificate is X.509 v1, which is not accepted: reissue it as v3 \
+             (openssl x509 -req … -extfile with extendedKeyUsage=clientAuth)"
+                .to_owned()
+        }
+        other => format!("the client certificate was refused: {other}"),
+    };
+    Failure::new("client_certificate", advice, true)
+}
+
+/// At most `LOGGED_PER_WINDOW` lines a minute about one kind of event; the rest are
+/// only counted (by the caller's metric) and summed up in one line.
+#[derive(Debug)]
+pub(super) struct LogBudget {
+    window: Mutex<(Instant, u32)>,
+}
+
+impl LogBudget {
+    pub(super) fn new() -> Self {
+        Self {
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Whether this event may be logged; says so when the last window dropped some.
+    pub(super) fn allow(&self, what: &str) -> bool {
+        let (allowed, suppressed) = {
+            // Only counters inside; a poisoned lock still holds usable numbers.
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            let mut suppressed = 0;
+            if window.0.elapsed() >= WINDOW {
+                suppressed = window.1.saturating_sub(LOGGED_PER_WINDOW);
+                *window = (Instant::now(), 0);
+            }
+            window.1 += 1;
+            (window.1 <= LOGGED_PER_WINDOW, suppressed)
+        };
+        if suppressed > 0 {
+            tracing::warn!(
+                suppressed,
+                "more {what} in the last minute than are logged; the own metrics count them all"
+            );
+        }
+        allowed
+    }
+}
+
+/// Counts every failed handshake; logs a few per minute.
+#[derive(Debug)]
+pub(super) struct Reporter {
+    budget: LogBudget,
+}
+
+impl Reporter {
+    pub(super) fn new() -> Self {
+        Self {
+            budget: LogBudget::new(),
+        }
+    }
+
+    pub(super) fn report(&self, failure: &Failure, peer: SocketAddr, metrics: &Metrics) {
+        metrics.handshake_failed(failure.reason);
+        if !self.budget.allow("TLS handshake failures") {
+            return;
+        }
+        let reason = failure.reason;
+        if failure.actionable {
+            tracing::warn!(%peer, reason, "TLS handshake failed: {}", failure.advice);
+        } else {
+            tracing::debug!(%peer, reason, "TLS handshake failed: {}", failure.advice);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(error: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, error)
+    }
+
+    #[test]
+    fn reasons_name_the_fix() {
+        let table = [
+            (
+                io(rustls::Error::InvalidCertificate(CertificateError::Expired)),
+                "client_certificate",
+                "expired",
+            ),
+            (
+                io(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer,
+                )),
+                "client_certificate",
+                "--client-ca-file",
+            ),
+            (
+                io(rustls::Error::AlertReceived(AlertDescription::UnknownCA)),
+                "client_alert",
+                "--tls-cert-file",
+            ),
+            (
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                "closed",
+                "closed",
+            ),
+        ];
+        for (error, reason, advice) in table {
+            let failure = Failure::of(&error);
+            assert_eq!(failure.reason, reason, "{error}");
+            assert!(failure.advice.contains(advice), "{}", failure.advice);
+        }
+    }
+
+    #[test]
+    fn only_a_few_lines_a_minute_but_every_failure_counted() {
+        let metrics = Metrics::new();
+        let reporter = Reporter::new();
+        let peer: SocketAddr = "10.0.0.1:1234".parse().unwrap();
+        for _ in 0..100 {
+            reporter.report(&Failure::timeout(), peer, &metrics);
+        }
+        assert_eq!(reporter.budget.window.lock().unwrap().1, 100);
+        let text = metrics.encode(0, 0);
+        assert!(
+            text.contains("scrape_guard_tls_handshake_failures_total{reason=\"timeout\"} 100"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! An in-process HTTPS apiserver that speaks the real TokenReview and
+//! SubjectAccessReview JSON from a table of tokens and grants. It counts reviews, keeps
+//! the specs it was sent, and can be told to fail, stall, slow down or go away — the
+//! faults a real apiserver has, on demand and without a cluster. The real
+//! kube-apiserver in the end-to-end suite is the judge of fidelity; this is for speed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use serde_json::{json, Value};
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::Pki;
+
+/// How the fake apiserver answers reviews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers every review from the tables.
+    Normal,
+    /// 500 Internal Server Error for every review.
+    Fail,
+    /// Never answers.
+    Stall,
+}
+
+/// Who a token authenticates as.
+#[derive(Clone, Debug)]
+pub struct FakeUser {
+    /// `status.user.username`.
+    pub name: String,
+    /// `status.user.uid`.
+    pub uid: String,
+    /// `status.user.groups`.
+    pub groups: Vec<String>,
+    /// The audiences the token is valid for (the review's `spec.audiences` must meet them).
+    pub audiences: Vec<String>,
+}
+
+#[derive(Default)]
+struct ApiState {
+    users: HashMap<String, FakeUser>,
+    allowed: HashSet<(String, String, String)>,
+    sar_specs: Vec<Value>,
+    token_review_specs: Vec<Value>,
+}
+
+/// An HTTPS apiserver that answers TokenReview and SubjectAccessReview like the real
+/// one, from a table of tokens and allowed (user, verb, path) triples.
+pub struct FakeApiserver {
+    /// Where it listens (127.0.0.1, a free port).
+    pub addr: SocketAddr,
+    /// A kubeconfig for it (trusting the test CA), in the `Pki` temp dir.
+    pub kubeconfig: PathBuf,
+    token_reviews: Arc<AtomicUsize>,
+    sars: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+    fail_next: Arc<AtomicUsize>,
+    delay: Arc<Mutex<Duration>>,
+    state: Arc<Mutex<ApiState>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl FakeApiserver {
+    /// Listens on 127.0.0.1:0 with the test serving certificate and writes its kubeconfig.
+    pub async fn start(pki: &Pki) -> Arc<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let kubeconfig = pki.dir.path().join(format!("kubeconfig-{}", addr.port()));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    \
+                 server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\n\
+                 users:\n- name: proxy\n  user:\n    token: proxy-sa-token\n\
+                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: proxy\n\
+                 current-context: fake\n",
+                port = addr.port(),
+                ca = pki.ca_path.display()
+            ),
+        )
+        .unwrap();
+        let server = Arc::new(Self {
+            addr,
+            kubeconfig,
+            token_reviews: Arc::default(),
+            sars: Arc::default(),
+            mode: Arc::new(Mutex::new(Mode::Normal)),
+            fail_next: Arc::default(),
+            delay: Arc::new(Mutex::new(Duration::ZERO)),
+            state: Arc::default(),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(&[b"http/1.1"])));
+        let this = Arc::clone(&server);
+        server.tasks.lock().unwrap().spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let this2 = Arc::clone(&this);
+                this.tasks.lock().unwrap().spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let this = Arc::clone(&this2);
+                        async move { Ok::<_, Infallible>(this.answer(req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+
+    /// A token that authenticates as `name` (groups: system:authenticated).
+    pub fn add_token(&self, token: &str, name: &str) {
+        self.add_user(
+            token,
+            FakeUser {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                groups: vec!["system:authenticated".into()],
+                audiences: vec!["https://kubernetes.default.svc".into()],
+            },
+        );
+    }
+
+    /// A token that authenticates as `user`.
+    pub fn add_user(&self, token: &str, user: FakeUser) {
+        self.state.lock().unwrap().users.insert(token.into(), user);
+    }
+
+    /// Grants `user` the non-resource `verb` on `path`, compared as exact strings. A
+    /// resource review is looked up as (user, "", "").
+    pub fn allow(&self, user: &str, verb: &str, path: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .allowed
+            .insert((user.into(), verb.into(), path.into()));
+    }
+
+    /// TokenReviews received so far.
+    pub fn token_reviews(&self) -> usize {
+        self.token_reviews.load(Ordering::SeqCst)
+    }
+
+    /// SubjectAccessReviews received so far.
+    pub fn sars(&self) -> usize {
+        self.sars.load(Ordering::SeqCst)
+    }
+
+    /// The `spec` of the last SubjectAccessReview (panics if there was none).
+    pub fn last_sar_spec(&self) -> Value {
+        self.state
+            .lock()
+            .unwrap()
+            .sar_specs
+            .last()
+            .cloned()
+            .unwrap()
+    }
+
+    /// The `spec` of the last TokenReview (panics if there was none).
+    pub fn last_token_review_spec(&self) -> Value {
+        self.state
+            .lock()
+            .unwrap()
+            .token_review_specs
+            .last()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Answers the next `n` reviews with 500, then recovers.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// How every review from now on is answered.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// How long each review takes (to make concurrent misses overlap).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    /// Closes the listener and every open connection: the apiserver is gone.
+    pub fn kill(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        if path == "/version" {
+            return json_response(
+                StatusCode::OK,
+                json!({"major": "1", "minor": "20", "gitVersion": "v1.20.2",
+                       "gitCommit": "fake", "gitTreeState": "clean", "buildDate": "2021-01-01T00:00:00Z",
+                       "goVersion": "go1.19", "compiler": "gc", "platform": "linux/amd64"}),
+            );
+        }
+        let body: Value =
+            serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes())
+                .unwrap_or(Value::Null);
+        let counter = match path.as_str() {
+            "/apis/authentication.k8s.io/v1/tokenreviews" => &self.token_reviews,
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews" => &self.sars,
+            _ => return json_response(StatusCode::NOT_FOUND, json!({"kind": "Status"})),
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": "transient", "reason": "InternalError", "code": 500}),
+            );
+        }
+        match *self.mode.lock().unwrap() {
+            Mode::Normal => {}
+            Mode::Fail => {
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": "etcd is on fire", "reason": "InternalError", "code": 500}),
+                )
+            }
+            Mode::Stall => {
+                // Checked again below after the lock is released.
+            }
+        }
+        if *self.mode.lock().unwrap() == Mode::Stall {
+            std::future::pending::<()>().await;
+        }
+        let status = if path.ends_with("tokenreviews") {
+            self.token_review_status(&body)
+        } else {
+            self.sar_status(&body)
+        };
+        let mut answer = body;
+        answer["status"] = status;
+        json_response(StatusCode::CREATED, answer)
+    }
+
+    fn token_review_status(&self, review: &Value) -> Value {
+        let mut state = self.state.lock().unwrap();
+        state.token_review_specs.push(review["spec"].clone());
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let Some(user) = state.users.get(token) else {
+            return json!({"user": {}, "error": "invalid bearer token"});
+        };
+        let wanted: Vec<String> = review["spec"]["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let audiences: Vec<String> = if wanted.is_empty() {
+            user.audiences.clone()
+        } else {
+            wanted
+                .into_iter()
+                .filter(|a| user.audiences.contains(a))
+                .collect()
+        };
+        if audiences.is_empty() {
+            return json!({"user": {}, "error": "token audiences are invalid for the target audiences"});
+        }
+        json!({
+            "authenticated": true,
+            "user": {"username": user.name, "uid": user.uid, "groups": user.groups},
+            "audiences": audiences,
+        })
+    }
+
+    fn sar_status(&self, review: &Value) -> Value {
+        let mut state = self.state.lock().unwrap();
+        state.sar_specs.push(review["spec"].clone());
+        let spec = &review["spec"];
+        let key = (
+            spec["user"].as_str().unwrap_or_default().to_owned(),
+            spec["nonResourceAttributes"]["verb"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            spec["nonResourceAttributes"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        if state.allowed.contains(&key) {
+            json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"metrics\""})
+        } else {
+            json!({"allowed": false})
+        }
+    }
+}
+
+impl Drop for FakeApiserver {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.abort_all();
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}

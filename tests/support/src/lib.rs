@@ -1,0 +1,37 @@
+//! Test doubles for scrape-guard's integration tests, benches and examples. They speak
+//! the real wire formats over real sockets on 127.0.0.1, so a test exercises the same
+//! TLS, HTTP and JSON code a cluster would:
+//! - [`pki`]: a CA and certificates generated into a temp dir (nothing checked in expires);
+//! - [`apiserver`]: HTTPS, the real TokenReview/SubjectAccessReview JSON; counts reviews
+//!   and can be told to fail, stall or go away;
+//! - [`echo`]: a plain-HTTP exporter that records what it received;
+//! - [`proxy`]: scrape-guard in-process, started from command-line flags;
+//! - [`process`]: the real binary as a child process;
+//! - [`https`]: clients trusting the test CA;
+//! - [`http1`], [`http2`]: requests written by hand, for what a client library would not send;
+//! - [`world`]: all of the above wired together;
+//! - [`eventually()`]: the one way to wait for something to happen.
+//!
+//! A crate of its own rather than a `mod support;` in every test: each test binary uses
+//! part of it, and only a library's unused `pub` items are not dead code. The items
+//! tests use most are re-exported here.
+
+pub mod apiserver;
+pub mod echo;
+pub mod eventually;
+pub mod http1;
+pub mod http2;
+pub mod https;
+pub mod pki;
+pub mod process;
+pub mod proxy;
+pub mod world;
+
+pub use apiserver::{FakeApiserver, FakeUser, Mode};
+pub use echo::{Echo, Seen, METRICS_PAGE};
+pub use eventually::eventually;
+pub use https::{client, client_with, get, send, HttpsClient, Reply};
+pub use pki::{install_crypto, Pki};
+pub use process::{free_port, spawn_binary, terminate, KillOnDrop};
+pub use proxy::Proxy;
+pub use world::{World, SCRAPER, UNBOUND};
