@@ -48,7 +48,13 @@ pub enum UpstreamError {
     #[error("{flag} {message}")]
     File { flag: &'static str, message: String },
     #[error("upstream TLS: {0}")]
-    Tls(#[source] rustls::Error),
+    Tls(rustls::Error),
+    #[error(
+        "an https:// --upstream without --upstream-ca-file is verified against the system's \
+         CA bundle, and none could be loaded ({0}): give the upstream's CA with \
+         --upstream-ca-file"
+    )]
+    SystemRoots(rustls::Error),
 }
 
 /// Everything the upstream stage is configured with.
@@ -120,7 +126,8 @@ impl Upstream {
                 path: Arc::from(path.as_path()),
             })),
             None => {
-                let tls = client_tls::client_tls(options, metrics)?;
+                let https = url.scheme_str() == Some("https");
+                let tls = client_tls::client_tls(options, https, metrics)?;
                 let mut http = HttpConnector::new();
                 http.enforce_http(false);
                 http.set_nodelay(true);

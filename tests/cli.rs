@@ -174,3 +174,53 @@ fn sigterm_drains_and_exits_zero_without_logging_secrets() {
         "a token was logged:\n{logs}"
     );
 }
+
+/// A distroless image may carry no CA bundle. A plain-http upstream needs none, so the
+/// proxy starts; an https one without --upstream-ca-file is refused, saying what to do.
+#[test]
+fn no_system_ca_bundle_matters_only_for_an_https_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "t,alice,1\n").unwrap();
+    let token_file = format!("--token-auth-file={}", tokens.display());
+    let no_bundle = [
+        ("SSL_CERT_FILE", "/nonexistent/ca.crt"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+
+    let (code, _, err) = run(
+        &["--upstream=https://127.0.0.1:9/", &token_file],
+        &no_bundle,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--upstream-ca-file"), "{err}");
+
+    let port = support::free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            &format!("--secure-listen-address=127.0.0.1:{port}"),
+            "--upstream=http://127.0.0.1:9/",
+            &token_file,
+        ])
+        .envs(no_bundle)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listening = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        listening,
+        "an http upstream needs no CA bundle, but:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -21,9 +21,12 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use super::{UpstreamError, UpstreamOptions};
 use crate::{metrics::Metrics, reload::Watched, tls};
 
-/// The rustls client configuration for the upstream.
+/// The rustls client configuration for the upstream. For an `http://` or `unix://`
+/// upstream it is never used, so it trusts nothing and reads no system CA bundle (a
+/// distroless image may have none).
 pub(super) fn client_tls(
     options: &UpstreamOptions,
+    https: bool,
     metrics: &Arc<Metrics>,
 ) -> Result<ClientConfig, UpstreamError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -31,6 +34,7 @@ pub(super) fn client_tls(
         .with_safe_default_protocol_versions()
         .map_err(UpstreamError::Tls)?;
     let builder = match &options.ca_file {
+        None if !https => builder.with_root_certificates(rustls::RootCertStore::empty()),
         Some(path) => {
             let verifier = ReloadingVerifier::load(path, provider, metrics)?;
             builder
@@ -41,7 +45,7 @@ pub(super) fn client_tls(
             use rustls_platform_verifier::BuilderVerifierExt;
             builder
                 .with_platform_verifier()
-                .map_err(UpstreamError::Tls)?
+                .map_err(UpstreamError::SystemRoots)?
         }
     };
     Ok(match &options.client_cert {
