@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use scrape_guard::{
     add_forwarding_headers, clean_request_headers, forwardable_path, Apiserver, ApiserverSettings,
     Attributes, Authenticator, AuthnSettings, Authorizer, AuthzSettings, CacheSettings, Fallback,
-    IdentityHeaders, Metrics, PathPolicy, RateLimit,
+    IdentityHeaders, Metrics, PathPolicy, RateLimit, Requester,
 };
 
 const SA: &str = "system:serviceaccount:monitoring:prometheus-k8s";
@@ -64,6 +64,7 @@ fn cache_hit(c: &mut Criterion) {
             rate_limit: RateLimit::Unlimited,
             timeout: Duration::from_secs(5),
             max_inflight: 64,
+            max_per_peer: 8,
         };
         let apiserver = Arc::new(Apiserver::new(client, &settings, Arc::clone(&metrics)));
         let ttl = Duration::from_secs(3600);
@@ -94,9 +95,16 @@ fn cache_hit(c: &mut Criterion) {
         )
         .unwrap();
         // Warm both caches.
-        let user = authn.authenticate(&scrape_headers()).await.unwrap();
+        let user = authn
+            .authenticate(&scrape_headers(), Requester::Process)
+            .await
+            .unwrap();
         authz
-            .authorize(&user, &[Attributes::new(&Method::GET, "/metrics")])
+            .authorize(
+                &user,
+                &[Attributes::new(&Method::GET, "/metrics")],
+                Requester::Process,
+            )
             .await
             .unwrap();
         (authn, authz, pki, api)
@@ -105,9 +113,12 @@ fn cache_hit(c: &mut Criterion) {
     c.bench_function("cache_hit_decision", |b| {
         b.to_async(&runtime).iter(|| async {
             let attributes = Attributes::new(&Method::GET, "/metrics");
-            let user = authn.authenticate(&headers).await.unwrap();
+            let user = authn
+                .authenticate(&headers, Requester::Process)
+                .await
+                .unwrap();
             authz
-                .authorize(&user, std::slice::from_ref(&attributes))
+                .authorize(&user, std::slice::from_ref(&attributes), Requester::Process)
                 .await
                 .unwrap();
         })

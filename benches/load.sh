@@ -280,7 +280,9 @@ setup() {
     [ -s "$WORK/api/control" ] || die "fake apiserver did not start"
 
     # scrape-guard three times: cache-hit (long TTLs), cache-miss (TTL 0, no client-side
-    # rate limit) and a fresh default one for memory versus cache size.
+    # rate limit) and a fresh default one for memory versus cache size. The last two are
+    # fed distinct tokens from one address standing in for many scrapers, so the
+    # per-client review cap is lifted too.
     local common=(--tls-cert-file="$WORK/tls.crt" --tls-private-key-file="$WORK/tls.key"
         --kubeconfig="$WORK/api/kubeconfig" --upstream="http://127.0.0.1:$UP_PORT/")
     # shellcheck disable=SC2086
@@ -289,11 +291,12 @@ setup() {
     PIDS+=($!); HIT_PID=$!
     # shellcheck disable=SC2086
     env $SG_ENV "$SG" --secure-listen-address="127.0.0.1:$MISS_PORT" "${common[@]}" \
-        --auth-cache-ttl=0s --authz-allow-ttl=0s --kube-api-qps=-1 >"$WORK/logs/sg-miss.log" 2>&1 &
+        --auth-cache-ttl=0s --authz-allow-ttl=0s --kube-api-qps=-1 --max-reviews-per-peer=1024 \
+        >"$WORK/logs/sg-miss.log" 2>&1 &
     PIDS+=($!); MISS_PID=$!
     # shellcheck disable=SC2086
     env $SG_ENV "$SG" --secure-listen-address="127.0.0.1:$MEM_PORT" "${common[@]}" \
-        --kube-api-qps=-1 >"$WORK/logs/sg-mem.log" 2>&1 &
+        --kube-api-qps=-1 --max-reviews-per-peer=1024 >"$WORK/logs/sg-mem.log" 2>&1 &
     PIDS+=($!); MEM_PID=$!
 
     wait_http "http://127.0.0.1:$UP_PORT/metrics"

@@ -14,7 +14,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::{
-    apiserver::Apiserver,
+    apiserver::{Apiserver, Requester},
     authz::Attributes,
     body::ProxyBody,
     guard::Guard,
@@ -38,7 +38,13 @@ impl Admin {
             Ok(user) => user,
             Err(error) => return error.into_response(),
         };
-        if let Err(error) = self.guard.authz.authorize(&user, &attributes).await {
+        let requester = Requester::Peer(peer.addr.ip());
+        if let Err(error) = self
+            .guard
+            .authz
+            .authorize(&user, &attributes, requester)
+            .await
+        {
             return error.into_response();
         }
         let text = self

@@ -3,11 +3,20 @@
 //! Wraps a kube `Client` with what a sidecar in every pod owes the apiserver: a
 //! client-side token bucket (`--kube-api-qps`/`--kube-api-burst`, client-go's
 //! semantics), a cap on reviews in flight (`--max-inflight-reviews`, so a thundering
-//! herd of distinct tokens cannot flood it), retries with jittered exponential backoff
-//! on retryable failures (429, 5xx, connection errors), all inside one hard time budget
-//! per review (`--apiserver-timeout`: waiting for the bucket, a slot and retries
-//! included, so a backlog turns into 503s rather than a growing queue), and a record of
-//! whether the apiserver answered lately, for `/readyz`.
+//! herd of distinct tokens cannot flood it) and on reviews per client address
+//! (`--max-reviews-per-peer`, so one client cannot queue up everybody's share),
+//! retries with jittered exponential backoff on retryable failures (429, 5xx,
+//! connection errors), all inside one hard time budget per review
+//! (`--apiserver-timeout`: waiting for the bucket, a slot and retries included, so a
+//! backlog turns into 503s rather than a growing queue), and a record of whether the
+//! apiserver answered lately, for `/readyz`.
+//!
+//! A review that is not sent costs nothing (`limit.rs`): refused at once when the rate
+//! limit has no room for it within its budget or its client is at its cap, and its
+//! token given back when it is dropped while waiting. Only misses get here: cached
+//! answers and `--token-auth-file` hits are never limited.
+
+mod limit;
 
 use std::{
     fmt,
@@ -25,6 +34,10 @@ use kube::{
 use tokio::{sync::Semaphore, time::Instant};
 
 use crate::metrics::Metrics;
+
+pub(crate) use self::limit::Limit;
+pub use self::limit::Requester;
+use self::limit::{LimitLog, PeerLimit, TokenBucket};
 
 /// Retries after the first attempt, within `--apiserver-timeout`.
 const MAX_RETRIES: u32 = 3;
@@ -68,6 +81,8 @@ pub struct ApiserverSettings {
     pub timeout: Duration,
     /// `--max-inflight-reviews`.
     pub max_inflight: usize,
+    /// `--max-reviews-per-peer`: reviews waiting or in flight for one client address.
+    pub max_per_peer: usize,
 }
 
 /// Where to look outside a cluster when `--kubeconfig` is not given.
@@ -86,6 +101,9 @@ pub enum ReviewError {
     Timeout(Duration),
     #[error("{0}")]
     Api(#[source] kube::Error),
+    /// Not sent: it would have waited past its budget, or its client is at its cap.
+    #[error("not sent: {0}")]
+    Limited(Limit),
 }
 
 /// Why the apiserver client could not be built at startup.
@@ -109,6 +127,8 @@ pub struct Apiserver {
     client: Client,
     limiter: Option<TokenBucket>,
     inflight: Semaphore,
+    peers: PeerLimit,
+    limited: LimitLog,
     timeout: Duration,
     /// When the apiserver stopped answering; `None` while it answers.
     unreachable_since: Mutex<Option<Instant>>,
@@ -181,23 +201,30 @@ impl Apiserver {
             client,
             limiter,
             inflight: Semaphore::new(settings.max_inflight.clamp(1, Semaphore::MAX_PERMITS)),
+            peers: PeerLimit::new(settings.max_per_peer),
+            limited: LimitLog::default(),
             timeout,
             unreachable_since: Mutex::new(None),
             metrics,
         }
     }
 
-    /// POSTs a TokenReview.
-    pub async fn token_review(&self, review: &TokenReview) -> Result<TokenReview, ReviewError> {
-        self.create("tokenreview", review).await
+    /// POSTs a TokenReview for `requester`'s request.
+    pub async fn token_review(
+        &self,
+        review: &TokenReview,
+        requester: Requester,
+    ) -> Result<TokenReview, ReviewError> {
+        self.create("tokenreview", review, requester).await
     }
 
-    /// POSTs a SubjectAccessReview.
+    /// POSTs a SubjectAccessReview for `requester`'s request.
     pub async fn subject_access_review(
         &self,
         review: &SubjectAccessReview,
+        requester: Requester,
     ) -> Result<SubjectAccessReview, ReviewError> {
-        self.create("subjectaccessreview", review).await
+        self.create("subjectaccessreview", review, requester).await
     }
 
     /// False once the apiserver has failed every review and probe for
@@ -244,7 +271,12 @@ impl Apiserver {
         });
     }
 
-    async fn create<K>(&self, kind: &'static str, object: &K) -> Result<K, ReviewError>
+    async fn create<K>(
+        &self,
+        kind: &'static str,
+        object: &K,
+        requester: Requester,
+    ) -> Result<K, ReviewError>
     where
         K: kube::Resource<Scope = kube::core::ClusterResourceScope>
             + serde::Serialize
@@ -254,12 +286,19 @@ impl Apiserver {
         K::DynamicType: Default,
     {
         let started = Instant::now();
-        let result =
-            match tokio::time::timeout(self.timeout, self.create_with_retries(object)).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(error)) => Err(ReviewError::Api(error)),
-                Err(_) => Err(ReviewError::Timeout(self.timeout)),
-            };
+        // Held until the review ends or is dropped (its client went away).
+        let Some(_place) = self.peers.admit(requester) else {
+            return Err(self.limited(kind, Limit::Peer, requester));
+        };
+        let deadline = started + self.timeout;
+        let attempts = self.create_with_retries(object, deadline);
+        let result = match tokio::time::timeout_at(deadline, attempts).await {
+            Ok(Err(ReviewError::Limited(limit))) => {
+                return Err(self.limited(kind, limit, requester));
+            }
+            Ok(result) => result,
+            Err(_) => Err(ReviewError::Timeout(self.timeout)),
+        };
         // A 4xx is still an answer from a live apiserver; anything else is not.
         let answered = match &result {
             Ok(_) => true,
@@ -272,7 +311,31 @@ impl Apiserver {
         result
     }
 
-    async fn create_with_retries<K>(&self, object: &K) -> Result<K, kube::Error>
+    /// A review not sent says nothing about the apiserver: it is counted and logged
+    /// (at most every 30 s), not recorded as an error or a latency.
+    fn limited(&self, kind: &'static str, limit: Limit, requester: Requester) -> ReviewError {
+        self.metrics.review_limited(kind, limit.as_str());
+        if let Some(unlogged) = self.limited.record() {
+            let peer = match requester {
+                Requester::Peer(addr) => Some(addr),
+                Requester::Process => None,
+            };
+            tracing::warn!(
+                review = kind,
+                reason = limit.as_str(),
+                peer = peer.map(tracing::field::display),
+                limited_since_last_line = unlogged,
+                "limiting reviews: {limit}; answering 503 without asking the apiserver \
+                 (counted in scrape_guard_reviews_limited_total, logged at most every 30s)"
+            );
+        }
+        ReviewError::Limited(limit)
+    }
+
+    /// Sends the review, retrying within `deadline`. Each attempt takes a token; an
+    /// attempt whose token would not be due by `deadline` is not made: the first is
+    /// `Limited`, a retry leaves the last failure standing.
+    async fn create_with_retries<K>(&self, object: &K, deadline: Instant) -> Result<K, ReviewError>
     where
         K: kube::Resource<Scope = kube::core::ClusterResourceScope>
             + serde::Serialize
@@ -285,17 +348,24 @@ impl Apiserver {
         let _slot = self.inflight.acquire().await;
         let api: Api<K> = Api::all(self.client.clone());
         let mut attempt = 0;
+        let mut failed = None;
         loop {
             if let Some(limiter) = &self.limiter {
-                limiter.acquire().await;
+                if let Err(limit) = limiter.acquire(deadline).await {
+                    return Err(match failed {
+                        None => ReviewError::Limited(limit),
+                        Some(error) => ReviewError::Api(error),
+                    });
+                }
             }
             match api.create(&PostParams::default(), object).await {
                 Err(error) if attempt < MAX_RETRIES && retryable(&error) => {
                     tracing::debug!(%error, attempt, "review failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
+                    failed = Some(error);
                 }
-                result => return result,
+                result => return result.map_err(ReviewError::Api),
             }
         }
     }
@@ -319,47 +389,187 @@ fn backoff(attempt: u32) -> Duration {
     BACKOFF.saturating_mul(1 << attempt.min(10)).mul_f64(jitter)
 }
 
-/// client-go's token bucket: `qps` tokens a second, up to `burst` saved up. Callers
-/// reserve a token and sleep until it is due, so waiting is fair and bounded by the
-/// caller's own timeout.
-struct TokenBucket {
-    qps: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        future::Future,
+        net::IpAddr,
+        pin::Pin,
+        sync::atomic::{AtomicUsize, Ordering},
+        task::{Context, Poll},
+    };
 
-impl TokenBucket {
-    fn new(qps: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            qps,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// An apiserver behind a kube `Client`: counts the reviews it receives and answers
+    /// each, after `delay`, that the token is not valid.
+    #[derive(Clone)]
+    struct Reviews {
+        received: Arc<AtomicUsize>,
+        delay: Duration,
+    }
+
+    type Answer =
+        Pin<Box<dyn Future<Output = Result<http::Response<Full<Bytes>>, Infallible>> + Send>>;
+
+    impl tower_service::Service<http::Request<kube::client::Body>> for Reviews {
+        type Response = http::Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = Answer;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<kube::client::Body>) -> Answer {
+            self.received.fetch_add(1, Ordering::SeqCst);
+            let delay = self.delay;
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                let body = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview",
+                    "spec":{},"status":{"authenticated":false,"error":"invalid bearer token"}}"#;
+                Ok(http::Response::builder()
+                    .status(201)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap())
+            })
         }
     }
 
-    async fn acquire(&self) {
-        let wait = {
-            // A poisoned lock only means another waiter panicked; the numbers are fine.
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let (tokens, last) = *state;
-            let refilled =
-                (tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
-            let left = refilled - 1.0;
-            *state = (left, now);
-            if left >= 0.0 {
-                return;
-            }
-            Duration::from_secs_f64(-left / self.qps)
-        };
-        tokio::time::sleep(wait).await;
-    }
-}
+    const QPS: f64 = 5.0;
+    const BURST: u32 = 10;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn apiserver(delay: Duration, max_per_peer: usize) -> (Arc<Apiserver>, Arc<AtomicUsize>) {
+        let received = Arc::new(AtomicUsize::new(0));
+        let reviews = Reviews {
+            received: Arc::clone(&received),
+            delay,
+        };
+        let settings = ApiserverSettings {
+            kubeconfig: None,
+            fallback: Fallback::Standalone,
+            rate_limit: RateLimit::TokenBucket {
+                qps: QPS,
+                burst: BURST,
+            },
+            timeout: Duration::from_secs(5),
+            max_inflight: 64,
+            max_per_peer,
+        };
+        let client = Client::new(reviews, "default");
+        let apiserver = Apiserver::new(client, &settings, Arc::new(Metrics::new()));
+        (Arc::new(apiserver), received)
+    }
+
+    fn peer(last: u8) -> Requester {
+        Requester::Peer(IpAddr::from([10, 0, 0, last]))
+    }
+
+    /// The security review's measurement, in the small: 64 clients that give up after
+    /// 100 ms, each sending junk tokens for 8 s. The reviews they abandoned were never
+    /// sent and left nothing owing: right after the flood a new review goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_abandoned_reviews_leaves_no_debt() {
+        let (apiserver, received) = apiserver(Duration::ZERO, usize::MAX);
+        let flood_ends = Instant::now() + Duration::from_secs(8);
+        let clients: Vec<_> = (0..64u8)
+            .map(|i| {
+                let apiserver = Arc::clone(&apiserver);
+                tokio::spawn(async move {
+                    let junk = TokenReview::default();
+                    while Instant::now() < flood_ends {
+                        let review = apiserver.token_review(&junk, peer(i));
+                        let _ = tokio::time::timeout(Duration::from_millis(100), review).await;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.unwrap();
+        }
+        let sent = received.load(Ordering::SeqCst) as f64;
+        assert!(
+            sent <= f64::from(BURST) + 8.0 * QPS + 1.0,
+            "the apiserver saw no more than the rate: {sent}"
+        );
+        let start = Instant::now();
+        let answer = apiserver
+            .token_review(&TokenReview::default(), peer(200))
+            .await;
+        assert!(answer.is_ok(), "{answer:?}");
+        let waited = start.elapsed();
+        assert!(
+            waited <= Duration::from_secs_f64(1.0 / QPS),
+            "a new review right after the flood waited {waited:?}"
+        );
+        assert!(apiserver.is_reachable(), "limiting is not an outage");
+        let text = apiserver.metrics.encode(0, 0);
+        assert!(
+            text.contains(
+                "scrape_guard_reviews_limited_total{review=\"tokenreview\",reason=\"rate\"}"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_at_its_cap_is_refused_at_once_and_others_are_not() {
+        let (apiserver, received) = apiserver(Duration::from_secs(1), 2);
+        let review = || TokenReview::default();
+        let in_flight: Vec<_> = (0..2)
+            .map(|_| {
+                let apiserver = Arc::clone(&apiserver);
+                tokio::spawn(async move { apiserver.token_review(&review(), peer(1)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(received.load(Ordering::SeqCst), 2);
+
+        let start = Instant::now();
+        let over = apiserver.token_review(&review(), peer(1)).await;
+        assert!(
+            matches!(over, Err(ReviewError::Limited(Limit::Peer))),
+            "{over:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            2,
+            "the apiserver never saw it"
+        );
+
+        let other = apiserver.token_review(&review(), peer(2)).await;
+        assert!(other.is_ok(), "another address is not held up: {other:?}");
+        let process = apiserver.token_review(&review(), Requester::Process).await;
+        assert!(process.is_ok(), "{process:?}");
+        for review in in_flight {
+            assert!(review.await.unwrap().is_ok());
+        }
+        let again = apiserver.token_review(&review(), peer(1)).await;
+        assert!(
+            again.is_ok(),
+            "finished reviews free their places: {again:?}"
+        );
+
+        assert!(apiserver.is_reachable(), "limiting is not an outage");
+        let text = apiserver.metrics.encode(0, 0);
+        assert!(
+            text.contains(
+                "scrape_guard_reviews_limited_total{review=\"tokenreview\",reason=\"peer\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("scrape_guard_review_errors_total{"),
+            "a review not sent is no review error:\n{text}"
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter() {
@@ -370,23 +580,5 @@ mod tests {
                 assert!(wait >= base * 0.5 && wait < base * 1.5, "{attempt}: {wait}");
             }
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn token_bucket_allows_a_burst_then_paces() {
-        let bucket = TokenBucket::new(5.0, 10);
-        let start = Instant::now();
-        for _ in 0..10 {
-            bucket.acquire().await;
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
-        for _ in 0..5 {
-            bucket.acquire().await;
-        }
-        let paced = start.elapsed().as_secs_f64();
-        assert!(
-            (paced - 1.0).abs() < 0.01,
-            "5 more at 5 qps take 1s, took {paced}"
-        );
     }
 }

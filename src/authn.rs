@@ -16,7 +16,7 @@ use http::{header, HeaderMap};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use crate::{
-    apiserver::{Apiserver, ReviewError},
+    apiserver::{Apiserver, Requester, ReviewError},
     cache::{CacheSettings, Interner, Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
@@ -181,9 +181,15 @@ impl Authenticator {
         })
     }
 
-    /// Who sent this request. 401 if nobody we can vouch for; 503 if we cannot ask.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<User>, ProxyError> {
-        self.authenticate_token(BearerToken::from_headers(headers)?)
+    /// Who sent this request. 401 if nobody we can vouch for; 503 if we cannot ask,
+    /// including a TokenReview refused before it was sent (the rate limit,
+    /// `requester`'s cap).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        requester: Requester,
+    ) -> Result<Arc<User>, ProxyError> {
+        self.authenticate_token(BearerToken::from_headers(headers)?, requester)
             .await
     }
 
@@ -191,6 +197,7 @@ impl Authenticator {
     pub async fn authenticate_token(
         &self,
         token: BearerToken<'_>,
+        requester: Requester,
     ) -> Result<Arc<User>, ProxyError> {
         let key = self.hasher.key(token.as_bytes());
         if let Some(user) = self.tokens.as_ref().and_then(|t| t.get().lookup(&key)) {
@@ -203,7 +210,8 @@ impl Authenticator {
                 "unknown token (standalone: not in --token-auth-file)",
             ));
         };
-        let review = self.review(apiserver, token);
+        // Run only on a miss, by the one caller the others wait for.
+        let review = self.review(apiserver, token, requester);
         let (identity, served) = match self.cache.get_or_review(key, review).await {
             Ok(answer) => answer,
             Err(error) => {
@@ -245,6 +253,7 @@ impl Authenticator {
         &self,
         apiserver: &Apiserver,
         token: BearerToken<'_>,
+        requester: Requester,
     ) -> Result<Identity, ReviewError> {
         let request = TokenReview {
             spec: TokenReviewSpec {
@@ -253,7 +262,7 @@ impl Authenticator {
             },
             ..TokenReview::default()
         };
-        let answer = apiserver.token_review(&request).await;
+        let answer = apiserver.token_review(&request, requester).await;
         // The request (and with it the token copy) is dropped here, before caching.
         drop(request);
         Ok(self.judge(answer?))

@@ -25,7 +25,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 
 use crate::{
-    apiserver::{Apiserver, ReviewError},
+    apiserver::{Apiserver, Requester, ReviewError},
     cache::{CacheSettings, Interner, Served, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
@@ -125,11 +125,13 @@ impl Authorizer {
     }
 
     /// `Ok` if every one of `attributes` is allowed; 403 with the apiserver-style
-    /// message for the first that is not; 503 if the apiserver cannot answer.
+    /// message for the first that is not; 503 if the apiserver cannot answer or a
+    /// review was refused before it was sent (the rate limit, `requester`'s cap).
     pub async fn authorize(
         &self,
         user: &User,
         attributes: &[Attributes],
+        requester: Requester,
     ) -> Result<(), ProxyError> {
         // Every request asks for something; an empty list would otherwise pass the loop
         // below without a single decision.
@@ -137,7 +139,7 @@ impl Authorizer {
             return Err(ProxyError::Internal("no attributes to authorize".into()));
         }
         for attrs in attributes {
-            let outcome = match self.decide(user, attrs).await {
+            let outcome = match self.decide(user, attrs, requester).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     self.metrics.authorized("error", Source::Apiserver);
@@ -169,6 +171,7 @@ impl Authorizer {
         &self,
         user: &User,
         attributes: &Attributes,
+        requester: Requester,
     ) -> Result<Outcome, ProxyError> {
         if let Some(reason) = self.local.allows(user, attributes) {
             return Ok(Outcome {
@@ -185,9 +188,11 @@ impl Authorizer {
             });
         };
         let key = attributes.cache_key(user);
+        // Run only on a miss, by the one caller the others wait for.
+        let review = review(apiserver, user, attributes, requester, &self.reasons);
         let (decision, served) = self
             .cache
-            .get_or_review(key, review(apiserver, user, attributes, &self.reasons))
+            .get_or_review(key, review)
             .await
             .map_err(|error| {
                 ProxyError::ApiserverUnavailable(format!("SubjectAccessReview: {error}"))
@@ -221,10 +226,11 @@ async fn review(
     apiserver: &Apiserver,
     user: &User,
     attributes: &Attributes,
+    requester: Requester,
     reasons: &Interner<str>,
 ) -> Result<Decision, ReviewError> {
     let answer = apiserver
-        .subject_access_review(&review_for(user, attributes))
+        .subject_access_review(&review_for(user, attributes), requester)
         .await?;
     Ok(judge(answer, reasons))
 }
@@ -349,7 +355,10 @@ mod tests {
             cache: CacheSettings::one_shot(),
         };
         let authz = Authorizer::new(&settings, None, Arc::default()).unwrap();
-        assert!(authz.authorize(&User::default(), &[]).await.is_err());
+        assert!(authz
+            .authorize(&User::default(), &[], Requester::Process)
+            .await
+            .is_err());
     }
 
     #[test]

@@ -382,6 +382,27 @@ mod tests {
     }
 
     #[test]
+    fn reviews_per_peer_defaults_to_8_and_must_be_at_least_1() {
+        let config = parse(&["--upstream=http://127.0.0.1:9100/"]).unwrap();
+        assert_eq!(config.auth.apiserver.max_per_peer, 8);
+        let config = parse(&[
+            "--upstream=http://127.0.0.1:9100/",
+            "--max-reviews-per-peer=64",
+        ])
+        .unwrap();
+        assert_eq!(config.auth.apiserver.max_per_peer, 64);
+        let err = parse(&[
+            "--upstream=http://127.0.0.1:9100/",
+            "--max-reviews-per-peer=0",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("--max-reviews-per-peer must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn env_vars_set_flags() {
         // Each flag declares its SCRAPE_GUARD_ variable; check the names are derived
         // consistently rather than mutating the process environment in a test.

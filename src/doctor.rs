@@ -9,6 +9,7 @@
 use std::{fmt::Write as _, sync::Arc};
 
 use crate::{
+    apiserver::Requester,
     app::{self, Chain},
     authn::BearerToken,
     authz::Attributes,
@@ -190,7 +191,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
                 .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
             let token = BearerToken::new(text.trim())
                 .map_err(|_| format!("--token-file {}: not a bearer token", path.display()))?;
-            match authn.authenticate_token(token).await {
+            match authn.authenticate_token(token, Requester::Process).await {
                 Ok(user) => user,
                 Err(ProxyError::Unauthenticated(why)) => {
                     let _ = writeln!(out, "user:      (not authenticated: {why})");
@@ -209,7 +210,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
 
     let attributes = Attributes::non_resource(&config.verb, &config.path);
     let outcome = authz
-        .decide(&user, &attributes)
+        .decide(&user, &attributes, Requester::Process)
         .await
         .map_err(|e| e.to_string())?;
 

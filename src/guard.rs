@@ -12,6 +12,7 @@ use http::{header, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::{
+    apiserver::Requester,
     authn::Authenticator,
     authz::Authorizer,
     body::ProxyBody,
@@ -86,7 +87,9 @@ impl Guard {
         // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
         let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
         let attributes = self.authz.attributes(&parts, path)?;
-        self.authz.authorize(user, &attributes).await?;
+        // Reviews are capped per client address (`--max-reviews-per-peer`).
+        let requester = Requester::Peer(peer.addr.ip());
+        self.authz.authorize(user, &attributes, requester).await?;
         self.forward(parts, body, Some(user), peer.addr).await
     }
 
@@ -101,7 +104,9 @@ impl Guard {
                 .authenticated("authenticated", Source::Certificate);
             return Ok(Arc::clone(user));
         }
-        self.authn.authenticate(headers).await
+        self.authn
+            .authenticate(headers, Requester::Peer(peer.addr.ip()))
+            .await
     }
 
     async fn forward(

@@ -41,7 +41,7 @@ pub use app::{run, start, RunError, Running};
 pub use config::{Args, Cli, Command, Config, ConfigError};
 
 // The request path's building blocks, for benches and fuzz targets.
-pub use apiserver::{Apiserver, ApiserverSettings, Fallback, RateLimit};
+pub use apiserver::{Apiserver, ApiserverSettings, Fallback, RateLimit, Requester};
 pub use authn::{Authenticator, AuthnSettings, BearerToken};
 pub use authz::{Attributes, Authorizer, AuthzSettings};
 pub use cache::CacheSettings;

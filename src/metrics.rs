@@ -35,6 +35,12 @@ struct ReviewLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    review: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     cache: &'static str,
 }
@@ -70,6 +76,7 @@ pub struct Metrics {
     authorization: Family<OutcomeLabels, Counter>,
     review_duration: HistogramFamily<ReviewLabels>,
     review_errors: Family<ReviewLabels, Counter>,
+    reviews_limited: Family<LimitedLabels, Counter>,
     cache_entries: Family<CacheLabels, Gauge>,
     certificate_expiry: Gauge,
     file_ok: Family<FileLabels, Gauge>,
@@ -135,6 +142,14 @@ impl Metrics {
             "Reviews that got no answer (timeout, connection error, 5xx after retries)",
             review_errors.clone(),
         );
+        let reviews_limited = Family::<LimitedLabels, Counter>::default();
+        registry.register(
+            "reviews_limited",
+            "Reviews not sent, answered 503 at once (reason: peer, the client's \
+             --max-reviews-per-peer is taken; rate, --kube-api-qps has no room within \
+             --apiserver-timeout)",
+            reviews_limited.clone(),
+        );
         let cache_entries = Family::<CacheLabels, Gauge>::default();
         registry.register(
             "cache_entries",
@@ -190,6 +205,7 @@ impl Metrics {
             authorization,
             review_duration,
             review_errors,
+            reviews_limited,
             cache_entries,
             certificate_expiry,
             file_ok,
@@ -232,6 +248,13 @@ impl Metrics {
         if !ok {
             self.review_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// A review that was not sent (`reason`: `peer` or `rate`).
+    pub fn review_limited(&self, review: &'static str, reason: &'static str) {
+        self.reviews_limited
+            .get_or_create(&LimitedLabels { review, reason })
+            .inc();
     }
 
     /// A watched file was (re)read: `ok` if what is on disk now is the version in force.
@@ -296,6 +319,7 @@ mod tests {
         metrics.authenticated("authenticated", Source::Cache);
         metrics.authorized("allowed", Source::Stale);
         metrics.review("tokenreview", 0.05, false);
+        metrics.review_limited("subjectaccessreview", "peer");
         metrics.certificate_expires(1_900_000_000);
         metrics.file_loaded("--rbac-file", "/etc/rbac/a.yaml", true);
         metrics.file_loaded("--token-auth-file", "/etc/tokens.csv", false);
@@ -306,6 +330,7 @@ mod tests {
             "scrape_guard_authentication_total{result=\"authenticated\",source=\"cache\"} 1",
             "scrape_guard_authorization_total{result=\"allowed\",source=\"stale\"} 1",
             "scrape_guard_review_errors_total{review=\"tokenreview\"} 1",
+            "scrape_guard_reviews_limited_total{review=\"subjectaccessreview\",reason=\"peer\"} 1",
             "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 1",
             "scrape_guard_cache_entries{cache=\"authentication\"} 3",
             "scrape_guard_certificate_expiry_timestamp_seconds 1900000000",

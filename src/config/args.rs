@@ -369,6 +369,12 @@ pub struct KubeArgs {
     /// Reviews in flight at once; more wait within --apiserver-timeout.
     #[arg(long, env = "SCRAPE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 64)]
     pub max_inflight_reviews: usize,
+
+    /// Reviews waiting or in flight for one client address; more are answered 503 at
+    /// once. Raise it when every client arrives from one address (a service mesh
+    /// sidecar, SNAT).
+    #[arg(long, env = "SCRAPE_GUARD_MAX_REVIEWS_PER_PEER", default_value_t = 8)]
+    pub max_reviews_per_peer: usize,
 }
 
 /// Local authentication and authorization: kube-rbac-proxy's config file, the

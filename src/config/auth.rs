@@ -79,6 +79,7 @@ pub(super) fn validate(
         auth_token_audiences,
         apiserver_timeout,
         max_inflight_reviews,
+        max_reviews_per_peer,
     } = kube;
     let PolicyArgs {
         config_file,
@@ -87,6 +88,7 @@ pub(super) fn validate(
     } = policy;
     problems.positive("--apiserver-timeout", apiserver_timeout);
     problems.at_least_one("--max-inflight-reviews", max_inflight_reviews);
+    problems.at_least_one("--max-reviews-per-peer", max_reviews_per_peer);
     if !kube_api_qps.is_finite() {
         problems.add("--kube-api-qps must be a number");
     }
@@ -107,6 +109,7 @@ pub(super) fn validate(
             rate_limit: RateLimit::from_flags(kube_api_qps, kube_api_burst),
             timeout: apiserver_timeout,
             max_inflight: max_inflight_reviews,
+            max_per_peer: max_reviews_per_peer,
         },
         authn: AuthnSettings {
             audiences: auth_token_audiences

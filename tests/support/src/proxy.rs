@@ -27,7 +27,8 @@ impl Proxy {
         Self::start_with(pki, upstream, &args).await
     }
 
-    /// Starts scrape-guard with no apiserver unless `extra` names one.
+    /// Starts scrape-guard with no apiserver unless `extra` names one. The review rate
+    /// limit is off (`--kube-api-qps=-1`) unless `extra` sets `--kube-api-qps` itself.
     pub async fn start_with(pki: &Pki, upstream: &str, extra: &[&str]) -> Self {
         let mut argv = vec![
             "scrape-guard".to_owned(),
@@ -35,8 +36,10 @@ impl Proxy {
             format!("--tls-cert-file={}", pki.cert_path.display()),
             format!("--tls-private-key-file={}", pki.key_path.display()),
             format!("--upstream={upstream}"),
-            "--kube-api-qps=-1".into(),
         ];
+        if !extra.iter().any(|arg| arg.starts_with("--kube-api-qps")) {
+            argv.push("--kube-api-qps=-1".into());
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         let args = <scrape_guard::Args as clap::Parser>::try_parse_from(argv).unwrap();
         let config = scrape_guard::Config::try_from(args).unwrap();
