@@ -40,6 +40,7 @@ fi
 for _ in $(seq 50); do exporter_up && break; sleep 0.1; done
 exporter_up || { echo "demo: the exporter did not come up on 127.0.0.1:$EXPORTER_PORT" >&2; exit 1; }
 
+echo "demo: building scrape-guard (the first time: a few minutes)…"
 cargo build --quiet --manifest-path "$REPO/Cargo.toml" --bin scrape-guard
 cat <<MSG
 
