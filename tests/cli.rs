@@ -270,3 +270,26 @@ fn help_starts_with_the_required_flag_and_an_example() {
         "{top}"
     );
 }
+
+/// A mistake in an --rbac-file is shown at its line, with the file's name.
+#[test]
+fn rbac_file_mistakes_show_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(
+        &rbac,
+        "kind: ClusterRole\nmetadata:\n  name: r\nrules:\n- nonResourceURLs: \"/metrics\"\n  verbs: [get]\n",
+    )
+    .unwrap();
+    let (code, out, _) = run(
+        &[
+            "can-i",
+            "--as=alice",
+            &format!("--rbac-file={}", rbac.display()),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("line 5"), "{out}");
+    assert!(out.contains(&format!("{}:5:", rbac.display())), "{out}");
+}

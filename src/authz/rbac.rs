@@ -33,10 +33,15 @@ impl Rbac {
         for (path, bytes) in files {
             let origin = path.display();
             let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
-            let docs: Vec<Value> =
-                serde_saphyr::from_multiple(text).map_err(|e| format!("{origin}: {e}"))?;
+            let label = |e: String| e.replace("<input>", &origin.to_string());
+            let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+                .map_err(|e| format!("{origin}: {}", label(e.to_string())))?;
             for doc in docs {
-                rbac.add(doc).map_err(|e| format!("{origin}: {e}"))?;
+                rbac.add(doc).map_err(|e| match located(text) {
+                    // The same mistake, found again by a typed reading that knows lines.
+                    Some(at) => format!("{origin}: {e}\n{}", label(at)),
+                    None => format!("{origin}: {e}"),
+                })?;
             }
         }
         Ok(rbac)
@@ -137,6 +142,27 @@ impl Rbac {
     pub(crate) fn is_empty(&self) -> bool {
         self.cluster_role_bindings.is_empty() && self.role_bindings.is_empty()
     }
+}
+
+/// The RBAC fields of any document, typed, read straight from the YAML so that a
+/// mistake comes with its line, column and a caret. Other kinds' fields are ignored.
+#[derive(serde::Deserialize)]
+#[expect(dead_code, reason = "read only to find where a document is malformed")]
+struct Located {
+    metadata: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    rules: Option<Vec<PolicyRule>>,
+    subjects: Option<Vec<Subject>>,
+    #[serde(rename = "roleRef")]
+    role_ref: Option<RoleRef>,
+    items: Option<Vec<Located>>,
+}
+
+/// Where the file goes wrong, in serde-saphyr's words (line, column, snippet), if a
+/// typed reading finds it.
+fn located(text: &str) -> Option<String> {
+    serde_saphyr::from_multiple::<Located>(text)
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(
@@ -476,5 +502,21 @@ items:
         )])
         .unwrap_err();
         assert!(err.contains("no metadata.namespace"), "{err}");
+    }
+
+    #[test]
+    fn a_type_mistake_names_the_line_and_shows_it() {
+        let err = Rbac::parse(&[(
+            "rbac.yaml".into(),
+            b"kind: ServiceAccount\nmetadata: {name: a}\n---\nkind: ClusterRole\nmetadata:\n  name: r\nrules:\n- nonResourceURLs: \"/metrics\"\n  verbs: [get]\n".to_vec(),
+        )])
+        .unwrap_err();
+        assert!(err.contains("ClusterRole \"r\""), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+        assert!(
+            err.contains("rbac.yaml:8:"),
+            "the snippet is labelled with the file: {err}"
+        );
+        assert!(!err.contains("<input>"), "{err}");
     }
 }
