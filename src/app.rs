@@ -14,6 +14,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     admin::Admin,
     apiserver::{Apiserver, ClientError, RateLimit},
+    auth_endpoint::AuthEndpoint,
     authn::{Authenticator, AuthnError},
     authz::Authorizer,
     config::{AuthSettings, Config, ListenAddress},
@@ -52,6 +53,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where /healthz, /readyz and own /metrics listen, if enabled.
     pub admin_addr: Option<SocketAddr>,
+    /// Where the auth endpoint listens, if enabled.
+    pub auth_endpoint_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -144,6 +147,15 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         None => None,
     };
     let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
+    let endpoint_listener = match &config.auth_endpoint {
+        Some((address, settings)) => {
+            let listener = bind("--auth-endpoint-address", address).await?;
+            let addr = local_addr("--auth-endpoint-address", &listener)?;
+            Some((listener, addr, settings.clone()))
+        }
+        None => None,
+    };
+    let auth_endpoint_addr = endpoint_listener.as_ref().map(|(_, addr, _)| *addr);
 
     let alpn = if config.http.http2 {
         Alpn::Http2AndHttp11
@@ -168,35 +180,51 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         stopped.clone(),
         grace,
     );
-    let admin = match admin_listener {
-        Some((socket, _)) => {
-            let handler = Arc::new(Admin {
-                cert: Arc::clone(&cert),
-                apiserver: apiserver.clone(),
-                guard: Arc::clone(&guard),
-            });
-            let listener = Listener {
-                socket,
-                acceptor: tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?,
-                client_ca,
-                settings: admin_http(&config.http),
-            };
-            Some(server::serve(listener, handler, metrics, stopped, grace))
-        }
-        None => None,
-    };
+    let mut servers: Vec<futures_util::future::BoxFuture<'static, ()>> = vec![Box::pin(proxy)];
+    if let Some((socket, _)) = admin_listener {
+        let handler = Arc::new(Admin {
+            cert: Arc::clone(&cert),
+            apiserver: apiserver.clone(),
+            guard: Arc::clone(&guard),
+        });
+        let listener = Listener {
+            socket,
+            acceptor: tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?,
+            client_ca: client_ca.clone(),
+            settings: admin_http(&config.http),
+        };
+        let metrics = Arc::clone(&metrics);
+        servers.push(Box::pin(server::serve(
+            listener,
+            handler,
+            metrics,
+            stopped.clone(),
+            grace,
+        )));
+    }
+    if let Some((socket, _, settings)) = endpoint_listener {
+        let handler = Arc::new(AuthEndpoint {
+            guard: Arc::clone(&guard),
+            settings,
+        });
+        let listener = Listener {
+            socket,
+            acceptor: tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?,
+            client_ca,
+            settings: config.http,
+        };
+        servers.push(Box::pin(server::serve(
+            listener, handler, metrics, stopped, grace,
+        )));
+    }
     let task = tokio::spawn(async move {
-        match admin {
-            Some(admin) => {
-                tokio::join!(proxy, admin);
-            }
-            None => proxy.await,
-        }
+        futures_util::future::join_all(servers).await;
     });
     log_startup(&config, addr, admin_addr, apiserver.is_some());
     Ok(Running {
         addr,
         admin_addr,
+        auth_endpoint_addr,
         stop,
         task,
     })
@@ -314,6 +342,9 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         version = env!("CARGO_PKG_VERSION"),
         listen = %addr,
         proxy_endpoints = %admin_addr.map_or("off".to_owned(), |a| a.to_string()),
+        auth_endpoint = %config.auth_endpoint.as_ref().map_or("off".to_owned(), |(address, settings)| {
+            format!("{address} ({:?})", settings.style)
+        }),
         upstream,
         mode = if apiserver { "apiserver" } else { "standalone (offline)" },
         tls,

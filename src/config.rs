@@ -20,15 +20,22 @@ mod upstream;
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use self::args::LoggingArgs;
 pub use self::args::{Args, Cli, Command};
+use self::args::{AuthEndpointArgs, LoggingArgs};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
 };
 use crate::{
-    apiserver::ApiserverSettings, authn::AuthnSettings, authz::AuthzSettings, paths::PathPolicy,
-    server::HttpSettings, tls::TlsSettings, upstream::UpstreamSettings,
+    apiserver::ApiserverSettings,
+    auth_endpoint::{AuthEndpointSettings, Style},
+    authn::AuthnSettings,
+    authz::AuthzSettings,
+    paths::PathPolicy,
+    server::HttpSettings,
+    tls::TlsSettings,
+    upstream::IdentityHeaders,
+    upstream::UpstreamSettings,
 };
 
 /// The validated configuration the proxy starts from: one settings value per stage.
@@ -50,6 +57,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `--access-log`.
     pub access_log: bool,
+    /// `--auth-endpoint-address` and how it reads requests.
+    pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
 }
 
 /// Everything authentication and authorization are built from; what `scrape-guard
@@ -148,6 +157,7 @@ impl TryFrom<Args> for Config {
             kube,
             policy,
             cache,
+            endpoint,
             logging,
             legacy,
         } = args;
@@ -160,6 +170,7 @@ impl TryFrom<Args> for Config {
         let (upstream, paths) = upstream::validate(upstream, &mut problems);
         let caches = auth::caches(cache, &mut problems);
         let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        let auth_endpoint = auth_endpoint(endpoint, &upstream.identity, &mut problems);
         let serving::Serving {
             listen,
             proxy_endpoints_port,
@@ -179,8 +190,40 @@ impl TryFrom<Args> for Config {
             upstream,
             auth,
             access_log,
+            auth_endpoint,
         })
     }
+}
+
+/// `--auth-endpoint-*`: where, and whose conventions. Its identity headers are the
+/// upstream's (`--auth-header-*-field-name`).
+fn auth_endpoint(
+    args: AuthEndpointArgs,
+    identity: &IdentityHeaders,
+    problems: &mut Problems,
+) -> Option<(ListenAddress, AuthEndpointSettings)> {
+    let AuthEndpointArgs {
+        auth_endpoint_address,
+        auth_endpoint_style,
+        auth_endpoint_path_prefix,
+    } = args;
+    let prefix = auth_endpoint_path_prefix.trim_end_matches('/').to_owned();
+    if !prefix.is_empty() && !prefix.starts_with('/') {
+        problems.add("--auth-endpoint-path-prefix must start with '/'");
+    }
+    let style = match auth_endpoint_style.as_str() {
+        "traefik" => Style::Traefik,
+        "envoy" => Style::Envoy { prefix },
+        _ => Style::Nginx,
+    };
+    let address = auth_endpoint_address?;
+    Some((
+        address,
+        AuthEndpointSettings {
+            style,
+            identity: identity.clone(),
+        },
+    ))
 }
 
 impl TryFrom<CanIArgs> for CanIConfig {

@@ -78,19 +78,32 @@ impl Guard {
         caller: &mut Option<Arc<User>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
+        let user = self.admit(&parts, peer, caller).await?;
+        self.forward(parts, body, user.as_deref(), peer.addr).await
+    }
+
+    /// Path policy → authenticate → authorize: may this request reach the upstream, and
+    /// as whom (`None` for an `--ignore-paths` path, which nobody is asked about). The
+    /// proxy forwards what is admitted; the auth endpoint only answers.
+    pub(crate) async fn admit(
+        &self,
+        parts: &http::request::Parts,
+        peer: &Peer,
+        caller: &mut Option<Arc<User>>,
+    ) -> Result<Option<Arc<User>>, ProxyError> {
         forwardable_method(&parts.method)?;
         let path = forwardable_path(&parts.uri)?;
         if self.paths.route(path)? == Route::Ignore {
-            return self.forward(parts, body, None, peer.addr).await;
+            return Ok(None);
         }
         // Who first: what an unauthenticated caller asks (rewrite values and all) is not
         // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
         let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
-        let attributes = self.authz.attributes(&parts, path)?;
+        let attributes = self.authz.attributes(parts, path)?;
         // Reviews are capped per client address (`--max-reviews-per-peer`).
         let requester = Requester::Peer(peer.addr.ip());
         self.authz.authorize(user, &attributes, requester).await?;
-        self.forward(parts, body, Some(user), peer.addr).await
+        Ok(Some(Arc::clone(user)))
     }
 
     /// A verified client certificate first, then the bearer token (kube-rbac-proxy's order).
@@ -196,7 +209,7 @@ pub fn forwardable_path(uri: &Uri) -> Result<&str, ProxyError> {
     Ok(path)
 }
 
-fn log_failure(error: &ProxyError, method: &Method, uri: &Uri, peer: SocketAddr) {
+pub(crate) fn log_failure(error: &ProxyError, method: &Method, uri: &Uri, peer: SocketAddr) {
     let status = error.status().as_u16();
     let path = uri.path();
     match error {

@@ -5,6 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
+mod endpoint;
+
+pub(super) use self::endpoint::AuthEndpointArgs;
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
@@ -31,6 +34,8 @@ pub struct Args {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub endpoint: AuthEndpointArgs,
     #[command(flatten)]
     pub logging: LoggingArgs,
     #[command(flatten)]

@@ -15,6 +15,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The probe listener's address, if there is one.
     pub admin_addr: Option<SocketAddr>,
+    pub auth_endpoint_addr: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -47,6 +48,7 @@ impl Proxy {
         Self {
             addr: running.addr,
             admin_addr: running.admin_addr,
+            auth_endpoint_addr: running.auth_endpoint_addr,
             running: Some(running),
         }
     }
