@@ -30,6 +30,7 @@ mod cluster {
     // one run together afterwards and it is started once)
     mod apiserver_outages;
     mod apiserver_reviews;
+    mod auth_endpoint;
     mod authn;
     mod deploy;
     mod doctor;

@@ -3,7 +3,8 @@
 # needs, from Debian's package sources only. Idempotent: a second run installs nothing
 # and builds nothing.
 #
-#   - apt packages: etcd 3.4, Prometheus 2.42, node-exporter 1.5, Go 1.19, procps
+#   - apt packages: etcd 3.4, Prometheus 2.42, node-exporter 1.5, nginx 1.22 (in front of
+#     the auth endpoint), Go 1.19, procps
 #     (their services are never started: policy-rc.d denies it during the install)
 #   - kube-apiserver v1.20.2 built from Debian bookworm's `kubernetes` source package
 #   - kubectl v1.20.2 from Debian's kubernetes-client package, unpacked into the cache
@@ -25,7 +26,7 @@ mkdir -p "$E2E_CACHE/bin"
 
 # ---------------------------------------------------------------- apt packages
 PACKAGES=(
-  etcd-server prometheus prometheus-node-exporter
+  etcd-server prometheus prometheus-node-exporter nginx
   golang-go golang-github-modern-go-reflect2-dev dpkg-dev
   ca-certificates procps
 )
@@ -79,7 +80,7 @@ fi
 
 # (the suite sends SIGTERM with /usr/bin/kill from procps, not the shell builtin)
 type -P kill >/dev/null || die "kill (procps) not found after install"
-for b in etcd prometheus prometheus-node-exporter go dpkg-source; do
+for b in etcd prometheus prometheus-node-exporter nginx go dpkg-source; do
   command -v "$b" >/dev/null || die "$b not found after install"
 done
 

@@ -16,8 +16,9 @@ pub(crate) use control_plane::{
     deploy_files, file_name, parse_manifests, Cluster, Reviews, Subject, METRICS_READER,
 };
 pub(crate) use exporter::{NodeExporter, RecordingUpstream};
+pub(crate) use http::http_get_bearer;
 pub(crate) use pki::{write as write_file, Ca, KeyCert};
-pub(crate) use process::run_to_end;
+pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
 pub(crate) use wait::eventually;

@@ -117,6 +117,19 @@ pub(crate) async fn https_get(
     bounded(addr, path, exchange).await
 }
 
+/// GET `http://{addr}{path}` with `Authorization: Bearer {bearer}` if given.
+pub(crate) async fn http_get_bearer(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<Reply, String> {
+    let exchange = async {
+        let tcp = connect(addr).await?;
+        exchange(tcp, addr, path, bearer).await
+    };
+    bounded(addr, path, exchange).await
+}
+
 /// GET `http://{addr}{path_and_query}`.
 pub(crate) async fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<Reply, String> {
     let exchange = async {
