@@ -1,6 +1,8 @@
 //! The spine of the proxy: path policy → authenticate → authorize → forward.
 //!
-//! `pipeline` reads top to bottom like the diagram in ARCHITECTURE.md, one line per stage.
+//! `admit` (path policy → authenticate → authorize) and then `forward` read top to
+//! bottom like the diagram in ARCHITECTURE.md, one line per stage; `pipeline` is the two.
+//! The auth endpoint calls `admit` alone.
 //! Each stage returns `ProxyError` on failure; `handle` turns that into the response
 //! (via `ProxyError::into_response`, the only mapping) and logs it. Nothing reaches
 //! `forward` that did not pass every stage before it, and the path the authorizer sees
