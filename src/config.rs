@@ -14,6 +14,7 @@
 
 mod args;
 mod auth;
+mod dialect;
 mod go;
 mod serving;
 mod upstream;
@@ -21,7 +22,7 @@ mod upstream;
 use std::{fmt, path::PathBuf, time::Duration};
 
 use self::args::LoggingArgs;
-pub use self::args::{Args, Cli, Command};
+pub use self::args::{Args, Cli, Command, VersionFlag};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
@@ -50,6 +51,9 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `--access-log`.
     pub access_log: bool,
+    /// What the flags mean that may surprise (suites rustls lacks, a TLS 1.0 minimum…),
+    /// logged once at startup.
+    pub warnings: Vec<String>,
 }
 
 /// Everything authentication and authorization are built from; what `scrape-guard
@@ -98,13 +102,21 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Problems found so far. Validation carries on past each one (with a placeholder
-/// value), so that a user sees every problem at once.
+/// value), so that a user sees every problem at once. Warnings are what starts but
+/// should be said.
 #[derive(Debug, Default)]
-struct Problems(Vec<String>);
+struct Problems {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
 
 impl Problems {
     fn add(&mut self, problem: impl Into<String>) {
-        self.0.push(problem.into());
+        self.errors.push(problem.into());
+    }
+
+    fn warn(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
     }
 
     /// The value, or `placeholder` with the problem recorded.
@@ -128,10 +140,10 @@ impl Problems {
     }
 
     fn finish<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.0.is_empty() {
+        if self.errors.is_empty() {
             Ok(value)
         } else {
-            Err(ConfigError(self.0))
+            Err(ConfigError(self.errors))
         }
     }
 }
@@ -143,19 +155,30 @@ impl TryFrom<Args> for Config {
         // Destructured in full (here and in each group's validator) so that a flag
         // nobody reads is a compile error.
         let Args {
-            serving,
+            mut serving,
             upstream,
-            kube,
+            mut kube,
             policy,
-            cache,
+            mut cache,
             logging,
             legacy,
+            apiserver,
         } = args;
         let LoggingArgs {
             log_format: _,
             access_log,
         } = logging;
-        let mut problems = Problems(legacy.refused());
+        let mut problems = Problems {
+            errors: legacy.refused(),
+            warnings: Vec::new(),
+        };
+        dialect::resolve(
+            apiserver,
+            &mut serving,
+            &mut kube,
+            &mut cache,
+            &mut problems,
+        );
         let serving = serving::validate(serving, &mut problems);
         let (upstream, paths) = upstream::validate(upstream, &mut problems);
         let caches = auth::caches(cache, &mut problems);
@@ -168,6 +191,7 @@ impl TryFrom<Args> for Config {
             tls,
             http,
         } = serving;
+        let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
             listen,
             proxy_endpoints_port,
@@ -179,6 +203,7 @@ impl TryFrom<Args> for Config {
             upstream,
             auth,
             access_log,
+            warnings,
         })
     }
 }
@@ -348,7 +373,7 @@ mod tests {
             "--insecure-listen-address=0.0.0.0:8080",
             "--oidc-issuer=https://issuer",
             "--tls-cert-file=/x.pem",
-            "--tls-min-version=VersionTLS10",
+            "--tls-min-version=VersionSSL30",
             "--tls-cipher-suites=TLS_RSA_WITH_AES_128_CBC_SHA",
             "--allow-paths=/metrics",
             "--ignore-paths=/healthz",
