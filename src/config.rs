@@ -339,6 +339,32 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_flag_counts_once_as_in_go() {
+        // pflag: the last value of a scalar flag wins; list flags accumulate.
+        let config = parse(&[
+            "--upstream=http://127.0.0.1:1/",
+            "--upstream=http://127.0.0.1:9100/",
+            "--allow-paths=/metrics",
+            "--allow-paths=/federate",
+            "--secure-listen-address=:1",
+            "--secure-listen-address=127.0.0.1:9443",
+        ])
+        .unwrap();
+        assert_eq!(config.upstream.url.to_string(), "http://127.0.0.1:9100/");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9443");
+        assert!(
+            config.paths.to_string().contains("/federate"),
+            "{}",
+            config.paths
+        );
+        assert!(
+            config.paths.to_string().contains("/metrics"),
+            "{}",
+            config.paths
+        );
+    }
+
+    #[test]
     fn klog_flags_are_accepted_and_listed() {
         let args = Args::try_parse_from([
             "scrape-guard",

@@ -22,7 +22,8 @@ use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAd
     about,
     long_about,
     max_term_width = 100,
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_override_self = true
 )]
 pub struct Args {
     #[command(flatten)]
@@ -56,7 +57,8 @@ pub struct Args {
     long_about,
     max_term_width = 100,
     args_conflicts_with_subcommands = true,
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
