@@ -20,10 +20,10 @@
 //! kube-rbac-proxy refuses too, and templates other than `{{ .Value }}`, which it would
 //! render as an empty string (a cluster-wide review where a namespaced one was meant).
 //!
-//! Three deliberate differences: `resourceAttributes.verb` is honoured as in the
-//! opendatahub fork (upstream ignores the key), `user.groups` in a static rule is
-//! honoured (any listed group matches; upstream ignores it), and static rules compose
-//! with SubjectAccessReviews instead of replacing them.
+//! Two deliberate differences: `resourceAttributes.verb` is honoured as in the
+//! opendatahub fork (upstream ignores the key), and `user.groups` in a static rule is
+//! honoured (any listed group matches; upstream ignores it). As in kube-rbac-proxy, a
+//! request no static rule allows goes on to a SubjectAccessReview.
 
 mod decode;
 mod schema;

@@ -359,7 +359,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// from 1e6 on.
 fn go_float(value: f64) -> String {
     // Narrowing is the point: ghodss/yaml formats at 32-bit precision.
-    #[allow(clippy::cast_possible_truncation)]
     let value = value as f32;
     if !value.is_finite() {
         return value.to_string();
