@@ -88,6 +88,49 @@ fn version_prints_the_version_in_kube_rbac_proxy_shape() {
 }
 
 #[test]
+fn every_apiserver_dialect_alias_is_accepted_by_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = format!("--cert-dir={}", dir.path().display());
+    // Everything parses and validates; the one problem is the one planted.
+    let (code, _, err) = run(
+        &[
+            "--upstream=http://127.0.0.1:9100/",
+            "--bind-address=127.0.0.1",
+            "--secure-port=9443",
+            &cert_dir,
+            "--http2-max-streams-per-connection=50",
+            "--disable-http2-serving=true",
+            "--authentication-kubeconfig=/kubeconfig",
+            "--authorization-kubeconfig=/kubeconfig",
+            "--authentication-token-webhook-cache-ttl=10s",
+            "--authorization-webhook-cache-authorized-ttl=10s",
+            "--authorization-webhook-cache-unauthorized-ttl=10s",
+            "--authentication-tolerate-lookup-failure",
+            "--authentication-skip-lookup",
+            "--permit-port-sharing=false",
+            "--worker-threads=0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "scrape-guard: invalid configuration:\n  - --worker-threads must be at least 1",
+        "{err}"
+    );
+    // A bad value names its flag, as for our own flags.
+    for (flag, needle) in [
+        ("--secure-port=70000", "--secure-port"),
+        ("--authorization-webhook-cache-authorized-ttl=soon", "soon"),
+        ("--disable-http2-serving=maybe", "--disable-http2-serving"),
+    ] {
+        let (code, _, err) = run(&["--upstream=http://x/", flag], &[]);
+        assert_eq!(code, 2, "{flag}");
+        assert!(err.contains(needle), "{flag}: {err}");
+    }
+}
+
+#[test]
 fn apiserver_dialect_flags_are_aliases_and_may_not_contradict() {
     let (code, _, err) = run(
         &[

@@ -1009,14 +1009,25 @@ async fn the_real_binary_warns_about_unknown_config_keys_and_unservable_suites()
         .await;
         let reply = get(&c, &format!("https://localhost:{port}{path}"), Some("scraper"), &[]).await;
         assert_eq!(reply.status, 200, "{name}");
+        let config = argv.iter().find_map(|a| a.strip_prefix("--config-file="));
+        if let Some(config) = config {
+            // A new version is warned about too, when it is re-read.
+            let tmp = format!("{config}.tmp");
+            std::fs::write(&tmp, format!("{NOTEBOOK_CONFIG}\n    labelSelector: a=b\n")).unwrap();
+            std::fs::rename(&tmp, config).unwrap();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
         let (status, logs) = support::terminate(child).await;
         assert_eq!(status.code(), Some(0), "{name}:\n{logs}");
         for needle in needles {
             assert!(logs.contains(needle), "{name}: missing {needle:?} in\n{logs}");
         }
-        if name.starts_with("opendatahub") {
-            let config = argv.iter().find_map(|a| a.strip_prefix("--config-file=")).unwrap();
+        if let Some(config) = config {
             assert!(logs.contains(config), "the warning names the file:\n{logs}");
+            assert!(
+                logs.contains("authorization.resourceAttributes.labelSelector is ignored"),
+                "the reloaded version's unknown key:\n{logs}"
+            );
         }
         if name.starts_with("metallb") {
             assert_eq!(logs.matches("not offering").count(), 1, "warned once:\n{logs}");

@@ -27,12 +27,16 @@
 
 mod decode;
 mod schema;
+mod template;
 
 use std::{borrow::Cow, path::PathBuf, sync::Arc};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use self::decode::{Decoder, Level, Note};
+use self::{
+    decode::{Decoder, Level, Note},
+    template::Template,
+};
 use super::{rewrite, verb_for, Attributes, ResourceAttributes};
 use crate::{error::ProxyError, identity::User};
 
@@ -90,70 +94,6 @@ pub(super) struct StaticRule {
 struct UserMatch {
     name: String,
     groups: Vec<String>,
-}
-
-/// A string that may be exactly Go's `{{ .Value }}` (spacing free) or contain no
-/// template at all. Anything else is refused while parsing, so the error has a line.
-#[derive(Debug, Default, Clone)]
-struct Template {
-    /// As written: what kube-rbac-proxy reviews when there are no rewrites.
-    raw: String,
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Text(String),
-    Value,
-}
-
-impl TryFrom<String> for Template {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text.as_str();
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_owned()));
-            }
-            let end = rest[start..]
-                .find("}}")
-                .ok_or_else(|| format!("unclosed template in {text:?}"))?;
-            let inner = rest[start + 2..start + end].trim();
-            if inner != ".Value" {
-                return Err(format!(
-                    "unsupported template {{{{ {inner} }}}} in {text:?}: only {{{{ .Value }}}} is \
-                     supported (kube-rbac-proxy would review an empty value instead)"
-                ));
-            }
-            parts.push(Part::Value);
-            rest = &rest[start + end + 2..];
-        }
-        if rest.contains("}}") {
-            return Err(format!("stray '}}}}' in {text:?}"));
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        Ok(Self { raw: text, parts })
-    }
-}
-
-impl Template {
-    fn render(&self, value: &str) -> String {
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Text(text) => text.as_str(),
-                Part::Value => value,
-            })
-            .collect()
-    }
-
-    fn uses_value(&self) -> bool {
-        self.parts.contains(&Part::Value)
-    }
 }
 
 impl ConfigFile {
