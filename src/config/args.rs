@@ -228,7 +228,8 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub tls_private_key_file: Option<PathBuf>,
 
-    /// Minimum TLS version: VersionTLS12 or VersionTLS13.
+    /// Minimum TLS version: VersionTLS12 or VersionTLS13. VersionTLS10 and VersionTLS11
+    /// serve TLS 1.2 and up, with a warning (rustls has neither).
     #[arg(
         long,
         env = "SCRAPE_GUARD_TLS_MIN_VERSION",
@@ -237,7 +238,8 @@ pub struct ServingArgs {
     pub tls_min_version: String,
 
     /// Comma-separated TLS 1.2 cipher suites (Go/IANA names). TLS 1.3 suites are always
-    /// enabled, as in Go. Default: rustls' ECDHE AEAD suites.
+    /// enabled, as in Go. Listed CBC, static-RSA, 3DES and RC4 suites are left out with a
+    /// warning (rustls has none). Default: rustls' ECDHE AEAD suites.
     #[arg(
         long,
         env = "SCRAPE_GUARD_TLS_CIPHER_SUITES",
