@@ -361,6 +361,9 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         access_log = config.access_log,
         "scrape-guard serving"
     );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     if matches!(config.tls.source, TlsSource::SelfSigned) {
         tracing::warn!(
             "no --tls-cert-file/--tls-private-key-file: serving a self-signed certificate \

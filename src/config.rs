@@ -14,13 +14,14 @@
 
 mod args;
 mod auth;
+mod dialect;
 mod go;
 mod serving;
 mod upstream;
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-pub use self::args::{Args, Cli, Command};
+pub use self::args::{Args, Cli, Command, VersionFlag};
 use self::args::{AuthEndpointArgs, LoggingArgs};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
@@ -59,6 +60,9 @@ pub struct Config {
     pub access_log: bool,
     /// `--auth-endpoint-address` and how it reads requests.
     pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
+    /// What the flags mean that may surprise (suites rustls lacks, a TLS 1.0 minimum…),
+    /// logged once at startup.
+    pub warnings: Vec<String>,
 }
 
 /// Everything authentication and authorization are built from; what `scrape-guard
@@ -107,13 +111,21 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Problems found so far. Validation carries on past each one (with a placeholder
-/// value), so that a user sees every problem at once.
+/// value), so that a user sees every problem at once. Warnings are what starts but
+/// should be said.
 #[derive(Debug, Default)]
-struct Problems(Vec<String>);
+struct Problems {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
 
 impl Problems {
     fn add(&mut self, problem: impl Into<String>) {
-        self.0.push(problem.into());
+        self.errors.push(problem.into());
+    }
+
+    fn warn(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
     }
 
     /// The value, or `placeholder` with the problem recorded.
@@ -137,10 +149,10 @@ impl Problems {
     }
 
     fn finish<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.0.is_empty() {
+        if self.errors.is_empty() {
             Ok(value)
         } else {
-            Err(ConfigError(self.0))
+            Err(ConfigError(self.errors))
         }
     }
 }
@@ -152,20 +164,31 @@ impl TryFrom<Args> for Config {
         // Destructured in full (here and in each group's validator) so that a flag
         // nobody reads is a compile error.
         let Args {
-            serving,
+            mut serving,
             upstream,
-            kube,
+            mut kube,
             policy,
-            cache,
+            mut cache,
             endpoint,
             logging,
             legacy,
+            apiserver,
         } = args;
         let LoggingArgs {
             log_format: _,
             access_log,
         } = logging;
-        let mut problems = Problems(legacy.refused());
+        let mut problems = Problems {
+            errors: legacy.refused(),
+            warnings: Vec::new(),
+        };
+        dialect::resolve(
+            apiserver,
+            &mut serving,
+            &mut kube,
+            &mut cache,
+            &mut problems,
+        );
         let serving = serving::validate(serving, &mut problems);
         let (upstream, paths) = upstream::validate(upstream, &mut problems);
         let caches = auth::caches(cache, &mut problems);
@@ -179,6 +202,7 @@ impl TryFrom<Args> for Config {
             tls,
             http,
         } = serving;
+        let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
             listen,
             proxy_endpoints_port,
@@ -191,6 +215,7 @@ impl TryFrom<Args> for Config {
             auth,
             access_log,
             auth_endpoint,
+            warnings,
         })
     }
 }
@@ -367,6 +392,32 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_flag_counts_once_as_in_go() {
+        // pflag: the last value of a scalar flag wins; list flags accumulate.
+        let config = parse(&[
+            "--upstream=http://127.0.0.1:1/",
+            "--upstream=http://127.0.0.1:9100/",
+            "--allow-paths=/metrics",
+            "--allow-paths=/federate",
+            "--secure-listen-address=:1",
+            "--secure-listen-address=127.0.0.1:9443",
+        ])
+        .unwrap();
+        assert_eq!(config.upstream.url.to_string(), "http://127.0.0.1:9100/");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9443");
+        assert!(
+            config.paths.to_string().contains("/federate"),
+            "{}",
+            config.paths
+        );
+        assert!(
+            config.paths.to_string().contains("/metrics"),
+            "{}",
+            config.paths
+        );
+    }
+
+    #[test]
     fn klog_flags_are_accepted_and_listed() {
         let args = Args::try_parse_from([
             "scrape-guard",
@@ -401,7 +452,7 @@ mod tests {
             "--insecure-listen-address=0.0.0.0:8080",
             "--oidc-issuer=https://issuer",
             "--tls-cert-file=/x.pem",
-            "--tls-min-version=VersionTLS10",
+            "--tls-min-version=VersionSSL30",
             "--tls-cipher-suites=TLS_RSA_WITH_AES_128_CBC_SHA",
             "--allow-paths=/metrics",
             "--ignore-paths=/healthz",

@@ -39,7 +39,7 @@ mod upstream;
 
 // Starting the proxy: the binary and the integration tests.
 pub use app::{run, start, RunError, Running};
-pub use config::{Args, Cli, Command, Config, ConfigError};
+pub use config::{Args, Cli, Command, Config, ConfigError, VersionFlag};
 
 // The request path's building blocks, for benches and fuzz targets.
 pub use apiserver::{Apiserver, ApiserverSettings, Fallback, RateLimit, Requester};

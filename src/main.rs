@@ -6,12 +6,23 @@ use std::{
 };
 
 use clap::Parser;
-use scrape_guard::{doctor, Args, Cli, Command, Config};
+use scrape_guard::{doctor, Args, Cli, Command, Config, VersionFlag};
 
 fn main() -> ExitCode {
     // Before anything touches TLS: rustls, tokio-rustls and kube all share this one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    match cli.version.as_ref().map(VersionFlag::output) {
+        Some(Ok(Some(text))) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Some(Err(error)) => {
+            eprintln!("scrape-guard: {error}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(None)) | None => {}
+    }
     match cli.command {
         None => proxy(cli.args),
         Some(Command::Rbac(args)) => match doctor::rbac(&args) {

@@ -58,20 +58,122 @@ fn help_and_readme_list_the_same_flags() {
 }
 
 #[test]
-fn version_prints_the_version() {
-    let (code, out, _) = run(&["--version"], &[]);
+fn version_prints_the_version_in_kube_rbac_proxy_shape() {
+    // kube-rbac-proxy (k8s.io/component-base verflag) prints "kube-rbac-proxy v0.21.0"
+    // and exits 0, before looking at any other flag.
+    let want = format!("scrape-guard v{}", env!("CARGO_PKG_VERSION"));
+    for args in [
+        &["--version"][..],
+        &["--version=true"],
+        &["--upstream=bogus", "--version"],
+    ] {
+        let (code, out, _) = run(args, &[]);
+        assert_eq!(code, 0, "{args:?}");
+        assert_eq!(out, format!("{want}\n"), "{args:?}");
+    }
+    let (code, out, _) = run(&["--version=raw"], &[]);
     assert_eq!(code, 0);
-    assert_eq!(
-        out.trim(),
-        format!("scrape-guard {}", env!("CARGO_PKG_VERSION"))
+    assert!(out.starts_with("version.Info{Major:\""), "{out}");
+    assert!(
+        out.contains(&format!("GitVersion:\"v{}\"", env!("CARGO_PKG_VERSION"))),
+        "{out}"
     );
+    // --version=false runs (and so wants --upstream); a foreign version is refused.
+    let (code, _, err) = run(&["--version=false"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--upstream is required"), "{err}");
+    let (code, _, err) = run(&["--version=v9.9.9", "--upstream=http://x/"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--version=v9.9.9"), "{err}");
+}
+
+#[test]
+fn every_apiserver_dialect_alias_is_accepted_by_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = format!("--cert-dir={}", dir.path().display());
+    // Everything parses and validates; the one problem is the one planted.
+    let (code, _, err) = run(
+        &[
+            "--upstream=http://127.0.0.1:9100/",
+            "--bind-address=127.0.0.1",
+            "--secure-port=9443",
+            &cert_dir,
+            "--http2-max-streams-per-connection=50",
+            "--disable-http2-serving=true",
+            "--authentication-kubeconfig=/kubeconfig",
+            "--authorization-kubeconfig=/kubeconfig",
+            "--authentication-token-webhook-cache-ttl=10s",
+            "--authorization-webhook-cache-authorized-ttl=10s",
+            "--authorization-webhook-cache-unauthorized-ttl=10s",
+            "--authentication-tolerate-lookup-failure",
+            "--authentication-skip-lookup",
+            "--permit-port-sharing=false",
+            "--worker-threads=0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "scrape-guard: invalid configuration:\n  - --worker-threads must be at least 1",
+        "{err}"
+    );
+    // A bad value names its flag, as for our own flags.
+    for (flag, needle) in [
+        ("--secure-port=70000", "--secure-port"),
+        ("--authorization-webhook-cache-authorized-ttl=soon", "soon"),
+        ("--disable-http2-serving=maybe", "--disable-http2-serving"),
+    ] {
+        let (code, _, err) = run(&["--upstream=http://x/", flag], &[]);
+        assert_eq!(code, 2, "{flag}");
+        assert!(err.contains(needle), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn apiserver_dialect_flags_are_aliases_and_may_not_contradict() {
+    let (code, _, err) = run(
+        &[
+            "--upstream=http://127.0.0.1:9100/",
+            "--secure-listen-address=127.0.0.1:8443",
+            "--secure-port=9443",
+            "--authz-deny-ttl=30s",
+            "--authorization-webhook-cache-unauthorized-ttl=10s",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    for needle in [
+        "--secure-listen-address 127.0.0.1:8443 and --secure-port 9443 disagree",
+        "--authz-deny-ttl",
+        "--authorization-webhook-cache-unauthorized-ttl",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    let (code, _, err) = run(
+        &[
+            "--upstream=http://127.0.0.1:9100/",
+            "--requestheader-client-ca-file=/ca.crt",
+            "--tls-sni-cert-key=a.crt,a.key",
+            "--permit-port-sharing",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    for needle in [
+        "--requestheader-client-ca-file is not supported: front-proxy",
+        "--tls-sni-cert-key is not supported",
+        "--permit-port-sharing is not supported",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
 }
 
 #[test]
 fn bad_flags_exit_2_naming_each_flag() {
     let (code, _, err) = run(
         &[
-            "--tls-min-version=VersionTLS10",
+            "--tls-min-version=VersionSSL30",
             "--allow-paths=/a",
             "--ignore-paths=/b",
             "--worker-threads=0",

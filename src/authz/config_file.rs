@@ -1,8 +1,9 @@
-//! `--config-file`: kube-rbac-proxy's authorization config, read unchanged.
+//! `--config-file`: kube-rbac-proxy's authorization config, read as kube-rbac-proxy
+//! reads it.
 //!
 //! ```yaml
 //! authorization:
-//!   resourceAttributes: {namespace, apiGroup, apiVersion, resource, subresource, name}
+//!   resourceAttributes: {namespace, apiGroup, apiVersion, resource, subresource, name, verb}
 //!   rewrites:
 //!     byQueryParameter: {name: "<param>"}
 //!     byHttpHeader:     {name: "<header>"}
@@ -12,224 +13,117 @@
 //!     resourceRequest: <bool>; path: <string>
 //! ```
 //!
-//! Two deliberate improvements on kube-rbac-proxy: `user.groups` in a static rule is
-//! honoured (any listed group matches; kube-rbac-proxy ignores it), and static rules
-//! compose with SubjectAccessReviews instead of replacing them. Unknown keys, templates
-//! other than `{{ .Value }}` and contradictory settings are startup errors with a line.
+//! Every file kube-rbac-proxy starts with is accepted (`decode.rs` has its YAML rules:
+//! keys in any case, unknown keys ignored with a warning naming key, file and line), and
+//! means what it means there — including settings that have no effect or deny
+//! everything, which are warned about (`schema.rs`). The hard errors are what
+//! kube-rbac-proxy refuses too, and templates other than `{{ .Value }}`, which it would
+//! render as an empty string (a cluster-wide review where a namespaced one was meant).
+//!
+//! Two deliberate differences: `resourceAttributes.verb` is honoured as in the
+//! opendatahub fork (upstream ignores the key), and `user.groups` in a static rule is
+//! honoured (any listed group matches; upstream ignores it). As in kube-rbac-proxy, a
+//! request no static rule allows goes on to a SubjectAccessReview.
 
-use std::{path::PathBuf, sync::Arc};
+mod decode;
+mod schema;
+mod template;
 
-use http::{HeaderMap, Method, Uri};
-use serde::Deserialize;
+use std::{borrow::Cow, path::PathBuf, sync::Arc};
 
+use http::{HeaderMap, HeaderName, Method, Uri};
+
+use self::{
+    decode::{Decoder, Level, Note},
+    template::Template,
+};
 use super::{rewrite, verb_for, Attributes, ResourceAttributes};
 use crate::{error::ProxyError, identity::User};
 
-/// The parsed, validated config file.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The parsed config file.
+#[derive(Debug, Default, Clone)]
 pub(super) struct ConfigFile {
-    #[serde(default)]
     authorization: Authorization,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default, Clone)]
 struct Authorization {
     resource_attributes: Option<ResourceTemplate>,
     rewrites: Option<Rewrites>,
-    #[serde(default, rename = "static")]
     static_rules: Vec<StaticRule>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// `resourceAttributes`: the resource every request is reviewed as.
+#[derive(Debug, Default, Clone)]
 struct ResourceTemplate {
-    #[serde(default)]
+    line: u64,
     namespace: Template,
-    #[serde(default)]
     api_group: Template,
-    #[serde(default)]
     api_version: Template,
-    #[serde(default)]
     resource: Template,
-    #[serde(default)]
     subresource: Template,
-    #[serde(default)]
     name: Template,
+    /// Empty: the verb of the request's method.
+    verb: String,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// `rewrites`: where the `{{ .Value }}`s come from. An empty name is no source.
+#[derive(Debug, Default, Clone)]
 struct Rewrites {
-    by_query_parameter: Option<NameRef>,
-    by_http_header: Option<NameRef>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameRef {
-    name: String,
+    line: u64,
+    by_query_parameter: String,
+    by_http_header: String,
 }
 
 /// One static rule; empty fields match anything.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default, Clone)]
 pub(super) struct StaticRule {
-    #[serde(default)]
+    line: u64,
     user: UserMatch,
-    #[serde(default)]
     verb: String,
-    #[serde(default)]
     namespace: String,
-    #[serde(default)]
     api_group: String,
-    #[serde(default)]
     resource: String,
-    #[serde(default)]
     subresource: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     resource_request: bool,
-    #[serde(default)]
     path: String,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone)]
 struct UserMatch {
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     groups: Vec<String>,
 }
 
-/// A string that may be exactly Go's `{{ .Value }}` (spacing free) or contain no
-/// template at all. Anything else is refused while parsing, so the error has a line.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(try_from = "String")]
-struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Text(String),
-    Value,
-}
-
-impl TryFrom<String> for Template {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text.as_str();
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_owned()));
-            }
-            let end = rest[start..]
-                .find("}}")
-                .ok_or_else(|| format!("unclosed template in {text:?}"))?;
-            let inner = rest[start + 2..start + end].trim();
-            if inner != ".Value" {
-                return Err(format!(
-                    "unsupported template {{{{ {inner} }}}} in {text:?}: only {{{{ .Value }}}} is supported"
-                ));
-            }
-            parts.push(Part::Value);
-            rest = &rest[start + end + 2..];
-        }
-        if rest.contains("}}") {
-            return Err(format!("stray '}}}}' in {text:?}"));
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        Ok(Self { parts })
-    }
-}
-
-impl Template {
-    fn render(&self, value: &str) -> String {
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Text(text) => text.as_str(),
-                Part::Value => value,
-            })
-            .collect()
-    }
-
-    fn uses_value(&self) -> bool {
-        self.parts.contains(&Part::Value)
-    }
-}
-
 impl ConfigFile {
-    /// Parses and validates; errors name the file and, where the YAML parser can, the line.
+    /// Parses the file and logs what is worth knowing about it (on every load and
+    /// reload); errors name the file and line.
     pub(super) fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
         let Some((path, bytes)) = files.first() else {
             return Ok(Self::default());
         };
-        let origin = path.display();
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
-        let file: Self = if text.trim().is_empty() {
-            Self::default()
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| format!("{origin}: {e}"))?
-        };
-        file.validate().map_err(|e| format!("{origin}: {e}"))?;
-        Ok(file)
+        let origin = path.display().to_string();
+        let (config, notes) = Self::decode(&origin, bytes)?;
+        for note in notes {
+            let message = format!("--config-file {origin} line {}: {}", note.line, note.text);
+            match note.level {
+                Level::Warn => tracing::warn!(file = %origin, line = note.line, "{message}"),
+                Level::Info => tracing::info!(file = %origin, line = note.line, "{message}"),
+            }
+        }
+        Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        let authz = &self.authorization;
-        if let Some(rewrites) = &authz.rewrites {
-            let named = [&rewrites.by_query_parameter, &rewrites.by_http_header]
-                .into_iter()
-                .flatten()
-                .any(|n| !n.name.trim().is_empty());
-            if !named {
-                return Err("authorization.rewrites names neither byQueryParameter.name nor byHttpHeader.name".into());
-            }
-            if authz.resource_attributes.is_none() {
-                return Err("authorization.rewrites needs authorization.resourceAttributes (the values are templated into it)".into());
-            }
-            if let Some(header) = &rewrites.by_http_header {
-                http::HeaderName::try_from(header.name.trim()).map_err(|_| {
-                    format!(
-                        "authorization.rewrites.byHttpHeader.name {:?} is not a header name",
-                        header.name
-                    )
-                })?;
-            }
-        } else if let Some(template) = &authz.resource_attributes {
-            if template.fields().iter().any(|t| t.uses_value()) {
-                return Err("authorization.resourceAttributes uses {{ .Value }} but no rewrites say where the value comes from".into());
-            }
-        }
-        for (i, rule) in authz.static_rules.iter().enumerate() {
-            let resource_fields = [
-                &rule.namespace,
-                &rule.api_group,
-                &rule.resource,
-                &rule.subresource,
-                &rule.name,
-            ];
-            if rule.resource_request && !rule.path.is_empty() {
-                return Err(format!(
-                    "authorization.static[{i}]: resourceRequest: true cannot also match a path"
-                ));
-            }
-            if !rule.resource_request && resource_fields.iter().any(|f| !f.is_empty()) {
-                return Err(format!(
-                    "authorization.static[{i}]: resource fields need resourceRequest: true"
-                ));
-            }
-        }
-        Ok(())
+    /// The config and its notes; errors are prefixed with `origin`.
+    fn decode(origin: &str, bytes: &[u8]) -> Result<(Self, Vec<Note>), String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
+        let docs = decode::parse(text).map_err(|e| format!("{origin}: {e}"))?;
+        let mut decoder = Decoder::default();
+        let config = schema::config(&docs, &mut decoder).map_err(|e| format!("{origin}: {e}"))?;
+        let mut notes = decoder.notes;
+        notes.sort_by_key(|n| n.line);
+        Ok((config, notes))
     }
 
     /// The attributes to authorize for a request: one non-resource record (the path),
@@ -242,25 +136,22 @@ impl ConfigFile {
         headers: &HeaderMap,
         path: &str,
     ) -> Result<Vec<Attributes>, ProxyError> {
-        let verb = verb_for(method);
         let Some(template) = &self.authorization.resource_attributes else {
-            return Ok(vec![Attributes::non_resource(&verb, path)]);
+            // Rewrites without resourceAttributes change nothing, in kube-rbac-proxy too.
+            return Ok(vec![Attributes::new(method, path)]);
+        };
+        let verb: Cow<'_, str> = if template.verb.is_empty() {
+            verb_for(method)
+        } else {
+            Cow::Borrowed(&template.verb)
         };
         let path: Arc<str> = Arc::from(path);
         let Some(rewrites) = &self.authorization.rewrites else {
-            return Ok(vec![template.record(&verb, &path, "")]);
+            return Ok(vec![template.literal(&verb, &path)]);
         };
-        let query = rewrites
-            .by_query_parameter
-            .as_ref()
-            .map(|n| n.name.as_str())
-            .filter(|n| !n.is_empty());
-        let header = rewrites
-            .by_http_header
-            .as_ref()
-            .map(|n| n.name.trim())
-            .filter(|n| !n.is_empty());
-        let values = rewrite::values(query, header, uri, headers)?;
+        let query = Some(rewrites.by_query_parameter.as_str()).filter(|n| !n.is_empty());
+        let header = rewrites.header();
+        let values = rewrite::values(query, header.as_ref().map(HeaderName::as_str), uri, headers)?;
         Ok(values
             .iter()
             .map(|v| template.record(&verb, &path, v))
@@ -282,6 +173,16 @@ impl ConfigFile {
     }
 }
 
+impl Rewrites {
+    /// The header values come from, if it names a valid one.
+    fn header(&self) -> Option<HeaderName> {
+        let name = self.by_http_header.trim();
+        (!name.is_empty())
+            .then(|| HeaderName::try_from(name).ok())
+            .flatten()
+    }
+}
+
 impl ResourceTemplate {
     fn fields(&self) -> [&Template; 6] {
         [
@@ -294,42 +195,59 @@ impl ResourceTemplate {
         ]
     }
 
+    fn uses_value(&self) -> bool {
+        self.fields().iter().any(|t| t.uses_value())
+    }
+
+    /// The record with one rewrite value templated in.
     fn record(&self, verb: &str, path: &Arc<str>, value: &str) -> Attributes {
+        self.build(verb, path, |t| t.render(value))
+    }
+
+    /// The record with no rewrites: kube-rbac-proxy uses the text as written.
+    fn literal(&self, verb: &str, path: &Arc<str>) -> Attributes {
+        self.build(verb, path, |t| t.raw.clone())
+    }
+
+    fn build(&self, verb: &str, path: &Arc<str>, text: impl Fn(&Template) -> String) -> Attributes {
         Attributes {
             verb: verb.to_owned(),
             path: Arc::clone(path),
             resource: Some(ResourceAttributes {
-                namespace: self.namespace.render(value),
-                group: self.api_group.render(value),
-                version: self.api_version.render(value),
-                resource: self.resource.render(value),
-                subresource: self.subresource.render(value),
-                name: self.name.render(value),
+                namespace: text(&self.namespace),
+                group: text(&self.api_group),
+                version: text(&self.api_version),
+                resource: text(&self.resource),
+                subresource: text(&self.subresource),
+                name: text(&self.name),
             }),
         }
     }
 }
 
 impl StaticRule {
+    /// kube-rbac-proxy's `StaticAuthorizationConfig.Matches`: every non-empty field
+    /// equal, `resourceRequest` equal. A non-resource request has empty resource fields
+    /// and a resource request an empty path, as kube-rbac-proxy builds them. Groups are
+    /// ours: any listed group matches.
     fn matches(&self, user: &User, attributes: &Attributes) -> bool {
         let any = |want: &str, got: &str| want.is_empty() || want == got;
-        let user_ok = any(&self.user.name, &user.name)
+        let none = ResourceAttributes::default();
+        let (resource, path) = match &attributes.resource {
+            Some(r) => (r, ""),
+            None => (&none, &*attributes.path),
+        };
+        self.resource_request == attributes.resource.is_some()
+            && any(&self.user.name, &user.name)
             && (self.user.groups.is_empty()
-                || self.user.groups.iter().any(|g| user.groups.contains(g)));
-        if !user_ok || !any(&self.verb, &attributes.verb) || !any(&self.path, &attributes.path) {
-            return false;
-        }
-        match (&attributes.resource, self.resource_request) {
-            (None, false) => true,
-            (Some(r), true) => {
-                any(&self.namespace, &r.namespace)
-                    && any(&self.api_group, &r.group)
-                    && any(&self.resource, &r.resource)
-                    && any(&self.subresource, &r.subresource)
-                    && any(&self.name, &r.name)
-            }
-            _ => false,
-        }
+                || self.user.groups.iter().any(|g| user.groups.contains(g)))
+            && any(&self.verb, &attributes.verb)
+            && any(&self.path, path)
+            && any(&self.namespace, &resource.namespace)
+            && any(&self.api_group, &resource.group)
+            && any(&self.resource, &resource.resource)
+            && any(&self.subresource, &resource.subresource)
+            && any(&self.name, &resource.name)
     }
 }
 
@@ -525,14 +443,11 @@ authorization:
     }
 
     #[test]
-    fn mistakes_are_startup_errors_with_a_line() {
+    fn what_kube_rbac_proxy_refuses_or_would_misread_is_an_error_with_a_line() {
         let table = [
-            ("authorization:\n  statik: []\n", "line 2"),
-            ("authorization:\n  resourceAttributes:\n    namespace: \"{{ .Namespace }}\"\n  rewrites: {byQueryParameter: {name: ns}}\n", "only {{ .Value }}"),
-            ("authorization:\n  resourceAttributes: {namespace: \"{{ .Value }}\"}\n", "no rewrites"),
-            ("authorization:\n  rewrites: {byQueryParameter: {name: ns}}\n", "needs authorization.resourceAttributes"),
-            ("authorization:\n  static:\n  - {resourceRequest: true, path: /metrics}\n", "static[0]"),
-            ("authorization:\n  static:\n  - {resource: pods}\n", "resourceRequest: true"),
+            ("authorization:\n  resourceAttributes:\n    namespace: \"{{ .Namespace }}\"\n  rewrites: {byQueryParameter: {name: ns}}\n", "line 3: authorization.resourceAttributes.namespace: unsupported template"),
+            ("authorization:\n  static:\n  - resourceRequest: maybe\n", "line 3"),
+            ("authorization:\n  static: [\n", "line"),
         ];
         for (yaml, needle) in table {
             let err = parse(yaml).unwrap_err();
@@ -542,5 +457,104 @@ authorization:
             );
         }
         assert!(parse("").is_ok(), "an empty file is an empty config");
+    }
+
+    #[test]
+    fn what_kube_rbac_proxy_accepts_is_accepted_with_a_warning_and_means_the_same() {
+        let warnings = |yaml: &str| -> Vec<String> {
+            let (_, notes) = ConfigFile::decode("config.yaml", yaml.as_bytes()).unwrap();
+            notes
+                .into_iter()
+                .filter(|n| n.level == Level::Warn)
+                .map(|n| format!("line {}: {}", n.line, n.text))
+                .collect()
+        };
+        let table = [
+            ("authorization:\n  statik: []\n", "line 2: unknown key authorization.statik is ignored (kube-rbac-proxy ignores it too); did you mean static?"),
+            ("authorization:\n  resourceAttributes: {namespace: \"{{ .Value }}\"}\n", "reviewed literally"),
+            ("authorization:\n  rewrites: {byQueryParameter: {name: ns}}\n", "has no effect without"),
+            ("authorization:\n  static:\n  - {resourceRequest: true, path: /metrics, user: {name: a}}\n", "static[0] never matches"),
+            ("authorization:\n  static:\n  - {resource: pods, user: {name: a}}\n", "static[0] never matches"),
+            ("authorization:\n  resourceAttributes: {resource: pods}\n  rewrites: {}\n", "every request is refused with 400"),
+        ];
+        for (yaml, needle) in table {
+            let got = warnings(yaml);
+            assert!(got.iter().any(|w| w.contains(needle)), "{yaml}\n→ {got:?}");
+        }
+
+        // ... and they behave as in kube-rbac-proxy: the literal text is reviewed, the
+        // rewrites are ignored, the dead rules never match.
+        let literal =
+            parse("authorization:\n  resourceAttributes: {namespace: \"{{ .Value }}\"}\n").unwrap();
+        let attrs = literal
+            .attributes(
+                &Method::GET,
+                &"/m".parse().unwrap(),
+                &HeaderMap::new(),
+                "/m",
+            )
+            .unwrap();
+        assert_eq!(
+            attrs[0].resource.as_ref().unwrap().namespace,
+            "{{ .Value }}"
+        );
+        let ignored =
+            parse("authorization:\n  rewrites: {byQueryParameter: {name: ns}}\n").unwrap();
+        let attrs = ignored
+            .attributes(
+                &Method::GET,
+                &"/m?ns=a".parse().unwrap(),
+                &HeaderMap::new(),
+                "/m",
+            )
+            .unwrap();
+        assert_eq!(attrs, vec![Attributes::non_resource("get", "/m")]);
+        let dead =
+            parse("authorization:\n  static:\n  - {resource: pods, user: {name: a}}\n").unwrap();
+        assert!(dead
+            .static_allows(&user("a", &[]), &Attributes::non_resource("get", "/m"))
+            .is_none());
+        let no_source =
+            parse("authorization:\n  resourceAttributes: {resource: pods}\n  rewrites: {}\n")
+                .unwrap();
+        let refused = no_source.attributes(
+            &Method::GET,
+            &"/m".parse().unwrap(),
+            &HeaderMap::new(),
+            "/m",
+        );
+        assert!(matches!(refused, Err(ProxyError::BadRequest(_))));
+    }
+
+    #[test]
+    fn resource_attributes_verb_overrides_the_method_verb() {
+        let config = parse(
+            "authorization:\n  resourceAttributes:\n    resource: inferenceservices\n    \
+             apiGroup: serving.kserve.io\n    name: model\n    verb: get\n",
+        )
+        .unwrap();
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::GET] {
+            let attrs = config
+                .attributes(
+                    &method,
+                    &"/v1/models/model:predict".parse().unwrap(),
+                    &HeaderMap::new(),
+                    "/v1/models/model:predict",
+                )
+                .unwrap();
+            assert_eq!(attrs[0].verb, "get", "{method}");
+            assert_eq!(attrs[0].resource.as_ref().unwrap().name, "model");
+        }
+        let (_, notes) = ConfigFile::decode(
+            "c.yaml",
+            b"authorization:\n  resourceAttributes: {verb: get}\n",
+        )
+        .unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.level == Level::Info
+                    && n.text.contains("upstream kube-rbac-proxy ignores"))
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! The command line, as clap definitions: every flag, its env var, default and group.
 //! Validation into a `Config` is in `config.rs`; Go-compatible value parsers in `go.rs`.
 
+mod apiserver;
+mod endpoint;
+mod legacy;
+
 use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
-mod endpoint;
-
-pub(super) use self::endpoint::AuthEndpointArgs;
+pub(super) use self::{apiserver::ApiserverArgs, endpoint::AuthEndpointArgs, legacy::LegacyArgs};
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
@@ -18,10 +20,11 @@ use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAd
 #[derive(Debug, Parser)]
 #[command(
     name = "scrape-guard",
-    version,
     about,
     long_about,
-    max_term_width = 100
+    max_term_width = 100,
+    disable_version_flag = true,
+    args_override_self = true
 )]
 pub struct Args {
     #[command(flatten)]
@@ -40,6 +43,8 @@ pub struct Args {
     pub logging: LoggingArgs,
     #[command(flatten)]
     pub legacy: LegacyArgs,
+    #[command(flatten)]
+    pub apiserver: ApiserverArgs,
 }
 
 // The command line: the proxy (no subcommand) or a helper command.
@@ -53,18 +58,90 @@ pub struct Args {
 #[derive(Debug, Parser)]
 #[command(
     name = "scrape-guard",
-    version,
     about,
     long_about,
     max_term_width = 100,
     args_conflicts_with_subcommands = true,
-    override_usage = "scrape-guard --upstream=URL [OPTIONS]\n       scrape-guard <COMMAND>"
+    override_usage = "scrape-guard --upstream=URL [OPTIONS]\n       scrape-guard <COMMAND>",
+    disable_version_flag = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Print "scrape-guard vX.Y.Z" and exit, as kube-rbac-proxy prints its own;
+    /// --version=raw prints the build in Go's version.Info form; --version=vX.Y.Z... is
+    /// accepted when X.Y.Z is scrape-guard's own, as k8s.io/component-base accepts it.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_version_flag, value_name = "true|raw|vX.Y.Z")]
+    pub version: Option<VersionFlag>,
     #[command(flatten)]
     pub args: Args,
+}
+
+/// What `--version` asks for (k8s.io/component-base's `verflag` values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionFlag {
+    /// `--version`, `--version=true`: print and exit.
+    Print,
+    /// `--version=raw`: print the build details and exit.
+    Raw,
+    /// `--version=false`: run.
+    Off,
+    /// `--version=vX.Y.Z...`: run, reporting this version.
+    Report(String),
+}
+
+impl VersionFlag {
+    /// What to print before exiting, or `None` to run. A version to report must keep
+    /// scrape-guard's own X.Y.Z, as k8s.io/component-base requires of its binaries.
+    pub fn output(&self) -> Result<Option<String>, String> {
+        let ours = env!("CARGO_PKG_VERSION");
+        match self {
+            Self::Print => Ok(Some(format!("scrape-guard v{ours}"))),
+            Self::Raw => {
+                let mut parts = ours.split('.');
+                let (major, minor) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let arch = match std::env::consts::ARCH {
+                    "x86_64" => "amd64",
+                    "aarch64" => "arm64",
+                    other => other,
+                };
+                Ok(Some(format!(
+                    "version.Info{{Major:\"{major}\", Minor:\"{minor}\", GitVersion:\"v{ours}\", \
+                     GitCommit:\"\", GitTreeState:\"\", BuildDate:\"\", GoVersion:\"\", \
+                     Compiler:\"rustc\", Platform:\"{}/{arch}\"}}",
+                    std::env::consts::OS
+                )))
+            }
+            Self::Off => Ok(None),
+            Self::Report(v) => {
+                let core = v[1..].split(['-', '+']).next().unwrap_or_default();
+                if core == ours {
+                    Ok(None)
+                } else {
+                    Err(format!(
+                        "--version={v}: a reported version must keep scrape-guard's own \
+                         {ours} (only -pre or +build may be added)"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn parse_version_flag(s: &str) -> Result<VersionFlag, String> {
+    match s {
+        "raw" => Ok(VersionFlag::Raw),
+        v if v.starts_with('v') => Ok(VersionFlag::Report(v.to_owned())),
+        other => parse_go_bool(other).map(|print| {
+            if print {
+                VersionFlag::Print
+            } else {
+                VersionFlag::Off
+            }
+        }),
+    }
 }
 
 /// Helper commands: the 403 doctor.
@@ -135,9 +212,9 @@ pub struct RbacArgs {
 #[command(next_help_heading = "Serving")]
 pub struct ServingArgs {
     /// Address to serve TLS on. Go forms work: ":8443", "[::]:8443", "[10.1.2.3]:9100",
-    /// "localhost:8443".
-    #[arg(long, env = "SCRAPE_GUARD_SECURE_LISTEN_ADDRESS", default_value = "0.0.0.0:8443", value_parser = parse_listen_address)]
-    pub secure_listen_address: ListenAddress,
+    /// "localhost:8443". Default: 0.0.0.0:8443.
+    #[arg(long, env = "SCRAPE_GUARD_SECURE_LISTEN_ADDRESS", value_name = "ADDRESS", value_parser = parse_listen_address)]
+    pub secure_listen_address: Option<ListenAddress>,
 
     /// PEM certificate (chain allowed). Without this and --tls-private-key-file a
     /// self-signed certificate is generated in memory.
@@ -153,7 +230,8 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub tls_private_key_file: Option<PathBuf>,
 
-    /// Minimum TLS version: VersionTLS12 or VersionTLS13.
+    /// Minimum TLS version: VersionTLS12 or VersionTLS13. VersionTLS10 and VersionTLS11
+    /// serve TLS 1.2 and up, with a warning (rustls has neither).
     #[arg(
         long,
         env = "SCRAPE_GUARD_TLS_MIN_VERSION",
@@ -162,7 +240,8 @@ pub struct ServingArgs {
     pub tls_min_version: String,
 
     /// Comma-separated TLS 1.2 cipher suites (Go/IANA names). TLS 1.3 suites are always
-    /// enabled, as in Go. Default: rustls' ECDHE AEAD suites.
+    /// enabled, as in Go. Listed CBC, static-RSA, 3DES and RC4 suites are left out with a
+    /// warning (rustls has none). Default: rustls' ECDHE AEAD suites.
     #[arg(
         long,
         env = "SCRAPE_GUARD_TLS_CIPHER_SUITES",
@@ -171,19 +250,18 @@ pub struct ServingArgs {
     )]
     pub tls_cipher_suites: Vec<String>,
 
-    /// Serve HTTP/1.1 only (no h2 in ALPN).
+    /// Serve HTTP/1.1 only (no h2 in ALPN). Default: false.
     #[arg(long, env = "SCRAPE_GUARD_HTTP2_DISABLE", num_args = 0..=1, require_equals = true,
-          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
-          action = ArgAction::Set)]
-    pub http2_disable: bool,
+          default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pub http2_disable: Option<bool>,
 
-    /// Maximum concurrent HTTP/2 streams per connection.
+    /// Maximum concurrent HTTP/2 streams per connection. Default: 100.
     #[arg(
         long,
         env = "SCRAPE_GUARD_HTTP2_MAX_CONCURRENT_STREAMS",
-        default_value_t = 100
+        value_name = "N"
     )]
-    pub http2_max_concurrent_streams: u32,
+    pub http2_max_concurrent_streams: Option<u32>,
 
     /// Bytes accepted per HTTP/2 frame and buffered per stream (16384 to 16777215 for
     /// the frame size).
@@ -412,21 +490,21 @@ pub struct PolicyArgs {
 #[derive(Debug, ClapArgs)]
 #[command(next_help_heading = "Caching")]
 pub struct CacheArgs {
-    /// How long a successful TokenReview is reused.
-    #[arg(long, env = "SCRAPE_GUARD_AUTH_CACHE_TTL", default_value = "2m", value_parser = parse_go_duration)]
-    pub auth_cache_ttl: Duration,
+    /// How long a successful TokenReview is reused. Default: 2m.
+    #[arg(long, env = "SCRAPE_GUARD_AUTH_CACHE_TTL", value_name = "DURATION", value_parser = parse_go_duration)]
+    pub auth_cache_ttl: Option<Duration>,
 
-    /// How long a rejected token stays rejected without asking again.
-    #[arg(long, env = "SCRAPE_GUARD_AUTH_NEGATIVE_CACHE_TTL", default_value = "10s", value_parser = parse_go_duration)]
-    pub auth_negative_cache_ttl: Duration,
+    /// How long a rejected token stays rejected without asking again. Default: 10s.
+    #[arg(long, env = "SCRAPE_GUARD_AUTH_NEGATIVE_CACHE_TTL", value_name = "DURATION", value_parser = parse_go_duration)]
+    pub auth_negative_cache_ttl: Option<Duration>,
 
-    /// How long an allowing SubjectAccessReview is reused.
-    #[arg(long, env = "SCRAPE_GUARD_AUTHZ_ALLOW_TTL", default_value = "5m", value_parser = parse_go_duration)]
-    pub authz_allow_ttl: Duration,
+    /// How long an allowing SubjectAccessReview is reused. Default: 5m.
+    #[arg(long, env = "SCRAPE_GUARD_AUTHZ_ALLOW_TTL", value_name = "DURATION", value_parser = parse_go_duration)]
+    pub authz_allow_ttl: Option<Duration>,
 
-    /// How long a denying SubjectAccessReview is reused.
-    #[arg(long, env = "SCRAPE_GUARD_AUTHZ_DENY_TTL", default_value = "30s", value_parser = parse_go_duration)]
-    pub authz_deny_ttl: Duration,
+    /// How long a denying SubjectAccessReview is reused. Default: 30s.
+    #[arg(long, env = "SCRAPE_GUARD_AUTHZ_DENY_TTL", value_name = "DURATION", value_parser = parse_go_duration)]
+    pub authz_deny_ttl: Option<Duration>,
 
     /// Entries per cache (tokens, decisions); the bound that keeps memory flat.
     #[arg(long, env = "SCRAPE_GUARD_CACHE_MAX_ENTRIES", default_value_t = 65536)]
@@ -453,133 +531,4 @@ pub struct LoggingArgs {
           default_value = "false", default_missing_value = "true", value_parser = parse_go_bool,
           action = ArgAction::Set)]
     pub access_log: bool,
-}
-
-/// kube-rbac-proxy and klog flags that manifests in the wild pass. Accepted so those
-/// manifests start; ignored with one warning. The unsupported ones are refused.
-#[derive(Debug, ClapArgs)]
-#[command(next_help_heading = "Compatibility: accepted and ignored (klog, kube-rbac-proxy)")]
-pub struct LegacyArgs {
-    /// klog flag; ignored.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
-    pub logtostderr: Option<bool>,
-    /// klog flag; ignored.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
-    pub alsologtostderr: Option<bool>,
-    /// klog flag; ignored.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
-    pub add_dir_header: Option<bool>,
-    /// klog flag; ignored.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
-    pub one_output: Option<bool>,
-    /// klog flag; ignored.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
-    pub skip_headers: Option<bool>,
-    /// klog flag; ignored.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
-    pub skip_log_headers: Option<bool>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "FILE:N")]
-    pub log_backtrace_at: Option<String>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "DIR")]
-    pub log_dir: Option<String>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "FILE")]
-    pub log_file: Option<String>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "MB")]
-    pub log_file_max_size: Option<String>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "DURATION")]
-    pub log_flush_frequency: Option<String>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "LEVEL")]
-    pub stderrthreshold: Option<String>,
-    /// klog flag; ignored.
-    #[arg(short = 'v', long = "v", value_name = "LEVEL")]
-    pub v: Option<String>,
-    /// klog flag; ignored.
-    #[arg(long, value_name = "PATTERN")]
-    pub vmodule: Option<String>,
-    /// kube-rbac-proxy flag; ignored (certificate files are re-read every 5s).
-    #[arg(long, value_name = "DURATION")]
-    pub tls_reload_interval: Option<String>,
-
-    /// Not supported: scrape-guard never serves plain HTTP. Startup error.
-    #[arg(long, hide = true)]
-    pub insecure_listen_address: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_issuer: Option<String>,
-    #[arg(long = "oidc-clientID", hide = true)]
-    pub oidc_client_id: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_ca_file: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_username_claim: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_groups_claim: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_username_prefix: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_groups_prefix: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_sign_alg: Option<String>,
-}
-
-impl LegacyArgs {
-    /// The ignored flags that were given, for the one warning line.
-    pub fn ignored(&self) -> Vec<&'static str> {
-        let given = [
-            ("--logtostderr", self.logtostderr.is_some()),
-            ("--alsologtostderr", self.alsologtostderr.is_some()),
-            ("--add-dir-header", self.add_dir_header.is_some()),
-            ("--one-output", self.one_output.is_some()),
-            ("--skip-headers", self.skip_headers.is_some()),
-            ("--skip-log-headers", self.skip_log_headers.is_some()),
-            ("--log-backtrace-at", self.log_backtrace_at.is_some()),
-            ("--log-dir", self.log_dir.is_some()),
-            ("--log-file", self.log_file.is_some()),
-            ("--log-file-max-size", self.log_file_max_size.is_some()),
-            ("--log-flush-frequency", self.log_flush_frequency.is_some()),
-            ("--stderrthreshold", self.stderrthreshold.is_some()),
-            ("-v", self.v.is_some()),
-            ("--vmodule", self.vmodule.is_some()),
-            ("--tls-reload-interval", self.tls_reload_interval.is_some()),
-        ];
-        given
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect()
-    }
-
-    pub(crate) fn refused(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.insecure_listen_address.is_some() {
-            problems.push(
-                "--insecure-listen-address is not supported: scrape-guard only serves TLS \
-                 (use --secure-listen-address)"
-                    .to_owned(),
-            );
-        }
-        let oidc = [
-            ("--oidc-issuer", &self.oidc_issuer),
-            ("--oidc-clientID", &self.oidc_client_id),
-            ("--oidc-ca-file", &self.oidc_ca_file),
-            ("--oidc-username-claim", &self.oidc_username_claim),
-            ("--oidc-groups-claim", &self.oidc_groups_claim),
-            ("--oidc-username-prefix", &self.oidc_username_prefix),
-            ("--oidc-groups-prefix", &self.oidc_groups_prefix),
-            ("--oidc-sign-alg", &self.oidc_sign_alg),
-        ];
-        for (name, value) in oidc {
-            if value.is_some() {
-                problems.push(format!(
-                    "{name} is not supported: OIDC authentication is not implemented; \
-                     tokens are authenticated with TokenReview"
-                ));
-            }
-        }
-        problems
-    }
 }

@@ -2,6 +2,8 @@
 //! authorization are built from. The proxy and `scrape-guard can-i` both come here, so
 //! the doctor answers with the settings the proxy would use.
 
+use std::time::Duration;
+
 use super::{
     args::{CacheArgs, KubeArgs, PolicyArgs},
     AuthSettings, Problems,
@@ -38,6 +40,10 @@ pub(super) fn caches(args: CacheArgs, problems: &mut Problems) -> Caches {
         cache_max_entries,
         stale_if_error,
     } = args;
+    let auth_cache_ttl = auth_cache_ttl.unwrap_or(Duration::from_secs(120));
+    let auth_negative_cache_ttl = auth_negative_cache_ttl.unwrap_or(Duration::from_secs(10));
+    let authz_allow_ttl = authz_allow_ttl.unwrap_or(Duration::from_secs(300));
+    let authz_deny_ttl = authz_deny_ttl.unwrap_or(Duration::from_secs(30));
     if cache_max_entries == 0 {
         problems.add("--cache-max-entries must be at least 1");
     }

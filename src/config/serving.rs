@@ -52,10 +52,15 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
             TlsSource::SelfSigned
         }
     };
-    let policy = problems.or(
-        TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites),
-        TlsPolicy::default(),
-    );
+    let policy =
+        TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites, &mut problems.warnings);
+    let policy = problems.or(policy, TlsPolicy::default());
+    let secure_listen_address = secure_listen_address.unwrap_or_else(|| ListenAddress {
+        host: "0.0.0.0".to_owned(),
+        port: 8443,
+    });
+    let http2_disable = http2_disable.unwrap_or(false);
+    let http2_max_concurrent_streams = http2_max_concurrent_streams.unwrap_or(100);
 
     for (flag, value) in [
         ("--tls-handshake-timeout", tls_handshake_timeout),

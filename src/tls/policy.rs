@@ -1,8 +1,11 @@
 //! `--tls-min-version` and `--tls-cipher-suites`, resolved to rustls terms.
 //!
 //! Cipher suite names are Go's, because manifests pass Go's names. As in Go, the list
-//! restricts TLS 1.2 only; TLS 1.3 suites are always on. A name rustls cannot serve
-//! (CBC, static RSA, 3DES, RC4) is a startup error naming it, never silently dropped.
+//! restricts TLS 1.2 only; TLS 1.3 suites are always on. Go serves the list it is given,
+//! and installers pass lists with suites rustls does not implement (MetalLB's CBC
+//! suites, OpenShift's "Old" profile with TLS 1.0): those are left out with one warning
+//! naming them, never silently. Only a list of which nothing can be served, and names
+//! Go does not know either, stop the start.
 
 use std::fmt;
 
@@ -46,22 +49,31 @@ impl Default for TlsPolicy {
 }
 
 impl TlsPolicy {
-    /// Validates the flags, naming any version or suite that cannot be served.
-    pub fn from_flags(min_version: &str, suites: &[String]) -> Result<Self, String> {
+    /// Resolves the flags as Go would serve them, within what rustls implements: what
+    /// Go would serve and rustls cannot (TLS 1.0/1.1, CBC and static-RSA suites) is left
+    /// out with one warning in `warnings`, naming it. An error names what Go refuses too
+    /// (an unknown version or suite name) and a suite list of which nothing can be served.
+    pub fn from_flags(
+        min_version: &str,
+        suites: &[String],
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, String> {
         let mut problems = Vec::new();
         let tls13_only = match min_version {
-            "VersionTLS12" => false,
+            "" | "VersionTLS12" => false,
             "VersionTLS13" => true,
             "VersionTLS10" | "VersionTLS11" => {
-                problems.push(format!(
-                    "--tls-min-version {min_version} is not supported (TLS 1.0/1.1 are \
-                     insecure); use VersionTLS12 or VersionTLS13"
+                warnings.push(format!(
+                    "--tls-min-version {min_version}: TLS 1.0 and 1.1 are not implemented by \
+                     rustls; serving TLS 1.2 and 1.3 only (a client that cannot speak TLS 1.2 \
+                     cannot connect)"
                 ));
                 false
             }
             other => {
                 problems.push(format!(
-                    "--tls-min-version {other:?} is unknown; use VersionTLS12 or VersionTLS13"
+                    "--tls-min-version {other:?} is unknown; use VersionTLS12 or VersionTLS13 \
+                     (Go's names)"
                 ));
                 false
             }
@@ -75,9 +87,11 @@ impl TlsPolicy {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .collect();
-        if !names.is_empty() {
-            policy.tls12_suites.clear();
+        if names.is_empty() {
+            return finish(policy, problems);
         }
+        policy.tls12_suites.clear();
+        let (mut tls13_listed, mut not_offered) = (false, Vec::new());
         for name in names {
             match go_cipher_suite(name) {
                 GoSuite::Tls12(suite) => {
@@ -89,20 +103,37 @@ impl TlsPolicy {
                         policy.tls12_suites.push(suite);
                     }
                 }
-                GoSuite::Tls13 => {}
-                GoSuite::Insecure => problems.push(format!(
-                    "--tls-cipher-suites: {name} is not supported (CBC, static-RSA, 3DES \
-                     and RC4 suites are insecure; use the ECDHE GCM/CHACHA20 suites)"
-                )),
-                GoSuite::Unknown => {
-                    problems.push(format!("--tls-cipher-suites: unknown cipher suite {name}"))
-                }
+                GoSuite::Tls13 => tls13_listed = true,
+                GoSuite::Insecure => not_offered.push(name),
+                GoSuite::Unknown => problems.push(unknown_suite(name)),
             }
         }
-        if !problems.is_empty() {
-            return Err(problems.join("\n  - "));
+        let why = "CBC, static-RSA, 3DES and RC4 suites are not implemented by rustls";
+        let usable = !policy.tls12_suites.is_empty() || tls13_listed;
+        if !usable && !tls13_only && !not_offered.is_empty() {
+            let names: Vec<String> = not_offered
+                .iter()
+                .map(|n| format!("{n} is not supported"))
+                .collect();
+            problems.push(format!(
+                "--tls-cipher-suites: no listed suite can be served ({}; {why}); add one of the \
+                 ECDHE GCM or CHACHA20 suites",
+                names.join(", ")
+            ));
+        } else if !not_offered.is_empty() {
+            warnings.push(format!(
+                "--tls-cipher-suites: not offering {} ({why}); serving the other listed suites",
+                not_offered.join(", ")
+            ));
         }
-        Ok(policy)
+        if usable && policy.tls12_suites.is_empty() && !tls13_only {
+            warnings.push(
+                "--tls-cipher-suites lists only TLS 1.3 suites: TLS 1.2 clients cannot connect \
+                 (as with Go)"
+                    .to_owned(),
+            );
+        }
+        finish(policy, problems)
     }
 
     /// All suites offered: every TLS 1.3 suite, then the chosen TLS 1.2 ones.
@@ -135,6 +166,25 @@ impl TlsPolicy {
         } else {
             &TLS12_UP
         }
+    }
+}
+
+fn finish(policy: TlsPolicy, problems: Vec<String>) -> Result<TlsPolicy, String> {
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(problems.join("\n  - "))
+    }
+}
+
+fn unknown_suite(name: &str) -> String {
+    if !name.starts_with("TLS_") && name.contains('-') {
+        format!(
+            "--tls-cipher-suites: unknown cipher suite {name} (an OpenSSL name? Go's names are \
+             like TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)"
+        )
+    } else {
+        format!("--tls-cipher-suites: unknown cipher suite {name}")
     }
 }
 
@@ -195,41 +245,87 @@ fn go_cipher_suite(name: &str) -> GoSuite {
 mod tests {
     use super::*;
 
+    fn owned(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn kube_prometheus_suites_are_all_served() {
-        let names = [
+        let names = owned(&[
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
             "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
             "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
             "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
-        ]
-        .map(String::from);
-        let policy = TlsPolicy::from_flags("VersionTLS12", &names).unwrap();
+        ]);
+        let mut warnings = Vec::new();
+        let policy = TlsPolicy::from_flags("VersionTLS12", &names, &mut warnings).unwrap();
         assert_eq!(policy.tls12_suites.len(), 6);
         assert_eq!(policy.cipher_suites().len(), 9);
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]
     fn unservable_and_unknown_names_are_named() {
-        let names = ["TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_MADE_UP"].map(String::from);
-        let err = TlsPolicy::from_flags("VersionTLS12", &names).unwrap_err();
+        let names = owned(&["TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_MADE_UP"]);
+        let err = TlsPolicy::from_flags("VersionTLS12", &names, &mut Vec::new()).unwrap_err();
         assert!(
             err.contains("TLS_RSA_WITH_AES_128_CBC_SHA is not supported"),
             "{err}"
         );
         assert!(err.contains("unknown cipher suite TLS_MADE_UP"), "{err}");
+        let err = TlsPolicy::from_flags(
+            "",
+            &owned(&["ECDHE-RSA-AES128-GCM-SHA256"]),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("OpenSSL name"), "{err}");
+    }
+
+    #[test]
+    fn metallb_list_serves_its_gcm_suites_and_names_the_cbc_ones_once() {
+        let names = owned(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_RSA_WITH_AES_128_CBC_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+        ]);
+        let mut warnings = Vec::new();
+        let policy = TlsPolicy::from_flags("VersionTLS12", &names, &mut warnings).unwrap();
+        assert_eq!(policy.tls12_suites.len(), 2);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        for name in &names[2..] {
+            assert!(warnings[0].contains(name.as_str()), "{warnings:?}");
+        }
+        assert!(warnings[0].contains("not implemented by rustls"));
+    }
+
+    #[test]
+    fn tls10_and_11_minimums_serve_tls12_up_with_a_warning() {
+        for version in ["VersionTLS10", "VersionTLS11"] {
+            let mut warnings = Vec::new();
+            let policy = TlsPolicy::from_flags(version, &[], &mut warnings).unwrap();
+            assert_eq!(policy.versions().len(), 2);
+            assert!(warnings[0].contains(version), "{warnings:?}");
+        }
     }
 
     #[test]
     fn tls13_minimum_offers_only_tls13() {
-        let policy = TlsPolicy::from_flags("VersionTLS13", &[]).unwrap();
+        let policy = TlsPolicy::from_flags("VersionTLS13", &[], &mut Vec::new()).unwrap();
         assert!(policy
             .cipher_suites()
             .iter()
             .all(|s| s.version() == &rustls::version::TLS13));
-        assert!(TlsPolicy::from_flags("VersionTLS11", &[]).is_err());
-        assert!(TlsPolicy::from_flags("tls1.2", &[]).is_err());
+        assert!(TlsPolicy::from_flags("tls1.2", &[], &mut Vec::new()).is_err());
+        assert!(TlsPolicy::from_flags("VersionSSL30", &[], &mut Vec::new()).is_err());
+        // OpenShift's "Modern" profile: TLS 1.3 names only, TLS 1.3 minimum.
+        let modern = owned(&["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"]);
+        let mut warnings = Vec::new();
+        assert!(TlsPolicy::from_flags("VersionTLS13", &modern, &mut warnings).is_ok());
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }

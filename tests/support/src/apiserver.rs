@@ -166,6 +166,16 @@ impl FakeApiserver {
         self.token_reviews.load(Ordering::SeqCst)
     }
 
+    /// Grants `user` the resource `verb` on `resource` (its plural name, any API group)
+    /// in `namespace` ("" for the cluster scope), compared as exact strings.
+    pub fn allow_resource(&self, user: &str, verb: &str, namespace: &str, resource: &str) {
+        self.state.lock().unwrap().allowed.insert((
+            user.into(),
+            verb.into(),
+            resource_key(resource, namespace),
+        ));
+    }
+
     /// SubjectAccessReviews received so far.
     pub fn sars(&self) -> usize {
         self.sars.load(Ordering::SeqCst)
@@ -319,12 +329,29 @@ impl FakeApiserver {
                 .unwrap_or_default()
                 .to_owned(),
         );
-        if state.allowed.contains(&key) {
+        let resource = &spec["resourceAttributes"];
+        let resource_key = resource.is_object().then(|| {
+            (
+                key.0.clone(),
+                resource["verb"].as_str().unwrap_or_default().to_owned(),
+                resource_key(
+                    resource["resource"].as_str().unwrap_or_default(),
+                    resource["namespace"].as_str().unwrap_or_default(),
+                ),
+            )
+        });
+        if state.allowed.contains(&key) || resource_key.is_some_and(|k| state.allowed.contains(&k))
+        {
             json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"metrics\""})
         } else {
             json!({"allowed": false})
         }
     }
+}
+
+/// How a resource grant is keyed beside the non-resource (verb, path) ones.
+fn resource_key(resource: &str, namespace: &str) -> String {
+    format!("resource {resource} in {namespace:?}")
 }
 
 impl Drop for FakeApiserver {
