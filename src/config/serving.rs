@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{args::ServingArgs, go::ListenAddress, Problems};
 use crate::{
     server::HttpSettings,
-    tls::{TlsPolicy, TlsSettings, TlsSource},
+    tls::{Curves, TlsPolicy, TlsSettings, TlsSource},
 };
 
 /// What the serving flags decide.
@@ -26,6 +26,7 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         tls_private_key_file,
         tls_min_version,
         tls_cipher_suites,
+        tls_curve_preferences,
         http2_disable,
         http2_max_concurrent_streams,
         http2_max_size,
@@ -56,6 +57,8 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites),
         TlsPolicy::default(),
     );
+    let policy = policy
+        .with_curves(problems.or(Curves::from_flag(&tls_curve_preferences), Curves::default()));
 
     for (flag, value) in [
         ("--tls-handshake-timeout", tls_handshake_timeout),
