@@ -257,7 +257,8 @@ fn go_client() -> Option<&'static Path> {
                 );
                 return None;
             };
-            let dir = std::env::temp_dir().join(format!("scrape-guard-go-{}", std::process::id()));
+            // Under target/tmp, rebuilt each run (Go's build cache makes that quick).
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-tls-client");
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("main.go"), GO_CLIENT).unwrap();
             // A module that says go 1.24: outside one, Go applies the defaults of Go 1.20,
@@ -269,6 +270,9 @@ fn go_client() -> Option<&'static Path> {
                 .args(["build", "-o"])
                 .arg(&binary)
                 .arg(".")
+                // Kept beside the build, so that no $HOME is needed and a second run is quick.
+                .env("GOCACHE", dir.join("cache"))
+                .env("GOPATH", dir.join("gopath"))
                 .env("GOTOOLCHAIN", "local")
                 .env("GOFLAGS", "")
                 .env("GO111MODULE", "on")
