@@ -108,7 +108,10 @@ fn unknown_key_exchanges_exit_2_naming_them() {
         &[],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("unknown key exchange P-256, secp384r1"), "{err}");
+    assert!(
+        err.contains("unknown key exchange P-256, secp384r1"),
+        "{err}"
+    );
     let (code, _, err) = run(
         &["--upstream=http://127.0.0.1:9100/"],
         &[("SCRAPE_GUARD_TLS_CURVE_PREFERENCES", "CurveP521")],
