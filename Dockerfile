@@ -1,5 +1,7 @@
 # scrape-guard: a static musl binary on distroless/static — no shell, no libc, uid 65532.
 FROM rust:1.95-bookworm AS build
+# musl-tools: the C compiler (x86_64-linux-musl-gcc) the cc crate builds aws-lc with, the
+# crypto under rustls; nothing else (no cmake, no NASM on x86_64 Linux).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
     && rm -rf /var/lib/apt/lists/* \

@@ -331,7 +331,7 @@ impl Target {
             .as_str()
             .parse()
             .expect("--url host must be an IP");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))

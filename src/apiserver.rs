@@ -384,7 +384,7 @@ fn retryable(error: &kube::Error) -> bool {
 /// retrying at once spread out.
 fn backoff(attempt: u32) -> Duration {
     let mut byte = [0u8; 1];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut byte);
     let jitter = 0.5 + f64::from(byte[0]) / 256.0;
     BACKOFF.saturating_mul(1 << attempt.min(10)).mul_f64(jitter)
 }

@@ -348,6 +348,7 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         upstream,
         mode = if apiserver { "apiserver" } else { "standalone (offline)" },
         tls,
+        curves = config.tls.policy.curves().names().collect::<Vec<_>>().join(","),
         client_ca,
         http2 = config.http.http2,
         paths = %config.paths,
@@ -361,6 +362,15 @@ fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>
         access_log = config.access_log,
         "scrape-guard serving"
     );
+    let curves = config.tls.policy.curves();
+    if !curves.unavailable().is_empty() {
+        tracing::warn!(
+            unavailable = curves.unavailable().join(","),
+            using = curves.names().collect::<Vec<_>>().join(","),
+            "--tls-curve-preferences names key exchanges this build does not implement; \
+             they are not offered"
+        );
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ring::{digest, hmac, rand::SystemRandom};
+use aws_lc_rs::{digest, hmac, rand::SystemRandom};
 use tokio::sync::watch;
 
 /// A cache key: HMAC-SHA256 or SHA-256 output.
@@ -290,7 +290,7 @@ pub(crate) struct TokenHasher {
 
 impl TokenHasher {
     /// A hasher with a fresh random key.
-    pub(crate) fn random() -> Result<Self, ring::error::Unspecified> {
+    pub(crate) fn random() -> Result<Self, aws_lc_rs::error::Unspecified> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?;
         Ok(Self { key })
     }

@@ -10,7 +10,9 @@ use scrape_guard::{doctor, Args, Cli, Command, Config, VersionFlag};
 
 fn main() -> ExitCode {
     // Before anything touches TLS: rustls, tokio-rustls and kube all share this one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // aws-lc-rs, the provider `tls` builds on (kube's `aws-lc-rs` feature agrees): it
+    // has the post-quantum key exchange X25519MLKEM768.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.version.as_ref().map(VersionFlag::output) {
         Some(Ok(Some(text))) => {

@@ -258,7 +258,7 @@ enum Seen {
 }
 
 fn digest(contents: &[(PathBuf, Vec<u8>)]) -> Digest {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for (path, bytes) in contents {
         let path = path.as_os_str().as_encoded_bytes();
         context.update(&(path.len() as u64).to_le_bytes());

@@ -1,6 +1,7 @@
 //! Serving TLS: the listener's certificate, the client CA, the version and cipher policy.
 //!
 //! - `policy`: `--tls-min-version` and `--tls-cipher-suites`, Go's names mapped to rustls.
+//! - `curves`: `--tls-curve-preferences`, Go's key exchange names mapped to rustls.
 //! - `serving`: the serving pair, reloaded on change; the last good pair keeps serving
 //!   while a Secret volume or cert-manager is mid-swap (kube-rbac-proxy exits then).
 //! - `client_ca`: `--client-ca-file`, reloaded on change, and the user a verified
@@ -10,6 +11,7 @@
 //! `acceptor` puts them together for one listener.
 
 mod client_ca;
+mod curves;
 mod pem;
 mod policy;
 mod serving;
@@ -22,8 +24,13 @@ use rustls::{
 };
 use tokio_rustls::TlsAcceptor;
 
+/// The one crypto provider (`main` installs its `default_provider()` for the process):
+/// aws-lc-rs, for the post-quantum hybrid key exchange X25519MLKEM768.
+pub(crate) use rustls::crypto::aws_lc_rs as provider;
+
 pub(crate) use self::{
     client_ca::ClientCa,
+    curves::Curves,
     pem::{ca_bundle, parse_pair},
     policy::TlsPolicy,
     serving::ServingCert,
@@ -52,7 +59,7 @@ pub enum TlsSource {
 pub struct TlsSettings {
     /// `--tls-cert-file`/`--tls-private-key-file`, or a generated pair.
     pub source: TlsSource,
-    /// `--tls-min-version`, `--tls-cipher-suites`.
+    /// `--tls-min-version`, `--tls-cipher-suites`, `--tls-curve-preferences`.
     pub policy: TlsPolicy,
     /// `--client-ca-file`.
     pub client_ca_file: Option<PathBuf>,

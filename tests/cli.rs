@@ -201,6 +201,59 @@ fn bad_flags_exit_2_naming_each_flag() {
 }
 
 #[test]
+fn unknown_key_exchanges_exit_2_naming_them() {
+    let (code, _, err) = run(
+        &[
+            "--upstream=http://127.0.0.1:9100/",
+            "--tls-curve-preferences=X25519,P-256,secp384r1",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown key exchange P-256, secp384r1"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &["--upstream=http://127.0.0.1:9100/"],
+        &[("SCRAPE_GUARD_TLS_CURVE_PREFERENCES", "CurveP521")],
+    );
+    assert_eq!(code, 2, "nothing usable is left: {err}");
+    assert!(err.contains("implements none of CurveP521"), "{err}");
+}
+
+#[test]
+fn key_exchanges_this_build_lacks_are_a_warning_naming_them() {
+    support::install_crypto();
+    let pki = support::Pki::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = runtime.block_on(support::FakeApiserver::start(&pki));
+    let echo = runtime.block_on(support::Echo::start());
+    let port = support::free_port();
+    let child = runtime.block_on(support::spawn_binary(
+        BIN,
+        &pki,
+        &api,
+        &echo.url(),
+        port,
+        &["--tls-curve-preferences=CurveP521,X25519MLKEM768"],
+        &[],
+    ));
+    let (status, logs) = runtime.block_on(support::terminate(child));
+    assert_eq!(status.code(), Some(0), "exit status; logs:\n{logs}");
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("--tls-curve-preferences"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    assert!(warning.contains("unavailable=\"CurveP521\""), "{warning}");
+    assert!(warning.contains("using=\"X25519MLKEM768\""), "{warning}");
+    assert!(
+        logs.contains("curves=\"X25519MLKEM768\""),
+        "the startup line names what is offered:\n{logs}"
+    );
+}
+
+#[test]
 fn env_vars_set_flags() {
     let (_, _, err) = run(
         &["--tls-min-version=bogus"],

@@ -517,7 +517,7 @@ fn client_presenting(pki: &Pki, identity: &(String, String)) -> rustls::ClientCo
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
-    let signer = rustls::crypto::ring::default_provider()
+    let signer = rustls::crypto::aws_lc_rs::default_provider()
         .key_provider
         .load_private_key(key)
         .unwrap();

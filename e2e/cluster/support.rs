@@ -59,7 +59,7 @@ pub(crate) fn repo_path(relative: &str) -> PathBuf {
 /// One rustls crypto provider for the whole binary, the one the product uses.
 pub(crate) fn install_crypto_provider() {
     // Err only means it is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 // === free ports ===
@@ -113,9 +113,9 @@ pub(crate) fn secret_count() -> usize {
 
 /// A random token-like string (hex), for the admin token and bogus bearer tokens.
 pub(crate) fn random_hex(bytes: usize) -> String {
-    use ring::rand::SecureRandom;
+    use aws_lc_rs::rand::SecureRandom;
     let mut buf = vec![0u8; bytes];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut buf)
         .expect("the system RNG");
     buf.iter().map(|b| format!("{b:02x}")).collect()

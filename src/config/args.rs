@@ -250,6 +250,17 @@ pub struct ServingArgs {
     )]
     pub tls_cipher_suites: Vec<String>,
 
+    /// Comma-separated key exchanges (Go names or IDs): X25519MLKEM768,
+    /// SecP256r1MLKEM768, X25519, CurveP256, CurveP384 (CurveP521: not in this build).
+    /// The client's order decides among them. Default: Go's, post-quantum hybrids first.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_TLS_CURVE_PREFERENCES",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub tls_curve_preferences: Vec<String>,
+
     /// Serve HTTP/1.1 only (no h2 in ALPN). Default: false.
     #[arg(long, env = "SCRAPE_GUARD_HTTP2_DISABLE", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]

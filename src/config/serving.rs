@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{args::ServingArgs, go::ListenAddress, Problems};
 use crate::{
     server::HttpSettings,
-    tls::{TlsPolicy, TlsSettings, TlsSource},
+    tls::{Curves, TlsPolicy, TlsSettings, TlsSource},
 };
 
 /// What the serving flags decide.
@@ -26,6 +26,7 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         tls_private_key_file,
         tls_min_version,
         tls_cipher_suites,
+        tls_curve_preferences,
         http2_disable,
         http2_max_concurrent_streams,
         http2_max_size,
@@ -55,6 +56,8 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
     let policy =
         TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites, &mut problems.warnings);
     let policy = problems.or(policy, TlsPolicy::default());
+    let policy = policy
+        .with_curves(problems.or(Curves::from_flag(&tls_curve_preferences), Curves::default()));
     let secure_listen_address = secure_listen_address.unwrap_or_else(|| ListenAddress {
         host: "0.0.0.0".to_owned(),
         port: 8443,

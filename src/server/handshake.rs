@@ -79,7 +79,8 @@ impl Failure {
                 "incompatible",
                 format!(
                     "the client offers no TLS version, cipher suite or curve we serve \
-                     ({why:?}); see --tls-min-version and --tls-cipher-suites"
+                     ({why:?}); see --tls-min-version, --tls-cipher-suites and \
+                     --tls-curve-preferences"
                 ),
                 true,
             ),
@@ -221,6 +222,13 @@ mod tests {
                 std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
                 "closed",
                 "closed",
+            ),
+            (
+                io(rustls::Error::PeerIncompatible(
+                    rustls::PeerIncompatible::NoKxGroupsInCommon,
+                )),
+                "incompatible",
+                "--tls-curve-preferences",
             ),
         ];
         for (error, reason, advice) in table {

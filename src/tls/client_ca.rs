@@ -9,7 +9,6 @@ use std::{path::Path, sync::Arc};
 
 use rustls::{
     client::danger::HandshakeSignatureValid,
-    crypto::ring as provider,
     server::{
         danger::{ClientCertVerified, ClientCertVerifier},
         WebPkiClientVerifier,
@@ -17,6 +16,8 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
+
+use super::provider;
 
 use super::{ca_bundle, TlsError};
 use crate::{identity::User, metrics::Metrics, reload::Watched};

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-use rustls::{crypto::ring as provider, sign::CertifiedKey, RootCertStore};
+use rustls::{sign::CertifiedKey, RootCertStore};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use super::provider;
 
 /// A PEM CA bundle as a root store; errors name the file. Shared by the client CA and
 /// the upstream CA.

@@ -1,4 +1,5 @@
-//! `--tls-min-version` and `--tls-cipher-suites`, resolved to rustls terms.
+//! `--tls-min-version`, `--tls-cipher-suites` and `--tls-curve-preferences`, resolved to
+//! rustls terms.
 //!
 //! Cipher suite names are Go's, because manifests pass Go's names. As in Go, the list
 //! restricts TLS 1.2 only; TLS 1.3 suites are always on. Go serves the list it is given,
@@ -9,16 +10,17 @@
 
 use std::fmt;
 
-use rustls::{
-    crypto::{ring as provider, CryptoProvider},
-    SupportedCipherSuite,
-};
+use rustls::{crypto::CryptoProvider, SupportedCipherSuite};
 
-/// `--tls-min-version` and `--tls-cipher-suites`, resolved to rustls terms.
+use super::{provider, Curves};
+
+/// `--tls-min-version`, `--tls-cipher-suites` and `--tls-curve-preferences`, resolved to
+/// rustls terms.
 #[derive(Clone)]
 pub struct TlsPolicy {
     tls13_only: bool,
     tls12_suites: Vec<SupportedCipherSuite>,
+    curves: Curves,
 }
 
 impl fmt::Debug for TlsPolicy {
@@ -31,6 +33,7 @@ impl fmt::Debug for TlsPolicy {
         f.debug_struct("TlsPolicy")
             .field("min_version", &if self.tls13_only { "1.3" } else { "1.2" })
             .field("cipher_suites", &names)
+            .field("curves", &self.curves)
             .finish()
     }
 }
@@ -44,6 +47,7 @@ impl Default for TlsPolicy {
                 .filter(|s| s.version() == &rustls::version::TLS12)
                 .copied()
                 .collect(),
+            curves: Curves::default(),
         }
     }
 }
@@ -136,6 +140,16 @@ impl TlsPolicy {
         finish(policy, problems)
     }
 
+    /// The policy with these key exchanges (`--tls-curve-preferences`).
+    pub fn with_curves(self, curves: Curves) -> Self {
+        Self { curves, ..self }
+    }
+
+    /// The key exchanges accepted, and those asked for that this build lacks.
+    pub fn curves(&self) -> &Curves {
+        &self.curves
+    }
+
     /// All suites offered: every TLS 1.3 suite, then the chosen TLS 1.2 ones.
     pub fn cipher_suites(&self) -> Vec<SupportedCipherSuite> {
         let tls13 = provider::DEFAULT_CIPHER_SUITES
@@ -153,6 +167,7 @@ impl TlsPolicy {
     pub(super) fn crypto_provider(&self) -> CryptoProvider {
         CryptoProvider {
             cipher_suites: self.cipher_suites(),
+            kx_groups: self.curves.kx_groups(),
             ..provider::default_provider()
         }
     }

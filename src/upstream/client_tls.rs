@@ -29,7 +29,7 @@ pub(super) fn client_tls(
     https: bool,
     metrics: &Arc<Metrics>,
 ) -> Result<ClientConfig, UpstreamError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(tls::provider::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(UpstreamError::Tls)?;

@@ -224,7 +224,7 @@ struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
 
 impl Default for AcceptAnyServer {
     fn default() -> Self {
-        Self(Arc::new(rustls::crypto::ring::default_provider()))
+        Self(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
     }
 }
 

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-/// Installs ring as rustls' process-wide crypto provider, as `main` does. Every test
+/// Installs aws-lc-rs as rustls' process-wide crypto provider, as `main` does. Every test
 /// calls it; all but the first call are no-ops.
 pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// A test CA and a serving certificate for localhost/127.0.0.1, as PEM files.
@@ -137,6 +137,33 @@ impl Pki {
         self.client_config_with(alpn, None)
     }
 
+    /// A client config trusting the test CA that offers only these key exchanges, in
+    /// this order, over only these TLS versions (aws-lc-rs, as the proxy).
+    pub fn client_config_offering(
+        &self,
+        kx_groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups: kx_groups.to_vec(),
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(self.roots())
+            .with_no_client_auth()
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        use rustls_pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        roots
+    }
+
     /// A client config, optionally presenting a client certificate (cert PEM, key PEM).
     pub fn client_config_with(
         &self,
@@ -144,11 +171,7 @@ impl Pki {
         identity: Option<&(String, String)>,
     ) -> rustls::ClientConfig {
         use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder().with_root_certificates(self.roots());
         let mut config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(
