@@ -9,9 +9,8 @@ use http::{header, HeaderMap, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    pki_types::{CertificateDer, ServerName},
+    ClientConfig, RootCertStore,
 };
 use serde_json::Value;
 use tokio::{
@@ -87,7 +86,9 @@ pub(crate) fn tls_config(trust: Trust<'_>, identity: Option<&KeyCert>) -> Arc<Cl
         }
         Trust::Anyone => ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer::default())),
+            .with_custom_certificate_verifier(Arc::new(
+                scrape_guard_testkit::https::AcceptAnyServer::default(),
+            )),
     };
     let config = match identity {
         Some(id) => builder
@@ -217,58 +218,3 @@ fn causes(error: &dyn std::error::Error) -> String {
 }
 
 // === impl AcceptAnyServer ===
-
-/// Accepts any server certificate but still checks the handshake signatures.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl Default for AcceptAnyServer {
-    fn default() -> Self {
-        Self(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-    }
-}
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
