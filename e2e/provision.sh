@@ -27,8 +27,9 @@ mkdir -p "$E2E_CACHE/bin"
 # ---------------------------------------------------------------- apt packages
 PACKAGES=(
   etcd-server prometheus prometheus-node-exporter nginx
-  golang-go golang-github-modern-go-reflect2-dev dpkg-dev
+  golang-go golang-github-modern-go-reflect2-dev dpkg-dev gcc libc6-dev
   ca-certificates procps
+  containerd runc containernetworking-plugins iproute2 util-linux mount
 )
 
 missing=()
@@ -150,11 +151,22 @@ if [[ -z $VERSION ]]; then
 fi
 [[ -n $VERSION ]] || die "apt-cache showsrc kubernetes found nothing (deb-src entry: $SRC_LIST)"
 
-APISERVER_CACHED="$E2E_CACHE/kube-apiserver-$VERSION"
-if [[ -x $APISERVER_CACHED ]]; then
-  log "kube-apiserver cached for source version $VERSION: $APISERVER_CACHED"
-else
-  log "building kube-apiserver from source package kubernetes $VERSION (about 3 minutes, 1.3 GB RAM)"
+# The Kubernetes programs, all from that one source tree: the apiserver for every suite,
+# the rest for the node suite (e2e/node.rs): a kubelet, the controller manager (DaemonSet,
+# Deployment, token and endpoint controllers), the scheduler, and the pause binary the
+# pod sandboxes run. Each is cached as $E2E_CACHE/<name>-<source version>.
+PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubelet pause)
+wanted=()
+for prog in "${PROGRAMS[@]}"; do
+  if [[ -x $E2E_CACHE/$prog-$VERSION ]]; then
+    log "$prog cached for source version $VERSION: $E2E_CACHE/$prog-$VERSION"
+  else
+    wanted+=("$prog")
+  fi
+done
+
+if ((${#wanted[@]})); then
+  log "building ${wanted[*]} from source package kubernetes $VERSION (about 3 minutes and 1.3 GB RAM per program, less with the shared Go cache)"
   start=$(date +%s)
   BUILD="$E2E_CACHE/build"
   rm -rf "$BUILD"
@@ -217,14 +229,24 @@ else
   vpkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
   ldflags="-s -w -X $vpkg.gitVersion=$upstream -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor"
   ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  log "go build ./cmd/kube-apiserver ($upstream, GO111MODULE=off, $(go version | awk '{print $3}'))"
-  go build -ldflags "$ldflags" -o "$BUILD/kube-apiserver" ./cmd/kube-apiserver
-  "$BUILD/kube-apiserver" --version
+  for prog in "${wanted[@]}"; do
+    if [[ $prog == pause ]]; then
+      # build/pause/Makefile: a static C program, VERSION stamped in.
+      log "gcc -static build/pause/linux/pause.c"
+      gcc -Os -Wall -Werror -static -DVERSION="$upstream" -o "$BUILD/pause" build/pause/linux/pause.c
+    else
+      log "go build ./cmd/$prog ($upstream, GO111MODULE=off, $(go version | awk '{print $3}'))"
+      go build -ldflags "$ldflags" -o "$BUILD/$prog" "./cmd/$prog"
+      "$BUILD/$prog" --version
+    fi
+    install -m 755 "$BUILD/$prog" "$E2E_CACHE/$prog-$VERSION"
+  done
   cd /
-  install -m 755 "$BUILD/kube-apiserver" "$APISERVER_CACHED"
-  log "cached $APISERVER_CACHED; removing build tree"
+  log "cached ${wanted[*]}; removing build tree"
   rm -rf "$BUILD"
-  log "kube-apiserver build took $(( $(date +%s) - start ))s"
+  log "Kubernetes build took $(( $(date +%s) - start ))s"
 fi
-ln -sfn "$APISERVER_CACHED" "$E2E_CACHE/bin/kube-apiserver"
+for prog in "${PROGRAMS[@]}"; do
+  ln -sfn "$E2E_CACHE/$prog-$VERSION" "$E2E_CACHE/bin/$prog"
+done
 log "ready: $("$E2E_CACHE/bin/kube-apiserver" --version), $("$KUBECTL" version --client --short 2>/dev/null), etcd $(etcd --version | awk '/etcd Version/{print $3}'), $(prometheus --version 2>&1 | head -n1)"

@@ -5,25 +5,42 @@ use std::time::Duration;
 
 use super::support::{deploy_files, file_name, repo_path, run_to_end, snippet, Cluster};
 
-/// Every file in deploy/ passes `kubectl apply --dry-run=server` (what users run,
-/// judged by the real apiserver). deploy/servicemonitor.yaml
-/// needs the ServiceMonitor kind: a minimal CRD (e2e/fixtures/servicemonitor-crd.yaml,
-/// schema `x-kubernetes-preserve-unknown-fields`) is installed first, so that file's
-/// group/version/kind and envelope are validated, not its spec fields.
+/// Every file in deploy/ and deploy/cert-manager/ passes `kubectl apply
+/// --dry-run=server` (what users run, judged by the real apiserver), and so does
+/// `kubectl apply -k deploy/`. deploy/servicemonitor.yaml and
+/// deploy/cert-manager/certificates.yaml need the ServiceMonitor and Certificate kinds:
+/// minimal CRDs (e2e/fixtures/{servicemonitor,certificate}-crd.yaml, schema
+/// `x-kubernetes-preserve-unknown-fields`) are installed first, so those files'
+/// group/version/kind and envelope are validated, not their spec fields. (The node
+/// suite, e2e/cluster/node.rs, applies deploy/ for real in a cluster with a kubelet.)
 #[tokio::test]
 #[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
 async fn deploy_manifests_dry_run() {
     let cluster = Cluster::shared().await;
-    let crd = repo_path("e2e/fixtures/servicemonitor-crd.yaml");
-    if let Err(e) = cluster.apply_file(&crd).await {
-        panic!("installing the ServiceMonitor CRD fixture: {e}");
+    for (fixture, crd) in [
+        ("servicemonitor-crd.yaml", "servicemonitors.monitoring.coreos.com"),
+        ("certificate-crd.yaml", "certificates.cert-manager.io"),
+    ] {
+        let path = repo_path("e2e/fixtures").join(fixture);
+        if let Err(e) = cluster.apply_file(&path).await {
+            panic!("installing the CRD fixture {fixture}: {e}");
+        }
+        cluster.await_crd_established(crd).await;
     }
-    cluster
-        .await_crd_established("servicemonitors.monitoring.coreos.com")
-        .await;
     let files = deploy_files();
     assert!(!files.is_empty(), "no manifests found in deploy/");
     let mut failed = Vec::new();
+    let mut kubectl = cluster.kubectl();
+    kubectl.args(["apply", "--dry-run=server", "-k"]).arg(repo_path("deploy"));
+    let log = cluster.dir().join("kubectl-dry-run-kustomization.log");
+    let what = "kubectl apply --dry-run=server -k deploy/";
+    let (code, output) = run_to_end(what, kubectl, None, &log, Duration::from_secs(60)).await;
+    if code == Some(0) {
+        println!("ok   -k deploy/: {}", snippet(output.trim(), 300));
+    } else {
+        println!("FAIL -k deploy/ (exit {code:?}): {output}");
+        failed.push(format!("-k deploy/: {}", snippet(output.trim(), 500)));
+    }
     for file in &files {
         let name = file_name(file);
         let mut kubectl = cluster.kubectl();

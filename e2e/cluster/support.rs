@@ -6,6 +6,7 @@
 mod control_plane;
 mod exporter;
 mod http;
+mod node;
 mod pki;
 mod process;
 mod prometheus;
@@ -16,7 +17,8 @@ pub(crate) use control_plane::{
     deploy_files, file_name, parse_manifests, Cluster, Reviews, Subject, METRICS_READER,
 };
 pub(crate) use exporter::{NodeExporter, RecordingUpstream};
-pub(crate) use http::http_get_bearer;
+pub(crate) use http::{http_get_bearer, https_get_named, keep_alive_gets, peer_certificate};
+pub(crate) use node::{pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA};
 pub(crate) use pki::{write as write_file, Ca, KeyCert};
 pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
@@ -146,6 +148,9 @@ pub(crate) fn snippet(text: &str, max: usize) -> String {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Tool {
     KubeApiserver,
+    KubeControllerManager,
+    KubeScheduler,
+    Kubelet,
     Kubectl,
     Etcd,
     Prometheus,
@@ -162,6 +167,12 @@ impl Tool {
         };
         let (var, default) = match self {
             Self::KubeApiserver => ("KUBE_APISERVER", cache().join("kube-apiserver")),
+            Self::KubeControllerManager => (
+                "KUBE_CONTROLLER_MANAGER",
+                cache().join("kube-controller-manager"),
+            ),
+            Self::KubeScheduler => ("KUBE_SCHEDULER", cache().join("kube-scheduler")),
+            Self::Kubelet => ("KUBELET", cache().join("kubelet")),
             Self::Kubectl => ("KUBECTL", cache().join("kubectl")),
             Self::Etcd => ("ETCD", "etcd".into()),
             Self::Prometheus => ("PROMETHEUS", "prometheus".into()),

@@ -28,7 +28,7 @@
 //! *thread* that started the child ends). Every child binds only free 127.0.0.1 ports
 //! and writes only inside its temp dir, so such leftovers never clash with a next run.
 
-mod api;
+pub(super) mod api;
 
 pub(crate) use api::{deploy_files, file_name, parse_manifests, Reviews, Subject, METRICS_READER};
 
@@ -52,7 +52,7 @@ use super::{
     random_hex, remember_secret, Ca, Tool,
 };
 
-const ISSUER: &str = "https://kubernetes.default.svc";
+pub(super) const ISSUER: &str = "https://kubernetes.default.svc";
 
 static SHARED: tokio::sync::Mutex<Weak<ControlPlane>> = tokio::sync::Mutex::const_new(Weak::new());
 /// Set when starting the shared control plane failed: the tests after it fail at once
@@ -375,7 +375,7 @@ impl Drop for ControlPlane {
     }
 }
 
-async fn start_etcd(dir: &Path, port: u16, peer_port: u16) -> Process {
+pub(super) async fn start_etcd(dir: &Path, port: u16, peer_port: u16) -> Process {
     let client_url = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let mut command = Command::new(Tool::Etcd.path());
@@ -414,7 +414,7 @@ fn kubeconfig(server: &str, ca: &Path, user: &str, token: &str) -> String {
 }
 
 /// The running test's name (libtest names the thread after it), last path segment.
-fn test_name() -> String {
+pub(super) fn test_name() -> String {
     thread::current()
         .name()
         .and_then(|n| n.rsplit("::").next())
@@ -423,7 +423,7 @@ fn test_name() -> String {
         .to_owned()
 }
 
-fn temp_dir(label: &str) -> TempDir {
+pub(super) fn temp_dir(label: &str) -> TempDir {
     tempfile::Builder::new()
         .prefix(&format!("scrape-guard-e2e-{label}-"))
         .tempdir()

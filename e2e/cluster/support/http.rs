@@ -106,9 +106,19 @@ pub(crate) async fn https_get(
     path: &str,
     bearer: Option<&str>,
 ) -> Result<Reply, String> {
+    https_get_named(tls, addr, ServerName::from(addr.ip()), path, bearer).await
+}
+
+/// [`https_get`], checking the certificate against `server_name` (SNI too).
+pub(crate) async fn https_get_named(
+    tls: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<Reply, String> {
     let exchange = async {
         let tcp = connect(addr).await?;
-        let server_name = ServerName::from(addr.ip());
         let stream = TlsConnector::from(Arc::clone(tls))
             .connect(server_name, tcp)
             .await
@@ -116,6 +126,83 @@ pub(crate) async fn https_get(
         exchange(stream, addr, path, bearer).await
     };
     bounded(addr, path, exchange).await
+}
+
+/// GET `path` once per token, in order, on one keep-alive TLS connection (a new one
+/// after an error): each answer's status, 0 where there was none.
+pub(crate) async fn keep_alive_gets(
+    tls: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    server_name: &str,
+    path: &str,
+    tokens: &[String],
+) -> Vec<u16> {
+    let name = ServerName::try_from(server_name.to_owned()).expect("a server name");
+    let mut statuses = Vec::with_capacity(tokens.len());
+    let mut sender = None;
+    for token in tokens {
+        let attempt = async {
+            if sender.is_none() {
+                let tcp = connect(addr).await?;
+                let stream = TlsConnector::from(Arc::clone(tls))
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;
+                let (s, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| format!("HTTP/1.1 handshake: {}", causes(&e)))?;
+                tokio::spawn(connection);
+                sender = Some(s);
+            }
+            let s = sender.as_mut().expect("a connection");
+            let request = Request::get(path)
+                .header(header::HOST, server_name)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let response = s.send_request(request).await.map_err(|e| causes(&e))?;
+            let status = response.status().as_u16();
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| causes(&e))?;
+            Ok::<u16, String>(status)
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+            Ok(Ok(status)) => statuses.push(status),
+            _ => {
+                sender = None;
+                statuses.push(0);
+            }
+        }
+    }
+    statuses
+}
+
+/// The certificate the server at `addr` presents to a new handshake (DER).
+pub(crate) async fn peer_certificate(
+    tls: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+) -> Result<Vec<u8>, String> {
+    let handshake = async {
+        let tcp = connect(addr).await?;
+        let stream = TlsConnector::from(Arc::clone(tls))
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;
+        let (_, connection) = stream.get_ref();
+        connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| cert.as_ref().to_vec())
+            .ok_or_else(|| format!("{addr} presented no certificate"))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, handshake)
+        .await
+        .map_err(|_| format!("TLS handshake with {addr}: timed out after {REQUEST_TIMEOUT:?}"))?
 }
 
 /// GET `http://{addr}{path}` with `Authorization: Bearer {bearer}` if given.

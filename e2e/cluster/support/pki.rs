@@ -52,8 +52,16 @@ impl Ca {
 
     /// A serving certificate for 127.0.0.1, localhost and kubernetes.default.svc.
     pub(crate) fn serving(&self, common_name: &str) -> KeyCert {
-        let sans = ["127.0.0.1", "localhost", "kubernetes.default.svc"].map(String::from);
-        let mut params = CertificateParams::new(sans.to_vec()).expect("serving cert params");
+        self.serving_for(
+            common_name,
+            &["127.0.0.1", "localhost", "kubernetes.default.svc"],
+        )
+    }
+
+    /// A serving certificate for these names and addresses.
+    pub(crate) fn serving_for(&self, common_name: &str, sans: &[&str]) -> KeyCert {
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).expect("serving cert params");
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
@@ -96,6 +104,10 @@ impl Ca {
 }
 
 impl KeyCert {
+    pub(crate) fn cert_der(&self) -> &[u8] {
+        self.cert_der.as_ref()
+    }
+
     /// Writes `<name>.crt` and `<name>.key` into `dir`: (certificate path, key path).
     pub(crate) fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let cert = dir.join(format!("{name}.crt"));

@@ -2,7 +2,13 @@
 //! kubernetes_sd, so targets are static_configs in a generated prometheus.yml; the
 //! bearer token comes from a credentials_file, as a pod's service-account token would.
 
-use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
+use std::{
+    net::SocketAddr,
+    ops::Deref,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use serde_json::Value;
 
@@ -33,6 +39,12 @@ pub(crate) struct Job<'a> {
 pub(crate) struct Prometheus {
     // (read by its Drop: stopped by PID)
     _process: Process,
+    api: PrometheusApi,
+}
+
+/// Prometheus' HTTP API (queries, targets), apart from the process.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PrometheusApi {
     addr: SocketAddr,
 }
 
@@ -57,8 +69,14 @@ impl Prometheus {
                 target = job.target,
             ));
         }
+        Self::launch(dir, &config).await
+    }
+
+    /// Starts Prometheus with `config` (written to `dir`/prometheus.yml) on a free
+    /// 127.0.0.1 port and waits until it is ready.
+    pub(crate) async fn launch(dir: &Path, config: &str) -> Self {
         let config_file = dir.join("prometheus.yml");
-        pki::write(&config_file, &config);
+        pki::write(&config_file, config);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut command = Command::new(Tool::Prometheus.path());
         command
@@ -79,8 +97,53 @@ impl Prometheus {
             .await;
         Self {
             _process: process,
-            addr,
+            api: PrometheusApi { addr },
         }
+    }
+}
+
+impl Deref for Prometheus {
+    type Target = PrometheusApi;
+
+    fn deref(&self) -> &PrometheusApi {
+        &self.api
+    }
+}
+
+impl PrometheusApi {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self { addr }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `lastError` of the job's active target ("" when the last scrape worked).
+    pub(crate) async fn last_error(&self, job: &str) -> String {
+        match self.target(job).await {
+            Ok(target) => target["lastError"].as_str().unwrap_or_default().to_owned(),
+            Err(e) => e,
+        }
+    }
+
+    /// Scrapes of the job that failed (`up == 0` samples) in the last `window`, and
+    /// all scrapes in it.
+    pub(crate) async fn failed_scrapes(&self, job: &str, window: Duration) -> Result<(u64, u64), String> {
+        let secs = window.as_secs().max(1);
+        let value = |promql: String| async move {
+            let result = self.query(&promql).await?;
+            Ok::<u64, String>(
+                result
+                    .first()
+                    .and_then(|s| s["value"][1].as_str())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map_or(0, |v| v as u64),
+            )
+        };
+        let all = value(format!("sum(count_over_time(up{{job=\"{job}\"}}[{secs}s]))")).await?;
+        let ok = value(format!("sum(sum_over_time(up{{job=\"{job}\"}}[{secs}s]))")).await?;
+        Ok((all - ok.min(all), all))
     }
 
     /// The result vector of an instant query.

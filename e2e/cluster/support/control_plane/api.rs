@@ -74,7 +74,7 @@ pub(crate) struct Reviews {
     pub(crate) access_reviews: u64,
 }
 
-pub(super) async fn client(kubeconfig: &Path) -> kube::Client {
+pub(crate) async fn client(kubeconfig: &Path) -> kube::Client {
     let text = Kubeconfig::read_from(kubeconfig)
         .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
     let config = kube::Config::from_custom_kubeconfig(text, &KubeConfigOptions::default())
@@ -219,7 +219,7 @@ async fn may_get_metrics(client: &kube::Client, sa: (&str, &str)) -> bool {
     can(client, sa, Access::Get("/metrics")).await
 }
 
-async fn ensure_namespace(client: &kube::Client, name: &str) {
+pub(crate) async fn ensure_namespace(client: &kube::Client, name: &str) {
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -230,7 +230,7 @@ async fn ensure_namespace(client: &kube::Client, name: &str) {
     create_if_missing(Api::all(client.clone()), &namespace, name).await;
 }
 
-async fn ensure_service_account(client: &kube::Client, (namespace, name): (&str, &str)) {
+pub(crate) async fn ensure_service_account(client: &kube::Client, (namespace, name): (&str, &str)) {
     let account = ServiceAccount {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -259,7 +259,7 @@ static TOKEN_SEQUENCE: AtomicI64 = AtomicI64::new(0);
 /// apiserver's default unless given). Two requests for one account within a second
 /// return the same JWT in 1.20 (no `jti`), so every request asks for a different
 /// lifetime: each token is really new.
-pub(super) async fn mint_token(
+pub(crate) async fn mint_token(
     client: &kube::Client,
     (namespace, name): (&str, &str),
     audience: Option<&str>,
@@ -295,16 +295,22 @@ pub(super) async fn mint_token(
 
 /// The manifest files directly in deploy/, sorted.
 pub(crate) fn deploy_files() -> Vec<std::path::PathBuf> {
-    let dir = repo_path("deploy");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-        })
-        .collect();
+    // deploy/*.yaml (what kustomization.yaml lists, and the file itself is not an
+    // object) and deploy/cert-manager/*.yaml (applied by hand, beside cert-manager).
+    let mut files = Vec::new();
+    for dir in [repo_path("deploy"), repo_path("deploy/cert-manager")] {
+        files.extend(
+            std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+                        && p.extension()
+                            .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+                }),
+        );
+    }
     files.sort();
     files
 }
@@ -330,7 +336,7 @@ pub(crate) fn parse_manifests(text: &str) -> Result<Vec<Value>, String> {
 
 /// Server-side applies every object of a file: "Kind namespace/name" for each, or the
 /// apiserver's first complaint.
-async fn apply_file(client: &kube::Client, path: &Path) -> Result<Vec<String>, String> {
+pub(crate) async fn apply_file(client: &kube::Client, path: &Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut done = Vec::new();
     for object in parse_manifests(&text)? {
