@@ -5,8 +5,8 @@
 # The network namespace has only `lo`, carrying 127.0.0.1 and the node's address
 # 10.99.0.1/32 (the kubelet refuses a loopback node IP), and no route out: nothing the
 # suite starts can reach another host. The mount namespace is a slave of the host's
-# (host mounts show up inside, as the kubelet's HostToContainer volumes need; nothing
-# mounted inside shows up outside) with tmpfs on /var/log/pods and /var/log/containers,
+# (host mounts show up inside; nothing mounted inside shows up outside), shared
+# within itself for the kubelet's HostToContainer volumes, with tmpfs on /var/log/pods and /var/log/containers,
 # where the kubelet writes container logs whatever its --root-dir. Both namespaces
 # end with the last process in them.
 #
@@ -28,6 +28,11 @@ fi
 
 ip link set lo up
 ip addr add "$NODE_IP/32" dev lo
+# Shared within this namespace (still a slave of the host's, so nothing propagates
+# out): runc wants the source of a HostToContainer (rslave) volume such as the host's
+# /proc to be a shared or slave mount, and a private host mount stays private after
+# unshare's --propagation slave.
+mount --make-rshared /
 for d in /var/log/pods /var/log/containers; do
   mkdir -p "$d"
   mount -t tmpfs -o mode=0755,size=256m e2e-logs "$d"

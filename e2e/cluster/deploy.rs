@@ -18,7 +18,10 @@ use super::support::{deploy_files, file_name, repo_path, run_to_end, snippet, Cl
 async fn deploy_manifests_dry_run() {
     let cluster = Cluster::shared().await;
     for (fixture, crd) in [
-        ("servicemonitor-crd.yaml", "servicemonitors.monitoring.coreos.com"),
+        (
+            "servicemonitor-crd.yaml",
+            "servicemonitors.monitoring.coreos.com",
+        ),
         ("certificate-crd.yaml", "certificates.cert-manager.io"),
     ] {
         let path = repo_path("e2e/fixtures").join(fixture);
@@ -31,7 +34,9 @@ async fn deploy_manifests_dry_run() {
     assert!(!files.is_empty(), "no manifests found in deploy/");
     let mut failed = Vec::new();
     let mut kubectl = cluster.kubectl();
-    kubectl.args(["apply", "--dry-run=server", "-k"]).arg(repo_path("deploy"));
+    kubectl
+        .args(["apply", "--dry-run=server", "-k"])
+        .arg(repo_path("deploy"));
     let log = cluster.dir().join("kubectl-dry-run-kustomization.log");
     let what = "kubectl apply --dry-run=server -k deploy/";
     let (code, output) = run_to_end(what, kubectl, None, &log, Duration::from_secs(60)).await;

@@ -148,10 +148,9 @@ pub(crate) async fn keep_alive_gets(
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;
-                let (s, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(|e| format!("HTTP/1.1 handshake: {}", causes(&e)))?;
+                let (s, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("HTTP/1.1 handshake: {}", causes(&e)))?;
                 tokio::spawn(connection);
                 sender = Some(s);
             }

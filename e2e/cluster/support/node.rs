@@ -192,7 +192,9 @@ impl NodeTest {
         let mut kubectl = self.kubectl();
         kubectl.args(args);
         let what = format!("kubectl {}", args.join(" "));
-        let log = self.dir().join(format!("kubectl-{}.log", args.join("-").replace('/', "_")));
+        let log = self
+            .dir()
+            .join(format!("kubectl-{}.log", args.join("-").replace('/', "_")));
         let (code, output) = run_to_end(&what, kubectl, None, &log, Duration::from_secs(60)).await;
         assert_eq!(code, Some(0), "{what} failed: {output}");
         output
@@ -244,7 +246,12 @@ impl NodeTest {
     /// Where the kubelet keeps a pod's volumes on the node.
     pub(crate) fn pod_volume_dir(&self, pod: &Pod) -> PathBuf {
         let uid = pod.metadata.uid.as_deref().expect("a pod uid");
-        self.node.dir.path().join("kubelet/pods").join(uid).join("volumes")
+        self.node
+            .dir
+            .path()
+            .join("kubelet/pods")
+            .join(uid)
+            .join("volumes")
     }
 
     /// TLS to the node's proxies: their serving certificates are signed by the suite's
@@ -328,7 +335,9 @@ impl Node {
             "kubernetes.default",
             "kubernetes.default.svc",
         ];
-        let (cert, key) = ca.serving_for("kube-apiserver", &sans).write(&path, "apiserver");
+        let (cert, key) = ca
+            .serving_for("kube-apiserver", &sans)
+            .write(&path, "apiserver");
         let admin = ca.client("e2e-admin", &["system:masters"]);
         admin.write(&path, "admin");
         let kubelet_client = ca.client(&format!("system:node:{NODE_NAME}"), &["system:nodes"]);
@@ -342,9 +351,15 @@ impl Node {
         // needs the key to fill in service-account-token Secrets.
         let api_url = format!("https://127.0.0.1:{API_PORT}");
         let admin_kubeconfig = path.join("admin.kubeconfig");
-        pki::write(&admin_kubeconfig, &cert_kubeconfig(&api_url, &path, "admin"));
+        pki::write(
+            &admin_kubeconfig,
+            &cert_kubeconfig(&api_url, &path, "admin"),
+        );
         let kubelet_kubeconfig = path.join("kubelet.kubeconfig");
-        pki::write(&kubelet_kubeconfig, &cert_kubeconfig(&api_url, &path, "kubelet-client"));
+        pki::write(
+            &kubelet_kubeconfig,
+            &cert_kubeconfig(&api_url, &path, "kubelet-client"),
+        );
 
         let (etcd_port, peer_port) = (super::free_port(), super::free_port());
         let etcd = control_plane::start_etcd(&path, etcd_port, peer_port).await;
@@ -356,13 +371,22 @@ impl Node {
             format!("--tls-cert-file={}", cert.display()),
             format!("--tls-private-key-file={}", key.display()),
             format!("--client-ca-file={}", ca_path.display()),
-            format!("--kubelet-client-certificate={}", path.join("admin.crt").display()),
+            format!(
+                "--kubelet-client-certificate={}",
+                path.join("admin.crt").display()
+            ),
             format!("--kubelet-client-key={}", path.join("admin.key").display()),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
             format!("--service-account-issuer={}", control_plane::ISSUER),
-            format!("--service-account-signing-key-file={}", path.join("sa.key").display()),
-            format!("--service-account-key-file={}", path.join("sa.pub").display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                path.join("sa.key").display()
+            ),
+            format!(
+                "--service-account-key-file={}",
+                path.join("sa.pub").display()
+            ),
             format!("--api-audiences={}", control_plane::ISSUER),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             format!("--cert-dir={}", path.join("apiserver-certs").display()),
@@ -408,7 +432,10 @@ impl Node {
                 "--leader-elect=false".into(),
                 "--port=0".into(),
                 "--secure-port=0".into(),
-                format!("--service-account-private-key-file={}", path.join("sa.key").display()),
+                format!(
+                    "--service-account-private-key-file={}",
+                    path.join("sa.key").display()
+                ),
                 format!("--root-ca-file={}", ca_path.display()),
                 "--use-service-account-credentials=false".into(),
                 "--controllers=*".into(),
@@ -450,12 +477,19 @@ impl Node {
         node.prometheus_addr = scraping.prometheus_addr();
         *lock(&node.scraping) = Some(scraping);
         let prometheus = PrometheusApi::new(node.prometheus_addr);
-        eventually(Duration::from_secs(60), "up == 1 for node-exporter", || async {
-            match prometheus.up("node-exporter").await?.as_str() {
-                "1" => Ok(()),
-                other => Err(format!("up = {other}: {}", prometheus.last_error("node-exporter").await)),
-            }
-        })
+        eventually(
+            Duration::from_secs(60),
+            "up == 1 for node-exporter",
+            || async {
+                match prometheus.up("node-exporter").await?.as_str() {
+                    "1" => Ok(()),
+                    other => Err(format!(
+                        "up = {other}: {}",
+                        prometheus.last_error("node-exporter").await
+                    )),
+                }
+            },
+        )
         .await;
         node.times.first_scrape = started.elapsed();
         eprintln!(
@@ -482,9 +516,15 @@ impl Node {
         let addr = SocketAddr::from(([127, 0, 0, 1], API_PORT));
         let tls = &self.api_tls;
         apiserver
-            .await_ready(Duration::from_secs(60), "kube-apiserver /readyz", || async move {
-                http::https_get(tls, addr, "/readyz", None).await?.status_is(200)
-            })
+            .await_ready(
+                Duration::from_secs(60),
+                "kube-apiserver /readyz",
+                || async move {
+                    http::https_get(tls, addr, "/readyz", None)
+                        .await?
+                        .status_is(200)
+                },
+            )
             .await;
         apiserver
     }
@@ -599,7 +639,10 @@ tlsPrivateKeyFile: {dir}/kubelet.key
                 format!("--config={}", config_path.display()),
                 format!("--kubeconfig={}", kubeconfig.display()),
                 "--container-runtime=remote".into(),
-                format!("--container-runtime-endpoint=unix://{}", self.socket.display()),
+                format!(
+                    "--container-runtime-endpoint=unix://{}",
+                    self.socket.display()
+                ),
                 format!("--root-dir={}", dir.join("kubelet").display()),
                 format!("--cert-dir={}", dir.join("kubelet-certs").display()),
                 format!("--node-ip={NODE_IP}"),
@@ -629,7 +672,11 @@ tlsPrivateKeyFile: {dir}/kubelet.key
                 .find(|c| c.type_ == "Ready");
             match ready {
                 Some(c) if c.status == "True" => Ok(()),
-                Some(c) => Err(format!("Ready={}: {}", c.status, c.message.unwrap_or_default())),
+                Some(c) => Err(format!(
+                    "Ready={}: {}",
+                    c.status,
+                    c.message.unwrap_or_default()
+                )),
                 None => Err("no Ready condition".into()),
             }
         })
@@ -648,8 +695,13 @@ tlsPrivateKeyFile: {dir}/kubelet.key
             .unwrap_or_else(|e| panic!("the ServiceMonitor CRD fixture: {e}"));
         api::ensure_service_account(client, PROMETHEUS_SA).await;
         api::ensure_service_account(client, NO_RBAC_SA).await;
-        put_serving_secret(client, &self.ca, "node-exporter-tls", "node-exporter.monitoring.svc")
-            .await;
+        put_serving_secret(
+            client,
+            &self.ca,
+            "node-exporter-tls",
+            "node-exporter.monitoring.svc",
+        )
+        .await;
         put_serving_secret(
             client,
             &self.ca,
@@ -739,7 +791,7 @@ impl Drop for Node {
             drop(lock(process).take());
         }
         self.host.clean_up();
-        if keep_everything() || A_TEST_FAILED.load(Ordering::SeqCst) {
+        if keep_everything() || thread::panicking() || A_TEST_FAILED.load(Ordering::SeqCst) {
             eprintln!("node cluster files kept in {}", self.dir.path().display());
             self.dir.disable_cleanup(true);
         }
@@ -777,7 +829,10 @@ async fn put_serving_secret(client: &kube::Client, ca: &Ca, name: &str, dns_name
     .expect("a Secret");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "monitoring");
     match secrets.get_opt(name).await.expect("reading a Secret") {
-        None => secrets.create(&PostParams::default(), &secret).await.map(drop),
+        None => secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map(drop),
         Some(_) => secrets
             .replace(name, &PostParams::default(), &secret)
             .await
@@ -804,9 +859,17 @@ pub(crate) fn pod_summary(pod: &Pod) -> String {
     for c in status.container_statuses.iter().flatten() {
         let state = c.state.as_ref().map_or("?".to_owned(), |s| {
             if let Some(w) = &s.waiting {
-                format!("waiting ({})", w.reason.as_deref().unwrap_or(""))
+                format!(
+                    "waiting ({}: {})",
+                    w.reason.as_deref().unwrap_or(""),
+                    w.message.as_deref().unwrap_or("")
+                )
             } else if let Some(t) = &s.terminated {
-                format!("terminated ({} {})", t.exit_code, t.reason.as_deref().unwrap_or(""))
+                format!(
+                    "terminated ({} {})",
+                    t.exit_code,
+                    t.reason.as_deref().unwrap_or("")
+                )
             } else {
                 "running".into()
             }

@@ -129,7 +129,11 @@ impl PrometheusApi {
 
     /// Scrapes of the job that failed (`up == 0` samples) in the last `window`, and
     /// all scrapes in it.
-    pub(crate) async fn failed_scrapes(&self, job: &str, window: Duration) -> Result<(u64, u64), String> {
+    pub(crate) async fn failed_scrapes(
+        &self,
+        job: &str,
+        window: Duration,
+    ) -> Result<(u64, u64), String> {
         let secs = window.as_secs().max(1);
         let value = |promql: String| async move {
             let result = self.query(&promql).await?;
@@ -141,7 +145,10 @@ impl PrometheusApi {
                     .map_or(0, |v| v as u64),
             )
         };
-        let all = value(format!("sum(count_over_time(up{{job=\"{job}\"}}[{secs}s]))")).await?;
+        let all = value(format!(
+            "sum(count_over_time(up{{job=\"{job}\"}}[{secs}s]))"
+        ))
+        .await?;
         let ok = value(format!("sum(sum_over_time(up{{job=\"{job}\"}}[{secs}s]))")).await?;
         Ok((all - ok.min(all), all))
     }

@@ -102,6 +102,10 @@ impl Host {
             }
         }
         if !pids.is_empty() {
+            eprintln!(
+                "node cluster: SIGKILL to {} container processes and shims",
+                pids.len()
+            );
             let _ = Command::new("kill")
                 .arg("-KILL")
                 .args(pids.iter().map(u32::to_string))
@@ -125,7 +129,9 @@ impl Host {
             let _ = Command::new("umount").arg("-l").arg(point).status();
         }
         for controller in CONTROLLERS {
-            let root = Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroup_root);
+            let root = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(&self.cgroup_root);
             remove_cgroup(&root);
         }
         for (path, value) in &self.sysctls {

@@ -78,9 +78,8 @@ impl Scraping {
         };
         jobs.push(no_rbac);
 
-        let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n",
-        );
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n");
         for job in &jobs {
             let targets = dir.join(format!("targets-{}.json", job.name));
             refresh_targets(client, job, &targets).await;
@@ -154,10 +153,9 @@ async fn jobs_from_service_monitors(client: &kube::Client, dir: &Path) -> Vec<Jo
         let path = dir.join(format!("{name}-{key}"));
         let (name, key) = (name.to_owned(), key.to_owned());
         async move {
-            let secret = secrets
-                .get(&name)
-                .await
-                .unwrap_or_else(|e| panic!("Secret monitoring/{name} (a ServiceMonitor names it): {e}"));
+            let secret = secrets.get(&name).await.unwrap_or_else(|e| {
+                panic!("Secret monitoring/{name} (a ServiceMonitor names it): {e}")
+            });
             let value = secret
                 .data
                 .and_then(|d| d.get(&key).cloned())
@@ -218,7 +216,10 @@ async fn refresh_targets(client: &kube::Client, job: &Job, file: &Path) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let Ok(list) = services.list(&ListParams::default().labels(&selector)).await else {
+    let Ok(list) = services
+        .list(&ListParams::default().labels(&selector))
+        .await
+    else {
         return; // (the apiserver may be down: keep the last targets, as Prometheus would)
     };
     let mut targets = Vec::new();
@@ -243,7 +244,13 @@ async fn refresh_targets(client: &kube::Client, job: &Job, file: &Path) {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|a| (a, true))
-                .chain(subset.not_ready_addresses.unwrap_or_default().into_iter().map(|a| (a, false)))
+                .chain(
+                    subset
+                        .not_ready_addresses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| (a, false)),
+                )
             {
                 targets.push(serde_json::json!({
                     "targets": [format!("{}:{}", address.ip, port.port)],
@@ -286,7 +293,12 @@ pub(crate) struct ScrapeLoop {
 }
 
 impl ScrapeLoop {
-    pub(crate) fn start(tls: Arc<ClientConfig>, port: u16, server_name: &str, token: String) -> Self {
+    pub(crate) fn start(
+        tls: Arc<ClientConfig>,
+        port: u16,
+        server_name: &str,
+        token: String,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let addr: SocketAddr = format!("{NODE_IP}:{port}").parse().expect("an address");
         let name = ServerName::try_from(server_name.to_owned()).expect("a server name");
