@@ -26,6 +26,8 @@ if [[ ${SCRAPE_GUARD_E2E_NETNS:-} != 1 ]]; then
   exec unshare --net --mount --propagation slave -- "$0" "$@"
 fi
 
+# The cleanup below must not die half-way because whoever reads our output went away.
+trap '' PIPE
 ip link set lo up
 ip addr add "$NODE_IP/32" dev lo
 # Shared within this namespace (still a slave of the host's, so nothing propagates
@@ -57,6 +59,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 rc=0
 "$@" || rc=$?

@@ -266,7 +266,7 @@ async fn node_proxy_uses_the_pods_rotating_token() {
 async fn node_serving_certificate_rotates_through_the_secret() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;
-    t.ready_pod("node-exporter", Duration::from_secs(120)).await;
+    let pod = t.ready_pod("node-exporter", Duration::from_secs(120)).await;
     let tls = t.scrape_tls();
     let addr = format!("{NODE_IP}:9100").parse().expect("an address");
     let name = || ServerName::try_from(NODE_EXPORTER_NAME.to_owned()).expect("a name");
@@ -282,21 +282,37 @@ async fn node_serving_certificate_rotates_through_the_secret() {
         .await;
     assert_ne!(new.cert_der(), before.as_slice());
     let started = Instant::now();
-    eventually(
-        Duration::from_secs(180),
-        "new handshakes to get the new certificate",
-        || async {
-            let now = peer_certificate(&tls, addr, name()).await?;
-            if now == new.cert_der() {
-                Ok(())
-            } else if now == before {
-                Err("still the old certificate".to_owned())
+    let on_disk = t
+        .pod_volume_dir(&pod)
+        .join("kubernetes.io~secret/tls/tls.crt");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let now = peer_certificate(&tls, addr, name()).await;
+        if now.as_deref() == Ok(new.cert_der()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let file = std::fs::read_to_string(&on_disk).unwrap_or_default();
+            let served = if now.as_deref() == Ok(before.as_slice()) {
+                "the old certificate"
             } else {
-                Err("a certificate that is neither".to_owned())
-            }
-        },
-    )
-    .await;
+                "something else"
+            };
+            let volume = if file == new.cert_pem {
+                "the new one"
+            } else if file.is_empty() {
+                "unreadable"
+            } else {
+                "not the new one"
+            };
+            panic!(
+                "new handshakes still get {served} after {:?}; the volume's tls.crt is {volume}; scrape-guard's log:\n{}",
+                started.elapsed(),
+                last_lines(&t.container_log(&pod, "scrape-guard"), 30),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     println!(
         "new certificate served {:?} after the Secret changed",
         started.elapsed()
@@ -368,7 +384,7 @@ async fn node_rollout_restart_and_pod_deletion() {
             Duration::from_secs(180),
             &format!("a new Ready {app} pod"),
             || async {
-                let pod = t.ready_pod(app, Duration::from_secs(1)).await;
+                let pod = t.try_ready_pod(app).await?;
                 if pod.metadata.name.as_deref() == Some(old_name.as_str()) {
                     Err("still the old pod".to_owned())
                 } else {
@@ -414,11 +430,14 @@ async fn node_rollout_restart_and_pod_deletion() {
             "scrapes failed for {:?}",
             scrapes.outage
         );
-        // Prometheus drops the target when its endpoint goes; a scrape racing the
-        // endpoint change may fail, no more than the two of a 1 s interval.
+        // Prometheus stops scraping a target when its endpoint goes: the pod's
+        // deletion removes it from the Endpoints at once, and discovery here takes up
+        // to ~2 s (a 1 s poll, then Prometheus' file_sd reload), so up to 3 scrapes at
+        // a 1 s interval may still reach the terminating pod (node-exporter exits on
+        // SIGTERM at once: 502; then scrape-guard's drain ends: refused).
         assert!(
-            failed <= 2,
-            "Prometheus saw {failed} failed scrapes of {job}"
+            failed <= 3,
+            "Prometheus saw {failed} failed scrapes of {job}, more than the endpoint change explains"
         );
     }
 }
@@ -428,8 +447,9 @@ async fn node_rollout_restart_and_pod_deletion() {
 /// manifest): no OOM kill, no restart, the peak read from the container's memory
 /// cgroup. Filling 16,384 identities through 5 reviews/s (the default rate) and the
 /// 20m CPU limit would take most of an hour, so for this test only the DaemonSet's
-/// review rate (SCRAPE_GUARD_KUBE_API_QPS/BURST) and CPU limit are raised: neither
-/// changes what memory an entry or a connection costs. Both are put back after.
+/// review rate (SCRAPE_GUARD_KUBE_API_QPS/BURST, SCRAPE_GUARD_MAX_REVIEWS_PER_PEER: the
+/// test is one client address) and CPU limit are raised: none of them changes what
+/// memory an entry or a connection costs. `kubectl rollout undo` puts them back.
 #[tokio::test]
 #[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
 async fn node_memory_stays_under_the_limit() {
@@ -437,7 +457,7 @@ async fn node_memory_stays_under_the_limit() {
     let _turn = t.turn().await;
     let patch = |qps: &str, cpu: &str| {
         format!(
-            r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"scrape-guard","env":[{{"name":"SCRAPE_GUARD_KUBE_API_QPS","value":"{qps}"}},{{"name":"SCRAPE_GUARD_KUBE_API_BURST","value":"{qps}"}}],"resources":{{"limits":{{"cpu":"{cpu}"}}}}}}]}}}}}}}}"#
+            r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"scrape-guard","env":[{{"name":"SCRAPE_GUARD_KUBE_API_QPS","value":"{qps}"}},{{"name":"SCRAPE_GUARD_KUBE_API_BURST","value":"{qps}"}},{{"name":"SCRAPE_GUARD_MAX_REVIEWS_PER_PEER","value":"64"}}],"resources":{{"limits":{{"cpu":"{cpu}"}}}}}}]}}}}}}}}"#
         )
     };
     let old = t.ready_pod("node-exporter", Duration::from_secs(120)).await;
@@ -455,7 +475,7 @@ async fn node_memory_stays_under_the_limit() {
         Duration::from_secs(180),
         "the patched node-exporter pod",
         || async {
-            let pod = t.ready_pod("node-exporter", Duration::from_secs(1)).await;
+            let pod = t.try_ready_pod("node-exporter").await?;
             if pod.metadata.uid == old.metadata.uid {
                 Err("still the old pod".to_owned())
             } else {
@@ -493,10 +513,6 @@ async fn node_memory_stays_under_the_limit() {
             .take(5)
             .collect::<Vec<_>>()
     );
-    assert!(
-        ok >= identities * 99 / 100,
-        "only {ok} of {identities} identities were let in"
-    );
     let after_fill = read("memory.usage_in_bytes");
 
     // Then the burst: 64 connections, 50 scrapes each, known identities.
@@ -521,6 +537,29 @@ async fn node_memory_stays_under_the_limit() {
         mib(limit),
         pod_summary(&pod_now)
     );
+    // Back to the manifest's values first, whatever the verdict.
+    t.kubectl_ok(&[
+        "-n",
+        "monitoring",
+        "rollout",
+        "undo",
+        "daemonset/node-exporter",
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(180),
+        "the restored node-exporter pod",
+        || async {
+            let now = t.try_ready_pod("node-exporter").await?;
+            if now.metadata.uid == pod.metadata.uid {
+                Err("still the patched pod".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+
     assert_eq!(
         pod_now.metadata.uid, pod.metadata.uid,
         "the pod was replaced"
@@ -532,26 +571,10 @@ async fn node_memory_stays_under_the_limit() {
         pod_summary(&pod_now)
     );
     assert!(peak < limit, "peak {peak} reached the limit {limit}");
-
-    // Back to the manifest's values.
-    t.kubectl_ok(&[
-        "-n", "monitoring", "patch", "daemonset/node-exporter", "--type=json", "-p",
-        r#"[{"op":"remove","path":"/spec/template/spec/containers/1/env/1"},{"op":"remove","path":"/spec/template/spec/containers/1/env/1"},{"op":"replace","path":"/spec/template/spec/containers/1/resources/limits/cpu","value":"20m"}]"#,
-    ])
-    .await;
-    eventually(
-        Duration::from_secs(180),
-        "the restored node-exporter pod",
-        || async {
-            let now = t.ready_pod("node-exporter", Duration::from_secs(1)).await;
-            if now.metadata.uid == pod.metadata.uid {
-                Err("still the patched pod".to_owned())
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
+    assert!(
+        ok >= identities * 99 / 100,
+        "only {ok} of {identities} identities were let in"
+    );
 }
 
 /// The apiserver goes away for longer than the token cache's TTL (2 min) and comes
@@ -629,6 +652,11 @@ async fn node_apiserver_restart_with_stale_if_error() {
 }
 
 // === helpers ===
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
 
 /// The claims of a JWT (not verified: the apiserver did that).
 fn jwt_claims(token: &str) -> serde_json::Value {

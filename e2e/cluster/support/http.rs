@@ -180,15 +180,18 @@ pub(crate) async fn keep_alive_gets(
     statuses
 }
 
-/// The certificate the server at `addr` presents to a new handshake (DER).
+/// The certificate the server at `addr` presents to a new, full handshake (DER): no
+/// session is resumed (a resumed session reports the certificate it began with).
 pub(crate) async fn peer_certificate(
     tls: &Arc<ClientConfig>,
     addr: SocketAddr,
     server_name: ServerName<'static>,
 ) -> Result<Vec<u8>, String> {
+    let mut config = ClientConfig::clone(tls);
+    config.resumption = rustls::client::Resumption::disabled();
     let handshake = async {
         let tcp = connect(addr).await?;
-        let stream = TlsConnector::from(Arc::clone(tls))
+        let stream = TlsConnector::from(Arc::new(config))
             .connect(server_name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;

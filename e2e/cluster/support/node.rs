@@ -192,9 +192,9 @@ impl NodeTest {
         let mut kubectl = self.kubectl();
         kubectl.args(args);
         let what = format!("kubectl {}", args.join(" "));
-        let log = self
-            .dir()
-            .join(format!("kubectl-{}.log", args.join("-").replace('/', "_")));
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, Ordering::SeqCst);
+        let log = self.dir().join(format!("kubectl-{run}.log"));
         let (code, output) = run_to_end(&what, kubectl, None, &log, Duration::from_secs(60)).await;
         assert_eq!(code, Some(0), "{what} failed: {output}");
         output
@@ -205,32 +205,47 @@ impl NodeTest {
         api::mint_token(&self.client, sa, None).await
     }
 
-    /// The pods of an app (`app.kubernetes.io/name`) in monitoring.
-    pub(crate) async fn pods(&self, app: &str) -> Vec<Pod> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "monitoring");
-        let params = ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
-        pods.list(&params)
-            .await
-            .unwrap_or_else(|e| panic!("listing the {app} pods: {e}"))
-            .items
-    }
-
     /// Waits until the app has exactly one pod, Ready, not being deleted: that pod.
     pub(crate) async fn ready_pod(&self, app: &str, timeout: Duration) -> Pod {
         let what = format!("one Ready {app} pod");
-        eventually(timeout, &what, || async {
-            let pods = self.pods(app).await;
-            let live: Vec<_> = pods
-                .into_iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            match live.as_slice() {
-                [pod] if is_ready(pod) => Ok(pod.clone()),
-                [pod] => Err(format!("not Ready yet: {}", pod_summary(pod))),
-                pods => Err(format!("{} pods", pods.len())),
+        eventually(timeout, &what, || self.try_ready_pod(app)).await
+    }
+
+    /// The app's one pod if it is Ready and not being deleted, else what there is.
+    pub(crate) async fn try_ready_pod(&self, app: &str) -> Result<Pod, String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "monitoring");
+        let params = ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
+        let pods = pods.list(&params).await.map_err(|e| e.to_string())?.items;
+        let live: Vec<_> = pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        match live.as_slice() {
+            [pod] if is_ready(pod) => Ok(pod.clone()),
+            [pod] => Err(format!("not Ready yet: {}", pod_summary(pod))),
+            pods => Err(format!("{} pods", pods.len())),
+        }
+    }
+
+    /// What a container of a pod wrote (the kubelet's log files, /var/log/pods).
+    pub(crate) fn container_log(&self, pod: &Pod, container: &str) -> String {
+        let meta = &pod.metadata;
+        let dir = PathBuf::from("/var/log/pods")
+            .join(format!(
+                "monitoring_{}_{}",
+                meta.name.as_deref().unwrap_or_default(),
+                meta.uid.as_deref().unwrap_or_default()
+            ))
+            .join(container);
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for file in files {
+                out.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
             }
-        })
-        .await
+        }
+        out
     }
 
     /// The memory cgroup directory of a container of a pod (cgroup v1), where the

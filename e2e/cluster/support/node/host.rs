@@ -16,9 +16,11 @@ const KUBELET_SYSCTLS: [&str; 6] = [
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 ];
-/// The cgroup v1 controllers the kubelet makes its hierarchy in.
-const CONTROLLERS: [&str; 9] = [
+/// The cgroup v1 controllers the kubelet makes its hierarchy in, and the unified
+/// (v2) tree beside them where runc mirrors it.
+const CONTROLLERS: [&str; 10] = [
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+    "unified",
 ];
 
 pub(super) struct Host {
