@@ -1,5 +1,5 @@
 # The handful of commands people actually type. CI runs .ci/run, which calls these.
-.PHONY: build test lint fmt demo e2e provision bench lint-docker ci
+.PHONY: build test lint fmt demo e2e provision image bench lint-docker ci
 
 build:
 	cargo build --release --locked
@@ -23,8 +23,17 @@ demo:
 provision:
 	e2e/provision.sh
 
+# The image without a Docker daemon (what the Dockerfile builds), as an OCI archive:
+# target/image/scrape-guard.oci.tar (ctr images import / skopeo copy oci-archive:…).
+image:
+	image/build.sh
+
+# Both end-to-end suites, each in a network namespace of its own (e2e/netns.sh; root).
 e2e: provision
-	cargo test --locked --test cluster -- --ignored --test-threads=4
+	e2e/images.sh
+	cargo test --locked --test cluster --no-run
+	e2e/netns.sh cargo test --locked --offline --test cluster -- --ignored --skip cluster::node:: --test-threads=4
+	e2e/netns.sh cargo test --locked --offline --test cluster -- --ignored cluster::node:: --test-threads=8
 
 bench:
 	cargo bench --bench hot_path
