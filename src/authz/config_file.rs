@@ -13,7 +13,7 @@
 //!     resourceRequest: <bool>; path: <string>
 //! ```
 //!
-//! Every file kube-rbac-proxy starts with is accepted (`decode.rs` has its YAML rules:
+//! Every file kube-rbac-proxy starts with is accepted (`yaml.rs` has its YAML rules:
 //! keys in any case, unknown keys ignored with a warning naming key, file and line), and
 //! means what it means there — including settings that have no effect or deny
 //! everything, which are warned about (`schema.rs`). The hard errors are what
@@ -25,7 +25,6 @@
 //! honoured (any listed group matches; upstream ignores it). As in kube-rbac-proxy, a
 //! request no static rule allows goes on to a SubjectAccessReview.
 
-mod decode;
 mod schema;
 mod template;
 
@@ -33,12 +32,13 @@ use std::{borrow::Cow, path::PathBuf, sync::Arc};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use self::{
-    decode::{Decoder, Level, Note},
-    template::Template,
-};
+use self::template::Template;
 use super::{rewrite, verb_for, Attributes, ResourceAttributes};
-use crate::{error::ProxyError, identity::User};
+use crate::{
+    error::ProxyError,
+    identity::User,
+    yaml::{self, Decoder, Level, Note},
+};
 
 /// The parsed config file.
 #[derive(Debug, Default, Clone)]
@@ -118,7 +118,7 @@ impl ConfigFile {
     /// The config and its notes; errors are prefixed with `origin`.
     fn decode(origin: &str, bytes: &[u8]) -> Result<(Self, Vec<Note>), String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
-        let docs = decode::parse(text).map_err(|e| format!("{origin}: {e}"))?;
+        let docs = yaml::parse(text).map_err(|e| format!("{origin}: {e}"))?;
         let mut decoder = Decoder::default();
         let config = schema::config(&docs, &mut decoder).map_err(|e| format!("{origin}: {e}"))?;
         let mut notes = decoder.notes;

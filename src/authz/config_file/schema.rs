@@ -1,11 +1,11 @@
 //! kube-rbac-proxy's config structs, field by field (its `pkg/authz` `Config`, with the
 //! `verb` of `resourceAttributes` the opendatahub fork adds), filled from the node tree
-//! by `decode`'s rules; then what the result means, where that may surprise.
+//! by `yaml`'s rules; then what the result means, where that may surprise.
 
 use super::{
-    decode::{join, Decoder, Node, Value},
     Authorization, ConfigFile, ResourceTemplate, Rewrites, StaticRule, Template, UserMatch,
 };
+use crate::yaml::{join, Decoder, Node, Value};
 
 /// The file's nodes → a `ConfigFile`, with the notes worth logging.
 pub(super) fn config(
@@ -277,7 +277,7 @@ fn take<const N: usize>(fields: Vec<Vec<Value<'_>>>) -> [Vec<Value<'_>>; N] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::decode::{self, Level};
+    use crate::yaml::{self as decode, Level};
     use super::*;
 
     fn decoded(yaml: &str) -> Result<(ConfigFile, Vec<String>), String> {
