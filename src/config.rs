@@ -16,16 +16,18 @@ mod args;
 mod auth;
 mod dialect;
 mod go;
+mod listeners;
 mod serving;
 mod upstream;
 
 use std::{fmt, path::PathBuf, time::Duration};
 
 pub use self::args::{Args, Cli, Command, VersionFlag};
-use self::args::{AuthEndpointArgs, LoggingArgs};
+use self::args::{AuthEndpointArgs, LoggingArgs, PolicyArgs, ServingArgs, UpstreamArgs};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
+    listeners::{in_keys as in_listener_keys, unchanged as listeners_unchanged, FLAGS_LISTENER},
 };
 use crate::{
     apiserver::ApiserverSettings,
@@ -40,6 +42,10 @@ use crate::{
 };
 
 /// The validated configuration the proxy starts from: one settings value per stage.
+///
+/// `listen`, `tls` (but its policy), `paths`, `upstream` and the policy files of
+/// `auth.authz` are the listener the flags define; with `--listeners-file` and no
+/// `--upstream` there is none, and they hold placeholders (`listeners_file` says).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `--secure-listen-address`.
@@ -60,6 +66,8 @@ pub struct Config {
     pub access_log: bool,
     /// `--auth-endpoint-address` and how it reads requests.
     pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
+    /// `--listeners-file`: more listeners. `None`: the flags define the only one.
+    pub listeners_file: Option<listeners::ListenersFile>,
     /// What the flags mean that may surprise (suites rustls lacks, a TLS 1.0 minimum…),
     /// logged once at startup.
     pub warnings: Vec<String>,
@@ -189,8 +197,23 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
+        // The flags define a listener unless --listeners-file declares them all.
+        let flags_listener = upstream.upstream.is_some() || serving.listeners_file.is_none();
+        if !flags_listener {
+            for flag in listener_flags_given(&serving, &upstream, &policy) {
+                problems.add(format!(
+                    "{flag} configures the listener --upstream defines, and there is none \
+                     (--listeners-file declares them all): give it to a listener there, as {}",
+                    in_listener_keys(flag)
+                ));
+            }
+        }
         let serving = serving::validate(serving, &mut problems);
-        let (upstream, paths) = upstream::validate(upstream, &mut problems);
+        let (upstream, paths) = match flags_listener {
+            true => upstream::validate(upstream, &mut problems),
+            // Placeholders, never served: what they could say is reported above.
+            false => upstream::validate(upstream, &mut Problems::default()),
+        };
         let caches = auth::caches(cache, &mut problems);
         let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
         let auth_endpoint = auth_endpoint(endpoint, &upstream.identity, &mut problems);
@@ -201,7 +224,22 @@ impl TryFrom<Args> for Config {
             shutdown_grace,
             tls,
             http,
+            listeners_file,
         } = serving;
+        if let Some(port) = proxy_endpoints_port.filter(|p| flags_listener && *p == listen.port) {
+            problems.add(format!(
+                "--proxy-endpoints-port {port} is the port of --secure-listen-address"
+            ));
+        }
+        let listeners_file = listeners_file.map(|path| {
+            let context = listeners::Context {
+                flags_listener: flags_listener.then_some(&listen),
+                proxy_endpoints_port,
+                auth_endpoint: auth_endpoint.as_ref().map(|(address, _)| address),
+                tls_policy: &tls.policy,
+            };
+            listeners::read(&path, &context, &mut problems)
+        });
         let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
             listen,
@@ -215,9 +253,77 @@ impl TryFrom<Args> for Config {
             auth,
             access_log,
             auth_endpoint,
+            listeners_file,
             warnings,
         })
     }
+}
+
+/// The flags of the listener `--upstream` defines that are given (set to something
+/// other than their defaults), as they are spelt.
+fn listener_flags_given(
+    serving: &ServingArgs,
+    upstream: &UpstreamArgs,
+    policy: &PolicyArgs,
+) -> Vec<&'static str> {
+    let UpstreamArgs {
+        upstream: _,
+        upstream_ca_file,
+        upstream_client_cert_file,
+        upstream_client_key_file,
+        upstream_force_h2c,
+        upstream_timeout,
+        allow_paths,
+        ignore_paths,
+        auth_header_fields_enabled,
+        auth_header_user_field_name,
+        auth_header_groups_field_name,
+        auth_header_groups_field_separator,
+    } = upstream;
+    let timeout = go::parse_go_duration(args::defaults::UPSTREAM_TIMEOUT).ok();
+    [
+        (
+            "--secure-listen-address",
+            serving.secure_listen_address.is_some(),
+        ),
+        ("--tls-cert-file", serving.tls_cert_file.is_some()),
+        (
+            "--tls-private-key-file",
+            serving.tls_private_key_file.is_some(),
+        ),
+        ("--client-ca-file", serving.client_ca_file.is_some()),
+        ("--upstream-ca-file", upstream_ca_file.is_some()),
+        (
+            "--upstream-client-cert-file",
+            upstream_client_cert_file.is_some(),
+        ),
+        (
+            "--upstream-client-key-file",
+            upstream_client_key_file.is_some(),
+        ),
+        ("--upstream-force-h2c", *upstream_force_h2c),
+        ("--upstream-timeout", Some(*upstream_timeout) != timeout),
+        ("--allow-paths", !allow_paths.is_empty()),
+        ("--ignore-paths", !ignore_paths.is_empty()),
+        ("--auth-header-fields-enabled", *auth_header_fields_enabled),
+        (
+            "--auth-header-user-field-name",
+            auth_header_user_field_name != args::defaults::USER_HEADER,
+        ),
+        (
+            "--auth-header-groups-field-name",
+            auth_header_groups_field_name != args::defaults::GROUPS_HEADER,
+        ),
+        (
+            "--auth-header-groups-field-separator",
+            auth_header_groups_field_separator != args::defaults::GROUPS_SEPARATOR,
+        ),
+        ("--config-file", policy.config_file.is_some()),
+        ("--rbac-file", !policy.rbac_file.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
 }
 
 /// `--auth-endpoint-*`: where, and whose conventions. Its identity headers are the

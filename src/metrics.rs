@@ -330,7 +330,10 @@ impl Metrics {
     pub fn review(&self, review: &'static str, seconds: f64, ok: bool) {
         let labels = ReviewLabels { review };
         let families = &self.families;
-        families.review_duration.get_or_create(&labels).observe(seconds);
+        families
+            .review_duration
+            .get_or_create(&labels)
+            .observe(seconds);
         if !ok {
             families.review_errors.get_or_create(&labels).inc();
         }
@@ -485,7 +488,9 @@ mod tests {
     #[test]
     fn a_serving_view_exports_its_latencies_before_the_first_request() {
         let metrics = Metrics::new();
-        assert!(!metrics.encode(0, 0).contains("request_duration_seconds_count"));
+        assert!(!metrics
+            .encode(0, 0)
+            .contains("request_duration_seconds_count"));
         metrics.serving();
         metrics.for_listener("main").serving();
         let text = metrics.encode(0, 0);

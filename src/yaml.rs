@@ -308,6 +308,12 @@ impl Decoder {
     }
 }
 
+/// The per-field value lists of `Decoder::fields`, as a fixed-size array to destructure.
+pub(crate) fn take<const N: usize>(fields: Vec<Vec<Value<'_>>>) -> [Vec<Value<'_>>; N] {
+    let mut fields = fields.into_iter();
+    std::array::from_fn(|_| fields.next().unwrap_or_default())
+}
+
 /// A mapping key as ghodss/yaml turns it into a JSON key.
 fn key_text(key: Value<'_>, at: &str) -> Result<String, String> {
     match &key.value {
