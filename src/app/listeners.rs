@@ -106,7 +106,7 @@ impl Plan {
             // An error-level span, so that it is kept whatever SCRAPE_GUARD_LOG says.
             Some(name) => (
                 metrics.for_listener(name),
-                tracing::error_span!("listener", name = %name),
+                tracing::error_span!("listener", listener = %name),
             ),
             None => (Arc::clone(metrics), tracing::Span::none()),
         };
@@ -127,12 +127,19 @@ impl Plan {
     /// and in its keys; the flags' listener's errors name the flags already.
     fn error(&self, error: RunError) -> RunError {
         match (&self.declared, &self.name) {
-            (Some((file, line)), Some(name)) => RunError::Listener {
-                file: file.display().to_string(),
-                line: *line,
-                name: name.clone(),
-                message: in_listener_keys(&error.to_string()),
-            },
+            (Some((file, line)), Some(name)) => {
+                let file = file.display().to_string();
+                let message = error.to_string();
+                // Its authorization block's errors name the file again.
+                let own = format!("--listeners-file {file}: ");
+                let message = message.strip_prefix(&own).unwrap_or(&message);
+                RunError::Listener {
+                    message: in_listener_keys(message),
+                    file,
+                    line: *line,
+                    name: name.clone(),
+                }
+            }
             _ => error,
         }
     }
