@@ -23,7 +23,7 @@ mod upstream;
 use std::{fmt, path::PathBuf, time::Duration};
 
 pub use self::args::{Args, Cli, Command, VersionFlag};
-use self::args::{AuthEndpointArgs, LoggingArgs, PolicyArgs, ServingArgs, UpstreamArgs};
+use self::args::{AuthEndpointArgs, LoggingArgs};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
@@ -200,7 +200,7 @@ impl TryFrom<Args> for Config {
         // The flags define a listener unless --listeners-file declares them all.
         let flags_listener = upstream.upstream.is_some() || serving.listeners_file.is_none();
         if !flags_listener {
-            for flag in listener_flags_given(&serving, &upstream, &policy) {
+            for flag in listeners::flags_given(&serving, &upstream, &policy) {
                 problems.add(format!(
                     "{flag} configures the listener --upstream defines, and there is none \
                      (--listeners-file declares them all): give it to a listener there, as {}",
@@ -257,73 +257,6 @@ impl TryFrom<Args> for Config {
             warnings,
         })
     }
-}
-
-/// The flags of the listener `--upstream` defines that are given (set to something
-/// other than their defaults), as they are spelt.
-fn listener_flags_given(
-    serving: &ServingArgs,
-    upstream: &UpstreamArgs,
-    policy: &PolicyArgs,
-) -> Vec<&'static str> {
-    let UpstreamArgs {
-        upstream: _,
-        upstream_ca_file,
-        upstream_client_cert_file,
-        upstream_client_key_file,
-        upstream_force_h2c,
-        upstream_timeout,
-        allow_paths,
-        ignore_paths,
-        auth_header_fields_enabled,
-        auth_header_user_field_name,
-        auth_header_groups_field_name,
-        auth_header_groups_field_separator,
-    } = upstream;
-    let timeout = go::parse_go_duration(args::defaults::UPSTREAM_TIMEOUT).ok();
-    [
-        (
-            "--secure-listen-address",
-            serving.secure_listen_address.is_some(),
-        ),
-        ("--tls-cert-file", serving.tls_cert_file.is_some()),
-        (
-            "--tls-private-key-file",
-            serving.tls_private_key_file.is_some(),
-        ),
-        ("--client-ca-file", serving.client_ca_file.is_some()),
-        ("--upstream-ca-file", upstream_ca_file.is_some()),
-        (
-            "--upstream-client-cert-file",
-            upstream_client_cert_file.is_some(),
-        ),
-        (
-            "--upstream-client-key-file",
-            upstream_client_key_file.is_some(),
-        ),
-        ("--upstream-force-h2c", *upstream_force_h2c),
-        ("--upstream-timeout", Some(*upstream_timeout) != timeout),
-        ("--allow-paths", !allow_paths.is_empty()),
-        ("--ignore-paths", !ignore_paths.is_empty()),
-        ("--auth-header-fields-enabled", *auth_header_fields_enabled),
-        (
-            "--auth-header-user-field-name",
-            auth_header_user_field_name != args::defaults::USER_HEADER,
-        ),
-        (
-            "--auth-header-groups-field-name",
-            auth_header_groups_field_name != args::defaults::GROUPS_HEADER,
-        ),
-        (
-            "--auth-header-groups-field-separator",
-            auth_header_groups_field_separator != args::defaults::GROUPS_SEPARATOR,
-        ),
-        ("--config-file", policy.config_file.is_some()),
-        ("--rbac-file", !policy.rbac_file.is_empty()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, given)| given.then_some(flag))
-    .collect()
 }
 
 /// `--auth-endpoint-*`: where, and whose conventions. Its identity headers are the

@@ -25,22 +25,17 @@
 //! honoured (any listed group matches; upstream ignores it). As in kube-rbac-proxy, a
 //! request no static rule allows goes on to a SubjectAccessReview.
 
+mod read;
 mod schema;
 mod template;
 
-use std::{borrow::Cow, path::PathBuf, sync::Arc};
+use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 use self::template::Template;
-use serde_saphyr::Spanned;
-
-use super::{rewrite, verb_for, Attributes, Locate, ResourceAttributes};
-use crate::{
-    error::ProxyError,
-    identity::User,
-    yaml::{self, Decoder, Level, Node, Note},
-};
+use super::{rewrite, verb_for, Attributes, ResourceAttributes};
+use crate::{error::ProxyError, identity::User};
 
 /// The parsed config file.
 #[derive(Debug, Default, Clone)]
@@ -99,66 +94,6 @@ struct UserMatch {
 }
 
 impl ConfigFile {
-    /// Parses the file and logs what is worth knowing about it (on every load and
-    /// reload); errors name the file and line.
-    pub(super) fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
-        Self::parse_as("--config-file", files, schema::config)
-    }
-
-    /// `parse` for an `authorization:` block that `locate` finds in a file of ours (a
-    /// listener's in `--listeners-file`); no block is an empty config.
-    pub(super) fn parse_block(
-        files: &[(PathBuf, Vec<u8>)],
-        locate: &Locate,
-    ) -> Result<Self, String> {
-        Self::parse_as("--listeners-file", files, |docs, decoder| {
-            match locate(docs)? {
-                Some(block) => schema::block(block, decoder),
-                None => Ok(Self::default()),
-            }
-        })
-    }
-
-    fn parse_as(
-        what: &str,
-        files: &[(PathBuf, Vec<u8>)],
-        schema: impl FnOnce(&[Spanned<Node>], &mut Decoder) -> Result<Self, String>,
-    ) -> Result<Self, String> {
-        let Some((path, bytes)) = files.first() else {
-            return Ok(Self::default());
-        };
-        let origin = path.display().to_string();
-        let (config, notes) = Self::decode_with(&origin, bytes, schema)?;
-        for note in notes {
-            let message = format!("{what} {origin} line {}: {}", note.line, note.text);
-            match note.level {
-                Level::Warn => tracing::warn!(file = %origin, line = note.line, "{message}"),
-                Level::Info => tracing::info!(file = %origin, line = note.line, "{message}"),
-            }
-        }
-        Ok(config)
-    }
-
-    /// The config and its notes; errors are prefixed with `origin`.
-    #[cfg(test)]
-    fn decode(origin: &str, bytes: &[u8]) -> Result<(Self, Vec<Note>), String> {
-        Self::decode_with(origin, bytes, schema::config)
-    }
-
-    fn decode_with(
-        origin: &str,
-        bytes: &[u8],
-        schema: impl FnOnce(&[Spanned<Node>], &mut Decoder) -> Result<Self, String>,
-    ) -> Result<(Self, Vec<Note>), String> {
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
-        let docs = yaml::parse(text).map_err(|e| format!("{origin}: {e}"))?;
-        let mut decoder = Decoder::default();
-        let config = schema(&docs, &mut decoder).map_err(|e| format!("{origin}: {e}"))?;
-        let mut notes = decoder.notes;
-        notes.sort_by_key(|n| n.line);
-        Ok((config, notes))
-    }
-
     /// The attributes to authorize for a request: one non-resource record (the path),
     /// one resource record, or with rewrites one per value — every one must be allowed.
     /// Rewrites with no value in the request are a 400, as in kube-rbac-proxy.
@@ -287,6 +222,7 @@ impl StaticRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::yaml::Level;
 
     fn parse(yaml: &str) -> Result<ConfigFile, String> {
         ConfigFile::parse(&[("config.yaml".into(), yaml.as_bytes().to_vec())])
@@ -557,37 +493,6 @@ authorization:
             "/m",
         );
         assert!(matches!(refused, Err(ProxyError::BadRequest(_))));
-    }
-
-    #[test]
-    fn a_block_found_in_another_file_is_read_like_a_config_file() {
-        use crate::yaml::Node;
-        // The block under the top-level key `here`, as --listeners-file finds a listener's.
-        let locate = super::super::locate(|docs| {
-            let Some(Node::Map(entries)) = docs.first().map(|d| &d.value) else {
-                return Err("not a mapping".into());
-            };
-            Ok(entries
-                .iter()
-                .find(|(k, _)| matches!(&k.value, Node::Str(s) if s == "here"))
-                .map(|(_, v)| v))
-        });
-        let parse = |yaml: &str| {
-            ConfigFile::parse_block(&[("l.yaml".into(), yaml.as_bytes().to_vec())], &locate)
-        };
-        let config =
-            parse("other: 1\nhere:\n  static:\n  - {user: {name: a}, verb: get, path: /metrics}\n")
-                .unwrap();
-        let allowed = Attributes::non_resource("get", "/metrics");
-        assert!(config.static_allows(&user("a", &[]), &allowed).is_some());
-        let none = parse("other: 1\n").unwrap();
-        assert!(!none.has_static_rules(), "no block, nothing configured");
-        let err = parse("here:\n  static:\n  - resourceRequest: \"yes\"\n").unwrap_err();
-        assert!(
-            err.starts_with("l.yaml: line 3: authorization.static[0].resourceRequest"),
-            "{err}"
-        );
-        assert_eq!(parse("- a\n").unwrap_err(), "l.yaml: not a mapping");
     }
 
     #[test]

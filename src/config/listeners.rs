@@ -21,15 +21,18 @@
 //! time the file changes. Everything else is read once, at startup; [`unchanged`] tells
 //! a later change to it apart, so that it can be reported rather than silently ignored.
 
+mod file;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
 };
 
-use serde_saphyr::Spanned;
+use self::file::{decode, Entry, Fields};
+pub(crate) use self::file::{locate, unchanged, Shape};
 
 use super::{
-    args::{defaults, UpstreamArgs},
+    args::{defaults, PolicyArgs, ServingArgs, UpstreamArgs},
     go::{parse_go_duration, parse_listen_address, ListenAddress},
     serving, upstream, Problems,
 };
@@ -38,7 +41,6 @@ use crate::{
     paths::PathPolicy,
     tls::{TlsPolicy, TlsSettings},
     upstream::UpstreamSettings,
-    yaml::{self, join, take, Decoder, Node, Value},
 };
 
 /// A listener's keys, and the flag each one stands for.
@@ -105,43 +107,6 @@ pub struct ListenerConfig {
     pub(crate) policy: PolicySettings,
 }
 
-/// The listeners as the file declared them, for comparing with a later version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Shape(Vec<Fields>);
-
-/// One listener's values as written (`authorization:` aside).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Fields {
-    name: String,
-    secure_listen_address: Option<String>,
-    upstream: Option<String>,
-    upstream_ca_file: Option<String>,
-    upstream_client_cert_file: Option<String>,
-    upstream_client_key_file: Option<String>,
-    upstream_force_h2c: bool,
-    upstream_timeout: Option<String>,
-    tls_cert_file: Option<String>,
-    tls_private_key_file: Option<String>,
-    client_ca_file: Option<String>,
-    allow_paths: Vec<String>,
-    ignore_paths: Vec<String>,
-    auth_header_fields_enabled: bool,
-    auth_header_user_field_name: Option<String>,
-    auth_header_groups_field_name: Option<String>,
-    auth_header_groups_field_separator: Option<String>,
-    config_file: Option<String>,
-    rbac_file: Vec<String>,
-}
-
-/// A listener as read from the file.
-#[derive(Debug)]
-struct Entry {
-    line: u64,
-    fields: Fields,
-    /// Whether it has an `authorization:` block (read by `authz`).
-    authorization: bool,
-}
-
 /// What the listeners are checked against: the flags' own listeners and ports.
 pub(super) struct Context<'a> {
     /// `--secure-listen-address`, when `--upstream` makes it a listener.
@@ -180,84 +145,6 @@ pub(super) fn read(path: &Path, context: &Context<'_>, problems: &mut Problems) 
     }
 }
 
-/// `Ok` while the file (`files[0]`) still declares what `startup` did, its
-/// `authorization:` blocks aside (each listener re-reads its own); otherwise what
-/// changed, which takes effect at the next start.
-pub(crate) fn unchanged(files: &[(PathBuf, Vec<u8>)], startup: &Shape) -> Result<(), String> {
-    let Some((path, bytes)) = files.first() else {
-        return Ok(());
-    };
-    let origin = path.display();
-    let (entries, _) = decode(bytes).map_err(|e| format!("{origin}: {e}"))?;
-    let now: Vec<Fields> = entries.into_iter().map(|e| e.fields).collect();
-    if now == startup.0 {
-        return Ok(());
-    }
-    let named = |fields: &[Fields], name: &str| fields.iter().position(|f| f.name == name);
-    let mut changes = Vec::new();
-    for (i, before) in startup.0.iter().enumerate() {
-        match named(&now, &before.name) {
-            None => changes.push(format!("listener {} removed", before.name)),
-            Some(j) if now[j] != *before => {
-                changes.push(format!("listener {} changed", before.name))
-            }
-            Some(j) if j != i => changes.push(format!("listener {} moved", before.name)),
-            Some(_) => {}
-        }
-    }
-    for after in &now {
-        if named(&startup.0, &after.name).is_none() {
-            changes.push(format!("listener {} added", after.name));
-        }
-    }
-    Err(format!(
-        "{origin}: {}: only the listeners' authorization blocks are re-read; the rest \
-         takes effect at the next start",
-        changes.join(", ")
-    ))
-}
-
-/// The `authorization:` block of listener `name` in the file's documents (`None`: it
-/// has none). Only the listeners' names and blocks are looked at, so that another
-/// listener's mistake does not hold this one's update back.
-pub(crate) fn locate<'a>(
-    docs: &'a [Spanned<Node>],
-    name: &str,
-) -> Result<Option<&'a Spanned<Node>>, String> {
-    // Notes about other keys are not this listener's business.
-    let mut d = Decoder::default();
-    let gone =
-        || format!("listener {name} is no longer declared; removing a listener takes a restart");
-    let Some(root) = docs.first() else {
-        return Err(gone());
-    };
-    let Some(maps) = d.objects(&[root], "the file")? else {
-        return Err(gone());
-    };
-    let [listeners] = take(d.fields(&maps, "", &["listeners"])?);
-    let items = d.list(&listeners, "listeners")?.unwrap_or_default();
-    let mut found: Option<Option<Value<'a>>> = None;
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("listeners[{i}]");
-        let Some(maps) = d.objects(&[item], &at)? else {
-            continue;
-        };
-        let [entry_name, block] = take(d.fields(&maps, &at, &["name", "authorization"])?);
-        let entry_name = d.string(&entry_name, &join(&at, "name"))?;
-        if entry_name.is_none_or(|(n, _)| n != name) {
-            continue;
-        }
-        if found.is_some() {
-            return Err(format!(
-                "line {}: listener {name} is declared twice",
-                item.referenced.line()
-            ));
-        }
-        found = Some(block.last().copied());
-    }
-    found.ok_or_else(gone)
-}
-
 /// `message` (a flag's validation message) in a listener's keys.
 pub(crate) fn in_keys(message: &str) -> String {
     let mut flags: Vec<&(&str, &str)> = KEYS.iter().filter(|(_, flag)| !flag.is_empty()).collect();
@@ -269,119 +156,6 @@ pub(crate) fn in_keys(message: &str) -> String {
     }
     out
 }
-
-// === decoding ===
-
-/// The file's listeners, with notes worth a warning.
-fn decode(bytes: &[u8]) -> Result<(Vec<Entry>, Vec<yaml::Note>), String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let docs = yaml::parse(text)?;
-    if let Some(second) = docs.get(1) {
-        return Err(format!(
-            "line {}: a second YAML document; the listeners go in one",
-            second.referenced.line()
-        ));
-    }
-    let mut d = Decoder::default();
-    let Some(root) = docs.first() else {
-        return Ok((Vec::new(), Vec::new()));
-    };
-    if d.objects(&[root], "the file")?.is_none() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let [listeners] = take(d.strict_fields(root, "", &["listeners"]).map_err(|e| {
-        if e.contains("unknown key authorization") {
-            format!(
-                "{e} (a kube-rbac-proxy config file? give it as --config-file or as a \
-                 listener's configFile, or put its authorization: block under a listener)"
-            )
-        } else {
-            e
-        }
-    })?);
-    let mut entries = Vec::new();
-    for (i, item) in d
-        .list(&listeners, "listeners")?
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        entries.push(entry(item, &format!("listeners[{i}]"), &mut d)?);
-    }
-    let mut notes = d.notes;
-    notes.sort_by_key(|n| n.line);
-    Ok((entries, notes))
-}
-
-fn entry(item: Value<'_>, at: &str, d: &mut Decoder) -> Result<Entry, String> {
-    let line = item.referenced.line();
-    if !matches!(item.value, Node::Map(_)) {
-        return Err(format!(
-            "line {line}: {at} must be a mapping (name, secureListenAddress, upstream, …)"
-        ));
-    }
-    let keys: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
-    let [name, secure_listen_address, upstream, upstream_ca_file, upstream_client_cert_file, upstream_client_key_file, upstream_force_h2c, upstream_timeout, tls_cert_file, tls_private_key_file, client_ca_file, allow_paths, ignore_paths, auth_header_fields_enabled, auth_header_user_field_name, auth_header_groups_field_name, auth_header_groups_field_separator, config_file, rbac_file, authorization] =
-        take(d.strict_fields(item, at, &keys)?);
-    let mut text = |values: Vec<Value<'_>>, key: &str| -> Result<Option<String>, String> {
-        Ok(d.string(&values, &join(at, key))?.map(|(text, _)| text))
-    };
-    let mut fields = Fields {
-        name: text(name, "name")?.unwrap_or_default(),
-        secure_listen_address: text(secure_listen_address, "secureListenAddress")?,
-        upstream: text(upstream, "upstream")?,
-        upstream_ca_file: text(upstream_ca_file, "upstreamCAFile")?,
-        upstream_client_cert_file: text(upstream_client_cert_file, "upstreamClientCertFile")?,
-        upstream_client_key_file: text(upstream_client_key_file, "upstreamClientKeyFile")?,
-        upstream_timeout: text(upstream_timeout, "upstreamTimeout")?,
-        tls_cert_file: text(tls_cert_file, "tlsCertFile")?,
-        tls_private_key_file: text(tls_private_key_file, "tlsPrivateKeyFile")?,
-        client_ca_file: text(client_ca_file, "clientCAFile")?,
-        auth_header_user_field_name: text(auth_header_user_field_name, "authHeaderUserFieldName")?,
-        auth_header_groups_field_name: text(
-            auth_header_groups_field_name,
-            "authHeaderGroupsFieldName",
-        )?,
-        auth_header_groups_field_separator: text(
-            auth_header_groups_field_separator,
-            "authHeaderGroupsFieldSeparator",
-        )?,
-        config_file: text(config_file, "configFile")?,
-        ..Fields::default()
-    };
-    fields.upstream_force_h2c = d.boolean(&upstream_force_h2c, &join(at, "upstreamForceH2C"))?;
-    fields.auth_header_fields_enabled = d.boolean(
-        &auth_header_fields_enabled,
-        &join(at, "authHeaderFieldsEnabled"),
-    )?;
-    fields.allow_paths = list(d, &allow_paths, &join(at, "allowPaths"))?;
-    fields.ignore_paths = list(d, &ignore_paths, &join(at, "ignorePaths"))?;
-    fields.rbac_file = list(d, &rbac_file, &join(at, "rbacFile"))?;
-    Ok(Entry {
-        line,
-        fields,
-        authorization: !authorization.is_empty(),
-    })
-}
-
-/// A list key: a YAML list, or a string with commas between the items, as the flag.
-fn list(d: &mut Decoder, values: &[Value<'_>], at: &str) -> Result<Vec<String>, String> {
-    match values.last().map(|v| &v.value) {
-        Some(Node::Seq(_) | Node::Map(_)) | None => d.strings(values, at),
-        Some(_) => Ok(d
-            .string(values, at)?
-            .map(|(text, _)| {
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()),
-    }
-}
-
-// === validation ===
 
 /// A DNS label (RFC 1123), as a Kubernetes port or container name: it is a metric
 /// label value and a log field.
@@ -520,6 +294,73 @@ fn validate(
             rbac_files: rbac_file.into_iter().map(PathBuf::from).collect(),
         },
     }
+}
+
+/// The flags of the listener `--upstream` defines that are given (set to something
+/// other than their defaults), as they are spelt.
+pub(super) fn flags_given(
+    serving: &ServingArgs,
+    upstream: &UpstreamArgs,
+    policy: &PolicyArgs,
+) -> Vec<&'static str> {
+    let UpstreamArgs {
+        upstream: _,
+        upstream_ca_file,
+        upstream_client_cert_file,
+        upstream_client_key_file,
+        upstream_force_h2c,
+        upstream_timeout,
+        allow_paths,
+        ignore_paths,
+        auth_header_fields_enabled,
+        auth_header_user_field_name,
+        auth_header_groups_field_name,
+        auth_header_groups_field_separator,
+    } = upstream;
+    let timeout = parse_go_duration(defaults::UPSTREAM_TIMEOUT).ok();
+    [
+        (
+            "--secure-listen-address",
+            serving.secure_listen_address.is_some(),
+        ),
+        ("--tls-cert-file", serving.tls_cert_file.is_some()),
+        (
+            "--tls-private-key-file",
+            serving.tls_private_key_file.is_some(),
+        ),
+        ("--client-ca-file", serving.client_ca_file.is_some()),
+        ("--upstream-ca-file", upstream_ca_file.is_some()),
+        (
+            "--upstream-client-cert-file",
+            upstream_client_cert_file.is_some(),
+        ),
+        (
+            "--upstream-client-key-file",
+            upstream_client_key_file.is_some(),
+        ),
+        ("--upstream-force-h2c", *upstream_force_h2c),
+        ("--upstream-timeout", Some(*upstream_timeout) != timeout),
+        ("--allow-paths", !allow_paths.is_empty()),
+        ("--ignore-paths", !ignore_paths.is_empty()),
+        ("--auth-header-fields-enabled", *auth_header_fields_enabled),
+        (
+            "--auth-header-user-field-name",
+            auth_header_user_field_name != defaults::USER_HEADER,
+        ),
+        (
+            "--auth-header-groups-field-name",
+            auth_header_groups_field_name != defaults::GROUPS_HEADER,
+        ),
+        (
+            "--auth-header-groups-field-separator",
+            auth_header_groups_field_separator != defaults::GROUPS_SEPARATOR,
+        ),
+        ("--config-file", policy.config_file.is_some()),
+        ("--rbac-file", !policy.rbac_file.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
 }
 
 /// Whether two listen addresses would take the same socket. A wildcard host takes the

@@ -4,6 +4,7 @@ use super::*;
 use crate::{
     config::{Args, Config},
     tls::TlsSource,
+    yaml,
 };
 use clap::Parser;
 
