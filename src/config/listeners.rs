@@ -123,6 +123,7 @@ pub(super) fn read(path: &Path, context: &Context<'_>, problems: &mut Problems) 
     let decoded = std::fs::read(path)
         .map_err(|e| format!("{origin}: {e}"))
         .and_then(|bytes| decode(&bytes).map_err(|e| format!("{origin}: {e}")));
+    let read = decoded.is_ok();
     let (entries, notes) = problems.or(decoded, (Vec::new(), Vec::new()));
     for note in notes {
         problems.warn(format!("{origin} line {}: {}", note.line, note.text));
@@ -132,7 +133,7 @@ pub(super) fn read(path: &Path, context: &Context<'_>, problems: &mut Problems) 
         .map(|entry| validate(path, entry, context.tls_policy, &origin, problems))
         .collect();
     check_unique(&listeners, context, &origin, problems);
-    if listeners.is_empty() && context.flags_listener.is_none() {
+    if read && listeners.is_empty() && context.flags_listener.is_none() {
         problems.add(format!(
             "{origin} declares no listener and --upstream is not given: nothing to serve"
         ));

@@ -160,6 +160,7 @@ fn unknown_or_repeated_keys_are_errors_with_file_and_line() {
     for (yaml, want) in table {
         let error = error_of(yaml, &[]);
         assert!(error.starts_with(want), "{yaml}\n→ {error}\nwant {want}");
+        assert!(!error.contains("declares no listener"), "one problem, not two: {error}");
     }
     let error = error_of("listeners: []\n", &["--listeners-file=/nonexistent/l.yaml"]);
     assert!(
