@@ -108,14 +108,9 @@ impl Decoder {
             };
             let mut keyed: Vec<Vec<(String, Value<'n>)>> = vec![Vec::new(); fields.len()];
             for (key, value) in entries {
-                let name = key_text(key, at)?;
-                let line = key.referenced.line();
-                let exact = fields.iter().position(|f| *f == name);
-                let Some(i) = exact.or_else(|| fields.iter().position(|f| fold(f) == fold(&name)))
-                else {
-                    let hint = suggestion(&name, fields)
-                        .map(|f| format!("; did you mean {f}?"))
-                        .unwrap_or_default();
+                let Key { name, line, field } = Key::of(key, at, fields)?;
+                let Ok(i) = field else {
+                    let hint = field.err().unwrap_or_default();
                     self.warn(
                         line,
                         format!(
@@ -170,14 +165,9 @@ impl Decoder {
             return Ok(out);
         };
         for (key, value) in entries {
-            let name = key_text(key, at)?;
-            let line = key.referenced.line();
-            let exact = fields.iter().position(|f| *f == name);
-            let Some(i) = exact.or_else(|| fields.iter().position(|f| fold(f) == fold(&name)))
-            else {
-                let hint = suggestion(&name, fields)
-                    .map(|f| format!("; did you mean {f}?"))
-                    .unwrap_or_default();
+            let Key { name, line, field } = Key::of(key, at, fields)?;
+            let Ok(i) = field else {
+                let hint = field.err().unwrap_or_default();
                 return Err(format!(
                     "line {line}: unknown key {}{hint}",
                     join(at, &name)
@@ -311,6 +301,34 @@ impl Decoder {
 pub(crate) fn take<const N: usize>(fields: Vec<Vec<Value<'_>>>) -> [Vec<Value<'_>>; N] {
     let mut fields = fields.into_iter();
     std::array::from_fn(|_| fields.next().unwrap_or_default())
+}
+
+/// A mapping key and the field it names.
+struct Key {
+    name: String,
+    line: u64,
+    /// The field's index, matched exactly or else as Go folds case; else the
+    /// "; did you mean …?" to add to the message (maybe empty).
+    field: Result<usize, String>,
+}
+
+impl Key {
+    fn of(key: Value<'_>, at: &str, fields: &[&str]) -> Result<Self, String> {
+        let name = key_text(key, at)?;
+        let exact = fields.iter().position(|f| *f == name);
+        let field = exact
+            .or_else(|| fields.iter().position(|f| fold(f) == fold(&name)))
+            .ok_or_else(|| {
+                suggestion(&name, fields)
+                    .map(|f| format!("; did you mean {f}?"))
+                    .unwrap_or_default()
+            });
+        Ok(Self {
+            name,
+            line: key.referenced.line(),
+            field,
+        })
+    }
 }
 
 /// A mapping key as ghodss/yaml turns it into a JSON key.

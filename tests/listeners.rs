@@ -177,7 +177,7 @@ async fn listeners_share_the_apiserver_client_and_its_caches_and_label_their_met
         "one TokenReview and one SubjectAccessReview for the token, across both listeners"
     );
     let text = own_metrics(&pki, port, "scraper").await;
-    for needle in [
+    assert_contains(&text, &[
         "scrape_guard_requests_total{listener=\"a\",code=\"200\"} 2",
         "scrape_guard_requests_total{listener=\"b\",code=\"200\"} 1",
         "scrape_guard_authentication_total{listener=\"a\",result=\"authenticated\",source=\"apiserver\"} 1",
@@ -196,9 +196,7 @@ async fn listeners_share_the_apiserver_client_and_its_caches_and_label_their_met
         // Shared: one cache, one review counter.
         "scrape_guard_cache_entries{cache=\"authentication\"} 1",
         "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 1",
-    ] {
-        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-    }
+    ]);
 
     // Concurrent first scrapes of one new token on both listeners share one review.
     api.set_delay(Duration::from_millis(300));
@@ -224,14 +222,15 @@ async fn listeners_share_the_apiserver_client_and_its_caches_and_label_their_met
     assert_eq!(a_up.seen().len() + b_up.seen().len(), 3 + 8);
 
     let text = own_metrics(&pki, port, "scraper").await;
-    for needle in [
-        "scrape_guard_requests_total{listener=\"a\",code=\"200\"} 6",
-        "scrape_guard_requests_total{listener=\"b\",code=\"200\"} 5",
-        "scrape_guard_cache_entries{cache=\"authentication\"} 2",
-        "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 2",
-    ] {
-        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-    }
+    assert_contains(
+        &text,
+        &[
+            "scrape_guard_requests_total{listener=\"a\",code=\"200\"} 6",
+            "scrape_guard_requests_total{listener=\"b\",code=\"200\"} 5",
+            "scrape_guard_cache_entries{cache=\"authentication\"} 2",
+            "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 2",
+        ],
+    );
     let authentications: usize = text
         .lines()
         .filter(|l| l.starts_with("scrape_guard_authentication_total{listener="))
@@ -249,6 +248,45 @@ async fn listeners_share_the_apiserver_client_and_its_caches_and_label_their_met
         body.contains("[+]certificate/a ok\n[+]certificate/b ok\n"),
         "{body}"
     );
+}
+
+/// Waits (bounded) until `check` answers `want`.
+async fn wait_for<F, Fut, T>(mut check: F, want: T, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: PartialEq + std::fmt::Debug,
+{
+    eventually(Duration::from_secs(20), || {
+        let check = check();
+        async {
+            match check.await {
+                got if got == want => Ok(()),
+                got => Err(format!("{what}: {got:?}, want {want:?}")),
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits (bounded) until the reload gauge with `labels` reads `want` in the own metrics;
+/// returns those metrics.
+async fn wait_for_gauge(pki: &Pki, port: u16, labels: &str, want: &str) -> String {
+    eventually(Duration::from_secs(20), || async {
+        let text = own_metrics(pki, port, "scraper").await;
+        match reload_status(&text, labels) {
+            got if got == want => Ok(text),
+            got => Err(format!("{labels}: {got:?}, want {want:?}")),
+        }
+    })
+    .await
+}
+
+/// Fails naming the first of `needles` that `text` lacks.
+fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
 }
 
 /// The value of the reload gauge for one file, as a listener sees it ("" if absent).
@@ -326,21 +364,13 @@ async fn a_listeners_broken_config_keeps_its_last_good_version_and_the_others_st
         &krp,
         &krp_file(&format!("{}{}", allow(TELEMETRY), allow(SCRAPER))),
     );
-    eventually(Duration::from_secs(20), || async {
-        match status("telemetry", "scraper").await {
-            200 => Ok(()),
-            other => Err(format!("telemetry's new config not in force: {other}")),
-        }
-    })
+    wait_for(
+        || status("telemetry", "scraper"),
+        200,
+        "telemetry's new config",
+    )
     .await;
-    let text = eventually(Duration::from_secs(20), || async {
-        let text = own_metrics(&pki, port, "scraper").await;
-        match reload_status(&text, &main_gauge).as_str() {
-            "0" => Ok(text),
-            other => Err(format!("main's broken block not seen yet ({other:?})")),
-        }
-    })
-    .await;
+    let text = wait_for_gauge(&pki, port, &main_gauge, "0").await;
     assert_eq!(reload_status(&text, &telemetry_gauge), "1");
     assert_eq!(
         reload_status(&text, &layout_gauge),
@@ -367,21 +397,8 @@ async fn a_listeners_broken_config_keeps_its_last_good_version_and_the_others_st
             &main_up.url(),
         ),
     );
-    eventually(Duration::from_secs(20), || async {
-        match status("main", "telemetry").await {
-            200 => Ok(()),
-            other => Err(format!("main's fixed block not in force: {other}")),
-        }
-    })
-    .await;
-    let text = eventually(Duration::from_secs(20), || async {
-        let text = own_metrics(&pki, port, "scraper").await;
-        match reload_status(&text, &telemetry_gauge).as_str() {
-            "0" => Ok(text),
-            other => Err(format!("telemetry's broken file not seen yet ({other:?})")),
-        }
-    })
-    .await;
+    wait_for(|| status("main", "telemetry"), 200, "main's fixed block").await;
+    let text = wait_for_gauge(&pki, port, &telemetry_gauge, "0").await;
     assert_eq!(reload_status(&text, &main_gauge), "1");
     assert_eq!(
         status("telemetry", "scraper").await,
@@ -400,14 +417,7 @@ async fn a_listeners_broken_config_keeps_its_last_good_version_and_the_others_st
             &elsewhere.url(),
         ),
     );
-    eventually(Duration::from_secs(20), || async {
-        let text = own_metrics(&pki, port, "scraper").await;
-        match reload_status(&text, &layout_gauge).as_str() {
-            "0" => Ok(()),
-            other => Err(format!("the changed upstream not flagged ({other:?})")),
-        }
-    })
-    .await;
+    wait_for_gauge(&pki, port, &layout_gauge, "0").await;
     let before = main_up.seen().len();
     assert_eq!(status("main", "scraper").await, 200);
     assert_eq!(main_up.seen().len(), before + 1);

@@ -116,6 +116,13 @@ fn with_upstream_the_flags_define_the_default_listener_too() {
     assert_eq!(file.listeners.len(), 1);
 }
 
+/// Fails naming the first of `wants` that `error` lacks.
+fn assert_contains(error: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(error.contains(want), "missing {want:?} in\n{error}");
+    }
+}
+
 fn error_of(yaml: &str, flags: &[&str]) -> String {
     let (dir, config) = parse(yaml, flags);
     let error = config.unwrap_err();
@@ -160,7 +167,10 @@ fn unknown_or_repeated_keys_are_errors_with_file_and_line() {
     for (yaml, want) in table {
         let error = error_of(yaml, &[]);
         assert!(error.starts_with(want), "{yaml}\n→ {error}\nwant {want}");
-        assert!(!error.contains("declares no listener"), "one problem, not two: {error}");
+        assert!(
+            !error.contains("declares no listener"),
+            "one problem, not two: {error}"
+        );
     }
     let error = error_of("listeners: []\n", &["--listeners-file=/nonexistent/l.yaml"]);
     assert!(
@@ -188,15 +198,16 @@ fn duplicate_names_and_addresses_name_both_listeners() {
             "--proxy-endpoints-port=6443",
         ],
     );
-    for want in [
-        "--listeners-file FILE line 3: listener a: the name is taken by the listener at line 2",
-        "--listeners-file FILE line 4: listener b: secureListenAddress 127.0.0.1:8443 is listener a's (line 2) too",
-        "--listeners-file FILE line 7: listener default: \"default\" is the name of the listener the flags define (--upstream); choose another",
-        "--listeners-file FILE line 8: listener e: secureListenAddress 127.0.0.1:6443 is --proxy-endpoints-port too",
-        "--listeners-file FILE line 9: listener f: secureListenAddress [::]:5443 is --secure-listen-address's (the \"default\" listener) too",
-    ] {
-        assert!(error.contains(want), "missing {want:?} in\n{error}");
-    }
+    assert_contains(
+        &error,
+        &[
+            "--listeners-file FILE line 3: listener a: the name is taken by the listener at line 2",
+            "--listeners-file FILE line 4: listener b: secureListenAddress 127.0.0.1:8443 is listener a's (line 2) too",
+            "--listeners-file FILE line 7: listener default: \"default\" is the name of the listener the flags define (--upstream); choose another",
+            "--listeners-file FILE line 8: listener e: secureListenAddress 127.0.0.1:6443 is --proxy-endpoints-port too",
+            "--listeners-file FILE line 9: listener f: secureListenAddress [::]:5443 is --secure-listen-address's (the \"default\" listener) too",
+        ],
+    );
     assert!(
         !error.contains("listener c:"),
         "port 0 is a new port each time:\n{error}"
@@ -212,18 +223,19 @@ fn a_listeners_problems_name_its_keys_line_and_name() {
         - name: c\n  secureListenAddress: ':9444'\n  upstream: http://x/\n  configFile: /c.yaml\n  authorization: {}\n\
         - secureListenAddress: ':9445'\n  upstream: http://x/\n";
     let error = error_of(yaml, &[]);
-    for want in [
-        "line 2: listener Bad_Name: name \"Bad_Name\" must be a DNS label",
-        "line 2: listener Bad_Name: secureListenAddress \"8443\": missing port in address",
-        "line 2: listener Bad_Name: upstream is required (e.g. http://127.0.0.1:9100/)",
-        "line 4: listener b: tlsCertFile needs tlsPrivateKeyFile",
-        "line 4: listener b: upstreamForceH2C is for http:// or unix:// upstreams",
-        "line 4: listener b: upstreamTimeout \"soon\" is not a duration",
-        "line 10: listener c: configFile and authorization: give one",
-        "line 15: a listener: name is required",
-    ] {
-        assert!(error.contains(want), "missing {want:?} in\n{error}");
-    }
+    assert_contains(
+        &error,
+        &[
+            "line 2: listener Bad_Name: name \"Bad_Name\" must be a DNS label",
+            "line 2: listener Bad_Name: secureListenAddress \"8443\": missing port in address",
+            "line 2: listener Bad_Name: upstream is required (e.g. http://127.0.0.1:9100/)",
+            "line 4: listener b: tlsCertFile needs tlsPrivateKeyFile",
+            "line 4: listener b: upstreamForceH2C is for http:// or unix:// upstreams",
+            "line 4: listener b: upstreamTimeout \"soon\" is not a duration",
+            "line 10: listener c: configFile and authorization: give one",
+            "line 15: a listener: name is required",
+        ],
+    );
 }
 
 #[test]
@@ -239,14 +251,15 @@ fn the_default_listeners_flags_without_upstream_are_refused_naming_the_key() {
             "--upstream-timeout=30s",
         ],
     );
-    for want in [
-        "--tls-cert-file configures the listener --upstream defines, and there is none (--listeners-file declares them all): give it to a listener there, as tlsCertFile",
-        "--tls-private-key-file configures",
-        "--allow-paths configures",
-        "--auth-header-user-field-name configures",
-    ] {
-        assert!(error.contains(want), "missing {want:?} in\n{error}");
-    }
+    assert_contains(
+        &error,
+        &[
+            "--tls-cert-file configures the listener --upstream defines, and there is none (--listeners-file declares them all): give it to a listener there, as tlsCertFile",
+            "--tls-private-key-file configures",
+            "--allow-paths configures",
+            "--auth-header-user-field-name configures",
+        ],
+    );
     assert!(
         !error.contains("--upstream-timeout"),
         "its default is no setting:\n{error}"
