@@ -134,11 +134,19 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         .iter()
         .map(Plan::load_tls)
         .collect::<Result<Vec<_>, _>>()?;
+    // Beside --listeners-file the flags' policy files are the "default" listener's, loaded
+    // as every listener's are (`Plan::build`); the chain holds what is shared.
+    let shared = config.listeners_file.as_ref().map(|_| {
+        let mut auth = config.auth.clone();
+        auth.authz.config_file = None;
+        auth.authz.rbac_files.clear();
+        auth
+    });
     let Chain {
         apiserver,
         authn,
         authz,
-    } = chain(&config.auth, &metrics).await?;
+    } = chain(shared.as_ref().unwrap_or(&config.auth), &metrics).await?;
     if let Some(apiserver) = &apiserver {
         apiserver.spawn_probe();
     }

@@ -250,6 +250,93 @@ async fn listeners_share_the_apiserver_client_and_its_caches_and_label_their_met
     );
 }
 
+#[tokio::test]
+async fn beside_a_file_the_flags_listener_is_default_and_first() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("scraper", SCRAPER);
+    api.add_token("telemetry", TELEMETRY);
+    let (flags_up, file_up) = (Echo::start().await, Echo::start().await);
+    let dir = pki.dir.path();
+    let (file, krp) = (dir.join("listeners.yaml"), dir.join("krp.yaml"));
+    std::fs::write(
+        &krp,
+        format!(
+            "authorization:\n  static:\n{}",
+            allow(SCRAPER).replace("    ", "  ")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "listeners:\n- name: telemetry\n  secureListenAddress: 127.0.0.1:0\n  upstream: {}\n\
+             \x20 tlsCertFile: {}\n  tlsPrivateKeyFile: {}\n  authorization:\n    static:\n{}",
+            file_up.url(),
+            pki.cert_path.display(),
+            pki.key_path.display(),
+            allow(TELEMETRY)
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &flags_up.url(),
+        &[
+            &format!("--listeners-file={}", file.display()),
+            &format!("--config-file={}", krp.display()),
+            &format!("--proxy-endpoints-port={port}"),
+        ],
+    )
+    .await;
+    let names: Vec<&str> = proxy.listeners.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["default", "telemetry"]);
+    assert_eq!(
+        proxy.addr, proxy.listeners[0].1,
+        "the flags' listener first"
+    );
+    let c = client(&pki, false);
+    let telemetry = proxy.listener_url("telemetry", "/metrics");
+    assert_eq!(
+        get(&c, &proxy.url("/metrics"), Some("scraper"), &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&c, &proxy.url("/metrics"), Some("telemetry"), &[])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&c, &telemetry, Some("telemetry"), &[]).await.status,
+        200
+    );
+    assert_eq!(get(&c, &telemetry, Some("scraper"), &[]).await.status, 403);
+    assert_eq!((flags_up.seen().len(), file_up.seen().len()), (1, 1));
+    // The own /metrics: authorized by the first listener's policy (the flags' --config-file).
+    let text = own_metrics(&pki, port, "scraper").await;
+    let config_gauge = format!(
+        "listener=\"default\",flag=\"--config-file\",file=\"{}\"",
+        krp.display()
+    );
+    assert_eq!(reload_status(&text, &config_gauge), "1", "{text}");
+    assert_contains(&text, &[
+        "scrape_guard_requests_total{listener=\"default\",code=\"200\"} 1",
+        "scrape_guard_requests_total{listener=\"telemetry\",code=\"200\"} 1",
+        "scrape_guard_authorization_total{listener=\"default\",result=\"allowed\",source=\"local\"} 1",
+        "scrape_guard_authorization_total{result=\"allowed\",source=\"local\"} 1",
+    ]);
+    assert!(
+        !text.contains("scrape_guard_config_last_reload_successful{flag=\"--config-file\""),
+        "the default listener's file, once, with its label:\n{text}"
+    );
+}
+
 /// Waits (bounded) until `check` answers `want`.
 async fn wait_for<F, Fut, T>(mut check: F, want: T, what: &str)
 where

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::{bind, local_addr, RunError};
 use crate::{
     authn::Authenticator,
-    authz::{Authorizer, PolicySettings},
+    authz::{Authorizer, ConfigSource, PolicySettings},
     config::{in_listener_keys, Config, ListenAddress, FLAGS_LISTENER},
     guard::Guard,
     metrics::Metrics,
@@ -34,7 +34,8 @@ pub(super) struct Plan {
     pub(super) tls: TlsSettings,
     pub(super) paths: PathPolicy,
     pub(super) upstream: UpstreamSettings,
-    /// Its own local policy; `None` for the flags', which the chain's authorizer holds.
+    /// Its own local policy; `None` for the flags' only listener, whose policy the
+    /// chain's authorizer holds.
     pub(super) policy: Option<PolicySettings>,
     /// Its view of the metrics: labelled with its name, if it has one.
     pub(super) metrics: Arc<Metrics>,
@@ -47,6 +48,16 @@ pub(super) fn plans(config: &Config, metrics: &Arc<Metrics>) -> Vec<Plan> {
     let file = config.listeners_file.as_ref();
     let mut plans = Vec::new();
     if file.is_none_or(|file| file.flags_listener) {
+        // Alone, its policy is the chain's; beside the file's listeners, its own.
+        let policy = file.map(|_| PolicySettings {
+            config: config
+                .auth
+                .authz
+                .config_file
+                .clone()
+                .map(ConfigSource::File),
+            rbac_files: config.auth.authz.rbac_files.clone(),
+        });
         plans.push(Plan::new(
             file.map(|_| FLAGS_LISTENER.to_owned()),
             None,
@@ -54,7 +65,7 @@ pub(super) fn plans(config: &Config, metrics: &Arc<Metrics>) -> Vec<Plan> {
             config.tls.clone(),
             config.paths.clone(),
             config.upstream.clone(),
-            None,
+            policy,
             metrics,
         ));
     }
@@ -160,9 +171,10 @@ impl Plan {
             .map_err(|error| self.error(error))
     }
 
-    /// The pipeline, on the shared caches: `authn` and `authz` are the chain's (the
-    /// latter with the flags' local policy), each listener seeing them through its own
-    /// metrics; a listener of the file loads its own local policy. Then its socket.
+    /// The pipeline, on the shared caches: `authn` and `authz` are the chain's, each
+    /// listener seeing them through its own metrics, with its own local policy (loaded
+    /// now) where it has one; the flags' only listener takes the chain's. Then its
+    /// socket.
     pub(super) async fn build(
         self,
         tls: Tls,
