@@ -469,20 +469,24 @@ case_ab() {
 # CASES=listeners: the RSS of one scrape-guard serving N listeners (--listeners-file)
 # against N scrape-guards serving one each (the kube-rbac-proxy way: a sidecar per port),
 # under the same load on every listener: LISTENERS_CONNS keep-alive connections (default
-# 16) for SECS seconds on each listener at once, cache hits. N in LISTENERS_COUNTS
-# (default "1 2 4"); LISTENERS_ROUNDS rounds (default 5), the two layouts' order
-# alternating; a fresh set of processes for every measurement. Table:
-# $OUT/listeners.md (benches/fixtures/listeners_report.py).
+# 16) for SECS seconds on each listener at once, cache hits; with LISTENERS_LOAD=split,
+# LISTENERS_CONNS in all, divided among the N listeners (what one listener costs beside
+# its connections). N in LISTENERS_COUNTS (default "1 2 4"); LISTENERS_ROUNDS rounds
+# (default 5), the two layouts' order alternating; a fresh set of processes for every
+# measurement. Table: $OUT/listeners.md (benches/fixtures/listeners_report.py).
 case_listeners() {
     local rounds=${LISTENERS_ROUNDS:-5} counts=${LISTENERS_COUNTS:-1 2 4} conns=${LISTENERS_CONNS:-16}
-    log "case listeners: $counts listeners, one process vs one each, $rounds rounds, $conns connections per listener"
-    local r n order layout
+    local load=${LISTENERS_LOAD:-each}
+    log "case listeners: $counts listeners, one process vs one each, $rounds rounds, $conns connections ($load)"
+    local r n order layout each
     for r in $(seq "$rounds"); do
         for n in $counts; do
+            each=$conns
+            [ "$load" = split ] && each=$(((conns + n - 1) / n))
             order="process processes"
             [ $((r % 2)) = 0 ] && order="processes process"
             for layout in $order; do
-                listeners_run "$r" "$n" "$layout" "$conns"
+                listeners_run "$r" "$n" "$layout" "$each"
             done
         done
     done
@@ -534,7 +538,7 @@ listeners_run() {
     wait "${oha_pids[@]}" || true
     local joined
     joined=$(IFS=,; echo "${raws[*]}")
-    record listeners mem "\"layout\":\"$layout\",\"listeners\":$n,\"round\":$round,\"conns\":$conns,\"secs\":$SECS,\"idle_rss_kb\":$idle,\"hwm_kb\":$(mem_kb VmHWM "${pids[@]}"),\"rss_kb\":$(mem_kb VmRSS "${pids[@]}"),\"raws\":[$joined]"
+    record listeners mem "\"layout\":\"$layout\",\"load\":\"${LISTENERS_LOAD:-each}\",\"listeners\":$n,\"round\":$round,\"conns\":$conns,\"secs\":$SECS,\"idle_rss_kb\":$idle,\"hwm_kb\":$(mem_kb VmHWM "${pids[@]}"),\"rss_kb\":$(mem_kb VmRSS "${pids[@]}"),\"raws\":[$joined]"
     log "listeners round $round: $n as $layout: idle $idle kB, peak $(mem_kb VmHWM "${pids[@]}") kB"
     local pid kept=()
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
