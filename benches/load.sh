@@ -9,7 +9,7 @@
 # nginx vs scrape-guard h1 rounds, default 3), QUIET_WAIT (max seconds to wait for the
 # 1-minute load average to drop below QUIET_LOAD before measuring; default 180, 1.0),
 # OUT (report directory, default target/bench-load), SKIP_BUILD=1 (use existing binaries),
-# CASES (subset of "h1 miss h2 newconn big burst cache", or "ab" / "hold"), SG (another
+# CASES (subset of "h1 miss h2 newconn big burst cache", or "ab" / "listeners" / "hold"), SG (another
 # scrape-guard binary, e.g. another release profile), SG_ENV (its environment), SG_B and
 # SG_B_ENV (the second binary/environment for CASES=ab), NGINX_BUFFERING (off|on).
 set -euo pipefail
@@ -466,6 +466,90 @@ case_ab() {
     SECS=$saved
 }
 
+# CASES=listeners: the RSS of one scrape-guard serving N listeners (--listeners-file)
+# against N scrape-guards serving one each (the kube-rbac-proxy way: a sidecar per port),
+# under the same load on every listener: LISTENERS_CONNS keep-alive connections (default
+# 16) for SECS seconds on each listener at once, cache hits; with LISTENERS_LOAD=split,
+# LISTENERS_CONNS in all, divided among the N listeners (what one listener costs beside
+# its connections). N in LISTENERS_COUNTS (default "1 2 4"); LISTENERS_ROUNDS rounds
+# (default 5), the two layouts' order alternating; a fresh set of processes for every
+# measurement. Table: $OUT/listeners.md (benches/fixtures/listeners_report.py).
+case_listeners() {
+    local rounds=${LISTENERS_ROUNDS:-5} counts=${LISTENERS_COUNTS:-1 2 4} conns=${LISTENERS_CONNS:-16}
+    local load=${LISTENERS_LOAD:-each}
+    log "case listeners: $counts listeners, one process vs one each, $rounds rounds, $conns connections ($load)"
+    local r n order layout each
+    for r in $(seq "$rounds"); do
+        for n in $counts; do
+            each=$conns
+            [ "$load" = split ] && each=$(((conns + n - 1) / n))
+            order="process processes"
+            [ $((r % 2)) = 0 ] && order="processes process"
+            for layout in $order; do
+                listeners_run "$r" "$n" "$layout" "$each"
+            done
+        done
+    done
+}
+
+# listeners_run ROUND N LAYOUT CONNS: N listeners as LAYOUT ("process": one scrape-guard
+# with an N-listener --listeners-file; "processes": N scrape-guards with the flags of one
+# listener), every one loaded at once; records idle RSS, peak RSS under the load and the
+# 200s, then stops them (by PID).
+listeners_run() {
+    local round=$1 n=$2 layout=$3 conns=$4
+    local ports=() pids=() oha_pids=() raws=() i port raw
+    local file=$WORK/listeners-$n.yaml
+    local common=(--kubeconfig="$WORK/api/kubeconfig" --auth-cache-ttl=1h --authz-allow-ttl=1h)
+    local tls=(--tls-cert-file="$WORK/tls.crt" --tls-private-key-file="$WORK/tls.key")
+    for i in $(seq "$n"); do ports+=("$(free_port)"); done
+    if [ "$layout" = process ]; then
+        echo "listeners:" >"$file"
+        for i in $(seq "$n"); do
+            printf -- '- name: l%s\n  secureListenAddress: 127.0.0.1:%s\n  upstream: http://127.0.0.1:%s/\n  tlsCertFile: %s\n  tlsPrivateKeyFile: %s\n' \
+                "$i" "${ports[$((i - 1))]}" "$UP_PORT" "$WORK/tls.crt" "$WORK/tls.key" >>"$file"
+        done
+        # shellcheck disable=SC2086
+        env $SG_ENV "$SG" --listeners-file="$file" "${common[@]}" >"$WORK/logs/listeners-$n.log" 2>&1 &
+        PIDS+=($!); pids+=($!)
+    else
+        for port in "${ports[@]}"; do
+            # shellcheck disable=SC2086
+            env $SG_ENV "$SG" --secure-listen-address="127.0.0.1:$port" --upstream="http://127.0.0.1:$UP_PORT/" \
+                "${tls[@]}" "${common[@]}" >"$WORK/logs/single-$port.log" 2>&1 &
+            PIDS+=($!); pids+=($!)
+        done
+    fi
+    for port in "${ports[@]}"; do
+        wait_http "https://127.0.0.1:$port/metrics"
+        curl -sk -o /dev/null "${AUTH[@]}" "https://127.0.0.1:$port/metrics"
+    done
+    sleep 2
+    local idle
+    idle=$(mem_kb VmRSS "${pids[@]}")
+    reset_peak "${pids[@]}"
+    for port in "${ports[@]}"; do
+        raw=$OUT/raw/listeners.$layout.$n.$round.$port.json
+        raws+=("\"$raw\"")
+        "$OHA" --no-tui --output-format json --insecure -z "${SECS}s" -c "$conns" "${AUTH[@]}" \
+            "https://127.0.0.1:$port/metrics" >"$raw" 2>"$raw.err" &
+        oha_pids+=($!)
+    done
+    wait "${oha_pids[@]}" || true
+    local joined
+    joined=$(IFS=,; echo "${raws[*]}")
+    record listeners mem "\"layout\":\"$layout\",\"load\":\"${LISTENERS_LOAD:-each}\",\"listeners\":$n,\"round\":$round,\"conns\":$conns,\"secs\":$SECS,\"idle_rss_kb\":$idle,\"hwm_kb\":$(mem_kb VmHWM "${pids[@]}"),\"rss_kb\":$(mem_kb VmRSS "${pids[@]}"),\"raws\":[$joined]"
+    log "listeners round $round: $n as $layout: idle $idle kB, peak $(mem_kb VmHWM "${pids[@]}") kB"
+    local pid kept=()
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Stopped: not ours to signal again at exit (the PID may be someone else's by then).
+    for pid in "${PIDS[@]}"; do
+        case " ${pids[*]} " in *" $pid "*) ;; *) kept+=("$pid") ;; esac
+    done
+    PIDS=("${kept[@]}")
+}
+
 # CASES=hold: keep everything running for HOLD_SECS (default 600) to profile by hand,
 # e.g. perf record -g -p <sg-hit pid> while oha runs against its URL.
 case_hold() {
@@ -500,6 +584,12 @@ main() {
     for c in $CASES; do "case_$c"; done
     [ "$CASES" = hold ] && return 0
     record env machine_end "\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    if [[ " $CASES " == *" listeners "* ]]; then
+        python3 benches/fixtures/listeners_report.py "$RESULTS" >"$OUT/listeners.md"
+        log "listeners: $OUT/listeners.md"
+        cat "$OUT/listeners.md"
+        [ "$CASES" = listeners ] && return 0
+    fi
     python3 benches/fixtures/report.py "$RESULTS" >"$OUT/report.md"
     log "report: $OUT/report.md"
     cat "$OUT/report.md"

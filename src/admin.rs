@@ -2,8 +2,8 @@
 //!
 //! Separate from the proxied port so probes never go through authentication and never
 //! reach the exporter. `/healthz` says only that the process serves requests;
-//! `/readyz` says whether it could do its job right now: a certificate is loaded and
-//! unexpired, and the apiserver answered the last review or probe. A proxy that cannot
+//! `/readyz` says whether it could do its job right now: every listener's certificate
+//! is loaded and unexpired, and the apiserver answered the last review or probe. A proxy that cannot
 //! reach the apiserver can only answer 503, so it should be taken out of rotation.
 //! `/metrics` (scrape-guard's own) is guarded like any scrape: authentication, then
 //! authorization of `get` on `/metrics`.
@@ -15,42 +15,47 @@ use hyper::body::Incoming;
 
 use crate::{
     apiserver::{Apiserver, Requester},
-    authz::Attributes,
+    authn::Authenticator,
+    authz::{Attributes, Authorizer},
     body::ProxyBody,
-    guard::Guard,
+    metrics::Metrics,
     server::{Handler, Peer},
     tls::ServingCert,
 };
 
 /// The probe and metrics endpoints.
 pub(crate) struct Admin {
-    pub cert: Arc<ServingCert>,
+    /// Every listener's serving certificate, with its name (`None` for the only
+    /// listener): ready while all of them are valid, as a pod with one sidecar per
+    /// listener is ready while every sidecar is.
+    pub certs: Vec<(Option<String>, Arc<ServingCert>)>,
     /// `None` in standalone mode, where there is no apiserver to be ready for.
     pub apiserver: Option<Arc<Apiserver>>,
-    /// For authenticating and authorizing `/metrics`, and its numbers.
-    pub guard: Arc<Guard>,
+    /// `/metrics` is authenticated and authorized as the first listener's scrapes are
+    /// (its policy; the caches every listener shares), its outcomes counted unlabelled.
+    pub authn: Authenticator,
+    pub authz: Authorizer,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Admin {
     async fn metrics(&self, request: &Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let attributes = [Attributes::new(request.method(), "/metrics")];
-        let user = match self.guard.authenticate(request.headers(), peer).await {
+        let requester = Requester::Peer(peer.addr.ip());
+        let user = match self
+            .authn
+            .authenticate_caller(request.headers(), peer.certificate_user.as_ref(), requester)
+            .await
+        {
             Ok(user) => user,
             Err(error) => return error.into_response(),
         };
-        let requester = Requester::Peer(peer.addr.ip());
-        if let Err(error) = self
-            .guard
-            .authz
-            .authorize(&user, &attributes, requester)
-            .await
-        {
+        if let Err(error) = self.authz.authorize(&user, &attributes, requester).await {
             return error.into_response();
         }
         let text = self
-            .guard
             .metrics
-            .encode(self.guard.authn.cached(), self.guard.authz.cached());
+            .encode(self.authn.cached(), self.authz.cached());
         let mut response = Response::new(crate::body::full(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -69,12 +74,23 @@ impl Admin {
         match request.uri().path() {
             "/healthz" | "/livez" => (StatusCode::OK, "ok\n".into()),
             "/readyz" => {
-                let mut checks = vec![("certificate", self.cert.is_valid())];
+                let mut checks: Vec<(String, bool)> = self
+                    .certs
+                    .iter()
+                    .map(|(listener, cert)| {
+                        let name = match listener {
+                            Some(listener) => format!("certificate/{listener}"),
+                            None => "certificate".to_owned(),
+                        };
+                        (name, cert.is_valid())
+                    })
+                    .collect();
                 if let Some(apiserver) = &self.apiserver {
-                    checks.push(("apiserver", apiserver.is_reachable()));
+                    checks.push(("apiserver".to_owned(), apiserver.is_reachable()));
                 }
                 let mut body = String::new();
-                for &(name, ok) in &checks {
+                for (name, ok) in &checks {
+                    let ok = *ok;
                     let mark = if ok { "+" } else { "-" };
                     let verdict = if ok { "ok" } else { "failed" };
                     body.push_str(&format!("[{mark}]{name} {verdict}\n"));

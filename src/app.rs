@@ -2,27 +2,34 @@
 //!
 //! Everything that starts the process happens here, in the order it must: certificates
 //! and policy files are loaded before anything binds (a bad file is a startup error,
-//! not a listener that fails every handshake), then the apiserver client, the pipeline,
-//! the listeners, the startup line, and on a signal the drain. `chain` builds the
+//! not a listener that fails every handshake), then the apiserver client, each
+//! listener's pipeline and socket (`listeners.rs`: the flags' and `--listeners-file`'s,
+//! on one apiserver client and one set of caches), the probe port, the startup line
+//! (`startup.rs`), and on a signal the drain. `chain` builds the
 //! authentication and authorization stages; `scrape-guard can-i` calls the same
 //! function, so the doctor can never answer differently from the proxy.
+
+mod listeners;
+mod startup;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tracing::Instrument;
 
+use self::listeners::{Built, Plan};
 use crate::{
     admin::Admin,
-    apiserver::{Apiserver, ClientError, RateLimit},
+    apiserver::{Apiserver, ClientError},
     auth_endpoint::AuthEndpoint,
     authn::{Authenticator, AuthnError},
     authz::Authorizer,
-    config::{AuthSettings, Config, ListenAddress},
-    guard::Guard,
+    config::{listeners_unchanged, AuthSettings, Config, ListenAddress},
     metrics::Metrics,
+    reload::Watched,
     server::{self, HttpSettings, Listener},
-    tls::{self, Alpn, ClientCa, ServingCert, TlsError, TlsSource},
-    upstream::{Upstream, UpstreamError},
+    tls::{self, Alpn, TlsError},
+    upstream::UpstreamError,
 };
 
 /// Why scrape-guard could not start. Each names the flag, file or address at fault.
@@ -45,6 +52,16 @@ pub enum RunError {
         address: String,
         message: String,
     },
+    /// A listener of `--listeners-file` could not start; the message names its key.
+    #[error("--listeners-file {file} line {line}: listener {name}: {message}")]
+    Listener {
+        file: String,
+        line: u64,
+        name: String,
+        message: String,
+    },
+    #[error("no listener to serve: give --upstream, or --listeners-file with listeners")]
+    NoListener,
 }
 
 /// A started proxy: its bound addresses and a handle to stop it.
@@ -55,6 +72,9 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Where the auth endpoint listens, if enabled.
     pub auth_endpoint_addr: Option<SocketAddr>,
+    /// Every listener with a name (with `--listeners-file`), in the order served: the
+    /// flags' "default" first, if any, then the file's. `addr` is the first one's.
+    pub listeners: Vec<(String, SocketAddr)>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -108,36 +128,59 @@ pub(crate) async fn chain(
 /// serving.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let metrics = Arc::new(Metrics::new());
-    let cert = ServingCert::load(&config.tls.source, &metrics)?;
-    let client_ca = config
-        .tls
-        .client_ca_file
-        .as_deref()
-        .map(|path| ClientCa::load(path, &metrics))
-        .transpose()?;
+    let plans = listeners::plans(&config, &metrics);
+    // Every listener's certificates before anything else: a bad file is reported first.
+    let tls = plans
+        .iter()
+        .map(Plan::load_tls)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Beside --listeners-file the flags' policy files are the "default" listener's, loaded
+    // as every listener's are (`Plan::build`); the chain holds what is shared.
+    let shared = config.listeners_file.as_ref().map(|_| {
+        let mut auth = config.auth.clone();
+        auth.authz.config_file = None;
+        auth.authz.rbac_files.clear();
+        auth
+    });
     let Chain {
         apiserver,
         authn,
         authz,
-    } = chain(&config.auth, &metrics).await?;
+    } = chain(shared.as_ref().unwrap_or(&config.auth), &metrics).await?;
     if let Some(apiserver) = &apiserver {
         apiserver.spawn_probe();
     }
-    let guard = Arc::new(Guard {
-        metrics: Arc::clone(&metrics),
-        access_log: config.access_log,
-        paths: config.paths.clone(),
-        authn,
-        authz,
-        upstream: Upstream::new(&config.upstream, &metrics)?,
-    });
-
-    let listener = bind("--secure-listen-address", &config.listen).await?;
-    let addr = local_addr("--secure-listen-address", &listener)?;
+    let mut built = Vec::with_capacity(plans.len());
+    for (plan, tls) in plans.into_iter().zip(tls) {
+        built.push(plan.build(tls, &authn, &authz, config.access_log).await?);
+    }
+    // What --listeners-file says besides the authorization blocks is read once; a change
+    // to it is reported (and flagged in the reload metrics) until the next start.
+    let layout = match &config.listeners_file {
+        Some(file) => {
+            let shape = file.shape.clone();
+            let layout = Watched::load(
+                "--listeners-file",
+                vec![file.path.clone()],
+                move |files| listeners_unchanged(files, &shape),
+                &metrics,
+            )
+            .map_err(|e| RunError::Policy(format!("--listeners-file {e}")))?;
+            layout.spawn_reloader();
+            Some(layout)
+        }
+        None => None,
+    };
+    // The probe port and the auth endpoint serve as the first listener does.
+    let Some(primary) = built.first() else {
+        return Err(RunError::NoListener);
+    };
+    let (addr, primary_guard) = (primary.addr, Arc::clone(&primary.guard));
+    let primary_tls = (Arc::clone(&primary.tls.cert), primary.tls.client_ca.clone());
     let admin_listener = match config.proxy_endpoints_port {
         Some(port) => {
             let address = ListenAddress {
-                host: config.listen.host.clone(),
+                host: primary.plan.listen.host.clone(),
                 port,
             };
             let listener = bind("--proxy-endpoints-port", &address).await?;
@@ -168,24 +211,42 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         let _ = stopped.await;
     });
     let grace = config.shutdown_grace;
-    let proxy = server::serve(
-        Listener {
-            socket: listener,
-            acceptor: tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?,
-            client_ca: client_ca.clone(),
-            settings: config.http,
-        },
-        Arc::clone(&guard),
-        Arc::clone(&metrics),
-        stopped.clone(),
-        grace,
-    );
-    let mut servers: Vec<futures_util::future::BoxFuture<'static, ()>> = vec![Box::pin(proxy)];
+    let mut servers: Vec<futures_util::future::BoxFuture<'static, ()>> = Vec::new();
+    let mut certs = Vec::with_capacity(built.len());
+    let mut serving = Vec::with_capacity(built.len());
+    for listener in built {
+        let Built {
+            plan,
+            tls,
+            guard,
+            socket,
+            addr,
+        } = listener;
+        let acceptor = tls::acceptor(&tls.cert, &plan.tls.policy, alpn, tls.client_ca.as_ref())?;
+        let proxy = server::serve(
+            Listener {
+                socket,
+                acceptor,
+                client_ca: tls.client_ca,
+                settings: config.http,
+            },
+            guard,
+            Arc::clone(&plan.metrics),
+            stopped.clone(),
+            grace,
+        );
+        servers.push(Box::pin(proxy.instrument(plan.span.clone())));
+        certs.push((plan.name.clone(), tls.cert));
+        serving.push(startup::Serving { plan, addr });
+    }
+    let (cert, client_ca) = primary_tls;
     if let Some((socket, _)) = admin_listener {
         let handler = Arc::new(Admin {
-            cert: Arc::clone(&cert),
+            certs,
             apiserver: apiserver.clone(),
-            guard: Arc::clone(&guard),
+            authz: primary_guard.authz.with_metrics(metrics.unlabelled()),
+            authn,
+            metrics: Arc::clone(&metrics),
         });
         let listener = Listener {
             socket,
@@ -204,7 +265,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
     if let Some((socket, _, settings)) = endpoint_listener {
         let handler = Arc::new(AuthEndpoint {
-            guard: Arc::clone(&guard),
+            guard: primary_guard,
             settings,
         });
         let listener = Listener {
@@ -219,12 +280,18 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
     let task = tokio::spawn(async move {
         futures_util::future::join_all(servers).await;
+        // Watched until the listeners stop.
+        drop(layout);
     });
-    log_startup(&config, addr, admin_addr, apiserver.is_some());
+    startup::log(&config, &serving, admin_addr, apiserver.is_some());
     Ok(Running {
         addr,
         admin_addr,
         auth_endpoint_addr,
+        listeners: serving
+            .iter()
+            .filter_map(|s| s.plan.name.clone().map(|name| (name, s.addr)))
+            .collect(),
         stop,
         task,
     })
@@ -282,104 +349,6 @@ fn local_addr(flag: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
         address: "?".into(),
         message: e.to_string(),
     })
-}
-
-/// One line a person can read at a glance: where it listens, where it forwards, how it
-/// decides, from which files, for how long answers are kept.
-fn log_startup(config: &Config, addr: SocketAddr, admin_addr: Option<SocketAddr>, apiserver: bool) {
-    let duration = |d| humantime::format_duration(d).to_string();
-    let files = |files: &[&std::path::Path]| {
-        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        if names.is_empty() {
-            "-".to_owned()
-        } else {
-            names.join(",")
-        }
-    };
-    let auth = &config.auth;
-    let upstream = match &config.upstream.options.unix_socket {
-        Some(socket) => format!("unix://{}", socket.display()),
-        None => config.upstream.url.to_string(),
-    };
-    let tls = match &config.tls.source {
-        TlsSource::Files { cert, .. } => cert.display().to_string(),
-        TlsSource::SelfSigned => "self-signed (in memory)".into(),
-    };
-    let client_ca = files(
-        &config
-            .tls
-            .client_ca_file
-            .iter()
-            .map(|p| p.as_path())
-            .collect::<Vec<_>>(),
-    );
-    let mut policy: Vec<&std::path::Path> =
-        auth.authz.config_file.iter().map(|p| p.as_path()).collect();
-    policy.extend(auth.authz.rbac_files.iter().map(|p| p.as_path()));
-    let token_file = files(
-        &auth
-            .authn
-            .token_file
-            .iter()
-            .map(|p| p.as_path())
-            .collect::<Vec<_>>(),
-    );
-    let kube_api = match auth.apiserver.rate_limit {
-        RateLimit::Unlimited => "unlimited".to_owned(),
-        RateLimit::TokenBucket { qps, burst } => format!("{qps} qps, burst {burst}"),
-    };
-    let (authn, authz) = (auth.authn.cache, auth.authz.cache);
-    let caches = format!(
-        "authn {}/{} (ok/rejected), authz {}/{} (allow/deny), {} entries, stale-if-error {}",
-        duration(authn.positive),
-        duration(authn.negative),
-        duration(authz.positive),
-        duration(authz.negative),
-        authn.capacity,
-        duration(authn.stale),
-    );
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        listen = %addr,
-        proxy_endpoints = %admin_addr.map_or("off".to_owned(), |a| a.to_string()),
-        auth_endpoint = %config.auth_endpoint.as_ref().map_or("off".to_owned(), |(address, settings)| {
-            format!("{address} ({:?})", settings.style)
-        }),
-        upstream,
-        mode = if apiserver { "apiserver" } else { "standalone (offline)" },
-        tls,
-        curves = config.tls.policy.curves().names().collect::<Vec<_>>().join(","),
-        client_ca,
-        http2 = config.http.http2,
-        paths = %config.paths,
-        audiences = if auth.authn.audiences.is_empty() { "-".to_owned() } else { auth.authn.audiences.join(",") },
-        policy = files(&policy),
-        token_auth_file = token_file,
-        caches,
-        kube_api,
-        apiserver_timeout = duration(auth.apiserver.timeout),
-        upstream_timeout = duration(config.upstream.timeout),
-        access_log = config.access_log,
-        "scrape-guard serving"
-    );
-    let curves = config.tls.policy.curves();
-    if !curves.unavailable().is_empty() {
-        tracing::warn!(
-            unavailable = curves.unavailable().join(","),
-            using = curves.names().collect::<Vec<_>>().join(","),
-            "--tls-curve-preferences names key exchanges this build does not implement; \
-             they are not offered"
-        );
-    }
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    if matches!(config.tls.source, TlsSource::SelfSigned) {
-        tracing::warn!(
-            "no --tls-cert-file/--tls-private-key-file: serving a self-signed certificate \
-             generated at startup; clients cannot verify it"
-        );
-    }
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

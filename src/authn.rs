@@ -134,7 +134,17 @@ pub enum AuthnError {
 }
 
 /// Bearer token → `User`: the static token file first, then a cached TokenReview.
+///
+/// Each listener has its own (`with_metrics`), recording its outcomes under its name;
+/// they all share one token file, one TokenReview cache and its key, so a token is
+/// reviewed once whichever listener it is sent to.
 pub struct Authenticator {
+    reviews: Arc<TokenReviews>,
+    metrics: Arc<Metrics>,
+}
+
+/// What every listener's authenticator shares.
+struct TokenReviews {
     apiserver: Option<Arc<Apiserver>>,
     tokens: Option<Arc<Watched<TokenFile>>>,
     audiences: Vec<String>,
@@ -142,7 +152,6 @@ pub struct Authenticator {
     cache: Verdicts<Identity, ReviewError>,
     groups: Interner<[String]>,
     rejections: Interner<str>,
-    metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
@@ -169,7 +178,7 @@ impl Authenticator {
             }
             None => None,
         };
-        Ok(Self {
+        let reviews = TokenReviews {
             apiserver,
             tokens,
             audiences: settings.audiences.clone(),
@@ -177,8 +186,36 @@ impl Authenticator {
             cache: Verdicts::new(settings.cache),
             groups: Interner::new(INTERNED_GROUP_LISTS),
             rejections: Interner::new(INTERNED_GROUP_LISTS),
+        };
+        Ok(Self {
+            reviews: Arc::new(reviews),
             metrics,
         })
+    }
+
+    /// The same token file and caches, recording outcomes in `metrics` (another
+    /// listener's view).
+    pub(crate) fn with_metrics(&self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            reviews: Arc::clone(&self.reviews),
+            metrics,
+        }
+    }
+
+    /// Who is calling: the user a verified client certificate names, else the bearer
+    /// token's (kube-rbac-proxy's order).
+    pub(crate) async fn authenticate_caller(
+        &self,
+        headers: &HeaderMap,
+        certificate_user: Option<&Arc<User>>,
+        requester: Requester,
+    ) -> Result<Arc<User>, ProxyError> {
+        if let Some(user) = certificate_user {
+            self.metrics
+                .authenticated("authenticated", Source::Certificate);
+            return Ok(Arc::clone(user));
+        }
+        self.authenticate(headers, requester).await
     }
 
     /// Who sent this request. 401 if nobody we can vouch for; 503 if we cannot ask,
@@ -199,20 +236,21 @@ impl Authenticator {
         token: BearerToken<'_>,
         requester: Requester,
     ) -> Result<Arc<User>, ProxyError> {
-        let key = self.hasher.key(token.as_bytes());
-        if let Some(user) = self.tokens.as_ref().and_then(|t| t.get().lookup(&key)) {
+        let reviews = &*self.reviews;
+        let key = reviews.hasher.key(token.as_bytes());
+        if let Some(user) = reviews.tokens.as_ref().and_then(|t| t.get().lookup(&key)) {
             self.metrics.authenticated("authenticated", Source::Local);
             return Ok(user);
         }
-        let Some(apiserver) = &self.apiserver else {
+        let Some(apiserver) = &reviews.apiserver else {
             self.metrics.authenticated("rejected", Source::Standalone);
             return Err(unauthenticated(
                 "unknown token (standalone: not in --token-auth-file)",
             ));
         };
         // Run only on a miss, by the one caller the others wait for.
-        let review = self.review(apiserver, token, requester);
-        let (identity, served) = match self.cache.get_or_review(key, review).await {
+        let review = reviews.review(apiserver, token, requester);
+        let (identity, served) = match reviews.cache.get_or_review(key, review).await {
             Ok(answer) => answer,
             Err(error) => {
                 self.metrics.authenticated("error", Source::Apiserver);
@@ -244,11 +282,15 @@ impl Authenticator {
         }
     }
 
-    /// Tokens currently cached (positive and negative).
+    /// Tokens currently cached (positive and negative), for every listener.
     pub fn cached(&self) -> u64 {
-        self.cache.entry_count()
+        self.reviews.cache.entry_count()
     }
+}
 
+// === impl TokenReviews ===
+
+impl TokenReviews {
     async fn review(
         &self,
         apiserver: &Apiserver,

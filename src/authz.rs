@@ -17,7 +17,7 @@ mod local;
 pub(crate) mod rbac;
 mod rewrite;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes as SarResourceAttributes, SubjectAccessReview,
@@ -30,7 +30,9 @@ use crate::{
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
+    yaml::Node,
 };
+use serde_saphyr::Spanned;
 
 pub use self::attributes::Attributes;
 pub(crate) use self::{
@@ -74,14 +76,71 @@ pub struct AuthzSettings {
     pub cache: CacheSettings,
 }
 
+/// One listener's local policy (`--listeners-file`): its kube-rbac-proxy authorization
+/// config and its RBAC files.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicySettings {
+    /// A listener's `configFile`, or its `authorization:` block.
+    pub(crate) config: Option<ConfigSource>,
+    /// A listener's `rbacFile`.
+    pub(crate) rbac_files: Vec<PathBuf>,
+}
+
+/// Where a kube-rbac-proxy authorization config is read from.
+#[derive(Clone)]
+pub(crate) enum ConfigSource {
+    /// A kube-rbac-proxy config file (`--config-file`, a listener's `configFile`): the
+    /// `authorization:` block at its top level.
+    File(PathBuf),
+    /// An `authorization:` block inside a file of ours (a listener's in
+    /// `--listeners-file`): `locate` finds it in the file's YAML documents each time the
+    /// file is read; `Ok(None)` when there is none (nothing configured).
+    Block { file: PathBuf, locate: Locate },
+}
+
+/// Finds an `authorization:` block in a file's YAML documents.
+pub(crate) type Locate = Arc<
+    dyn for<'a> Fn(&'a [Spanned<Node>]) -> Result<Option<&'a Spanned<Node>>, String> + Send + Sync,
+>;
+
+/// A `Locate` from a function or closure (so that its signature is inferred).
+pub(crate) fn locate<F>(f: F) -> Locate
+where
+    F: for<'a> Fn(&'a [Spanned<Node>]) -> Result<Option<&'a Spanned<Node>>, String>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
+impl fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Block { file, .. } => f.debug_struct("Block").field("file", file).finish(),
+        }
+    }
+}
+
 /// (`User`, `Attributes`) → allow or 403: local policy, then a cached
 /// SubjectAccessReview.
+///
+/// Each listener has its own (`for_listener`), with its own local policy and its
+/// outcomes recorded under its name; they all share one SubjectAccessReview cache. A
+/// review's answer depends only on the user and the attributes, so listeners that ask
+/// the same question share the answer.
 pub struct Authorizer {
-    apiserver: Option<Arc<Apiserver>>,
     local: LocalPolicy,
+    reviews: Arc<AccessReviews>,
+    metrics: Arc<Metrics>,
+}
+
+/// What every listener's authorizer shares.
+struct AccessReviews {
+    apiserver: Option<Arc<Apiserver>>,
     cache: Verdicts<Decision, ReviewError>,
     reasons: Interner<str>,
-    metrics: Arc<Metrics>,
 }
 
 impl Authorizer {
@@ -93,25 +152,51 @@ impl Authorizer {
         apiserver: Option<Arc<Apiserver>>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let local = LocalPolicy::load(
-            settings.config_file.as_deref(),
-            &settings.rbac_files,
-            &metrics,
-        )?;
+        let config = settings.config_file.clone().map(ConfigSource::File);
+        let local = LocalPolicy::load(config.as_ref(), &settings.rbac_files, &metrics)?;
         local.spawn_reloaders();
-        if apiserver.is_none() && local.is_empty() {
-            tracing::warn!(
-                "standalone mode without --rbac-file or static rules in --config-file: \
-                 every authenticated request will be denied"
-            );
-        }
-        Ok(Self {
+        let reviews = AccessReviews {
             apiserver,
-            local,
             cache: Verdicts::new(settings.cache),
             reasons: Interner::new(INTERNED_REASONS),
+        };
+        Ok(Self {
+            local,
+            reviews: Arc::new(reviews),
             metrics,
         })
+    }
+
+    /// Another listener's authorizer: its own local policy (loaded now and kept fresh;
+    /// an error names the file and line), its outcomes in `metrics`, this one's
+    /// SubjectAccessReview cache.
+    pub(crate) fn for_listener(
+        &self,
+        policy: &PolicySettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let local = LocalPolicy::load(policy.config.as_ref(), &policy.rbac_files, &metrics)?;
+        local.spawn_reloaders();
+        Ok(Self {
+            local,
+            reviews: Arc::clone(&self.reviews),
+            metrics,
+        })
+    }
+
+    /// The same policy and cache, recording outcomes in `metrics`.
+    pub(crate) fn with_metrics(&self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            local: self.local.clone(),
+            reviews: Arc::clone(&self.reviews),
+            metrics,
+        }
+    }
+
+    /// Whether every authenticated request will be denied: standalone (no apiserver)
+    /// and no local rule that could allow anything.
+    pub(crate) fn denies_everything(&self) -> bool {
+        self.reviews.apiserver.is_none() && self.local.is_empty()
     }
 
     /// The attributes this request is authorized as (400 if a rewrite finds no value).
@@ -180,7 +265,8 @@ impl Authorizer {
                 reason,
             });
         }
-        let Some(apiserver) = &self.apiserver else {
+        let reviews = &*self.reviews;
+        let Some(apiserver) = &reviews.apiserver else {
             return Ok(Outcome {
                 allowed: false,
                 source: Source::Standalone,
@@ -189,14 +275,15 @@ impl Authorizer {
         };
         let key = attributes.cache_key(user);
         // Run only on a miss, by the one caller the others wait for.
-        let review = review(apiserver, user, attributes, requester, &self.reasons);
-        let (decision, served) = self
-            .cache
-            .get_or_review(key, review)
-            .await
-            .map_err(|error| {
-                ProxyError::ApiserverUnavailable(format!("SubjectAccessReview: {error}"))
-            })?;
+        let review = review(apiserver, user, attributes, requester, &reviews.reasons);
+        let (decision, served) =
+            reviews
+                .cache
+                .get_or_review(key, review)
+                .await
+                .map_err(|error| {
+                    ProxyError::ApiserverUnavailable(format!("SubjectAccessReview: {error}"))
+                })?;
         let source = match served {
             Served::Cached => Source::Cache,
             Served::Reviewed => Source::Apiserver,
@@ -216,9 +303,9 @@ impl Authorizer {
         })
     }
 
-    /// Decisions currently cached.
+    /// Decisions currently cached, for every listener.
     pub fn cached(&self) -> u64 {
-        self.cache.entry_count()
+        self.reviews.cache.entry_count()
     }
 }
 

@@ -16,6 +16,7 @@ mod args;
 mod auth;
 mod dialect;
 mod go;
+mod listeners;
 mod serving;
 mod upstream;
 
@@ -26,6 +27,7 @@ use self::args::{AuthEndpointArgs, LoggingArgs};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
+    listeners::{in_keys as in_listener_keys, unchanged as listeners_unchanged, FLAGS_LISTENER},
 };
 use crate::{
     apiserver::ApiserverSettings,
@@ -40,6 +42,10 @@ use crate::{
 };
 
 /// The validated configuration the proxy starts from: one settings value per stage.
+///
+/// `listen`, `tls` (but its policy), `paths`, `upstream` and the policy files of
+/// `auth.authz` are the listener the flags define; with `--listeners-file` and no
+/// `--upstream` there is none, and they hold placeholders (`listeners_file` says).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `--secure-listen-address`.
@@ -60,6 +66,8 @@ pub struct Config {
     pub access_log: bool,
     /// `--auth-endpoint-address` and how it reads requests.
     pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
+    /// `--listeners-file`: more listeners. `None`: the flags define the only one.
+    pub listeners_file: Option<listeners::ListenersFile>,
     /// What the flags mean that may surprise (suites rustls lacks, a TLS 1.0 minimum…),
     /// logged once at startup.
     pub warnings: Vec<String>,
@@ -189,8 +197,23 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
+        // The flags define a listener unless --listeners-file declares them all.
+        let flags_listener = upstream.upstream.is_some() || serving.listeners_file.is_none();
+        if !flags_listener {
+            for flag in listeners::flags_given(&serving, &upstream, &policy) {
+                problems.add(format!(
+                    "{flag} configures the listener --upstream defines, and there is none \
+                     (--listeners-file declares them all): give it to a listener there, as {}",
+                    in_listener_keys(flag)
+                ));
+            }
+        }
         let serving = serving::validate(serving, &mut problems);
-        let (upstream, paths) = upstream::validate(upstream, &mut problems);
+        let (upstream, paths) = match flags_listener {
+            true => upstream::validate(upstream, &mut problems),
+            // Placeholders, never served: what they could say is reported above.
+            false => upstream::validate(upstream, &mut Problems::default()),
+        };
         let caches = auth::caches(cache, &mut problems);
         let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
         let auth_endpoint = auth_endpoint(endpoint, &upstream.identity, &mut problems);
@@ -201,7 +224,22 @@ impl TryFrom<Args> for Config {
             shutdown_grace,
             tls,
             http,
+            listeners_file,
         } = serving;
+        if let Some(port) = proxy_endpoints_port.filter(|p| flags_listener && *p == listen.port) {
+            problems.add(format!(
+                "--proxy-endpoints-port {port} is the port of --secure-listen-address"
+            ));
+        }
+        let listeners_file = listeners_file.map(|path| {
+            let context = listeners::Context {
+                flags_listener: flags_listener.then_some(&listen),
+                proxy_endpoints_port,
+                auth_endpoint: auth_endpoint.as_ref().map(|(address, _)| address),
+                tls_policy: &tls.policy,
+            };
+            listeners::read(&path, &context, &mut problems)
+        });
         let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
             listen,
@@ -215,6 +253,7 @@ impl TryFrom<Args> for Config {
             auth,
             access_log,
             auth_endpoint,
+            listeners_file,
             warnings,
         })
     }

@@ -19,7 +19,7 @@ use crate::{
     authz::Authorizer,
     body::ProxyBody,
     error::ProxyError,
-    identity::{Source, User},
+    identity::User,
     metrics::Metrics,
     paths::{PathPolicy, Route},
     server::{Handler, Peer},
@@ -109,18 +109,14 @@ impl Guard {
     }
 
     /// A verified client certificate first, then the bearer token (kube-rbac-proxy's order).
-    pub(crate) async fn authenticate(
+    async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         peer: &Peer,
     ) -> Result<Arc<User>, ProxyError> {
-        if let Some(user) = &peer.certificate_user {
-            self.metrics
-                .authenticated("authenticated", Source::Certificate);
-            return Ok(Arc::clone(user));
-        }
+        let requester = Requester::Peer(peer.addr.ip());
         self.authn
-            .authenticate(headers, Requester::Peer(peer.addr.ip()))
+            .authenticate_caller(headers, peer.certificate_user.as_ref(), requester)
             .await
     }
 

@@ -36,6 +36,7 @@ mod reload;
 mod server;
 mod tls;
 mod upstream;
+mod yaml;
 
 // Starting the proxy: the binary and the integration tests.
 pub use app::{run, start, RunError, Running};

@@ -194,13 +194,15 @@ impl<T: Send + Sync + 'static> Watched<T> {
         let files: Vec<&Path> = self.files.iter().map(PathBuf::as_path).collect();
         let mut changes = Changes::new(&files);
         let mut seen = Seen::Version(self.loaded);
-        tokio::spawn(async move {
+        // In the span it is started in (a listener's), so that its lines name it.
+        let reloader = async move {
             loop {
                 changes.next().await;
                 let Some(this) = this.upgrade() else { return };
                 this.reload(&mut seen);
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(reloader));
     }
 
     /// One look at the files. `seen` is what the last look found, so that an unchanged

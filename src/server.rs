@@ -14,7 +14,7 @@ use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time:
 use http::{Request, Response};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::{
@@ -22,6 +22,7 @@ use tokio::{
     sync::{watch, Semaphore},
 };
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use crate::{body::ProxyBody, identity::User, metrics::Metrics, tls::ClientCa};
 
@@ -86,7 +87,7 @@ struct Shared<H> {
     client_ca: Option<Arc<ClientCa>>,
     settings: HttpSettings,
     handler: Arc<H>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<InCurrentSpan>,
     metrics: Arc<Metrics>,
     handshakes: handshake::Reporter,
 }
@@ -158,10 +159,11 @@ pub(crate) async fn serve<H: Handler>(
         };
         let _ = tcp.set_nodelay(true);
         let connection = serve_connection(tcp, peer, Arc::clone(&shared), stopping.clone());
-        tokio::spawn(async move {
+        let connection = async move {
             let _slots = (slot, peer_slot);
             connection.await;
-        });
+        };
+        tokio::spawn(connection.in_current_span());
     }
     drop(listener);
     let _ = stop.send(true);
@@ -260,8 +262,23 @@ async fn serve_connection<H: Handler>(
     }
 }
 
-fn http_builder(settings: HttpSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// Spawns what hyper hands over (HTTP/2 streams) in the span of the connection that
+/// does: a listener's, which names it in every line its requests log.
+#[derive(Debug, Clone, Copy)]
+struct InCurrentSpan;
+
+impl<F> hyper::rt::Executor<F> for InCurrentSpan
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future.in_current_span());
+    }
+}
+
+fn http_builder(settings: HttpSettings) -> auto::Builder<InCurrentSpan> {
+    let mut builder = auto::Builder::new(InCurrentSpan);
     builder
         .http1()
         .timer(TokioTimer::new())

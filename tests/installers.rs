@@ -660,6 +660,7 @@ impl Cluster {
             addr: running.addr,
             admin_addr: running.admin_addr,
             auth_endpoint_addr: running.auth_endpoint_addr,
+            listeners: running.listeners.clone(),
             running: Some(running),
         };
         Ok(Started { proxy, warnings })

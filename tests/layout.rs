@@ -19,7 +19,9 @@ use std::{
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaf",
-        &["identity", "error", "body", "cache", "reload", "metrics"],
+        &[
+            "identity", "error", "body", "cache", "reload", "metrics", "yaml",
+        ],
     ),
     (
         "stage",

@@ -13,7 +13,7 @@
 //!     resourceRequest: <bool>; path: <string>
 //! ```
 //!
-//! Every file kube-rbac-proxy starts with is accepted (`decode.rs` has its YAML rules:
+//! Every file kube-rbac-proxy starts with is accepted (`yaml.rs` has its YAML rules:
 //! keys in any case, unknown keys ignored with a warning naming key, file and line), and
 //! means what it means there — including settings that have no effect or deny
 //! everything, which are warned about (`schema.rs`). The hard errors are what
@@ -25,18 +25,15 @@
 //! honoured (any listed group matches; upstream ignores it). As in kube-rbac-proxy, a
 //! request no static rule allows goes on to a SubjectAccessReview.
 
-mod decode;
+mod read;
 mod schema;
 mod template;
 
-use std::{borrow::Cow, path::PathBuf, sync::Arc};
+use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use self::{
-    decode::{Decoder, Level, Note},
-    template::Template,
-};
+use self::template::Template;
 use super::{rewrite, verb_for, Attributes, ResourceAttributes};
 use crate::{error::ProxyError, identity::User};
 
@@ -97,35 +94,6 @@ struct UserMatch {
 }
 
 impl ConfigFile {
-    /// Parses the file and logs what is worth knowing about it (on every load and
-    /// reload); errors name the file and line.
-    pub(super) fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
-        let Some((path, bytes)) = files.first() else {
-            return Ok(Self::default());
-        };
-        let origin = path.display().to_string();
-        let (config, notes) = Self::decode(&origin, bytes)?;
-        for note in notes {
-            let message = format!("--config-file {origin} line {}: {}", note.line, note.text);
-            match note.level {
-                Level::Warn => tracing::warn!(file = %origin, line = note.line, "{message}"),
-                Level::Info => tracing::info!(file = %origin, line = note.line, "{message}"),
-            }
-        }
-        Ok(config)
-    }
-
-    /// The config and its notes; errors are prefixed with `origin`.
-    fn decode(origin: &str, bytes: &[u8]) -> Result<(Self, Vec<Note>), String> {
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
-        let docs = decode::parse(text).map_err(|e| format!("{origin}: {e}"))?;
-        let mut decoder = Decoder::default();
-        let config = schema::config(&docs, &mut decoder).map_err(|e| format!("{origin}: {e}"))?;
-        let mut notes = decoder.notes;
-        notes.sort_by_key(|n| n.line);
-        Ok((config, notes))
-    }
-
     /// The attributes to authorize for a request: one non-resource record (the path),
     /// one resource record, or with rewrites one per value — every one must be allowed.
     /// Rewrites with no value in the request are a 400, as in kube-rbac-proxy.
@@ -254,6 +222,7 @@ impl StaticRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::yaml::Level;
 
     fn parse(yaml: &str) -> Result<ConfigFile, String> {
         ConfigFile::parse(&[("config.yaml".into(), yaml.as_bytes().to_vec())])

@@ -1,21 +1,19 @@
 //! Local policy: everything that can be decided without asking the apiserver.
 //!
 //! Two sources, both optional and both reloaded on change (see `reload.rs`):
-//! - `--config-file` (kube-rbac-proxy's schema): which attributes a request is
-//!   authorized as, and static allow rules;
+//! - `--config-file` (kube-rbac-proxy's schema), or a listener's `authorization:` block
+//!   in `--listeners-file` (the same schema): which attributes a request is authorized
+//!   as, and static allow rules;
 //! - `--rbac-file` (repeatable): the cluster's own RBAC objects, evaluated here.
 //!
 //! Local policy only ever *allows*. When it has no allow, the apiserver decides — or,
 //! with no apiserver (standalone mode), the answer is 403.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::PathBuf, sync::Arc};
 
 use http::{HeaderMap, Method, Uri};
 
-use super::{config_file::ConfigFile, rbac::Rbac, Attributes};
+use super::{config_file::ConfigFile, rbac::Rbac, Attributes, ConfigSource};
 use crate::{error::ProxyError, identity::User, metrics::Metrics, reload::Watched};
 
 /// The local layers of the authorizer chain.
@@ -28,17 +26,26 @@ pub(crate) struct LocalPolicy {
 impl LocalPolicy {
     /// Loads the files now; any error names the flag's file and line.
     pub(crate) fn load(
-        config_file: Option<&Path>,
+        config: Option<&ConfigSource>,
         rbac_files: &[PathBuf],
         metrics: &Arc<Metrics>,
     ) -> Result<Self, String> {
-        let config = config_file
-            .map(|path| {
-                let files = vec![path.to_owned()];
-                Watched::load("--config-file", files, ConfigFile::parse, metrics)
+        let config = config
+            .map(|source| match source {
+                ConfigSource::File(path) => {
+                    let files = vec![path.clone()];
+                    Watched::load("--config-file", files, ConfigFile::parse, metrics)
+                        .map_err(|e| format!("--config-file {e}"))
+                }
+                ConfigSource::Block { file, locate } => {
+                    let locate = Arc::clone(locate);
+                    let parse =
+                        move |files: &[(PathBuf, Vec<u8>)]| ConfigFile::parse_block(files, &locate);
+                    Watched::load("--listeners-file", vec![file.clone()], parse, metrics)
+                        .map_err(|e| format!("--listeners-file {e}"))
+                }
             })
-            .transpose()
-            .map_err(|e| format!("--config-file {e}"))?;
+            .transpose()?;
         let rbac = (!rbac_files.is_empty())
             .then(|| Watched::load("--rbac-file", rbac_files.to_vec(), Rbac::parse, metrics))
             .transpose()

@@ -330,6 +330,22 @@ pub struct ServingArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "SCRAPE_GUARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_go_duration)]
     pub shutdown_grace: Duration,
+
+    /// YAML file of more listeners, each with its own address, upstream, TLS files, paths,
+    /// identity headers and authorization (a kube-rbac-proxy config file's
+    /// `authorization:` block); they share the apiserver client, its rate limit and the
+    /// caches. With --upstream the flags define one more, named "default". Read at
+    /// startup; each listener's authorization and files are reloaded on change.
+    #[arg(long, env = "SCRAPE_GUARD_LISTENERS_FILE", value_name = "FILE")]
+    pub listeners_file: Option<PathBuf>,
+}
+
+/// The defaults of the flags a listener in `--listeners-file` can set too.
+pub(super) mod defaults {
+    pub(in crate::config) const UPSTREAM_TIMEOUT: &str = "30s";
+    pub(in crate::config) const USER_HEADER: &str = "x-remote-user";
+    pub(in crate::config) const GROUPS_HEADER: &str = "x-remote-groups";
+    pub(in crate::config) const GROUPS_SEPARATOR: &str = "|";
 }
 
 /// Where allowed requests go, and what they carry.
@@ -371,7 +387,7 @@ pub struct UpstreamArgs {
     pub upstream_force_h2c: bool,
 
     /// How long the upstream may take to send response headers.
-    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_go_duration)]
+    #[arg(long, env = "SCRAPE_GUARD_UPSTREAM_TIMEOUT", default_value = defaults::UPSTREAM_TIMEOUT, value_parser = parse_go_duration)]
     pub upstream_timeout: Duration,
 
     /// Comma-separated Go path.Match globs; other paths get 404 before authentication.
@@ -402,7 +418,7 @@ pub struct UpstreamArgs {
     #[arg(
         long,
         env = "SCRAPE_GUARD_AUTH_HEADER_USER_FIELD_NAME",
-        default_value = "x-remote-user"
+        default_value = defaults::USER_HEADER
     )]
     pub auth_header_user_field_name: String,
 
@@ -410,7 +426,7 @@ pub struct UpstreamArgs {
     #[arg(
         long,
         env = "SCRAPE_GUARD_AUTH_HEADER_GROUPS_FIELD_NAME",
-        default_value = "x-remote-groups"
+        default_value = defaults::GROUPS_HEADER
     )]
     pub auth_header_groups_field_name: String,
 
@@ -418,7 +434,7 @@ pub struct UpstreamArgs {
     #[arg(
         long,
         env = "SCRAPE_GUARD_AUTH_HEADER_GROUPS_FIELD_SEPARATOR",
-        default_value = "|"
+        default_value = defaults::GROUPS_SEPARATOR
     )]
     pub auth_header_groups_field_separator: String,
 }

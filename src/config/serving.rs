@@ -1,6 +1,6 @@
 //! The serving flag group: the listener, its TLS and its HTTP limits.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use super::{args::ServingArgs, go::ListenAddress, Problems};
 use crate::{
@@ -16,6 +16,8 @@ pub(super) struct Serving {
     pub(super) shutdown_grace: Duration,
     pub(super) tls: TlsSettings,
     pub(super) http: HttpSettings,
+    /// `--listeners-file`, read by `listeners.rs`.
+    pub(super) listeners_file: Option<PathBuf>,
 }
 
 pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
@@ -39,20 +41,10 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         idle_timeout,
         proxy_endpoints_port,
         shutdown_grace,
+        listeners_file,
     } = args;
 
-    let source = match (tls_cert_file, tls_private_key_file) {
-        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
-        (None, None) => TlsSource::SelfSigned,
-        (Some(_), None) => {
-            problems.add("--tls-cert-file needs --tls-private-key-file");
-            TlsSource::SelfSigned
-        }
-        (None, Some(_)) => {
-            problems.add("--tls-private-key-file needs --tls-cert-file");
-            TlsSource::SelfSigned
-        }
-    };
+    let source = tls_source(tls_cert_file, tls_private_key_file, problems);
     let policy =
         TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites, &mut problems.warnings);
     let policy = problems.or(policy, TlsPolicy::default());
@@ -86,12 +78,6 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         "--http2-max-concurrent-streams",
         usize::try_from(http2_max_concurrent_streams).unwrap_or(usize::MAX),
     );
-    if proxy_endpoints_port != 0 && proxy_endpoints_port == secure_listen_address.port {
-        problems.add(format!(
-            "--proxy-endpoints-port {proxy_endpoints_port} is the port of \
-             --secure-listen-address"
-        ));
-    }
 
     Serving {
         listen: secure_listen_address,
@@ -103,6 +89,7 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
             policy,
             client_ca_file,
         },
+        listeners_file,
         http: HttpSettings {
             http2: !http2_disable,
             max_concurrent_streams: http2_max_concurrent_streams,
@@ -118,6 +105,27 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
             header_read_timeout,
             idle_timeout,
         },
+    }
+}
+
+/// `--tls-cert-file` and `--tls-private-key-file`: both, or neither for a self-signed
+/// pair.
+pub(super) fn tls_source(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    problems: &mut Problems,
+) -> TlsSource {
+    match (cert, key) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        (None, None) => TlsSource::SelfSigned,
+        (Some(_), None) => {
+            problems.add("--tls-cert-file needs --tls-private-key-file");
+            TlsSource::SelfSigned
+        }
+        (None, Some(_)) => {
+            problems.add("--tls-private-key-file needs --tls-cert-file");
+            TlsSource::SelfSigned
+        }
     }
 }
 

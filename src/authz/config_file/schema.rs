@@ -1,11 +1,11 @@
 //! kube-rbac-proxy's config structs, field by field (its `pkg/authz` `Config`, with the
 //! `verb` of `resourceAttributes` the opendatahub fork adds), filled from the node tree
-//! by `decode`'s rules; then what the result means, where that may surprise.
+//! by `yaml`'s rules; then what the result means, where that may surprise.
 
 use super::{
-    decode::{join, Decoder, Node, Value},
     Authorization, ConfigFile, ResourceTemplate, Rewrites, StaticRule, Template, UserMatch,
 };
+use crate::yaml::{join, take, Decoder, Node, Value};
 
 /// The file's nodes → a `ConfigFile`, with the notes worth logging.
 pub(super) fn config(
@@ -40,9 +40,22 @@ pub(super) fn config(
             Authorization::default()
         }
     };
-    let config = ConfigFile { authorization };
+    Ok(explained(ConfigFile { authorization }, d))
+}
+
+/// An `authorization:` block on its own (a listener's in `--listeners-file`): read as
+/// the same key of a config file is.
+pub(super) fn block(node: Value<'_>, d: &mut Decoder) -> Result<ConfigFile, String> {
+    let authorization = match d.objects(&[node], "authorization")? {
+        Some(maps) => authorization_of(&maps, d)?,
+        None => Authorization::default(),
+    };
+    Ok(explained(ConfigFile { authorization }, d))
+}
+
+fn explained(config: ConfigFile, d: &mut Decoder) -> ConfigFile {
     explain(&config, d);
-    Ok(config)
+    config
 }
 
 fn authorization_of(maps: &[Value<'_>], d: &mut Decoder) -> Result<Authorization, String> {
@@ -269,16 +282,10 @@ fn explain(config: &ConfigFile, d: &mut Decoder) {
     }
 }
 
-/// The per-field value lists of `Decoder::fields`, as a fixed-size array to destructure.
-fn take<const N: usize>(fields: Vec<Vec<Value<'_>>>) -> [Vec<Value<'_>>; N] {
-    let mut fields = fields.into_iter();
-    std::array::from_fn(|_| fields.next().unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::decode::{self, Level};
     use super::*;
+    use crate::yaml::{self as decode, Level};
 
     fn decoded(yaml: &str) -> Result<(ConfigFile, Vec<String>), String> {
         let docs = decode::parse(yaml)?;

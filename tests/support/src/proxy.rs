@@ -16,6 +16,8 @@ pub struct Proxy {
     /// The probe listener's address, if there is one.
     pub admin_addr: Option<SocketAddr>,
     pub auth_endpoint_addr: Option<SocketAddr>,
+    /// Every listener with a name (`--listeners-file`), in the order served.
+    pub listeners: Vec<(String, SocketAddr)>,
 }
 
 impl Proxy {
@@ -42,6 +44,30 @@ impl Proxy {
             argv.push("--kube-api-qps=-1".into());
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_argv(argv).await
+    }
+
+    /// Starts scrape-guard with the fake apiserver's kubeconfig and the listeners of
+    /// `listeners_file` only (no `--upstream`), plus `extra` flags. The review rate
+    /// limit is off unless `extra` sets `--kube-api-qps`.
+    pub async fn start_listeners(
+        api: &FakeApiserver,
+        listeners_file: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
+        let mut argv = vec![
+            "scrape-guard".to_owned(),
+            format!("--kubeconfig={}", api.kubeconfig.display()),
+            format!("--listeners-file={}", listeners_file.display()),
+        ];
+        if !extra.iter().any(|arg| arg.starts_with("--kube-api-qps")) {
+            argv.push("--kube-api-qps=-1".into());
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_argv(argv).await
+    }
+
+    async fn start_argv(argv: Vec<String>) -> Self {
         let args = <scrape_guard::Args as clap::Parser>::try_parse_from(argv).unwrap();
         let config = scrape_guard::Config::try_from(args).unwrap();
         let running = scrape_guard::start(config).await.unwrap();
@@ -49,8 +75,19 @@ impl Proxy {
             addr: running.addr,
             admin_addr: running.admin_addr,
             auth_endpoint_addr: running.auth_endpoint_addr,
+            listeners: running.listeners.clone(),
             running: Some(running),
         }
+    }
+
+    /// `https://localhost:<port><path>` of the listener called `name`.
+    pub fn listener_url(&self, name: &str, path: &str) -> String {
+        let (_, addr) = self
+            .listeners
+            .iter()
+            .find(|(listener, _)| listener == name)
+            .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.listeners));
+        format!("https://localhost:{}{path}", addr.port())
     }
 
     /// `https://localhost:<port><path>` (the name the serving certificate holds).

@@ -1,4 +1,5 @@
-//! `--config-file` read the way kube-rbac-proxy reads it.
+//! YAML read the way kube-rbac-proxy reads its `--config-file`, for that file and for
+//! `--listeners-file`, whose listeners each carry such a file's `authorization:` block.
 //!
 //! kube-rbac-proxy parses the file with ghodss/yaml: go-yaml v2 (YAML 1.1) turns it into
 //! JSON, and Go's `encoding/json` fills the structs. Files written for it rely on what
@@ -18,15 +19,18 @@
 //! key that is `null`) is an error with the line, as kube-rbac-proxy fails to start on
 //! it too. Timestamps are the one YAML 1.1 type not reproduced: go-yaml would turn
 //! `2024-01-02` into "2024-01-02T00:00:00Z", here it stays as written.
+//!
+//! Keys of our own (`--listeners-file` outside the `authorization:` blocks) have no
+//! kube-rbac-proxy to be compatible with: `Decoder::strict_fields` matches them the same
+//! way but refuses an unknown or repeated key, with its line.
 
-use std::fmt;
+mod node;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 /// A YAML node as go-yaml v2 resolves it.
 #[derive(Debug)]
-pub(super) enum Node {
+pub(crate) enum Node {
     Null,
     Bool(bool),
     Int(i128),
@@ -37,7 +41,7 @@ pub(super) enum Node {
 }
 
 /// One node, with where it is.
-pub(super) type Value<'n> = &'n Spanned<Node>;
+pub(crate) type Value<'n> = &'n Spanned<Node>;
 
 /// Something worth telling about the file that does not stop it from loading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +61,7 @@ pub(crate) enum Level {
 }
 
 /// The documents of `text`, YAML 1.1 scalars resolved as go-yaml v2 does.
-pub(super) fn parse(text: &str) -> Result<Vec<Spanned<Node>>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Spanned<Node>>, String> {
     let options = serde_saphyr::options! {
         legacy_octal_numbers: true,
         with_snippet: false,
@@ -67,12 +71,12 @@ pub(super) fn parse(text: &str) -> Result<Vec<Spanned<Node>>, String> {
 
 /// Walks a node tree against the fields of kube-rbac-proxy's structs, collecting notes.
 #[derive(Debug, Default)]
-pub(super) struct Decoder {
-    pub(super) notes: Vec<Note>,
+pub(crate) struct Decoder {
+    pub(crate) notes: Vec<Note>,
 }
 
 impl Decoder {
-    pub(super) fn warn(&mut self, line: u64, text: impl Into<String>) {
+    pub(crate) fn warn(&mut self, line: u64, text: impl Into<String>) {
         self.notes.push(Note {
             line,
             level: Level::Warn,
@@ -80,7 +84,7 @@ impl Decoder {
         });
     }
 
-    pub(super) fn info(&mut self, line: u64, text: impl Into<String>) {
+    pub(crate) fn info(&mut self, line: u64, text: impl Into<String>) {
         self.notes.push(Note {
             line,
             level: Level::Info,
@@ -91,7 +95,7 @@ impl Decoder {
     /// The entries of `maps` (decoded one after the other into one struct, as Go does
     /// for repeated or case-folded keys) sorted onto `fields`: for each field, the values
     /// to apply, in Go's order. Unknown keys are warned about and dropped.
-    pub(super) fn fields<'n>(
+    pub(crate) fn fields<'n>(
         &mut self,
         maps: &[Value<'n>],
         at: &str,
@@ -104,14 +108,9 @@ impl Decoder {
             };
             let mut keyed: Vec<Vec<(String, Value<'n>)>> = vec![Vec::new(); fields.len()];
             for (key, value) in entries {
-                let name = key_text(key, at)?;
-                let line = key.referenced.line();
-                let exact = fields.iter().position(|f| *f == name);
-                let Some(i) = exact.or_else(|| fields.iter().position(|f| fold(f) == fold(&name)))
-                else {
-                    let hint = suggestion(&name, fields)
-                        .map(|f| format!("; did you mean {f}?"))
-                        .unwrap_or_default();
+                let Key { name, line, field } = Key::of(key, at, fields)?;
+                let Ok(i) = field else {
+                    let hint = field.err().unwrap_or_default();
                     self.warn(
                         line,
                         format!(
@@ -151,9 +150,45 @@ impl Decoder {
         Ok(out)
     }
 
+    /// `fields` for keys of our own: matched the same way, but an unknown key or one given
+    /// twice (in any spelling) is an error naming it and its line. Each field gets at
+    /// most one value.
+    pub(crate) fn strict_fields<'n>(
+        &mut self,
+        map: Value<'n>,
+        at: &str,
+        fields: &[&str],
+    ) -> Result<Vec<Vec<Value<'n>>>, String> {
+        let mut out: Vec<Vec<Value<'n>>> = vec![Vec::new(); fields.len()];
+        let mut lines = vec![0; fields.len()];
+        let Node::Map(entries) = &map.value else {
+            return Ok(out);
+        };
+        for (key, value) in entries {
+            let Key { name, line, field } = Key::of(key, at, fields)?;
+            let Ok(i) = field else {
+                let hint = field.err().unwrap_or_default();
+                return Err(format!(
+                    "line {line}: unknown key {}{hint}",
+                    join(at, &name)
+                ));
+            };
+            if !out[i].is_empty() {
+                return Err(format!(
+                    "line {line}: {} is given twice (first on line {})",
+                    join(at, fields[i]),
+                    lines[i]
+                ));
+            }
+            lines[i] = line;
+            out[i].push(value);
+        }
+        Ok(out)
+    }
+
     /// An object field: the mappings to merge, or `None` if it ends up unset (absent, or
     /// `null` after the last mapping).
-    pub(super) fn objects<'n>(
+    pub(crate) fn objects<'n>(
         &mut self,
         values: &[Value<'n>],
         at: &str,
@@ -177,7 +212,7 @@ impl Decoder {
     }
 
     /// A list field: its elements, or `None` if it ends up unset.
-    pub(super) fn list<'n>(
+    pub(crate) fn list<'n>(
         &mut self,
         values: &[Value<'n>],
         at: &str,
@@ -194,7 +229,7 @@ impl Decoder {
     }
 
     /// A string field: its final value and line, or `None` if never set.
-    pub(super) fn string(
+    pub(crate) fn string(
         &mut self,
         values: &[Value<'_>],
         at: &str,
@@ -209,7 +244,7 @@ impl Decoder {
     }
 
     /// A list of strings (`user.groups`).
-    pub(super) fn strings(
+    pub(crate) fn strings(
         &mut self,
         values: &[Value<'_>],
         at: &str,
@@ -226,7 +261,7 @@ impl Decoder {
     }
 
     /// A boolean field. Go refuses anything but a boolean or `null` here.
-    pub(super) fn boolean(&mut self, values: &[Value<'_>], at: &str) -> Result<bool, String> {
+    pub(crate) fn boolean(&mut self, values: &[Value<'_>], at: &str) -> Result<bool, String> {
         let mut found = false;
         for value in values {
             match &value.value {
@@ -259,6 +294,40 @@ impl Decoder {
             ),
         );
         Ok(Some(text))
+    }
+}
+
+/// The per-field value lists of `Decoder::fields`, as a fixed-size array to destructure.
+pub(crate) fn take<const N: usize>(fields: Vec<Vec<Value<'_>>>) -> [Vec<Value<'_>>; N] {
+    let mut fields = fields.into_iter();
+    std::array::from_fn(|_| fields.next().unwrap_or_default())
+}
+
+/// A mapping key and the field it names.
+struct Key {
+    name: String,
+    line: u64,
+    /// The field's index, matched exactly or else as Go folds case; else the
+    /// "; did you mean …?" to add to the message (maybe empty).
+    field: Result<usize, String>,
+}
+
+impl Key {
+    fn of(key: Value<'_>, at: &str, fields: &[&str]) -> Result<Self, String> {
+        let name = key_text(key, at)?;
+        let exact = fields.iter().position(|f| *f == name);
+        let field = exact
+            .or_else(|| fields.iter().position(|f| fold(f) == fold(&name)))
+            .ok_or_else(|| {
+                suggestion(&name, fields)
+                    .map(|f| format!("; did you mean {f}?"))
+                    .unwrap_or_default()
+            });
+        Ok(Self {
+            name,
+            line: key.referenced.line(),
+            field,
+        })
     }
 }
 
@@ -298,7 +367,7 @@ fn kind(node: &Node) -> String {
     }
 }
 
-pub(super) fn join(at: &str, name: &str) -> String {
+pub(crate) fn join(at: &str, name: &str) -> String {
     if at.is_empty() {
         name.to_owned()
     } else {
@@ -398,86 +467,6 @@ fn go_float(value: f64) -> String {
     }
 }
 
-// === impl Deserialize for Node ===
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
-        Node::deserialize(deserializer)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Int(v.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Int(v.into()))
-    }
-
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
-        Ok(Node::Int(v))
-    }
-
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
-        i128::try_from(v)
-            .map(Node::Int)
-            .map_err(|_| E::custom("integer too large"))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Float(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Str(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Str(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Node::Seq(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(entry) = map.next_entry()? {
-            entries.push(entry);
-        }
-        Ok(Node::Map(entries))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +510,32 @@ mod tests {
             suggestion("statik", &["static", "rewrites"]),
             Some("static")
         );
+    }
+
+    #[test]
+    fn strict_fields_fold_keys_and_refuse_unknown_or_repeated_ones() {
+        let fields = ["name", "upstream", "clientCAFile"];
+        let docs = parse("name: a\nClientCaFile: /ca\n").unwrap();
+        let mut d = Decoder::default();
+        let found = d.strict_fields(&docs[0], "listeners[0]", &fields).unwrap();
+        assert_eq!(found.iter().map(Vec::len).collect::<Vec<_>>(), [1, 0, 1]);
+        assert!(d.notes.is_empty());
+        for (yaml, want) in [
+            (
+                "name: a\nupstreem: x\n",
+                "line 2: unknown key listeners[0].upstreem; did you mean upstream?",
+            ),
+            (
+                "name: a\nNAME: b\n",
+                "line 2: listeners[0].name is given twice (first on line 1)",
+            ),
+        ] {
+            let docs = parse(yaml).unwrap();
+            let err = d
+                .strict_fields(&docs[0], "listeners[0]", &fields)
+                .unwrap_err();
+            assert_eq!(err, want, "{yaml}");
+        }
     }
 
     #[test]
