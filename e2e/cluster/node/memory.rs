@@ -90,12 +90,8 @@ async fn node_memory_stays_under_the_limit() {
     // Then the burst: 64 connections, 2 scrapes each, of 64 scrapers let in.
     let burst = mint_many(&t, PROMETHEUS_SA, 64).await;
     let repeated: Vec<String> = burst.iter().cycle().take(64 * 2).cloned().collect();
-    let statuses = scrape_with_each(&t, &repeated, 64).await;
-    assert!(
-        statuses.iter().all(|s| *s == 200),
-        "burst: {:?}",
-        statuses.iter().filter(|s| **s != 200).count()
-    );
+    // (node-exporter, limited to 250m, answers 64 at once in tens of seconds)
+    let burst_statuses = scrape_with_each(&t, &repeated, 64).await;
 
     let peak = read("memory.max_usage_in_bytes");
     let failcnt = read("memory.failcnt");
@@ -143,6 +139,8 @@ async fn node_memory_stays_under_the_limit() {
         pod_summary(&pod_now)
     );
     assert!(peak < limit, "peak {peak} reached the limit {limit}");
+    let refused = burst_statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(refused, 0, "burst: {refused} of {} scrapes failed: {burst_statuses:?}", burst_statuses.len());
     assert!(
         ok >= identities * 99 / 100,
         "only {ok} of {identities} identities were reviewed"
@@ -172,7 +170,7 @@ async fn scrape_with_each(t: &NodeTest, tokens: &[String], concurrency: usize) -
     for chunk in chunks {
         let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            keep_alive_gets(&tls, addr, NODE_EXPORTER_NAME, "/metrics", &chunk).await
+            keep_alive_gets(&tls, addr, NODE_EXPORTER_NAME, "/metrics", &chunk, Duration::from_secs(90)).await
         }));
     }
     let mut statuses = Vec::new();

@@ -33,7 +33,7 @@ async fn node_pods_ready_and_scraped_through_the_guard() {
         ("node-exporter", &["scrape-guard"][..]),
         (
             "kube-state-metrics",
-            &["scrape-guard-main", "scrape-guard-self"][..],
+            &["scrape-guard"][..],
         ),
     ] {
         let pod = t.ready_pod(app, Duration::from_secs(60)).await;

@@ -129,13 +129,15 @@ pub(crate) async fn https_get_named(
 }
 
 /// GET `path` once per token, in order, on one keep-alive TLS connection (a new one
-/// after an error): each answer's status, 0 where there was none.
+/// after an error), each request bounded by `timeout`: each answer's status, 0 where
+/// there was none.
 pub(crate) async fn keep_alive_gets(
     tls: &Arc<ClientConfig>,
     addr: SocketAddr,
     server_name: &str,
     path: &str,
     tokens: &[String],
+    timeout: Duration,
 ) -> Vec<u16> {
     let name = ServerName::try_from(server_name.to_owned()).expect("a server name");
     let mut statuses = Vec::with_capacity(tokens.len());
@@ -169,7 +171,7 @@ pub(crate) async fn keep_alive_gets(
                 .map_err(|e| causes(&e))?;
             Ok::<u16, String>(status)
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(status)) => statuses.push(status),
             _ => {
                 sender = None;
