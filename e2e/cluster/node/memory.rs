@@ -140,7 +140,12 @@ async fn node_memory_stays_under_the_limit() {
     );
     assert!(peak < limit, "peak {peak} reached the limit {limit}");
     let refused = burst_statuses.iter().filter(|s| **s != 200).count();
-    assert_eq!(refused, 0, "burst: {refused} of {} scrapes failed: {burst_statuses:?}", burst_statuses.len());
+    assert_eq!(
+        refused,
+        0,
+        "burst: {refused} of {} scrapes failed: {burst_statuses:?}",
+        burst_statuses.len()
+    );
     assert!(
         ok >= identities * 99 / 100,
         "only {ok} of {identities} identities were reviewed"
@@ -170,7 +175,15 @@ async fn scrape_with_each(t: &NodeTest, tokens: &[String], concurrency: usize) -
     for chunk in chunks {
         let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            keep_alive_gets(&tls, addr, NODE_EXPORTER_NAME, "/metrics", &chunk, Duration::from_secs(90)).await
+            keep_alive_gets(
+                &tls,
+                addr,
+                NODE_EXPORTER_NAME,
+                "/metrics",
+                &chunk,
+                Duration::from_secs(90),
+            )
+            .await
         }));
     }
     let mut statuses = Vec::new();

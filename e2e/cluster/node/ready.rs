@@ -31,10 +31,7 @@ async fn node_pods_ready_and_scraped_through_the_guard() {
 
     for (app, guards) in [
         ("node-exporter", &["scrape-guard"][..]),
-        (
-            "kube-state-metrics",
-            &["scrape-guard"][..],
-        ),
+        ("kube-state-metrics", &["scrape-guard"][..]),
     ] {
         let pod = t.ready_pod(app, Duration::from_secs(60)).await;
         println!("{}", pod_summary(&pod));
