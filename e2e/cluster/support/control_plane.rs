@@ -52,7 +52,7 @@ use super::{
     random_hex, remember_secret, Ca, Tool,
 };
 
-pub(super) const ISSUER: &str = "https://kubernetes.default.svc";
+const ISSUER: &str = "https://kubernetes.default.svc";
 
 static SHARED: tokio::sync::Mutex<Weak<ControlPlane>> = tokio::sync::Mutex::const_new(Weak::new());
 /// Set when starting the shared control plane failed: the tests after it fail at once
@@ -253,7 +253,7 @@ impl ControlPlane {
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd = start_etcd(&path, etcd_port, peer_port).await;
         let api_url = format!("https://127.0.0.1:{api_port}");
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={api_port}"),
@@ -263,22 +263,13 @@ impl ControlPlane {
             format!("--client-ca-file={}", ca_path.display()),
             format!("--token-auth-file={}", path.join("tokens.csv").display()),
             "--authorization-mode=RBAC".into(),
-            format!("--service-account-issuer={ISSUER}"),
-            format!(
-                "--service-account-signing-key-file={}",
-                path.join("sa.key").display()
-            ),
-            format!(
-                "--service-account-key-file={}",
-                path.join("sa.pub").display()
-            ),
-            format!("--api-audiences={ISSUER}"),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             format!("--cert-dir={}", path.join("apiserver-certs").display()),
             "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
             "--v=0".into(),
         ];
+        apiserver_args.extend(service_account_args(&path));
         let admin_kubeconfig = path.join("admin.kubeconfig");
         pki::write(
             &admin_kubeconfig,
@@ -373,6 +364,23 @@ impl Drop for ControlPlane {
             }
         }
     }
+}
+
+/// The apiserver's service-account flags: issuer and audience [`ISSUER`], the key pair
+/// `sa.key`/`sa.pub` in `dir`.
+pub(super) fn service_account_args(dir: &Path) -> Vec<String> {
+    vec![
+        format!("--service-account-issuer={ISSUER}"),
+        format!(
+            "--service-account-signing-key-file={}",
+            dir.join("sa.key").display()
+        ),
+        format!(
+            "--service-account-key-file={}",
+            dir.join("sa.pub").display()
+        ),
+        format!("--api-audiences={ISSUER}"),
+    ]
 }
 
 pub(super) async fn start_etcd(dir: &Path, port: u16, peer_port: u16) -> Process {

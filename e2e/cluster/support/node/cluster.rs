@@ -118,7 +118,7 @@ impl Node {
 
         let (etcd_port, peer_port) = (free_port(), free_port());
         let etcd = control_plane::start_etcd(&path, etcd_port, peer_port).await;
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             "--bind-address=0.0.0.0".into(),
             format!("--advertise-address={NODE_IP}"),
             format!("--secure-port={API_PORT}"),
@@ -133,22 +133,13 @@ impl Node {
             format!("--kubelet-client-key={}", path.join("admin.key").display()),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
-            format!("--service-account-issuer={}", control_plane::ISSUER),
-            format!(
-                "--service-account-signing-key-file={}",
-                path.join("sa.key").display()
-            ),
-            format!(
-                "--service-account-key-file={}",
-                path.join("sa.pub").display()
-            ),
-            format!("--api-audiences={}", control_plane::ISSUER),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             format!("--cert-dir={}", path.join("apiserver-certs").display()),
             "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
             "--v=0".into(),
         ];
+        apiserver_args.extend(control_plane::service_account_args(&path));
         let api_tls = http::tls_config(http::Trust::Ca(ca.der()), Some(&admin));
         let host = host::Host::prepare(&path);
         let mut node = Self {
