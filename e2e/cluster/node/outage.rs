@@ -44,6 +44,7 @@ async fn node_apiserver_restart_with_stale_if_error() {
     );
     tokio::time::sleep(outage).await;
     t.start_apiserver().await;
+    t.restart_controllers();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let scrapes = scrapes.stop().await;
     println!("during and after the outage: {scrapes:?}");

@@ -269,6 +269,19 @@ impl NodeTest {
         let apiserver = self.node.launch_apiserver().await;
         *lock(&self.node.apiserver) = Some(apiserver);
     }
+
+    /// Restarts kube-controller-manager and kube-scheduler. After a long apiserver
+    /// outage their watches come back only after client-go's backoff (a ReplicaSet
+    /// took 74 s to replace a deleted pod): the tests after an outage must measure
+    /// scrape-guard, not that.
+    pub(crate) fn restart_controllers(&self) {
+        for process in [&self.node.controller_manager, &self.node.scheduler] {
+            if let Some(mut running) = lock(process).take() {
+                running.stop();
+            }
+        }
+        self.node.launch_controllers();
+    }
 }
 
 impl Drop for NodeTest {

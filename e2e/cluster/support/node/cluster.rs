@@ -52,8 +52,8 @@ pub(crate) struct Node {
     scraping: Mutex<Option<scraping::Scraping>>,
     kubelet: Mutex<Option<Process>>,
     containerd: Mutex<Option<Process>>,
-    scheduler: Mutex<Option<Process>>,
-    controller_manager: Mutex<Option<Process>>,
+    pub(super) scheduler: Mutex<Option<Process>>,
+    pub(super) controller_manager: Mutex<Option<Process>>,
     pub(super) apiserver: Mutex<Option<Process>>,
     apiserver_args: Vec<String>,
     etcd: Mutex<Option<Process>>,
@@ -169,38 +169,7 @@ impl Node {
         *lock(&node.apiserver) = Some(apiserver);
         node.times.apiserver_ready = started.elapsed();
 
-        let kubeconfig = node.admin_kubeconfig.display().to_string();
-        let controller_manager = node.spawn(
-            "kube-controller-manager",
-            Tool::KubeControllerManager,
-            vec![
-                format!("--kubeconfig={kubeconfig}"),
-                "--leader-elect=false".into(),
-                "--port=0".into(),
-                "--secure-port=0".into(),
-                format!(
-                    "--service-account-private-key-file={}",
-                    path.join("sa.key").display()
-                ),
-                format!("--root-ca-file={}", ca_path.display()),
-                "--use-service-account-credentials=false".into(),
-                "--controllers=*".into(),
-                "--v=0".into(),
-            ],
-        );
-        *lock(&node.controller_manager) = Some(controller_manager);
-        let scheduler = node.spawn(
-            "kube-scheduler",
-            Tool::KubeScheduler,
-            vec![
-                format!("--kubeconfig={kubeconfig}"),
-                "--leader-elect=false".into(),
-                "--port=0".into(),
-                "--secure-port=0".into(),
-                "--v=0".into(),
-            ],
-        );
-        *lock(&node.scheduler) = Some(scheduler);
+        node.launch_controllers();
 
         let containerd = node.start_containerd().await;
         *lock(&node.containerd) = Some(containerd);
@@ -244,6 +213,43 @@ impl Node {
             node.times
         );
         node
+    }
+
+    /// Starts kube-controller-manager and kube-scheduler (again).
+    pub(super) fn launch_controllers(&self) {
+        let dir = self.dir.path();
+        let kubeconfig = self.admin_kubeconfig.display().to_string();
+        let controller_manager = self.spawn(
+            "kube-controller-manager",
+            Tool::KubeControllerManager,
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                "--leader-elect=false".into(),
+                "--port=0".into(),
+                "--secure-port=0".into(),
+                format!(
+                    "--service-account-private-key-file={}",
+                    dir.join("sa.key").display()
+                ),
+                format!("--root-ca-file={}", dir.join("ca.crt").display()),
+                "--use-service-account-credentials=false".into(),
+                "--controllers=*".into(),
+                "--v=0".into(),
+            ],
+        );
+        let scheduler = self.spawn(
+            "kube-scheduler",
+            Tool::KubeScheduler,
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                "--leader-elect=false".into(),
+                "--port=0".into(),
+                "--secure-port=0".into(),
+                "--v=0".into(),
+            ],
+        );
+        drop(lock(&self.controller_manager).replace(controller_manager));
+        drop(lock(&self.scheduler).replace(scheduler));
     }
 
     fn spawn(&self, name: &str, tool: Tool, args: Vec<String>) -> Process {

@@ -283,11 +283,14 @@ pub(crate) struct Scrapes {
     pub(crate) failures: Vec<(Duration, String)>,
     /// From the first failure to the first success after the last failure.
     pub(crate) outage: Duration,
+    /// When the last failure happened (since the loop started).
+    pub(crate) last_failure: Option<Duration>,
 }
 
 /// Scrapes `https://NODE_IP:port/metrics` every 100 ms (a new TLS connection each
 /// time, checking the certificate for `server_name`) until stopped.
 pub(crate) struct ScrapeLoop {
+    started: Instant,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Scrapes>,
 }
@@ -302,13 +305,15 @@ impl ScrapeLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let addr: SocketAddr = format!("{NODE_IP}:{port}").parse().expect("an address");
         let name = ServerName::try_from(server_name.to_owned()).expect("a server name");
+        let loop_started = Instant::now();
         let task = {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
-                let started = Instant::now();
+                let started = loop_started;
                 let mut failures = Vec::new();
                 let (mut ok, mut failed) = (0, 0);
                 let (mut first_failure, mut recovered) = (None::<Duration>, None::<Duration>);
+                let mut last_failure = None;
                 while !stop.load(Ordering::SeqCst) {
                     let at = started.elapsed();
                     let result =
@@ -325,6 +330,7 @@ impl ScrapeLoop {
                         Err(e) => {
                             failed += 1;
                             first_failure.get_or_insert(at);
+                            last_failure = Some(at);
                             recovered = None;
                             if failures.len() < 10 {
                                 failures.push((at, e));
@@ -338,13 +344,23 @@ impl ScrapeLoop {
                     ok,
                     failed,
                     failures,
+                    last_failure,
                     outage: first_failure.map_or(Duration::ZERO, |first| {
                         recovered.unwrap_or(end).saturating_sub(first)
                     }),
                 }
             })
         };
-        Self { stop, task }
+        Self {
+            started: loop_started,
+            stop,
+            task,
+        }
+    }
+
+    /// How long the loop has been running.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub(crate) async fn stop(self) -> Scrapes {
