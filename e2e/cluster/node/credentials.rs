@@ -22,7 +22,8 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 #[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
 async fn node_proxy_uses_the_pods_rotating_token() {
     let t = NodeTest::start().await;
-    // kube-state-metrics' pod: no other test restarts it. (No turn yet: the clock
+    // kube-state-metrics' pod: no other test replaces it (rollout.rs and memory.rs
+    // replace node-exporter's). (No turn yet: the clock
     // starts now, while the others take theirs; the wait rides out an apiserver
     // restart by another test.)
     let pod = t

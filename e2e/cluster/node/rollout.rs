@@ -7,11 +7,12 @@ use kube::api::Api;
 
 use super::{
     super::support::{eventually, NodeTest, ScrapeLoop, PROMETHEUS_SA},
-    KSM_NAME, NODE_EXPORTER_NAME, READY,
+    NODE_EXPORTER_NAME, READY,
 };
 
-/// `kubectl rollout restart` of the DaemonSet and deletion of the kube-state-metrics
-/// pod while scraping: every old scrape-guard exits 0 after its drain, the new pods
+/// `kubectl rollout restart` of the node-exporter DaemonSet, then deletion of its pod,
+/// while scraping (not kube-state-metrics' pod: credentials.rs needs it to live for
+/// the kubelet to rotate its token): every old scrape-guard exits 0 after its drain, the new pods
 /// become Ready, and the failed scrapes are only those of the gap between the old pod
 /// and the new (on one node, a host-network pod's replacement cannot start before
 /// the old one freed the ports): measured and reported.
@@ -23,7 +24,7 @@ async fn node_rollout_restart_and_pod_deletion() {
     let token = t.mint_token(PROMETHEUS_SA).await;
     for (app, port, name, how) in [
         ("node-exporter", 9100, NODE_EXPORTER_NAME, "rollout restart"),
-        ("kube-state-metrics", 8443, KSM_NAME, "pod deletion"),
+        ("node-exporter", 9100, NODE_EXPORTER_NAME, "pod deletion"),
     ] {
         let old = t.ready_pod(app, READY).await;
         let old_name = old.metadata.name.clone().expect("a pod name");
@@ -72,11 +73,7 @@ async fn node_rollout_restart_and_pod_deletion() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let scrapes = scrapes.stop().await;
         let exits = exits.await.expect("the exit watcher");
-        let job = if app == "node-exporter" {
-            "node-exporter"
-        } else {
-            "kube-state-metrics-main"
-        };
+        let job = app;
         let (failed, all) = t
             .prometheus()
             .failed_scrapes(job, window.elapsed())
