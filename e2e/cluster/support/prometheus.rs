@@ -7,7 +7,7 @@ use std::{
     ops::Deref,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::Value;
@@ -151,6 +151,31 @@ impl PrometheusApi {
         .await?;
         let ok = value(format!("sum(sum_over_time(up{{job=\"{job}\"}}[{secs}s]))")).await?;
         Ok((all - ok.min(all), all))
+    }
+
+    /// When each failed scrape (`up == 0`) of `job` in the last `window` started, by
+    /// Prometheus' own sample timestamps.
+    pub(crate) async fn failed_scrape_times(
+        &self,
+        job: &str,
+        window: Duration,
+    ) -> Result<Vec<SystemTime>, String> {
+        let secs = window.as_secs().max(1);
+        let series = self.query(&format!("up{{job=\"{job}\"}}[{secs}s]")).await?;
+        let mut times = Vec::new();
+        for sample in series
+            .iter()
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        {
+            if sample[1].as_str() == Some("0") {
+                let at = sample[0]
+                    .as_f64()
+                    .ok_or_else(|| format!("a sample without a timestamp: {sample}"))?;
+                times.push(UNIX_EPOCH + Duration::from_secs_f64(at));
+            }
+        }
+        times.sort();
+        Ok(times)
     }
 
     /// The result vector of an instant query.

@@ -22,7 +22,7 @@ use std::{
         Arc,
     },
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
@@ -285,6 +285,9 @@ pub(crate) struct Scrapes {
     pub(crate) outage: Duration,
     /// When the last failure happened (since the loop started).
     pub(crate) last_failure: Option<Duration>,
+    /// The outage in wall-clock time (to compare with Prometheus' timestamps): from
+    /// the first failure to the first success after the last failure.
+    pub(crate) outage_span: Option<(SystemTime, SystemTime)>,
 }
 
 /// Scrapes `https://NODE_IP:port/metrics` every 100 ms (a new TLS connection each
@@ -306,6 +309,7 @@ impl ScrapeLoop {
         let addr: SocketAddr = format!("{NODE_IP}:{port}").parse().expect("an address");
         let name = ServerName::try_from(server_name.to_owned()).expect("a server name");
         let loop_started = Instant::now();
+        let wall_started = SystemTime::now();
         let task = {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
@@ -345,6 +349,12 @@ impl ScrapeLoop {
                     failed,
                     failures,
                     last_failure,
+                    outage_span: first_failure.map(|first| {
+                        (
+                            wall_started + first,
+                            wall_started + recovered.unwrap_or(end),
+                        )
+                    }),
                     outage: first_failure.map_or(Duration::ZERO, |first| {
                         recovered.unwrap_or(end).saturating_sub(first)
                     }),
