@@ -68,6 +68,7 @@ impl Handler for AuthEndpoint {
         let peer = Peer {
             addr: peer.addr,
             certificate_user: None,
+            lane: peer.lane.clone(),
         };
         let mut user = None;
         let decision = match original(&parts, &self.settings.style) {

@@ -8,8 +8,11 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-/// A streamed upstream body or a small body written by the proxy itself.
-pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+use crate::lane::Driven;
+
+/// A streamed upstream body (from the pool, or from the client connection's own
+/// upstream connection) or a small body written by the proxy itself.
+pub(crate) type ProxyBody = Either<Either<Incoming, Driven>, Full<Bytes>>;
 
 /// A body the proxy writes itself.
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {

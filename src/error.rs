@@ -70,7 +70,7 @@ impl ProxyError {
     }
 
     /// The response sent to the client. The only status/body mapping in the crate.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let response = match &self {
             Self::Unauthenticated(_) => {

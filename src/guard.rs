@@ -81,7 +81,7 @@ impl Guard {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
         let user = self.admit(&parts, peer, caller).await?;
-        self.forward(parts, body, user.as_deref(), peer.addr).await
+        self.forward(parts, body, user.as_deref(), peer).await
     }
 
     /// Path policy → authenticate → authorize: may this request reach the upstream, and
@@ -125,10 +125,13 @@ impl Guard {
         parts: http::request::Parts,
         body: Incoming,
         user: Option<&User>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
-        let response = self.upstream.forward(parts, body, user, peer).await;
+        let response = self
+            .upstream
+            .forward(parts, body, user, peer.addr, &peer.lane)
+            .await;
         self.metrics.upstream(started.elapsed().as_secs_f64());
         response
     }

@@ -30,6 +30,7 @@ pub mod doctor;
 mod error;
 mod guard;
 mod identity;
+mod lane;
 mod metrics;
 mod paths;
 mod reload;

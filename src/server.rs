@@ -24,7 +24,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::{body::ProxyBody, identity::User, metrics::Metrics, tls::ClientCa};
+use crate::{body::ProxyBody, identity::User, lane::Lane, metrics::Metrics, tls::ClientCa};
 
 /// How long a connection told to close may take to finish before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +35,8 @@ pub(crate) struct Peer {
     pub addr: SocketAddr,
     /// The user named by a client certificate verified against `--client-ca-file`.
     pub certificate_user: Option<Arc<User>>,
+    /// This connection's own upstream connection (plain HTTP/1.1 upstreams).
+    pub lane: Lane,
 }
 
 /// Something that answers requests on a listener.
@@ -210,6 +212,7 @@ async fn serve_connection<H: Handler>(
     let peer = Arc::new(Peer {
         addr: peer,
         certificate_user,
+        lane: Lane::default(),
     });
     // Counted from here: the handshake's bytes are not the client talking.
     let activity = Arc::new(idle::Activity::new());

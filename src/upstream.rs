@@ -8,9 +8,13 @@
 //! reviewed user.
 //!
 //! Transports: TCP (`http://`, `https://` with h2 by ALPN (`client_tls`), or h2c with
-//! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`, `unix`).
+//! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`, `unix`). Plain
+//! HTTP/1.1 over TCP or a Unix socket goes on the client connection's own upstream
+//! connection (`direct`, `crate::lane`); the rest, and a second request in flight on
+//! one client connection, go through the pooled client.
 
 mod client_tls;
+mod direct;
 mod headers;
 mod unix;
 
@@ -31,8 +35,11 @@ use hyper_util::{
 
 pub(crate) use self::headers::remove_hop_by_hop;
 pub use self::headers::{add_forwarding_headers, clean_request_headers, IdentityHeaders};
-use self::unix::UnixConnector;
-use crate::{body::ProxyBody, error::ProxyError, identity::User, metrics::Metrics};
+use self::{
+    direct::{Dial, Direct},
+    unix::UnixConnector,
+};
+use crate::{body::ProxyBody, error::ProxyError, identity::User, lane::Lane, metrics::Metrics};
 
 /// Upper bound on an upstream connection's HTTP/1.1 read buffer. hyper's default
 /// (~400 KB) let 64 streamed 5 MB pages take the proxy to 70+ MiB; body chunks are
@@ -90,6 +97,8 @@ enum Transport {
 /// The exporter behind the proxy.
 pub(crate) struct Upstream {
     transport: Transport,
+    /// Plain HTTP/1.1 (TCP or Unix socket): on the client connection's lane.
+    direct: Option<Direct>,
     scheme: Scheme,
     authority: Authority,
     base_path: String,
@@ -121,10 +130,14 @@ impl Upstream {
             // of ~70 (benches/RESULTS.md), at some cost in bulk throughput.
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .http2_only(options.force_h2c);
-        let transport = match &options.unix_socket {
-            Some(path) => Transport::Unix(builder.build(UnixConnector {
-                path: Arc::from(path.as_path()),
-            })),
+        let (transport, dial) = match &options.unix_socket {
+            Some(path) => {
+                let unix = UnixConnector {
+                    path: Arc::from(path.as_path()),
+                };
+                let dial = (!options.force_h2c).then(|| Dial::Unix(unix.clone()));
+                (Transport::Unix(builder.build(unix)), dial)
+            }
             None => {
                 let https = url.scheme_str() == Some("https");
                 let tls = client_tls::client_tls(options, https, metrics)?;
@@ -132,18 +145,21 @@ impl Upstream {
                 http.enforce_http(false);
                 http.set_nodelay(true);
                 http.set_connect_timeout(Some(timeout));
+                let dial = (!https && !options.force_h2c).then(|| Dial::Tcp(http.clone()));
                 let connector = HttpsConnectorBuilder::new()
                     .with_tls_config(tls)
                     .https_or_http()
                     .enable_http1()
                     .enable_http2()
                     .wrap_connector(http);
-                Transport::Tcp(builder.build(connector))
+                (Transport::Tcp(builder.build(connector)), dial)
             }
         };
+        let direct = dial.map(|dial| Direct::new(dial, url.clone()));
         let base_path = url.path().to_owned();
         Ok(Self {
             transport,
+            direct,
             scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority: url
                 .authority()
@@ -156,22 +172,27 @@ impl Upstream {
         })
     }
 
-    /// Sends the request upstream and returns its streamed response.
+    /// Sends the request upstream and returns its streamed response: on `lane`, the
+    /// client connection's own upstream connection, when the transport allows and the
+    /// lane is free; through the pool otherwise.
     pub(crate) async fn forward(
         &self,
         mut parts: http::request::Parts,
         body: Incoming,
         user: Option<&User>,
         peer: SocketAddr,
+        lane: &Lane,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        parts.uri = self.target(&parts.uri)?;
+        let path_and_query = self.target_path(&parts.uri)?;
+        let lease = self.direct.as_ref().and_then(|_| lane.lease());
+        parts.uri = match lease {
+            // HTTP/1.1 to an origin server: the origin form, as the pool would send.
+            Some(_) => Uri::from(path_and_query),
+            None => self.absolute(path_and_query)?,
+        };
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in :authority; give HTTP/1 upstreams a Host.
-            if let Some(value) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
+            if let Ok(value) = HeaderValue::from_str(self.authority.as_str()) {
                 parts.headers.insert(header::HOST, value);
             }
         }
@@ -183,23 +204,50 @@ impl Upstream {
         }
 
         let request = Request::from_parts(parts, body);
-        let sent = match &self.transport {
-            Transport::Tcp(client) => client.request(request),
-            Transport::Unix(client) => client.request(request),
-        };
-        let mut response = match tokio::time::timeout(self.timeout, sent).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                return Err(ProxyError::UpstreamUnavailable(error_chain(&error)));
+        let mut response = match (&self.direct, lease) {
+            (Some(direct), Some(mut lease)) => {
+                let sent = direct.send(&mut lease, request);
+                let response = tokio::time::timeout(self.timeout, sent)
+                    .await
+                    .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
+                response.map(|body| Either::Right(lease.body(body)))
             }
-            Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
+            _ => {
+                let sent = match &self.transport {
+                    Transport::Tcp(client) => client.request(request),
+                    Transport::Unix(client) => client.request(request),
+                };
+                match tokio::time::timeout(self.timeout, sent).await {
+                    Ok(Ok(response)) => response.map(Either::Left),
+                    Ok(Err(error)) => {
+                        return Err(ProxyError::UpstreamUnavailable(error_chain(&error)));
+                    }
+                    Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
+                }
+            }
         };
         remove_hop_by_hop(response.headers_mut());
         Ok(response.map(Either::Left))
     }
 
-    /// Go's `singleJoiningSlash` on the path, `&`-joined queries; same authority.
+    /// The absolute URI the pool is given: `--upstream`'s scheme and authority.
+    fn absolute(&self, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ProxyError::Internal(format!("building upstream URI: {e}")))
+    }
+
+    /// The upstream's URI for a request (tests).
+    #[cfg(test)]
     fn target(&self, incoming: &Uri) -> Result<Uri, ProxyError> {
+        self.absolute(self.target_path(incoming)?)
+    }
+
+    /// Go's `singleJoiningSlash` on the path, `&`-joined queries.
+    fn target_path(&self, incoming: &Uri) -> Result<PathAndQuery, ProxyError> {
         let path = join_paths(&self.base_path, incoming.path());
         let query = match (self.base_query.as_deref(), incoming.query()) {
             (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => Some(format!("{a}&{b}")),
@@ -210,14 +258,8 @@ impl Upstream {
             Some(query) => format!("{path}?{query}"),
             None => path,
         };
-        let path_and_query = PathAndQuery::try_from(path_and_query)
-            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ProxyError::Internal(format!("building upstream URI: {e}")))
+        PathAndQuery::try_from(path_and_query)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))
     }
 
     fn add_identity(&self, headers: &mut HeaderMap, user: &User) -> Result<(), ProxyError> {
@@ -247,7 +289,7 @@ pub(crate) fn join_paths(base: &str, path: &str) -> String {
 
 /// The error and its causes on one line ("client error (Connect): tcp connect
 /// error: Connection refused"), for the log.
-fn error_chain(error: &dyn std::error::Error) -> String {
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,0 +1,119 @@
+//! HTTP/1.1 to a plain-TCP or Unix-socket upstream on the client connection's own
+//! lane (`crate::lane`): one upstream connection per client connection, polled in its
+//! task. An https or h2c upstream (ALPN may pick HTTP/2, which multiplexes) and a
+//! request that finds the lane busy use the pool instead.
+
+use http::{Method, Request, Response, Uri};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service as _;
+
+use super::{error_chain, unix::UnixConnector, UPSTREAM_READ_BUFFER};
+use crate::{
+    error::ProxyError,
+    lane::{LaneBody, Lease, Line, SendError},
+};
+
+/// How a lane's connection is opened.
+pub(super) enum Dial {
+    Tcp(HttpConnector),
+    Unix(UnixConnector),
+}
+
+/// Opens lane connections to one upstream and sends requests on them.
+pub(super) struct Direct {
+    dial: Dial,
+    builder: http1::Builder,
+    /// Where to connect (`--upstream`'s scheme and authority).
+    uri: Uri,
+}
+
+impl Direct {
+    pub(super) fn new(dial: Dial, uri: Uri) -> Self {
+        let mut builder = http1::Builder::new();
+        builder.max_buf_size(UPSTREAM_READ_BUFFER);
+        Self { dial, builder, uri }
+    }
+
+    /// Sends `request` (origin-form target) on the lease's connection, opening one if
+    /// there is none or it closed. A request the upstream could not have acted on (not
+    /// sent; or a bodiless GET or HEAD it dropped unanswered) on a reused connection
+    /// goes once more on a new one.
+    pub(super) async fn send(
+        &self,
+        lease: &mut Lease,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let reused = lease.has_ready_line().await;
+        if !reused {
+            lease.install(self.open().await?);
+        }
+        let (parts, body) = request.into_parts();
+        let empty = body.is_end_stream();
+        let replay = (reused && empty && matches!(parts.method, Method::GET | Method::HEAD))
+            .then(|| bodiless(&parts));
+        let body = if empty {
+            Either::Right(Empty::new())
+        } else {
+            Either::Left(body)
+        };
+        let request = match lease.send(Request::from_parts(parts, body), replay).await {
+            Ok(response) => return Ok(response),
+            Err(SendError::Failed(error)) => return Err(unavailable(&error)),
+            Err(SendError::Connect(request)) if reused => request,
+            Err(SendError::Connect(_)) => return Err(closed_at_once()),
+        };
+        tracing::debug!("upstream connection closed while idle; sending on a new one");
+
+        lease.install(self.open().await?);
+        match lease.send(*request, None).await {
+            Ok(response) => Ok(response),
+            Err(SendError::Failed(error)) => Err(unavailable(&error)),
+            Err(SendError::Connect(_)) => Err(closed_at_once()),
+        }
+    }
+
+    async fn open(&self) -> Result<Line, ProxyError> {
+        let line = match &self.dial {
+            Dial::Tcp(connector) => {
+                let io = connector
+                    .clone()
+                    .call(self.uri.clone())
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                Line::open(io, &self.builder).await
+            }
+            Dial::Unix(connector) => {
+                let io = connector
+                    .clone()
+                    .call(self.uri.clone())
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                Line::open(io, &self.builder).await
+            }
+        };
+        line.map_err(|e| unavailable(&e))
+    }
+}
+
+/// The request again without a body, for a second try.
+fn bodiless(parts: &http::request::Parts) -> Request<LaneBody> {
+    let mut request = Request::new(Either::Right(Empty::new()));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+fn unavailable(error: &(dyn std::error::Error + 'static)) -> ProxyError {
+    ProxyError::UpstreamUnavailable(error_chain(error))
+}
+
+fn closed_at_once() -> ProxyError {
+    ProxyError::UpstreamUnavailable(
+        "the upstream closed a new connection before the request could be sent".into(),
+    )
+}

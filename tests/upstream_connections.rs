@@ -1,0 +1,352 @@
+//! The upstream connections behind each client connection: one HTTP/1.1 upstream
+//! connection per client connection, kept across its requests, replaced when the
+//! upstream closes it, and never shared between clients. The upstream here is a raw
+//! TCP server of the test's own, so that it can count connections and close them when
+//! a real exporter would (idle timeouts, `Connection: close`).
+
+use scrape_guard_testkit as support;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use support::{
+    http1::read_exchange, https::tls, install_crypto, FakeApiserver, Pki, Proxy, SCRAPER,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const PAGE: &str = "# TYPE up gauge\nup 1\n";
+
+/// How the test upstream treats a connection after each response.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    /// Keep it open (what node-exporter does).
+    KeepAlive,
+    /// Close it without saying so, as an idle timeout would between two requests.
+    SilentClose,
+    /// Answer with `Connection: close`, then close it.
+    AnnouncedClose,
+    /// Answer the first request; close the connection, unanswered, when the second
+    /// arrives (an idle timeout firing just as the request comes).
+    DropsSecond,
+}
+
+/// A raw HTTP/1.1 upstream on 127.0.0.1 that counts connections and requests.
+struct Upstream {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    /// The connection (by accept order) each request arrived on, and its target.
+    requests: Arc<Mutex<Vec<(usize, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    async fn start(after: After) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let task = {
+            let (connections, requests) = (Arc::clone(&connections), Arc::clone(&requests));
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let id = connections.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve(tcp, id, after, Arc::clone(&requests)));
+                }
+            })
+        };
+        Self {
+            addr,
+            connections,
+            requests,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<(usize, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    mut tcp: TcpStream,
+    id: usize,
+    after: After,
+    seen: Arc<Mutex<Vec<(usize, String)>>>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut served = 0;
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        if after == After::DropsSecond && served == 1 {
+            return;
+        }
+        served += 1;
+        seen.lock().unwrap().push((id, target.clone()));
+        if let Some(length) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|l| l.parse::<usize>().ok())
+        {
+            while buf.len() < length {
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..length);
+        }
+        let body = if target.starts_with("/big") {
+            "x".repeat(4 * 1024 * 1024)
+        } else {
+            PAGE.to_owned()
+        };
+        let close = if after == After::AnnouncedClose {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{close}\r\n{body}",
+            body.len()
+        );
+        if tcp.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+        if matches!(after, After::SilentClose | After::AnnouncedClose) {
+            return;
+        }
+    }
+}
+
+struct Setup {
+    pki: Pki,
+    _api: Arc<FakeApiserver>,
+    proxy: Proxy,
+    upstream: Upstream,
+}
+
+async fn setup(after: After, extra: &[&str]) -> Setup {
+    install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SCRAPER);
+    api.allow(SCRAPER, "get", "/metrics");
+    api.allow(SCRAPER, "get", "/big");
+    api.allow(SCRAPER, "create", "/metrics");
+    let upstream = Upstream::start(after).await;
+    let proxy = Proxy::start(&pki, &api, &upstream.url(), extra).await;
+    Setup {
+        pki,
+        _api: api,
+        proxy,
+        upstream,
+    }
+}
+
+/// A kept-alive HTTP/1.1 client connection to the proxy.
+struct Client(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl Client {
+    async fn connect(s: &Setup) -> Self {
+        Self(tls(&s.pki, s.proxy.addr, &[b"http/1.1"]).await)
+    }
+
+    /// One GET on this connection; the status and body length.
+    async fn get(&mut self, path: &str) -> (u16, usize) {
+        self.send(format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\n\r\n"
+        ))
+        .await
+    }
+
+    /// A POST with a body.
+    async fn post(&mut self, path: &str, body: &str) -> (u16, usize) {
+        self.send(format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await
+    }
+
+    async fn send(&mut self, request: String) -> (u16, usize) {
+        self.0.write_all(request.as_bytes()).await.unwrap();
+        self.0.flush().await.unwrap();
+        let exchange = read_exchange(&mut self.0, 1, Duration::from_secs(5)).await;
+        let response = exchange
+            .responses
+            .first()
+            .unwrap_or_else(|| panic!("no response to {request:?}: {:?}", exchange.text()));
+        (response.status, response.body.len())
+    }
+}
+
+#[tokio::test]
+async fn one_upstream_connection_serves_all_of_a_clients_requests() {
+    let s = setup(After::KeepAlive, &[]).await;
+    let mut first = Client::connect(&s).await;
+    for _ in 0..20 {
+        assert_eq!(first.get("/metrics").await, (200, PAGE.len()));
+    }
+    assert_eq!(s.upstream.connections(), 1, "{:?}", s.upstream.requests());
+    // A second client gets its own; the first keeps its.
+    let mut second = Client::connect(&s).await;
+    for _ in 0..5 {
+        assert_eq!(second.get("/metrics").await, (200, PAGE.len()));
+        assert_eq!(first.get("/metrics").await, (200, PAGE.len()));
+    }
+    assert_eq!(s.upstream.connections(), 2);
+    let on = |connection| {
+        s.upstream
+            .requests()
+            .iter()
+            .filter(|(c, _)| *c == connection)
+            .count()
+    };
+    assert_eq!((on(0), on(1)), (25, 5), "each client on its own connection");
+    // The path is forwarded as it was authorized, in origin form.
+    assert!(s.upstream.requests().iter().all(|(_, t)| t == "/metrics"));
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+    let s = setup(After::SilentClose, &[]).await;
+    let mut client = Client::connect(&s).await;
+    for i in 0..10 {
+        assert_eq!(
+            client.get("/metrics").await,
+            (200, PAGE.len()),
+            "request {i}"
+        );
+        if i % 2 == 0 {
+            // Let the close arrive first (an idle timeout), or not (a race).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        s.upstream.connections(),
+        10,
+        "a new connection for each request"
+    );
+    assert_eq!(s.upstream.requests().len(), 10, "each request sent once");
+}
+
+#[tokio::test]
+async fn a_get_the_upstream_dropped_unanswered_is_sent_again_a_post_is_not() {
+    let s = setup(After::DropsSecond, &[]).await;
+    let mut client = Client::connect(&s).await;
+    for i in 0..4 {
+        assert_eq!(client.get("/metrics").await, (200, PAGE.len()), "GET {i}");
+    }
+    // Each GET after the first went out twice: dropped on the reused connection,
+    // answered on a new one. The upstream saw each answered once.
+    assert_eq!(s.upstream.connections(), 4);
+    assert_eq!(s.upstream.requests().len(), 4);
+    // A POST may have been acted on: it is not sent again, the client gets the error.
+    assert_eq!(client.post("/metrics", "x=1").await.0, 502);
+    assert_eq!(
+        s.upstream.requests().len(),
+        4,
+        "the POST was not answered anywhere"
+    );
+    // A POST on a fresh connection is fine.
+    assert_eq!(client.post("/metrics", "x=1").await, (200, PAGE.len()));
+}
+
+#[tokio::test]
+async fn connection_close_from_the_upstream_is_honoured() {
+    let s = setup(After::AnnouncedClose, &[]).await;
+    let mut client = Client::connect(&s).await;
+    for i in 0..5 {
+        assert_eq!(
+            client.get("/metrics").await,
+            (200, PAGE.len()),
+            "request {i}"
+        );
+    }
+    assert_eq!(s.upstream.connections(), 5);
+    assert_eq!(s.upstream.requests().len(), 5);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_body_does_not_spoil_the_next() {
+    let s = setup(After::KeepAlive, &[]).await;
+    {
+        let mut leaver = Client::connect(&s).await;
+        let request = "GET /big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\n\r\n";
+        leaver.0.write_all(request.as_bytes()).await.unwrap();
+        let mut some = [0u8; 1024];
+        let n = leaver.0.read(&mut some).await.unwrap();
+        assert!(n > 0);
+        // Dropped with most of the 4 MiB page unread.
+    }
+    let mut client = Client::connect(&s).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("/big").await, (200, 4 * 1024 * 1024));
+        assert_eq!(client.get("/metrics").await, (200, PAGE.len()));
+    }
+    // The leaver's upstream connection was closed with it, never reused half-read;
+    // the second client used one of its own throughout.
+    let requests = s.upstream.requests();
+    let second: Vec<usize> = requests[1..].iter().map(|(c, _)| *c).collect();
+    assert!(
+        second
+            .iter()
+            .all(|c| *c == second[0] && *c != requests[0].0),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn http2_streams_in_flight_together_are_all_served() {
+    let s = setup(After::KeepAlive, &[]).await;
+    let client = support::client(&s.pki, true);
+    let url = s.proxy.url("/metrics");
+    let replies = futures_util::future::join_all(
+        (0..16).map(|_| support::get(&client, &url, Some("good"), &[])),
+    )
+    .await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), PAGE);
+    }
+    assert_eq!(s.upstream.requests().len(), 16);
+    // One stream at a time has the connection's lane; the others use the pool, which
+    // opens what it needs and keeps it.
+    assert!(s.upstream.connections() <= 16);
+}
