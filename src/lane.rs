@@ -168,9 +168,6 @@ impl Lease {
             None => false,
         };
         if !ready {
-            if self.line.is_some() {
-                eprintln!("STALE-DROPPED");
-            }
             self.line = None;
         }
         ready
