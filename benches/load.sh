@@ -461,8 +461,12 @@ case_ab() {
     run_oha ab-big64 nginx "$NGX_PIDS" "$U_NGX/ksm/metrics" -c $CONNS
     run_oha ab-big64 sg-hit "$HIT_PID" "$U_HIT/ksm/metrics" -c $CONNS "${AUTH[@]}"
     run_oha ab-big64 sg-b "$pid" "$u/ksm/metrics" -c $CONNS "${AUTH[@]}"
-    run_oha ab-h2 sg-hit "$HIT_PID" "$U_HIT/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
-    run_oha ab-h2 sg-b "$pid" "$u/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
+    local h2
+    for h2 in $(seq 2); do
+        run_oha ab-h2 nginx "$NGX_PIDS" "$U_NGX/metrics" --http2 -c 8 -p 8
+        run_oha ab-h2 sg-hit "$HIT_PID" "$U_HIT/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
+        run_oha ab-h2 sg-b "$pid" "$u/metrics" --http2 -c 8 -p 8 "${AUTH[@]}"
+    done
     SECS=$saved
 }
 
