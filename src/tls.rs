@@ -91,6 +91,9 @@ pub(crate) fn acceptor(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::clone(cert) as Arc<dyn ResolvesServerCert>);
+    // The server's preference picks the suite, as Go's does (`TlsPolicy::cipher_suites`):
+    // AES-128-GCM for a client that offers AES-256-GCM first, as kube-rbac-proxy serves.
+    config.ignore_client_order = true;
     config.alpn_protocols = match alpn {
         Alpn::Http2AndHttp11 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         Alpn::Http11 => vec![b"http/1.1".to_vec()],

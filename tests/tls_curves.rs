@@ -90,6 +90,45 @@ fn refused(outcome: &Outcome) {
 
 // === rustls clients ===
 
+/// As Go's server, scrape-guard picks the suite: AES-128-GCM when this CPU has AES-GCM
+/// instructions, even for a client (rustls' default) that lists AES-256-GCM first.
+#[tokio::test]
+async fn the_server_picks_the_suite_as_gos_does() {
+    let w = World::start(TOKEN, &[]).await;
+    #[cfg(target_arch = "x86_64")]
+    let aes = std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(not(target_arch = "x86_64"))]
+    let aes = true;
+    for (versions, aes_128, chacha) in [
+        (
+            &[&TLS13],
+            "TLS13_AES_128_GCM_SHA256",
+            "TLS13_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            &[&TLS12],
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+    ] {
+        let config = w.pki.client_config_offering(&[kx_group::X25519], versions);
+        let first = format!("{:?}", config.crypto_provider().cipher_suites[0].suite());
+        assert!(first.contains("AES_256_GCM"), "the client prefers {first}");
+        let tcp = TcpStream::connect(w.proxy.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let suite = format!(
+            "{:?}",
+            tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+        );
+        assert_eq!(suite, if aes { aes_128 } else { chacha });
+    }
+}
+
 #[tokio::test]
 async fn default_negotiates_x25519mlkem768_with_a_client_offering_only_it() {
     let w = World::start(TOKEN, &[]).await;

@@ -7,6 +7,12 @@
 //! suites, OpenShift's "Old" profile with TLS 1.0): those are left out with one warning
 //! naming them, never silently. Only a list of which nothing can be served, and names
 //! Go does not know either, stop the start.
+//!
+//! The server picks the suite, as Go's does (`crypto/tls`, `defaults.go`): AES-128-GCM,
+//! then AES-256-GCM, then ChaCha20-Poly1305 when this CPU has AES-GCM instructions,
+//! ChaCha20 first when it does not; the order of `--tls-cipher-suites` is ignored, as
+//! in Go. (Go also puts ChaCha20 first for a client that prefers it; rustls has no hook
+//! for that, so such a client is served AES-GCM.)
 
 use std::fmt;
 
@@ -150,18 +156,22 @@ impl TlsPolicy {
         &self.curves
     }
 
-    /// All suites offered: every TLS 1.3 suite, then the chosen TLS 1.2 ones.
+    /// All suites offered, in the order the server prefers them (Go's): every TLS 1.3
+    /// suite, then the chosen TLS 1.2 ones.
     pub fn cipher_suites(&self) -> Vec<SupportedCipherSuite> {
-        let tls13 = provider::DEFAULT_CIPHER_SUITES
+        let mut tls13: Vec<_> = provider::DEFAULT_CIPHER_SUITES
             .iter()
             .filter(|s| s.version() == &rustls::version::TLS13)
-            .copied();
-        let tls12 = self.tls12_suites.iter().copied();
-        if self.tls13_only {
-            tls13.collect()
-        } else {
-            tls13.chain(tls12).collect()
+            .copied()
+            .collect();
+        let mut tls12 = self.tls12_suites.clone();
+        let aes = aes_gcm_hardware();
+        tls13.sort_by_key(|s| go_preference(s, aes));
+        tls12.sort_by_key(|s| go_preference(s, aes));
+        if !self.tls13_only {
+            tls13.extend(tls12);
         }
+        tls13
     }
 
     pub(super) fn crypto_provider(&self) -> CryptoProvider {
@@ -181,6 +191,47 @@ impl TlsPolicy {
         } else {
             &TLS12_UP
         }
+    }
+}
+
+/// Where Go's server puts a suite (lower first): by bulk cipher, AES-128-GCM first
+/// with AES-GCM hardware, ChaCha20-Poly1305 first without.
+fn go_preference(suite: &SupportedCipherSuite, aes_hardware: bool) -> u8 {
+    use rustls::CipherSuite as S;
+    let rank = match suite.suite() {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
+    };
+    match (aes_hardware, rank) {
+        (false, 2) => 0,
+        (false, 0 | 1) => rank + 1,
+        _ => rank,
+    }
+}
+
+/// Go's `hasAESGCMHardwareSupport`: AES and carry-less multiply instructions.
+pub(crate) fn aes_gcm_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 
@@ -279,6 +330,40 @@ mod tests {
         assert_eq!(policy.tls12_suites.len(), 6);
         assert_eq!(policy.cipher_suites().len(), 9);
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn suites_are_in_gos_server_order_whatever_the_flag_order() {
+        let names = owned(&[
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ]);
+        let policy = TlsPolicy::from_flags("", &names, &mut Vec::new()).unwrap();
+        let order: Vec<_> = policy.cipher_suites().iter().map(|s| s.suite()).collect();
+        use rustls::CipherSuite as S;
+        let with_aes = [
+            S::TLS13_AES_128_GCM_SHA256,
+            S::TLS13_AES_256_GCM_SHA384,
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ];
+        let without_aes = [
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS13_AES_128_GCM_SHA256,
+            S::TLS13_AES_256_GCM_SHA384,
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ];
+        let want = if aes_gcm_hardware() {
+            with_aes
+        } else {
+            without_aes
+        };
+        assert_eq!(order, want);
     }
 
     #[test]
