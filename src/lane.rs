@@ -10,8 +10,9 @@
 //! the client. Nothing is spawned; the bytes go from one socket to the other in one
 //! task, and the upstream is read only as fast as the client takes the page.
 //!
-//! A connection with several requests in flight (HTTP/2 streams) lends its lane to one
-//! of them; the others use the pool. A lane is given back when its response has been
+//! A connection with several requests in flight (HTTP/2 streams) holds up to
+//! `MAX_LINES` upstream connections, each driven by its stream's task; more requests at
+//! once use the pool. A connection is given back when its response has been
 //! read to the end, and is checked before reuse: a connection the upstream closed
 //! while it sat idle is replaced, and a request that could not be sent on it (or a GET
 //! or HEAD without a body that the upstream dropped unanswered) is sent once more on a
@@ -95,19 +96,21 @@ impl Line {
     }
 }
 
-/// The slot of a downstream connection's upstream connection.
+/// How many upstream connections one client connection may hold: HTTP/2 streams in
+/// flight together each get their own, up to this; more go through the pool.
+pub(crate) const MAX_LINES: usize = 8;
+
+/// The upstream connections of one client connection: one for HTTP/1.1, up to
+/// `MAX_LINES` for HTTP/2 streams in flight together.
 #[derive(Clone, Default)]
 pub(crate) struct Lane(Arc<Mutex<Slot>>);
 
 #[derive(Default)]
-enum Slot {
-    /// No upstream connection: the next request opens one.
-    #[default]
-    Free,
-    /// Lent to a request whose response is still being read.
-    Busy,
-    /// An upstream connection waiting for this client's next request.
-    Idle(Line),
+struct Slot {
+    /// Upstream connections waiting for this client's next request.
+    idle: Vec<Line>,
+    /// Lent to requests whose responses are still being read.
+    busy: usize,
 }
 
 impl std::fmt::Debug for Lane {
@@ -117,15 +120,16 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
-    /// Lends the lane to one request, or `None` while another request of the same
-    /// connection has it (HTTP/2 streams: use the pool).
+    /// Lends a connection of the lane (or room for a new one) to one request, or `None`
+    /// when `MAX_LINES` are lent already (use the pool).
     pub(crate) fn lease(&self) -> Option<Lease> {
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let line = match std::mem::replace(&mut *slot, Slot::Busy) {
-            Slot::Busy => return None,
-            Slot::Free => None,
-            Slot::Idle(line) => Some(line),
+        let line = match slot.idle.pop() {
+            Some(line) => Some(line),
+            None if slot.busy < MAX_LINES => None,
+            None => return None,
         };
+        slot.busy += 1;
         Some(Lease {
             lane: self.clone(),
             line,
@@ -133,13 +137,14 @@ impl Lane {
         })
     }
 
-    /// Whether an upstream connection waits in the lane (tests).
+    /// How many upstream connections wait in the lane (tests).
     #[cfg(test)]
-    fn is_idle(&self) -> bool {
-        matches!(
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner),
-            Slot::Idle(_)
-        )
+    fn idle(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .idle
+            .len()
     }
 }
 
@@ -173,7 +178,7 @@ impl Lease {
         ready
     }
 
-    /// Puts a new connection in the lane, in place of any other.
+    /// Gives the lease a new connection, in place of any it had.
     pub(crate) fn install(&mut self, line: Line) {
         self.line = Some(line);
     }
@@ -211,11 +216,13 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let slot = match self.line.take() {
-            Some(line) if self.reusable && !line.ended => Slot::Idle(line),
-            _ => Slot::Free,
-        };
-        *self.lane.0.lock().unwrap_or_else(PoisonError::into_inner) = slot;
+        let mut slot = self.lane.0.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.busy -= 1;
+        match self.line.take() {
+            Some(line) if self.reusable && !line.ended => slot.idle.push(line),
+            // Closed (or half-read, and so unusable): dropped here.
+            _ => {}
+        }
     }
 }
 
@@ -270,12 +277,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lane_is_lent_to_one_request_at_a_time() {
+    fn a_lane_lends_up_to_max_lines_at_once() {
         let lane = Lane::default();
-        let first = lane.lease().expect("a free lane is lent");
-        assert!(lane.lease().is_none(), "a busy lane is not lent twice");
-        drop(first);
-        assert!(lane.lease().is_some(), "a returned lane is lent again");
-        assert!(!lane.is_idle(), "no connection was ever put in it");
+        let lent: Vec<Lease> = (0..MAX_LINES)
+            .map(|_| lane.lease().expect("room for another"))
+            .collect();
+        assert!(lane.lease().is_none(), "the pool takes the rest");
+        drop(lent);
+        assert!(lane.lease().is_some(), "returned leases make room again");
+        assert_eq!(lane.idle(), 0, "no connection was ever put in it");
     }
 }
