@@ -372,6 +372,7 @@ PY
 probe() {
     local target=$1 port pport plog ppid auth=()
     port=$(free_port); pport=$(free_port); plog=$WORK/probe.$target.jsonl
+    rm -f "$plog" "$plog.ready"
     start_target "$target" "$port"
     python3 benches/fixtures/callgrind_report.py probe "$pport" "$port" "$plog" &
     PIDS+=($!); ppid=$!
@@ -387,6 +388,8 @@ probe() {
     sleep 0.5
     stop "$ppid" TERM
     stop "$TPID" "$TSTOP"
+    # oha exits 0 even when its requests fail: the relay must have seen all four.
+    [ "$(grep -c '"server"' "$plog")" = 4 ] || die "TLS probe of $target: expected 4 handshakes, got: $(cat "$plog")"
     record "{\"kind\":\"probe\",\"target\":\"$target\",\"labels\":[\"oha, 1st connection\",\"oha, 2nd connection\",\"oha --http2\",\"curl\"],\"conns\":[$(paste -sd, "$plog")]}"
 }
 
@@ -433,14 +436,18 @@ main() {
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
     setup
-    local targets=${TARGETS:-sg nginx} c
+    local targets=${TARGETS:-sg nginx} c t
     [ -n "${SG_B:-}" ] && [ -z "${TARGETS:-}" ] && targets="sg sg-b nginx"
+    for t in $targets; do
+        case $t in sg | sg-b | nginx) ;; *) die "TARGETS: unknown target $t" ;; esac
+        [ "$t" != sg-b ] || [ -n "${SG_B:-}" ] || die "TARGETS has sg-b but SG_B is not set"
+    done
+    [ "$(echo "$targets" | tr ' ' '\n' | sort | uniq -d)" = "" ] || die "TARGETS: a target twice"
     local clients="{" sep=""
     for c in $CASES; do clients+="$sep\"$c\":$(json_str "$(client_desc "$c")")"; sep=,; done
     clients+="}"
     record "{\"kind\":\"env\",\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\",\"src_dirty\":$(git status --porcelain -- src | wc -l),\"sg\":$(json_str "$SG"),\"sg_sha256\":\"$(sha256sum "$SG" | cut -c1-16)\",\"sg_b\":$(json_str "${SG_B:-}"),\"sg_b_sha256\":\"$([ -n "${SG_B:-}" ] && sha256sum "$SG_B" | cut -c1-16)\",\"sg_args\":$(json_str "${SG_THREADS:+--worker-threads=$SG_THREADS }$SG_ARGS"),\"target_env\":$(json_str "$TARGET_ENV"),\"valgrind\":\"$(valgrind --version)\",\"valgrind_args\":$(json_str "${VG_ARGS[*]}"),\"nginx\":\"$("$NGINX" -v 2>&1 | cut -d/ -f2)\",\"openssl\":\"$(openssl version | cut -d' ' -f2)\",\"oha\":\"$("$OHA" --version | cut -d' ' -f2)\",\"n1\":$N1,\"n2\":$N2,\"cases\":\"$CASES\",\"clients\":$clients,\"kernel\":\"$(uname -r)\",\"cpu\":$(json_str "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"),\"nproc\":$(nproc)}"
 
-    local t
     for t in $targets; do probe "$t"; done
     log "TLS as negotiated: $(grep '"probe"' "$RESULTS" | python3 -c 'import json,sys; print("; ".join(r["target"]+": "+", ".join("%s %s %s%s" % (s.get("version"), s.get("suite"), s.get("group"), " resumed" if s.get("resumed_psk") else "") for s in (c.get("server", {}) for c in r["conns"])) for r in map(json.loads, sys.stdin)))')"
 
