@@ -21,7 +21,7 @@
 #   N1, N2          requests in the short and the long run (default 200 and 1200)
 #   CONNS           connections for h1 and newconn (default 8)
 #   H2_CONNS, H2_STREAMS   HTTP/2 connections and streams per connection (default 2, 4)
-#   REPEATS         rounds of the h1 case (default 2: the second shows the spread)
+#   REPEATS         rounds of the h1 case (default 3: the spread, and a median in the table)
 #   TOP             1 (default): profiles of the h1 runs (callgrind_annotate) in OUT; 0: no
 #   OUT             report directory (default target/bench-callgrind)
 set -euo pipefail
@@ -36,7 +36,7 @@ CONNS=${CONNS:-8}
 H2_CONNS=${H2_CONNS:-2}
 H2_STREAMS=${H2_STREAMS:-4}
 CASES=${CASES:-h1 h2 newconn h1-curl newconn-curl}
-REPEATS=${REPEATS:-2}
+REPEATS=${REPEATS:-3}
 TOP=${TOP:-1}
 SG_ARGS=${SG_ARGS:-}
 SG_THREADS=${SG_THREADS:-}
