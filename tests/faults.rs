@@ -542,7 +542,9 @@ async fn certificate_swap_under_load_fails_no_request() {
     // Two clients, each scraping over a new connection every ~20 ms, recording which
     // certificate each handshake presented.
     let running = Arc::new(AtomicBool::new(true));
-    let log = Arc::new(Mutex::new(Vec::<(Instant, Result<Vec<u8>, String>)>::new()));
+    // (when the connection was begun, when the scrape ended, the certificate presented)
+    type Entry = (Instant, Instant, Result<Vec<u8>, String>);
+    let log = Arc::new(Mutex::new(Vec::<Entry>::new()));
     let mut loops = Vec::new();
     for _ in 0..2 {
         let (config, running, log, addr) = (
@@ -553,23 +555,25 @@ async fn certificate_swap_under_load_fails_no_request() {
         );
         loops.push(tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
+                let begun = Instant::now();
                 let result = tokio::time::timeout(
                     Duration::from_secs(5),
                     scrape_new_connection(Arc::clone(&config), addr),
                 )
                 .await
                 .unwrap_or_else(|_| Err("timed out".into()));
-                log.lock().unwrap().push((Instant::now(), result));
+                log.lock().unwrap().push((begun, Instant::now(), result));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }));
     }
+    // Certificates of the connections begun after `since`.
     let presented_since = |since: Instant| -> Vec<Vec<u8>> {
         log.lock()
             .unwrap()
             .iter()
-            .filter(|(t, _)| *t > since)
-            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .filter(|(begun, _, _)| *begun > since)
+            .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
             .collect()
     };
 
@@ -594,12 +598,22 @@ async fn certificate_swap_under_load_fails_no_request() {
     publish(dir.path(), "2026_01_03_b", &cert_b, &key_b);
     let swapped_at = Instant::now();
     let picked_up = eventually(Duration::from_secs(15), || {
-        let recent = presented_since(swapped_at);
-        std::future::ready(match recent.iter().position(|d| *d == der_b) {
-            Some(i) => {
-                // Once B is served, A never comes back.
+        let log = log.lock().unwrap();
+        let first_b_served = log
+            .iter()
+            .filter(|(_, _, r)| r.as_ref().is_ok_and(|d| *d == der_b))
+            .map(|(_, ended, _)| *ended)
+            .min();
+        std::future::ready(match first_b_served {
+            Some(b_served) => {
+                // Once B is served, A never comes back: no connection begun after a
+                // scrape over B had ended presents A. (Log order is not handshake
+                // order: a connection begun before the swap may end after one begun
+                // after it.)
                 assert!(
-                    recent[i..].iter().all(|d| *d == der_b),
+                    !log.iter()
+                        .any(|(begun, _, r)| *begun > b_served
+                            && r.as_ref().is_ok_and(|d| *d == der_a)),
                     "flapped back to the old certificate"
                 );
                 Ok(swapped_at.elapsed())
@@ -617,7 +631,10 @@ async fn certificate_swap_under_load_fails_no_request() {
     }
 
     let log = log.lock().unwrap();
-    let failures: Vec<&String> = log.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+    let failures: Vec<&String> = log
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().err())
+        .collect();
     eprintln!(
         "certificate swap: {} scrapes on new connections, {} failed, new certificate after {picked_up:?}",
         log.len(),

@@ -241,7 +241,8 @@ pub struct ServingArgs {
 
     /// Comma-separated TLS 1.2 cipher suites (Go/IANA names). TLS 1.3 suites are always
     /// enabled, as in Go. Listed CBC, static-RSA, 3DES and RC4 suites are left out with a
-    /// warning (rustls has none). Default: rustls' ECDHE AEAD suites.
+    /// warning (rustls has none). Default: rustls' ECDHE AEAD suites. The server chooses
+    /// in Go's order, not the client's: AES-128-GCM, AES-256-GCM, then ChaCha20.
     #[arg(
         long,
         env = "SCRAPE_GUARD_TLS_CIPHER_SUITES",
