@@ -6,9 +6,12 @@
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
-use hyper::{body::Incoming, client::conn::http1};
+use hyper::{
+    body::Incoming,
+    client::conn::http1,
+    rt::{Read, Write},
+};
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service as _;
 
 use super::{error_chain, unix::UnixConnector, UPSTREAM_READ_BUFFER};
 use crate::{
@@ -76,25 +79,26 @@ impl Direct {
     }
 
     async fn open(&self) -> Result<Line, ProxyError> {
-        let line = match &self.dial {
-            Dial::Tcp(connector) => {
-                let io = connector
-                    .clone()
-                    .call(self.uri.clone())
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                Line::open(io, &self.builder).await
-            }
-            Dial::Unix(connector) => {
-                let io = connector
-                    .clone()
-                    .call(self.uri.clone())
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                Line::open(io, &self.builder).await
-            }
-        };
-        line.map_err(|e| unavailable(&e))
+        match &self.dial {
+            Dial::Tcp(connector) => self.open_with(connector.clone()).await,
+            Dial::Unix(connector) => self.open_with(connector.clone()).await,
+        }
+    }
+
+    /// Connects with `connector` and completes the HTTP/1.1 handshake.
+    async fn open_with<C>(&self, mut connector: C) -> Result<Line, ProxyError>
+    where
+        C: tower_service::Service<Uri>,
+        C::Response: Read + Write + Unpin + Send + 'static,
+        C::Error: std::error::Error + 'static,
+    {
+        let io = connector
+            .call(self.uri.clone())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Line::open(io, &self.builder)
+            .await
+            .map_err(|e| unavailable(&e))
     }
 }
 
