@@ -1,6 +1,6 @@
 //! Rollouts and pod deletion while Prometheus scrapes.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -31,6 +31,7 @@ async fn node_rollout_restart_and_pod_deletion() {
         let scrapes = ScrapeLoop::start(t.scrape_tls(), port, name, token.clone());
         tokio::time::sleep(Duration::from_secs(2)).await;
         let window = Instant::now();
+        let window_wall = SystemTime::now();
         let exits = watch_exit_codes(&t, &old_name);
         match how {
             "rollout restart" => {
@@ -111,11 +112,16 @@ async fn node_rollout_restart_and_pod_deletion() {
         // measures that gap: `outage_span`), and during the scrape in flight when
         // node-exporter exits. A failed scrape outside that gap, widened by one
         // scrape timeout and the direct loop's poll, is one scrape-guard caused.
-        let failed_at = t
+        // Only this window's scrapes: the tests before it on the shared cluster may
+        // have left failures of their own (an apiserver restart, a rotation).
+        let failed_at: Vec<SystemTime> = t
             .prometheus()
-            .failed_scrape_times(job, window.elapsed() + Duration::from_secs(5))
+            .failed_scrape_times(job, window.elapsed() + Duration::from_secs(2))
             .await
-            .expect("a query");
+            .expect("a query")
+            .into_iter()
+            .filter(|at| *at >= window_wall)
+            .collect();
         let slack = Duration::from_millis(1500);
         let unexplained: Vec<String> = failed_at
             .iter()
