@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, WatchEvent, WatchParams};
 
 use super::{
     super::support::{eventually, NodeTest, ScrapeLoop, PROMETHEUS_SA},
@@ -147,32 +148,45 @@ async fn node_rollout_restart_and_pod_deletion() {
     }
 }
 
-/// Polls a pod until it is gone, collecting its containers' exit codes as the kubelet
-/// reports them.
+/// Watches a pod until it is deleted, collecting its containers' exit codes from every
+/// version of it the apiserver sends (a watch, not a poll: the kubelet's last status,
+/// with the exit codes, can come a few milliseconds before the deletion).
 fn watch_exit_codes(t: &NodeTest, pod: &str) -> tokio::task::JoinHandle<Vec<(String, i32)>> {
     let pods: Api<Pod> = Api::namespaced(t.client().clone(), "monitoring");
     let name = pod.to_owned();
     tokio::spawn(async move {
         let mut codes = std::collections::BTreeMap::new();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while Instant::now() < deadline {
-            match pods.get_opt(&name).await {
-                Ok(Some(pod)) => {
-                    for c in pod
-                        .status
-                        .and_then(|s| s.container_statuses)
-                        .unwrap_or_default()
-                    {
-                        if let Some(t) = c.state.and_then(|s| s.terminated) {
-                            codes.insert(c.name, t.exit_code);
-                        }
-                    }
+        let mut record = |pod: Pod| {
+            for c in pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default()
+            {
+                if let Some(t) = c.state.and_then(|s| s.terminated) {
+                    codes.insert(c.name, t.exit_code);
                 }
-                Ok(None) => break,
-                Err(_) => {}
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(200);
+        let watched = async {
+            let Ok(events) = pods.watch(&params, "0").await else {
+                return;
+            };
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod)) => record(pod),
+                    Ok(WatchEvent::Deleted(pod)) => {
+                        record(pod);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(180), watched).await;
         codes.into_iter().collect()
     })
 }
