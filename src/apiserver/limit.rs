@@ -22,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use crate::identity::PeerKey;
 use tokio::time::Instant;
 
 /// Every section under these locks is short and cannot panic halfway, so a poisoned
@@ -167,13 +168,13 @@ impl TokenBucket {
 /// addresses with a review under way have an entry, so memory follows the load.
 pub(super) struct PeerLimit {
     cap: usize,
-    active: Mutex<HashMap<IpAddr, usize>>,
+    active: Mutex<HashMap<PeerKey, usize>>,
 }
 
 /// One review's place in its client's share, held until the review ends or is dropped.
 pub(super) struct PeerSlot<'a> {
     limit: &'a PeerLimit,
-    peer: Option<IpAddr>,
+    peer: Option<PeerKey>,
 }
 
 impl Drop for PeerSlot<'_> {
@@ -206,8 +207,9 @@ impl PeerLimit {
                 peer: None,
             });
         };
-        // ::ffff:10.0.0.1 from a dual-stack listener is the same client as 10.0.0.1.
-        let peer = addr.to_canonical();
+        // ::ffff:10.0.0.1 from a dual-stack listener is the same client as 10.0.0.1, and
+        // an IPv6 client is its /64.
+        let peer = PeerKey::of(addr);
         let mut active = lock(&self.active);
         let count = active.entry(peer).or_default();
         if *count >= self.cap {
@@ -384,6 +386,15 @@ mod tests {
         assert!(limit.admit(a).is_none(), "over the cap");
         let mapped = Requester::Peer("::ffff:10.0.0.1".parse().unwrap());
         assert!(limit.admit(mapped).is_none(), "the same client over IPv6");
+        let six = |s: &str| Requester::Peer(s.parse().unwrap());
+        let v6 = [
+            limit.admit(six("2001:db8::1")),
+            limit.admit(six("2001:db8::2")),
+        ];
+        assert!(
+            limit.admit(six("2001:db8::99")).is_none(),
+            "one /64 is one client"
+        );
         let other = limit.admit(b).expect("another address is not held up");
         let process: Vec<_> = (0..10).map(|_| limit.admit(Requester::Process)).collect();
         assert!(
@@ -392,7 +403,7 @@ mod tests {
         );
         drop(first);
         let again = limit.admit(a).expect("a finished review frees its place");
-        drop((second, again, other));
+        drop((second, again, other, v6));
         assert_eq!(limit.tracked(), 0, "idle addresses are forgotten");
     }
 
