@@ -30,6 +30,7 @@ use crate::{
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
+    reload::Condition,
     yaml::Node,
 };
 use serde_saphyr::Spanned;
@@ -84,6 +85,9 @@ pub(crate) struct PolicySettings {
     pub(crate) config: Option<ConfigSource>,
     /// A listener's `rbacFile`.
     pub(crate) rbac_files: Vec<PathBuf>,
+    /// For a listener of `--listeners-file`: its entry there must still say what it
+    /// said at startup for any of these files to be re-read (`reload::Condition`).
+    pub(crate) condition: Option<Condition>,
 }
 
 /// Where a kube-rbac-proxy authorization config is read from.
@@ -153,7 +157,7 @@ impl Authorizer {
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let config = settings.config_file.clone().map(ConfigSource::File);
-        let local = LocalPolicy::load(config.as_ref(), &settings.rbac_files, &metrics)?;
+        let local = LocalPolicy::load(config.as_ref(), &settings.rbac_files, None, &metrics)?;
         local.spawn_reloaders();
         let reviews = AccessReviews {
             apiserver,
@@ -175,7 +179,12 @@ impl Authorizer {
         policy: &PolicySettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let local = LocalPolicy::load(policy.config.as_ref(), &policy.rbac_files, &metrics)?;
+        let local = LocalPolicy::load(
+            policy.config.as_ref(),
+            &policy.rbac_files,
+            policy.condition.as_ref(),
+            &metrics,
+        )?;
         local.spawn_reloaders();
         Ok(Self {
             local,

@@ -94,6 +94,28 @@ fn watch_directories(files: &[&Path]) -> std::io::Result<EventStream<[u8; 4096]>
 
 type Parser<T> = dyn Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync;
 type Hook<T> = dyn Fn(&T) + Send + Sync;
+type Check = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+
+/// Another file that says whether a value's own files still apply: a listener's policy
+/// files (its `authorization:` block, `configFile`, `rbacFile`) are read only while
+/// `--listeners-file` declares the listener as it did at startup. The file is read
+/// with the value's own, in the same look, so that a version of the value is always
+/// one the condition held for; while it does not hold, the previous value stays in
+/// force whole, and the log and the reload gauge say so.
+#[derive(Clone)]
+pub(crate) struct Condition {
+    pub(crate) file: PathBuf,
+    /// `Err` says why the value's files no longer apply.
+    pub(crate) holds: Arc<Check>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The current value parsed from a set of files, replaced when they change.
 ///
@@ -106,7 +128,10 @@ type Hook<T> = dyn Fn(&T) + Send + Sync;
 /// a broken file that is being ignored can be alerted on.
 pub(crate) struct Watched<T> {
     what: &'static str,
+    /// The value's own files, then its condition's file, if it has one.
     files: Vec<PathBuf>,
+    /// How many of `files` are the value's own: those its reports name.
+    own: usize,
     parse: Box<Parser<T>>,
     on_swap: Box<Hook<T>>,
     current: RwLock<Arc<T>>,
@@ -119,7 +144,7 @@ impl<T> fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Watched")
             .field("what", &self.what)
-            .field("files", &self.files)
+            .field("files", &&self.files[..self.own])
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +160,32 @@ impl<T: Send + Sync + 'static> Watched<T> {
         Self::load_with(what, files, parse, metrics, |_| {})
     }
 
+    /// `load`, for a value whose files apply only while `condition` holds: it is
+    /// checked on every look, before `parse` sees the files (a value loaded at startup
+    /// must meet it too).
+    pub(crate) fn load_when(
+        what: &'static str,
+        files: Vec<PathBuf>,
+        condition: Option<&Condition>,
+        parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let Some(condition) = condition.cloned() else {
+            return Self::load(what, files, parse, metrics);
+        };
+        let own = files.len();
+        let mut all = files;
+        all.push(condition.file.clone());
+        let parse = move |contents: &[(PathBuf, Vec<u8>)]| {
+            let (own_files, rest) = contents.split_at(own);
+            if let Some((_, bytes)) = rest.first() {
+                (condition.holds)(bytes)?;
+            }
+            parse(own_files)
+        };
+        Self::build(what, (all, own), parse, metrics, |_| {})
+    }
+
     /// `load`, calling `on_swap` with the first value and with each one swapped in later
     /// (for state derived from the value, such as a certificate's expiry gauge).
     pub(crate) fn load_with(
@@ -144,11 +195,24 @@ impl<T: Send + Sync + 'static> Watched<T> {
         metrics: &Arc<Metrics>,
         on_swap: impl Fn(&T) + Send + Sync + 'static,
     ) -> Result<Arc<Self>, String> {
+        let own = files.len();
+        Self::build(what, (files, own), parse, metrics, on_swap)
+    }
+
+    /// `files` and how many of them are the value's own (the rest are a condition's).
+    fn build(
+        what: &'static str,
+        (files, own): (Vec<PathBuf>, usize),
+        parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
+        metrics: &Arc<Metrics>,
+        on_swap: impl Fn(&T) + Send + Sync + 'static,
+    ) -> Result<Arc<Self>, String> {
         let contents = read_all(&files)?;
         let value = parse(&contents)?;
         on_swap(&value);
         let watched = Self {
             what,
+            own,
             files,
             parse: Box::new(parse),
             on_swap: Box::new(on_swap),
@@ -170,6 +234,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
         Arc::new(Self {
             what,
             files: Vec::new(),
+            own: 0,
             parse: Box::new(|_| Err("a fixed value is never re-read".into())),
             on_swap: Box::new(on_swap),
             current: RwLock::new(Arc::new(value)),
@@ -229,7 +294,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
                 (self.on_swap)(&value);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
                 self.report(true);
-                tracing::info!(what = self.what, files = ?self.files, "reloaded");
+                tracing::info!(what = self.what, files = ?&self.files[..self.own], "reloaded");
             }
             Err(error) => {
                 self.report(false);
@@ -241,7 +306,10 @@ impl<T: Send + Sync + 'static> Watched<T> {
     /// Whether the files as they are now are the version in force.
     fn report(&self, ok: bool) {
         if let Some(metrics) = &self.metrics {
-            let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+            let files: Vec<String> = self.files[..self.own]
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
             metrics.file_loaded(self.what, &files.join(","), ok);
         }
     }

@@ -708,3 +708,199 @@ async fn each_listeners_name_is_in_its_logs_and_the_startup_lines() {
     );
     assert!(!logs.contains(FILE_TOKEN), "a token in the logs:\n{logs}");
 }
+
+/// The policy of a listener of `--listeners-file` is always exactly what its entry
+/// names, or its previous policy whole (the log and the reload gauge saying so): an
+/// edit that moves a policy between an `authorization:` block and a `configFile:`, a
+/// rename, or a new `configFile` path takes a restart, and until then nothing about
+/// who gets in changes. Every edit an operator makes, one after the other.
+#[tokio::test]
+async fn a_listeners_policy_is_its_entrys_or_the_previous_one_whole_on_every_edit() {
+    support::install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("scraper", SCRAPER);
+    api.add_token("telemetry", TELEMETRY);
+    // The scraper may only `get /metrics`; telemetry may get services in monitoring,
+    // which is what both listeners' policies ask.
+    api.allow(SCRAPER, "get", "/metrics");
+    api.allow_resource(TELEMETRY, "get", "monitoring", "services");
+    let (main_up, side_up) = (Echo::start().await, Echo::start().await);
+    let dir = pki.dir.path();
+    let file = dir.join("listeners.yaml");
+    let (side_krp, main_krp, other_krp) = (
+        dir.join("side.yaml"),
+        dir.join("main.yaml"),
+        dir.join("other.yaml"),
+    );
+    let services =
+        "resourceAttributes: {namespace: monitoring, resource: services, subresource: metrics}";
+    let krp = format!("authorization:\n  {services}\n");
+    for path in [&side_krp, &main_krp, &other_krp] {
+        std::fs::write(path, &krp).unwrap();
+    }
+    let tls = format!(
+        "  tlsCertFile: {}\n  tlsPrivateKeyFile: {}\n",
+        pki.cert_path.display(),
+        pki.key_path.display()
+    );
+    // Each entry as written: its name, its address and upstream, then its policy.
+    let entry = |name: &str, which: &Echo, policy: &str| {
+        format!(
+            "- name: {name}\n  secureListenAddress: 127.0.0.1:0\n  upstream: {}\n{tls}{policy}",
+            which.url()
+        )
+    };
+    let block = |extra: &str| format!("  authorization:\n    {services}\n{extra}");
+    let config_file = |path: &Path| format!("  configFile: {}\n", path.display());
+    let write = |entries: &[String]| {
+        write_atomically(&file, &format!("listeners:\n{}", entries.concat()));
+    };
+    let original = [
+        entry("main", &main_up, &block("")),
+        entry("side", &side_up, &config_file(&side_krp)),
+    ];
+    write(&original);
+    let port = free_port();
+    let endpoints = format!("--proxy-endpoints-port={port}");
+    let proxy = Proxy::start_listeners(&api, &file, &[&endpoints]).await;
+    let c = client(&pki, false);
+    // The listeners by address: names move in the file, sockets do not.
+    let (main_url, side_url) = (
+        proxy.listener_url("main", "/metrics"),
+        proxy.listener_url("side", "/metrics"),
+    );
+    let status = |url: &str, token: &'static str| {
+        let (c, url) = (c.clone(), url.to_owned());
+        async move { get(&c, &url, Some(token), &[]).await.status.as_u16() }
+    };
+    // Both listeners ask for services/metrics: the scraper is out, telemetry in.
+    let decisions = || async {
+        [
+            status(&main_url, "scraper").await,
+            status(&main_url, "telemetry").await,
+            status(&side_url, "scraper").await,
+            status(&side_url, "telemetry").await,
+        ]
+    };
+    const AS_AT_START: [u16; 4] = [403, 200, 403, 200];
+    assert_eq!(decisions().await, AS_AT_START);
+    let gauge = |listener: &str, flag: &str, path: &Path| {
+        format!(
+            "listener=\"{listener}\",flag=\"{flag}\",file=\"{}\"",
+            path.display()
+        )
+    };
+    let main_gauge = gauge("main", "--listeners-file", &file);
+    let side_gauge = gauge("side", "--config-file", &side_krp);
+    let layout_gauge = format!("flag=\"--listeners-file\",file=\"{}\"", file.display());
+    let wait = |labels: String, want: &'static str| {
+        let pki = &pki;
+        async move { wait_for_gauge(pki, port, &labels, want).await }
+    };
+    // Back to the original file: everything reloads and is as at start.
+    let restore = || async {
+        write(&original);
+        for labels in [&main_gauge, &side_gauge, &layout_gauge] {
+            wait(labels.clone(), "1").await;
+        }
+        assert_eq!(decisions().await, AS_AT_START);
+    };
+
+    // 1. main's block moved into a configFile (the same policy, in another place):
+    // refused, main keeps its block whole (the scraper was let in here).
+    write(&[
+        entry("main", &main_up, &config_file(&main_krp)),
+        original[1].clone(),
+    ]);
+    wait(main_gauge.clone(), "0").await;
+    wait(layout_gauge.clone(), "0").await;
+    assert_eq!(decisions().await, AS_AT_START, "block to configFile");
+    restore().await;
+
+    // 2. side's configFile moved into a block: refused the same way.
+    write(&[original[0].clone(), entry("side", &side_up, &block(""))]);
+    wait(side_gauge.clone(), "0").await;
+    assert_eq!(decisions().await, AS_AT_START, "configFile to block");
+    restore().await;
+
+    // 3. The names swapped: each entry is the other listener's; both refused (the
+    // scraper was let in at main's address, which found no block under its name).
+    write(&[
+        entry("side", &main_up, &block("")),
+        entry("main", &side_up, &config_file(&side_krp)),
+    ]);
+    wait(main_gauge.clone(), "0").await;
+    wait(side_gauge.clone(), "0").await;
+    assert_eq!(decisions().await, AS_AT_START, "names swapped");
+    restore().await;
+
+    // 4. side's configFile path changed, and the file it named before now grants the
+    // scraper: neither file is in force until a restart, side's policy stays whole.
+    write_atomically(
+        &other_krp,
+        &format!(
+            "authorization:\n  static:\n{}",
+            allow(SCRAPER).replace("    ", "  ")
+        ),
+    );
+    write_atomically(&side_krp, &std::fs::read_to_string(&other_krp).unwrap());
+    write(&[
+        original[0].clone(),
+        entry("side", &side_up, &config_file(&other_krp)),
+    ]);
+    wait(side_gauge.clone(), "0").await;
+    assert_eq!(decisions().await, AS_AT_START, "a configFile path changed");
+    write_atomically(&side_krp, &krp);
+    restore().await;
+
+    // 5. Reordered, with main's block granting the scraper: each entry still
+    // describes its listener, so main takes its new block; the order takes a restart.
+    let main_granting = entry(
+        "main",
+        &main_up,
+        &format!("  authorization:\n    static:\n{}", allow(SCRAPER)),
+    );
+    write(&[original[1].clone(), main_granting.clone()]);
+    wait(layout_gauge.clone(), "0").await;
+    wait_for(
+        || status(&main_url, "scraper"),
+        200,
+        "main's new block, reordered",
+    )
+    .await;
+    assert_eq!(status(&side_url, "scraper").await, 403);
+    assert_eq!(
+        reload_status(&own_metrics(&pki, port, "scraper").await, &main_gauge),
+        "1"
+    );
+    restore().await;
+
+    // 6. side removed: it still serves, with its policy as it was; main follows its
+    // block. 7. A listener added: the others follow their entries.
+    write(&[main_granting.clone()]);
+    wait(side_gauge.clone(), "0").await;
+    wait_for(
+        || status(&main_url, "scraper"),
+        200,
+        "main's block, side removed",
+    )
+    .await;
+    assert_eq!(status(&side_url, "scraper").await, 403, "side as it was");
+    assert_eq!(status(&side_url, "telemetry").await, 200, "side as it was");
+    restore().await;
+    let extra = entry("extra", &side_up, &block(""));
+    write(&[main_granting, original[1].clone(), extra]);
+    wait_for(
+        || status(&main_url, "scraper"),
+        200,
+        "main's block, extra added",
+    )
+    .await;
+    wait(layout_gauge.clone(), "0").await;
+    assert_eq!(
+        reload_status(&own_metrics(&pki, port, "scraper").await, &side_gauge),
+        "1"
+    );
+    restore().await;
+}

@@ -57,6 +57,7 @@ pub(super) fn plans(config: &Config, metrics: &Arc<Metrics>) -> Vec<Plan> {
                 .clone()
                 .map(ConfigSource::File),
             rbac_files: config.auth.authz.rbac_files.clone(),
+            condition: None,
         });
         plans.push(Plan::new(
             file.map(|_| FLAGS_LISTENER.to_owned()),

@@ -14,7 +14,12 @@ use std::{path::PathBuf, sync::Arc};
 use http::{HeaderMap, Method, Uri};
 
 use super::{config_file::ConfigFile, rbac::Rbac, Attributes, ConfigSource};
-use crate::{error::ProxyError, identity::User, metrics::Metrics, reload::Watched};
+use crate::{
+    error::ProxyError,
+    identity::User,
+    metrics::Metrics,
+    reload::{Condition, Watched},
+};
 
 /// The local layers of the authorizer chain.
 #[derive(Debug, Default, Clone)]
@@ -24,30 +29,44 @@ pub(crate) struct LocalPolicy {
 }
 
 impl LocalPolicy {
-    /// Loads the files now; any error names the flag's file and line.
+    /// Loads the files now; any error names the flag's file and line. With a
+    /// `condition` (a listener of `--listeners-file`), every one of them is re-read only
+    /// while it holds: the policy in force is the one its entry names, or the previous
+    /// one whole.
     pub(crate) fn load(
         config: Option<&ConfigSource>,
         rbac_files: &[PathBuf],
+        condition: Option<&Condition>,
         metrics: &Arc<Metrics>,
     ) -> Result<Self, String> {
         let config = config
             .map(|source| match source {
                 ConfigSource::File(path) => {
                     let files = vec![path.clone()];
-                    Watched::load("--config-file", files, ConfigFile::parse, metrics)
-                        .map_err(|e| format!("--config-file {e}"))
+                    Watched::load_when(
+                        "--config-file",
+                        files,
+                        condition,
+                        ConfigFile::parse,
+                        metrics,
+                    )
+                    .map_err(|e| format!("--config-file {e}"))
                 }
                 ConfigSource::Block { file, locate } => {
                     let locate = Arc::clone(locate);
                     let parse =
                         move |files: &[(PathBuf, Vec<u8>)]| ConfigFile::parse_block(files, &locate);
-                    Watched::load("--listeners-file", vec![file.clone()], parse, metrics)
+                    let files = vec![file.clone()];
+                    Watched::load_when("--listeners-file", files, condition, parse, metrics)
                         .map_err(|e| format!("--listeners-file {e}"))
                 }
             })
             .transpose()?;
         let rbac = (!rbac_files.is_empty())
-            .then(|| Watched::load("--rbac-file", rbac_files.to_vec(), Rbac::parse, metrics))
+            .then(|| {
+                let files = rbac_files.to_vec();
+                Watched::load_when("--rbac-file", files, condition, Rbac::parse, metrics)
+            })
             .transpose()
             .map_err(|e| format!("--rbac-file {e}"))?;
         Ok(Self { config, rbac })

@@ -26,8 +26,10 @@ mod file;
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use self::file::declares;
 use self::file::{decode, Entry, Fields};
 pub(crate) use self::file::{locate, unchanged, Shape};
 
@@ -39,6 +41,7 @@ use super::{
 use crate::{
     authz::{self, ConfigSource, PolicySettings},
     paths::PathPolicy,
+    reload::Condition,
     tls::{TlsPolicy, TlsSettings},
     upstream::UpstreamSettings,
 };
@@ -272,6 +275,14 @@ fn validate(
         format!("listener {name}")
     };
     let prefix = format!("{origin} line {line}: {who}");
+    // Its policy files are re-read only while its entry says what it says now.
+    let (startup, shown) = (fields.clone(), file.display().to_string());
+    let condition = Condition {
+        file: file.to_owned(),
+        holds: Arc::new(move |bytes| {
+            declares(bytes, &startup).map_err(|e| format!("{shown}: {e}"))
+        }),
+    };
     let Problems { errors, warnings } = own;
     for error in errors {
         problems.add(format!("{prefix}: {}", in_keys(&error)));
@@ -293,6 +304,7 @@ fn validate(
         policy: PolicySettings {
             config: Some(config),
             rbac_files: rbac_file.into_iter().map(PathBuf::from).collect(),
+            condition: Some(condition),
         },
     }
 }

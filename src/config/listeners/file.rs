@@ -82,6 +82,60 @@ pub(crate) fn unchanged(files: &[(PathBuf, Vec<u8>)], startup: &Shape) -> Result
     ))
 }
 
+/// `Ok` while the file still declares the listener `startup` describes as it did at
+/// startup: the one entry with its name, every key but `authorization:` the same. The
+/// condition for its policy files to be re-read (`reload::Condition`): moving its
+/// policy between `authorization:` and `configFile:`, renaming it (or swapping two
+/// names), changing a `configFile` or `rbacFile` path, or removing it takes a restart,
+/// and until then its policy stays as it was, whole. Other listeners' entries are not
+/// looked at, so that their mistakes do not hold this one's updates back.
+pub(crate) fn declares(bytes: &[u8], startup: &Fields) -> Result<(), String> {
+    let name = &startup.name;
+    let restart = "its policy stays as it was until the next start";
+    let gone = || format!("listener {name} is no longer declared; {restart}");
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    let docs = yaml::parse(text)?;
+    let mut d = Decoder::default();
+    let Some(root) = docs.first() else {
+        return Err(gone());
+    };
+    let Some(maps) = d.objects(&[root], "the file")? else {
+        return Err(gone());
+    };
+    let [listeners] = take(d.fields(&maps, "", &["listeners"])?);
+    let items = d.list(&listeners, "listeners")?.unwrap_or_default();
+    let mut found = None;
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        let Some(maps) = d.objects(&[item], &at)? else {
+            continue;
+        };
+        let [entry_name] = take(d.fields(&maps, &at, &["name"])?);
+        let entry_name = d.string(&entry_name, &join(&at, "name"))?;
+        if entry_name.is_none_or(|(n, _)| n != *name) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(format!(
+                "line {}: listener {name} is declared twice; {restart}",
+                item.referenced.line()
+            ));
+        }
+        found = Some(entry(item, &at, &mut d)?);
+    }
+    let now = found.ok_or_else(gone)?;
+    if now.fields != *startup {
+        return Err(format!(
+            "line {}: listener {name} is declared differently than at startup, not only \
+             in its authorization block (a policy moved between authorization: and \
+             configFile:, a rename, a new configFile or rbacFile path, or any other key \
+             takes a restart); {restart}",
+            now.line
+        ));
+    }
+    Ok(())
+}
+
 /// The `authorization:` block of listener `name` in the file's documents (`None`: it
 /// has none). Only the listeners' names and blocks are looked at, so that another
 /// listener's mistake does not hold this one's update back.

@@ -333,6 +333,87 @@ fn only_a_change_outside_the_authorization_blocks_needs_a_restart() {
 }
 
 #[test]
+fn a_listeners_policy_follows_its_entry_only_while_the_entry_is_as_at_startup() {
+    let (_dir, config) = parse(TWO, &[]);
+    let listeners = config.unwrap().listeners_file.unwrap().listeners;
+    let holds = |listener: usize, yaml: &str| {
+        let condition = listeners[listener].policy.condition.clone().unwrap();
+        (condition.holds)(yaml.as_bytes())
+    };
+    let (main, telemetry) = (0, 1);
+    assert_eq!(holds(main, TWO), Ok(()));
+    assert_eq!(holds(telemetry, TWO), Ok(()));
+    let restart = |result: Result<(), String>, what: &str| {
+        let error = result.expect_err(what);
+        assert!(
+            error.contains("its policy stays as it was until the next start"),
+            "{what}: {error}"
+        );
+        error
+    };
+    // Its own block edited: it follows.
+    let edited = TWO.replace("path: /metrics}", "path: /federate}");
+    assert_eq!(holds(main, &edited), Ok(()));
+    // The block moved into a configFile (the same policy, another place).
+    let moved_out = TWO.replace(
+        "  authorization:\n    static:\n    - {user: {name: a}, path: /metrics}\n",
+        "  configFile: /etc/krp/main.yaml\n",
+    );
+    assert_ne!(moved_out, TWO);
+    let error = restart(holds(main, &moved_out), "block to configFile");
+    assert!(
+        error.contains("line 3: listener main is declared differently"),
+        "{error}"
+    );
+    assert_eq!(holds(telemetry, &moved_out), Ok(()), "another's change");
+    // And the other way: telemetry's configFile becomes a block.
+    let moved_in = TWO.replace(
+        "  configFile: /etc/krp/config.yaml\n",
+        "  authorization: {static: [{user: {name: t}}]}\n",
+    );
+    assert_ne!(moved_in, TWO);
+    restart(holds(telemetry, &moved_in), "configFile to block");
+    restart(
+        holds(telemetry, &TWO.replace("config.yaml", "other.yaml")),
+        "a configFile path",
+    );
+    restart(
+        holds(telemetry, &TWO.replace("b.yaml]", "c.yaml]")),
+        "an rbacFile path",
+    );
+    // Two names swapped: each entry is the other listener's now.
+    let swapped = TWO
+        .replace("name: main", "name: SWAP")
+        .replace("Name: telemetry", "Name: main")
+        .replace("name: SWAP", "name: telemetry");
+    restart(holds(main, &swapped), "swapped names (main)");
+    restart(holds(telemetry, &swapped), "swapped names (telemetry)");
+    // Reordered, or another listener added: each entry still says the same.
+    let (head, entries) = TWO.split_at(TWO.find("- name: main").unwrap());
+    let (main_entry, telemetry_entry) = entries.split_at(entries.find("- Name").unwrap());
+    let reordered = format!("{head}{telemetry_entry}{main_entry}");
+    assert_eq!(holds(main, &reordered), Ok(()));
+    assert_eq!(holds(telemetry, &reordered), Ok(()));
+    let added = format!("{TWO}- name: extra\n  secureListenAddress: \":9444\"\n");
+    assert_eq!(holds(main, &added), Ok(()));
+    // Removed, declared twice, or the file broken.
+    let removed = TWO.split("- Name: telemetry").next().unwrap();
+    assert_eq!(holds(main, removed), Ok(()));
+    let error = restart(holds(telemetry, removed), "removed");
+    assert!(
+        error.contains("listener telemetry is no longer declared"),
+        "{error}"
+    );
+    let twice = format!("{TWO}- name: main\n  secureListenAddress: \":9444\"\n");
+    restart(holds(main, &twice), "declared twice");
+    assert!(holds(main, "listeners: [\n").is_err());
+    // A mistake in another listener's entry does not hold this one back; its own does.
+    let typo = TWO.replace("upstreamTimeout: 5s", "upstreamTimeout: 5s\n  upstreem: x");
+    assert_eq!(holds(main, &typo), Ok(()));
+    assert!(holds(telemetry, &typo).is_err());
+}
+
+#[test]
 fn flag_names_read_as_listener_keys() {
     assert_eq!(
         in_keys("--upstream-ca-file needs an https:// --upstream"),
