@@ -878,7 +878,7 @@ async fn a_listeners_policy_is_its_entrys_or_the_previous_one_whole_on_every_edi
 
     // 6. side removed: it still serves, with its policy as it was; main follows its
     // block. 7. A listener added: the others follow their entries.
-    write(&[main_granting.clone()]);
+    write(std::slice::from_ref(&main_granting));
     wait(side_gauge.clone(), "0").await;
     wait_for(
         || status(&main_url, "scraper"),
