@@ -286,7 +286,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
-    fn settings(
+    pub(super) fn settings(
         capacity: u64,
         positive: Duration,
         negative: Duration,
@@ -300,7 +300,7 @@ mod tests {
         }
     }
     #[derive(Clone, Debug, PartialEq)]
-    struct Answer(bool);
+    pub(super) struct Answer(pub(super) bool);
     impl Verdict for Answer {
         fn is_positive(&self) -> bool {
             self.0
@@ -400,6 +400,32 @@ mod tests {
         cache.get_or_review([3; 32], ok(false)).await.unwrap();
         tokio::time::sleep(ttl * 2).await;
         assert!(cache.get_or_review([3; 32], down()).await.is_err());
+    }
+
+    /// A review the proxy never sent (the rate limit, a client's cap) says nothing
+    /// about the apiserver: no stale allow stands in for it.
+    #[tokio::test]
+    async fn a_review_not_sent_never_revives_a_stale_allow() {
+        let ttl = Duration::from_millis(50);
+        let cache = Verdicts::<Answer, &str>::new(settings(10, ttl, ttl, Duration::from_secs(60)));
+        cache
+            .get_or_review([1; 32], async { Ok::<_, &str>(Answer(true)) })
+            .await
+            .unwrap();
+        tokio::time::sleep(ttl * 2).await;
+        let refused = cache
+            .get_or_review([1; 32], async { Err::<Answer, _>(NOT_SENT) })
+            .await;
+        assert_eq!(refused.map(|(a, _)| a).map_err(|e| *e), Err(NOT_SENT));
+        let (answer, served) = cache
+            .get_or_review([1; 32], async { Err::<Answer, _>("down") })
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer, served),
+            (Answer(true), Served::Stale),
+            "an outage still may"
+        );
     }
 
     #[tokio::test]

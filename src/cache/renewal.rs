@@ -84,3 +84,86 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
         renewal.sender.send_replace(Some(answer));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{
+        tests::{settings, Answer},
+        Served,
+    };
+    use super::*;
+
+    /// The cache reads the real clock: long enough against a noisy machine's pauses.
+    const TTL: Duration = Duration::from_secs(1);
+    const PAST_HALF: Duration = Duration::from_millis(550);
+
+    fn cache() -> Verdicts<Answer, &'static str> {
+        Verdicts::new(settings(10, TTL, TTL, Duration::ZERO))
+    }
+
+    async fn read(cache: &Verdicts<Answer, &'static str>) -> (Answer, Served) {
+        let miss = async { Err::<Answer, _>("a miss was not expected") };
+        cache.get_or_review([1; 32], miss).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_allow_past_half_its_ttl_is_renewed_once_and_stays_fresh() {
+        let cache = cache();
+        let ok = |a: bool| async move { Ok::<_, &str>(Answer(a)) };
+        cache.get_or_review([1; 32], ok(true)).await.unwrap();
+        assert_eq!(read(&cache).await.1, Served::Cached);
+        tokio::time::sleep(PAST_HALF).await;
+        assert_eq!(read(&cache).await, (Answer(true), Served::Ageing));
+
+        let renewal = cache.claim_renewal([1; 32]).expect("the first claim");
+        assert!(
+            cache.claim_renewal([1; 32]).is_none(),
+            "one renewal per key"
+        );
+        cache.renew(renewal, ok(true)).await;
+        assert_eq!(read(&cache).await.1, Served::Cached, "fresh again");
+        tokio::time::sleep(Duration::from_millis(750)).await;
+        assert_eq!(
+            read(&cache).await,
+            (Answer(true), Served::Ageing),
+            "past the first TTL, still served: the renewal's"
+        );
+        assert_eq!(cache.renewing.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_says_no_ends_the_allow_and_an_error_changes_nothing() {
+        let cache = cache();
+        cache
+            .get_or_review([1; 32], async { Ok::<_, &str>(Answer(true)) })
+            .await
+            .unwrap();
+        tokio::time::sleep(PAST_HALF).await;
+        let renewal = cache.claim_renewal([1; 32]).unwrap();
+        cache.renew(renewal, async { Err("down") }).await;
+        assert_eq!(read(&cache).await, (Answer(true), Served::Ageing));
+        let renewal = cache.claim_renewal([1; 32]).expect("claimable again");
+        cache.renew(renewal, async { Ok(Answer(false)) }).await;
+        assert_eq!(
+            read(&cache).await,
+            (Answer(false), Served::Cached),
+            "revoked"
+        );
+    }
+
+    #[test]
+    fn renewals_under_way_are_capped() {
+        let cache = cache();
+        let claims: Vec<_> = (0..=MAX_RENEWALS)
+            .filter_map(|i| cache.claim_renewal([i as u8; 32]))
+            .collect();
+        assert_eq!(claims.len(), MAX_RENEWALS);
+        drop(claims);
+        assert!(
+            cache.claim_renewal([0; 32]).is_some(),
+            "a dropped claim frees its place"
+        );
+    }
+}
