@@ -13,8 +13,10 @@
 //!
 //! A review that is not sent costs nothing (`limit.rs`): refused at once when the rate
 //! limit has no room for it within its budget or its client is at its cap, and its
-//! token given back when it is dropped while waiting. Only misses get here: cached
-//! answers and `--token-auth-file` hits are never limited.
+//! token given back when it is dropped while waiting. Waiting reviews get their tokens
+//! by turns, one client address after another, with renewals of known identities every
+//! other turn (`fair.rs`), so a few busy addresses cannot starve the rest. Only misses
+//! and renewals get here: cached answers and `--token-auth-file` hits are never limited.
 
 mod fair;
 mod limit;
@@ -540,6 +542,10 @@ mod tests {
         assert!(
             matches!(over, Err(ReviewError::Limited(Limit::Peer))),
             "{over:?}"
+        );
+        assert!(
+            !over.unwrap_err().apiserver_failed(),
+            "no stale allow for it"
         );
         assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
         assert_eq!(
