@@ -13,9 +13,12 @@
 //!
 //! A review that is not sent costs nothing (`limit.rs`): refused at once when the rate
 //! limit has no room for it within its budget or its client is at its cap, and its
-//! token given back when it is dropped while waiting. Only misses get here: cached
-//! answers and `--token-auth-file` hits are never limited.
+//! token given back when it is dropped while waiting. Waiting reviews get their tokens
+//! by turns, one client address after another, with renewals of known identities every
+//! other turn (`fair.rs`), so a few busy addresses cannot starve the rest. Only misses
+//! and renewals get here: cached answers and `--token-auth-file` hits are never limited.
 
+mod fair;
 mod limit;
 
 use std::{
@@ -33,11 +36,14 @@ use kube::{
 };
 use tokio::{sync::Semaphore, time::Instant};
 
-use crate::metrics::Metrics;
+use crate::{cache::ReviewFailure, metrics::Metrics};
 
 pub(crate) use self::limit::Limit;
-pub use self::limit::Requester;
-use self::limit::{LimitLog, PeerLimit, TokenBucket};
+pub use self::limit::{RateLimit, Requester};
+use self::{
+    fair::{FairBucket, Lane},
+    limit::{LimitLog, PeerLimit},
+};
 
 /// Retries after the first attempt, within `--apiserver-timeout`.
 const MAX_RETRIES: u32 = 3;
@@ -49,25 +55,6 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the apiserver may go unanswered before `/readyz` fails: one failed probe
 /// or review is a blip, not an outage.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
-
-/// Client-side limit on reviews sent to the apiserver (client-go's QPS/burst).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RateLimit {
-    Unlimited,
-    TokenBucket { qps: f64, burst: u32 },
-}
-
-impl RateLimit {
-    /// client-go semantics: 0 means its defaults (5 QPS, burst 10); negative, no limit.
-    pub fn from_flags(qps: f32, burst: u32) -> Self {
-        if qps < 0.0 {
-            return Self::Unlimited;
-        }
-        let qps = if qps == 0.0 { 5.0 } else { f64::from(qps) };
-        let burst = if burst == 0 { 10 } else { burst };
-        Self::TokenBucket { qps, burst }
-    }
-}
 
 /// How the apiserver is reached and how much of it the proxy may use.
 #[derive(Debug, Clone)]
@@ -106,6 +93,15 @@ pub enum ReviewError {
     Limited(Limit),
 }
 
+/// Only the apiserver's own failures may let `--stale-if-error` stand in: a review the
+/// proxy refused to send says nothing about the apiserver, and reviving an allow for it
+/// would serve a revoked token or grant for as long as junk keeps the budget busy.
+impl ReviewFailure for ReviewError {
+    fn apiserver_failed(&self) -> bool {
+        !matches!(self, Self::Limited(_))
+    }
+}
+
 /// Why the apiserver client could not be built at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -125,7 +121,7 @@ pub enum ClientError {
 /// The apiserver, as the proxy uses it.
 pub struct Apiserver {
     client: Client,
-    limiter: Option<TokenBucket>,
+    limiter: Option<Arc<FairBucket>>,
     inflight: Semaphore,
     peers: PeerLimit,
     limited: LimitLog,
@@ -195,7 +191,7 @@ impl Apiserver {
         let timeout = settings.timeout;
         let limiter = match settings.rate_limit {
             RateLimit::Unlimited => None,
-            RateLimit::TokenBucket { qps, burst } => Some(TokenBucket::new(qps, burst)),
+            RateLimit::TokenBucket { qps, burst } => Some(FairBucket::new(qps, burst)),
         };
         Self {
             client,
@@ -291,7 +287,7 @@ impl Apiserver {
             return Err(self.limited(kind, Limit::Peer, requester));
         };
         let deadline = started + self.timeout;
-        let attempts = self.create_with_retries(object, deadline);
+        let attempts = self.create_with_retries(object, Lane::of(requester), deadline);
         let result = match tokio::time::timeout_at(deadline, attempts).await {
             Ok(Err(ReviewError::Limited(limit))) => {
                 return Err(self.limited(kind, limit, requester));
@@ -318,7 +314,7 @@ impl Apiserver {
         if let Some(unlogged) = self.limited.record() {
             let peer = match requester {
                 Requester::Peer(addr) => Some(addr),
-                Requester::Process => None,
+                Requester::Process | Requester::Renewal => None,
             };
             tracing::warn!(
                 review = kind,
@@ -332,10 +328,15 @@ impl Apiserver {
         ReviewError::Limited(limit)
     }
 
-    /// Sends the review, retrying within `deadline`. Each attempt takes a token; an
-    /// attempt whose token would not be due by `deadline` is not made: the first is
-    /// `Limited`, a retry leaves the last failure standing.
-    async fn create_with_retries<K>(&self, object: &K, deadline: Instant) -> Result<K, ReviewError>
+    /// Sends the review, retrying within `deadline`. Each attempt takes a token at
+    /// `lane`'s turn; an attempt whose turn would not come by `deadline` is not made:
+    /// the first is `Limited`, a retry leaves the last failure standing.
+    async fn create_with_retries<K>(
+        &self,
+        object: &K,
+        lane: Lane,
+        deadline: Instant,
+    ) -> Result<K, ReviewError>
     where
         K: kube::Resource<Scope = kube::core::ClusterResourceScope>
             + serde::Serialize
@@ -344,19 +345,24 @@ impl Apiserver {
             + fmt::Debug,
         K::DynamicType: Default,
     {
-        // Closed only if the semaphore is dropped, which cannot happen while `self` lives.
-        let _slot = self.inflight.acquire().await;
         let api: Api<K> = Api::all(self.client.clone());
         let mut attempt = 0;
         let mut failed = None;
+        let mut slot = None;
         loop {
             if let Some(limiter) = &self.limiter {
-                if let Err(limit) = limiter.acquire(deadline).await {
+                if let Err(limit) = limiter.acquire(lane, deadline).await {
                     return Err(match failed {
                         None => ReviewError::Limited(limit),
                         Some(error) => ReviewError::Api(error),
                     });
                 }
+            }
+            // The token first, then a slot: a first-come wait for a slot before the
+            // turns would undo them. Closed only if the semaphore is dropped, which
+            // cannot happen while `self` lives.
+            if slot.is_none() {
+                slot = Some(self.inflight.acquire().await);
             }
             match api.create(&PostParams::default(), object).await {
                 Err(error) if attempt < MAX_RETRIES && retryable(&error) => {
@@ -536,6 +542,10 @@ mod tests {
         assert!(
             matches!(over, Err(ReviewError::Limited(Limit::Peer))),
             "{over:?}"
+        );
+        assert!(
+            !over.unwrap_err().apiserver_failed(),
+            "no stale allow for it"
         );
         assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
         assert_eq!(

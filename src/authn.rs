@@ -7,6 +7,12 @@
 //! too (for `--auth-negative-cache-ttl`), so a client retrying a bad token cannot make
 //! us send one TokenReview per request. An apiserver error is never cached and never
 //! lets the request through.
+//!
+//! A token in use is renewed ahead of its expiry (`cache::Renewal`): a request that
+//! reads its answer past half `--auth-cache-ttl` is served from the cache and starts
+//! one TokenReview in the background, at the renewals' turn (`Requester::Renewal`), so
+//! a scraper whose token authenticated never waits behind a junk flood. That review
+//! holds its own copy of the token, like any TokenReview, and drops it with the request.
 
 pub(crate) mod token_file;
 
@@ -17,7 +23,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 
 use crate::{
     apiserver::{Apiserver, Requester, ReviewError},
-    cache::{CacheSettings, Interner, Served, TokenHasher, Verdict, Verdicts},
+    cache::{CacheSettings, Interner, Key, Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
@@ -249,7 +255,7 @@ impl Authenticator {
             ));
         };
         // Run only on a miss, by the one caller the others wait for.
-        let review = reviews.review(apiserver, token, requester);
+        let review = reviews.review(apiserver, reviews.request(&token), requester);
         let (identity, served) = match reviews.cache.get_or_review(key, review).await {
             Ok(answer) => answer,
             Err(error) => {
@@ -261,6 +267,10 @@ impl Authenticator {
         };
         let source = match served {
             Served::Cached => Source::Cache,
+            Served::Ageing => {
+                self.renew(apiserver, key, &token);
+                Source::Cache
+            }
             Served::Reviewed => Source::Apiserver,
             Served::Stale => Source::Stale,
         };
@@ -282,6 +292,19 @@ impl Authenticator {
         }
     }
 
+    /// Reviews `token` again in the background, unless its renewal is under way.
+    fn renew(&self, apiserver: &Arc<Apiserver>, key: Key, token: &BearerToken<'_>) {
+        let Some(renewal) = self.reviews.cache.claim_renewal(key) else {
+            return;
+        };
+        let (reviews, apiserver) = (Arc::clone(&self.reviews), Arc::clone(apiserver));
+        let request = reviews.request(token);
+        tokio::spawn(async move {
+            let review = reviews.review(&apiserver, request, Requester::Renewal);
+            reviews.cache.renew(renewal, review).await;
+        });
+    }
+
     /// Tokens currently cached (positive and negative), for every listener.
     pub fn cached(&self) -> u64 {
         self.reviews.cache.entry_count()
@@ -291,19 +314,23 @@ impl Authenticator {
 // === impl TokenReviews ===
 
 impl TokenReviews {
-    async fn review(
-        &self,
-        apiserver: &Apiserver,
-        token: BearerToken<'_>,
-        requester: Requester,
-    ) -> Result<Identity, ReviewError> {
-        let request = TokenReview {
+    /// The TokenReview for `token`: the one owned copy of it, dropped with the review.
+    fn request(&self, token: &BearerToken<'_>) -> TokenReview {
+        TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.0.to_owned()),
                 audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
             },
             ..TokenReview::default()
-        };
+        }
+    }
+
+    async fn review(
+        &self,
+        apiserver: &Apiserver,
+        request: TokenReview,
+        requester: Requester,
+    ) -> Result<Identity, ReviewError> {
         let answer = apiserver.token_review(&request, requester).await;
         // The request (and with it the token copy) is dropped here, before caching.
         drop(request);

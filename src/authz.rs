@@ -9,7 +9,9 @@
 //!
 //! Review answers are cached under a digest of the full user (name, uid, groups,
 //! extra) and the attributes, allow and deny with separate TTLs; concurrent misses for
-//! the same key share one review.
+//! the same key share one review. An allow in use is renewed ahead of its expiry: read
+//! past half `--authz-allow-ttl`, it still answers and one review runs in the
+//! background at the renewals' turn (`Requester::Renewal`, `cache::Renewal`).
 
 mod attributes;
 mod config_file;
@@ -26,7 +28,7 @@ use k8s_openapi::api::authorization::v1::{
 
 use crate::{
     apiserver::{Apiserver, Requester, ReviewError},
-    cache::{CacheSettings, Interner, Served, Verdict, Verdicts},
+    cache::{CacheSettings, Interner, Key, Served, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
@@ -295,6 +297,10 @@ impl Authorizer {
                 })?;
         let source = match served {
             Served::Cached => Source::Cache,
+            Served::Ageing => {
+                self.renew(apiserver, key, user, attributes);
+                Source::Cache
+            }
             Served::Reviewed => Source::Apiserver,
             Served::Stale => Source::Stale,
         };
@@ -310,6 +316,20 @@ impl Authorizer {
                 reason: reason.to_string(),
             },
         })
+    }
+
+    /// Reviews an allow in use again in the background, unless its renewal is under way.
+    fn renew(&self, apiserver: &Arc<Apiserver>, key: Key, user: &User, attributes: &Attributes) {
+        let Some(renewal) = self.reviews.cache.claim_renewal(key) else {
+            return;
+        };
+        let (reviews, apiserver) = (Arc::clone(&self.reviews), Arc::clone(apiserver));
+        let (user, attributes) = (user.clone(), attributes.clone());
+        tokio::spawn(async move {
+            let requester = Requester::Renewal;
+            let review = review(&apiserver, &user, &attributes, requester, &reviews.reasons);
+            reviews.cache.renew(renewal, review).await;
+        });
     }
 
     /// Decisions currently cached, for every listener.

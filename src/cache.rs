@@ -11,7 +11,13 @@
 //! With `--stale-if-error`, a *positive* entry is kept for its TTL plus the stale
 //! window. When a review fails, a stale allow found there is reused (and reported as
 //! such); a negative answer overwrites it, so a revoked grant is never revived.
-//! Negatives are never extended, errors never cached.
+//! Negatives are never extended, errors never cached. Only the apiserver's own
+//! failures let a stale allow stand in (`ReviewFailure`): a review the proxy refused
+//! to send for lack of budget is no sign of an outage, and under a junk flood it would
+//! keep a revoked token or grant alive for the whole stale window.
+//!
+//! Refresh-ahead (`renewal.rs`): a positive answer read past half its TTL is
+//! `Served::Ageing`, and the caller may renew it in the background while it serves.
 //!
 //! Keys are 32-byte digests: an HMAC of the token (a raw token is never a key), or a
 //! SHA-256 of the user and attributes. Fixed-size keys keep memory per entry flat.
@@ -22,19 +28,30 @@
 //! Expired entries are not swept; they stay until overwritten or evicted, so memory is
 //! bounded by the capacity, not by the TTL.
 
+mod interner;
+mod keys;
+mod renewal;
+
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     future::Future,
-    hash::Hash,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{atomic::AtomicUsize, Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use aws_lc_rs::{digest, hmac, rand::SystemRandom};
 use tokio::sync::watch;
 
-/// A cache key: HMAC-SHA256 or SHA-256 output.
-pub(crate) type Key = [u8; 32];
+pub(crate) use self::{
+    interner::Interner,
+    keys::{digest_fields, Key, TokenHasher},
+};
+
+/// Whether a failed review may be answered from a stale allow.
+pub(crate) trait ReviewFailure {
+    /// True for the apiserver's own failures (errors, timeouts); false for a review
+    /// that was never sent.
+    fn apiserver_failed(&self) -> bool;
+}
 
 /// A cached answer, positive (authenticated, allowed) or negative.
 pub(crate) trait Verdict: Clone + Send + Sync + 'static {
@@ -75,6 +92,8 @@ pub(crate) struct Verdicts<V, E> {
     positive: Duration,
     negative: Duration,
     stale: Duration,
+    /// Renewals under way, at most `MAX_RENEWALS`.
+    renewing: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -87,12 +106,16 @@ struct Entry<V> {
 
 /// A review in progress: its answer, once there is one.
 type Flight<V, E> = watch::Receiver<Option<Result<V, Arc<E>>>>;
+/// Where a review's answer is sent.
+type Sender<V, E> = watch::Sender<Option<Result<V, Arc<E>>>>;
 
 /// How an answer was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Served {
     /// From the cache, or from a review another request was already waiting on.
     Cached,
+    /// From the cache, a positive answer past half its TTL: worth renewing now.
+    Ageing,
     /// From a review this call ran.
     Reviewed,
     /// The review failed; a positive answer younger than TTL + stale window was reused.
@@ -101,7 +124,7 @@ pub(crate) enum Served {
 
 /// Whether this call runs the review or waits for another's.
 enum Role<V, E> {
-    Lead(watch::Sender<Option<Result<V, Arc<E>>>>, Flight<V, E>),
+    Lead(Sender<V, E>, Flight<V, E>),
     Follow(Flight<V, E>),
 }
 
@@ -132,7 +155,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
+impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
     /// A cache bounded and timed by `settings`.
     pub(crate) fn new(settings: CacheSettings) -> Self {
         let CacheSettings {
@@ -156,6 +179,7 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
             positive,
             negative,
             stale,
+            renewing: Arc::default(),
         }
     }
 
@@ -167,8 +191,16 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
         F: Future<Output = Result<V, E>>,
     {
         if let Some(entry) = self.store.get(&key) {
-            if Instant::now() < entry.fresh_until {
-                return Ok((entry.value, Served::Cached));
+            let now = Instant::now();
+            if now < entry.fresh_until {
+                let ageing =
+                    entry.value.is_positive() && now + self.positive / 2 >= entry.fresh_until;
+                let served = if ageing {
+                    Served::Ageing
+                } else {
+                    Served::Cached
+                };
+                return Ok((entry.value, served));
             }
         }
         let mut review = std::pin::pin!(review);
@@ -200,6 +232,7 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
         };
         match answer {
             Ok(value) => Ok((value, served)),
+            Err(error) if !error.apiserver_failed() => Err(error),
             Err(error) => match self.store.get(&key) {
                 Some(entry) if entry.value.is_positive() && Instant::now() < entry.usable_until => {
                     Ok((entry.value, Served::Stale))
@@ -248,80 +281,12 @@ impl<V: Verdict, E: Send + Sync + 'static> Verdicts<V, E> {
     }
 }
 
-/// Shares equal values between cache entries: service accounts all carry the same few
-/// groups, and most allows give the same RBAC reason. Bounded: past `limit` distinct
-/// values, new ones are handed out unshared rather than remembered.
-pub(crate) struct Interner<T: ?Sized> {
-    seen: Mutex<HashSet<Arc<T>>>,
-    limit: usize,
-}
-
-impl<T: ?Sized + Eq + Hash> Interner<T>
-where
-    for<'a> Arc<T>: From<&'a T>,
-{
-    /// An interner remembering at most `limit` distinct values.
-    pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            seen: Mutex::default(),
-            limit,
-        }
-    }
-
-    /// A shared copy of `value`.
-    pub(crate) fn intern(&self, value: &T) -> Arc<T> {
-        let mut seen = lock(&self.seen);
-        if let Some(shared) = seen.get(value) {
-            return Arc::clone(shared);
-        }
-        let shared = Arc::from(value);
-        if seen.len() < self.limit {
-            seen.insert(Arc::clone(&shared));
-        }
-        shared
-    }
-}
-
-/// Turns bearer tokens into cache keys without keeping them: HMAC-SHA256 under a key
-/// drawn at startup, so keys mean nothing outside this process.
-pub(crate) struct TokenHasher {
-    key: hmac::Key,
-}
-
-impl TokenHasher {
-    /// A hasher with a fresh random key.
-    pub(crate) fn random() -> Result<Self, aws_lc_rs::error::Unspecified> {
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?;
-        Ok(Self { key })
-    }
-
-    /// The cache key for a token.
-    pub(crate) fn key(&self, token: &[u8]) -> Key {
-        to_key(hmac::sign(&self.key, token).as_ref())
-    }
-}
-
-/// A SHA-256 over length-prefixed fields, so ("ab","c") and ("a","bc") differ.
-pub(crate) fn digest_fields<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Key {
-    let mut context = digest::Context::new(&digest::SHA256);
-    for field in fields {
-        context.update(&(field.len() as u64).to_le_bytes());
-        context.update(field);
-    }
-    to_key(context.finish().as_ref())
-}
-
-fn to_key(bytes: &[u8]) -> Key {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&bytes[..32]);
-    key
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
-    fn settings(
+    pub(super) fn settings(
         capacity: u64,
         positive: Duration,
         negative: Duration,
@@ -334,33 +299,28 @@ mod tests {
             stale,
         }
     }
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     #[derive(Clone, Debug, PartialEq)]
-    struct Answer(bool);
+    pub(super) struct Answer(pub(super) bool);
     impl Verdict for Answer {
         fn is_positive(&self) -> bool {
             self.0
         }
     }
 
-    #[test]
-    fn token_keys_are_keyed_and_stable() {
-        let hasher = TokenHasher::random().unwrap();
-        assert_eq!(hasher.key(b"token"), hasher.key(b"token"));
-        assert_ne!(hasher.key(b"token"), hasher.key(b"token2"));
-        let other = TokenHasher::random().unwrap();
-        assert_ne!(hasher.key(b"token"), other.key(b"token"), "per-process key");
-        let plain = digest::digest(&digest::SHA256, b"token");
-        assert_ne!(hasher.key(b"token").as_slice(), plain.as_ref());
+    /// The tests' failures are the apiserver's, except `NotSent`.
+    impl ReviewFailure for () {
+        fn apiserver_failed(&self) -> bool {
+            true
+        }
     }
 
-    #[test]
-    fn field_digests_are_unambiguous() {
-        let a = digest_fields([b"ab".as_slice(), b"c"]);
-        let b = digest_fields([b"a".as_slice(), b"bc"]);
-        assert_ne!(a, b);
+    impl ReviewFailure for &str {
+        fn apiserver_failed(&self) -> bool {
+            *self != NOT_SENT
+        }
     }
+
+    const NOT_SENT: &str = "not sent";
 
     #[tokio::test]
     async fn ttl_follows_the_verdict() {
@@ -440,6 +400,32 @@ mod tests {
         cache.get_or_review([3; 32], ok(false)).await.unwrap();
         tokio::time::sleep(ttl * 2).await;
         assert!(cache.get_or_review([3; 32], down()).await.is_err());
+    }
+
+    /// A review the proxy never sent (the rate limit, a client's cap) says nothing
+    /// about the apiserver: no stale allow stands in for it.
+    #[tokio::test]
+    async fn a_review_not_sent_never_revives_a_stale_allow() {
+        let ttl = Duration::from_millis(50);
+        let cache = Verdicts::<Answer, &str>::new(settings(10, ttl, ttl, Duration::from_secs(60)));
+        cache
+            .get_or_review([1; 32], async { Ok::<_, &str>(Answer(true)) })
+            .await
+            .unwrap();
+        tokio::time::sleep(ttl * 2).await;
+        let refused = cache
+            .get_or_review([1; 32], async { Err::<Answer, _>(NOT_SENT) })
+            .await;
+        assert_eq!(refused.map(|(a, _)| a).map_err(|e| *e), Err(NOT_SENT));
+        let (answer, served) = cache
+            .get_or_review([1; 32], async { Err::<Answer, _>("down") })
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer, served),
+            (Answer(true), Served::Stale),
+            "an outage still may"
+        );
     }
 
     #[tokio::test]
@@ -535,22 +521,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(served, Served::Reviewed);
-    }
-
-    #[test]
-    fn interned_values_are_shared_up_to_the_limit() {
-        let interner = Interner::<str>::new(2);
-        let a = interner.intern("a");
-        assert!(Arc::ptr_eq(&a, &interner.intern("a")));
-        interner.intern("b");
-        let c = interner.intern("c");
-        assert_eq!(&*c, "c");
-        assert!(
-            !Arc::ptr_eq(&c, &interner.intern("c")),
-            "over the limit: not kept"
-        );
-        let groups = Interner::<[String]>::new(8);
-        let list = ["system:authenticated".to_owned()];
-        assert!(Arc::ptr_eq(&groups.intern(&list), &groups.intern(&list)));
     }
 }

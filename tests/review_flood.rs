@@ -9,6 +9,13 @@
 //! up really closes the connection; then a scraper with a new token must be answered
 //! 200 within a few seconds (a bounded wait, not a claim about speed). A second test
 //! floods from one address and scrapes from another at the same time.
+//!
+//! The third security review floods from several addresses, each at its share
+//! (`--max-reviews-per-peer`): from 4 they used to hold the whole budget, so new valid
+//! tokens got 503 and so did a cached scraper once its entry expired; and with
+//! `--stale-if-error` the reviews the proxy refused itself stood in as apiserver errors,
+//! so a revoked token or grant was still served. The tests below run those floods with
+//! the default limits and short cache TTLs, so that entries expire during the flood.
 
 use scrape_guard_testkit as support;
 
@@ -28,7 +35,7 @@ use support::{
     http1::{get_request, read_exchange},
     Pki, World, SCRAPER,
 };
-use tokio::{io::AsyncWriteExt, net::TcpSocket, time::Instant};
+use tokio::{io::AsyncWriteExt, net::TcpSocket, task::JoinSet, time::Instant};
 use tokio_rustls::TlsConnector;
 
 const TOKEN: &str = "good-token";
@@ -94,7 +101,7 @@ fn flood(
         set.spawn(async move {
             let mut sent = 0;
             while !stop.load(Ordering::Relaxed) {
-                let token = format!("junk-{}", next.fetch_add(1, Ordering::Relaxed));
+                let token = format!("junk-{from}-{}", next.fetch_add(1, Ordering::Relaxed));
                 let _ = tokio::time::timeout(patience, wire.status(from, &token)).await;
                 sent += 1;
                 tokio::time::sleep(pause).await;
@@ -188,4 +195,168 @@ async fn one_address_flooding_cannot_starve_a_scraper_at_another() {
     eprintln!("served during the flood after {:?}", started.elapsed());
     stop.store(true, Ordering::Relaxed);
     sent(clients).await;
+}
+
+/// The `i`-th address of a /24 on the loopback interface (`127.0.<net>.<i+1>`).
+fn loopback(net: u8, i: usize) -> IpAddr {
+    let host = u8::try_from(i + 1).expect("a host number");
+    IpAddr::V4(Ipv4Addr::new(127, 0, net, host))
+}
+
+/// The scraper whose identity is cached when the flood starts.
+const CACHED_SCRAPER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Every cache entry expires during the flood: a cached scraper has to be renewed.
+const SHORT_TTLS: [&str; 3] = [
+    "--kube-api-qps=0",
+    "--auth-cache-ttl=3s",
+    "--authz-allow-ttl=3s",
+];
+
+/// Junk from `addresses` addresses (127.0.1.x), 8 patient connections each (the
+/// per-peer cap), while the cached scraper scrapes every 300 ms and a new scraper
+/// (a new pod: its own address in 127.0.2.x, its own identity) arrives every 700 ms.
+/// Returns what the cached scraper got that was not 200, and how many new scrapers
+/// were served out of how many.
+async fn junk_beside_scrapers(addresses: usize) -> (Vec<String>, usize, usize) {
+    let w = World::start(TOKEN, &SHORT_TTLS).await;
+    let wire = Wire::new(&w.pki, w.proxy.addr);
+    assert_eq!(wire.status(CACHED_SCRAPER, TOKEN).await.unwrap(), 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut floods = Vec::new();
+    for a in 0..addresses {
+        let from = loopback(1, a);
+        let patience = Duration::from_secs(10);
+        let pause = Duration::from_millis(50);
+        floods.push(flood(&wire, from, 8, patience, pause, &stop));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let cached = {
+        let (wire, stop) = (wire.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                match wire.status(CACHED_SCRAPER, TOKEN).await {
+                    Ok(200) => {}
+                    other => failures.push(format!("{:?}: {other:?}", started.elapsed())),
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            failures
+        })
+    };
+    let mut newcomers = JoinSet::new();
+    const NEWCOMERS: usize = 14;
+    for i in 0..NEWCOMERS {
+        let (token, user) = (
+            format!("new-token-{i}"),
+            format!("system:serviceaccount:new:{i}"),
+        );
+        w.api.add_token(&token, &user);
+        w.api.allow(&user, "get", "/metrics");
+        let wire = wire.clone();
+        newcomers.spawn(async move { wire.status(loopback(2, i), &token).await });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let mut served = 0;
+    while let Some(status) = newcomers.join_next().await {
+        let status = status.expect("a newcomer panicked");
+        eprintln!("newcomer: {status:?}");
+        served += usize::from(matches!(status, Ok(200)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cached = cached.await.expect("the cached scraper panicked");
+    let mut junk = 0;
+    for flood in floods {
+        junk += sent(flood).await;
+    }
+    eprintln!(
+        "{addresses} junk addresses ({junk} junk requests): {served}/{NEWCOMERS} new \
+         scrapers served, cached scraper failures: {cached:?}"
+    );
+    assert!(junk > 100, "the flood was a flood: {junk} requests");
+    (cached, served, NEWCOMERS)
+}
+
+/// Target: with junk from 4 addresses, at least 80 % of new valid tokens served, and
+/// the cached scraper renewed every time (never a 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_from_four_addresses_starves_neither_new_nor_cached_scrapers() {
+    let (cached, served, total) = junk_beside_scrapers(4).await;
+    assert!(
+        cached.is_empty(),
+        "the cached scraper was not renewed: {cached:?}"
+    );
+    assert!(
+        served * 100 >= total * 80,
+        "only {served} of {total} new scrapers were served"
+    );
+}
+
+/// Target: with junk from 12 addresses, at least half of the new valid tokens served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_from_twelve_addresses_still_serves_most_new_scrapers() {
+    let (cached, served, total) = junk_beside_scrapers(12).await;
+    assert!(
+        served * 100 >= total * 50,
+        "only {served} of {total} new scrapers were served"
+    );
+    assert!(
+        cached.is_empty(),
+        "the cached scraper was not renewed: {cached:?}"
+    );
+}
+
+/// A revoked token and a revoked grant, each cached before the flood: once their
+/// entries expire, reviews refused for lack of budget are not apiserver errors, so
+/// `--stale-if-error` must not stand in for them. Never a 200 after the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_reviews_never_revive_a_revoked_token_or_grant() {
+    let flags = [
+        "--kube-api-qps=0",
+        "--auth-cache-ttl=2s",
+        "--authz-allow-ttl=2s",
+        "--stale-if-error=5m",
+    ];
+    let w = World::start(TOKEN, &flags).await;
+    let wire = Wire::new(&w.pki, w.proxy.addr);
+    const REVOKED_GRANT: &str = "system:serviceaccount:old:grant";
+    w.api.add_token("revoked-token", SCRAPER);
+    w.api.add_token("revoked-grant", REVOKED_GRANT);
+    w.api.allow(REVOKED_GRANT, "get", "/metrics");
+    for token in ["revoked-token", "revoked-grant"] {
+        assert_eq!(wire.status(CACHED_SCRAPER, token).await.unwrap(), 200);
+    }
+    w.api.remove_token("revoked-token");
+    w.api.disallow(REVOKED_GRANT, "get", "/metrics");
+    let revoked = Instant::now();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (0..4)
+        .map(|a| {
+            let (patience, pause) = (Duration::from_secs(10), Duration::from_millis(50));
+            flood(&wire, loopback(1, a), 8, patience, pause, &stop)
+        })
+        .collect();
+    // Past both TTLs, with a margin for a scrape that was under way.
+    tokio::time::sleep_until(revoked + Duration::from_secs(3)).await;
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        for token in ["revoked-token", "revoked-grant"] {
+            let status = wire.status(CACHED_SCRAPER, token).await;
+            answers.push(format!("{token}: {status:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for flood in floods {
+        sent(flood).await;
+    }
+    eprintln!("after revocation, during the flood: {answers:?}");
+    assert!(
+        !answers.iter().any(|a| a.ends_with("Ok(200)")),
+        "a revoked token or grant was served past its TTL: {answers:?}"
+    );
 }

@@ -27,8 +27,27 @@ use tokio::time::Instant;
 
 /// Every section under these locks is short and cannot panic halfway, so a poisoned
 /// lock still holds consistent numbers.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Client-side limit on reviews sent to the apiserver (client-go's QPS/burst).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateLimit {
+    Unlimited,
+    TokenBucket { qps: f64, burst: u32 },
+}
+
+impl RateLimit {
+    /// client-go semantics: 0 means its defaults (5 QPS, burst 10); negative, no limit.
+    pub fn from_flags(qps: f32, burst: u32) -> Self {
+        if qps < 0.0 {
+            return Self::Unlimited;
+        }
+        let qps = if qps == 0.0 { 5.0 } else { f64::from(qps) };
+        let burst = if burst == 0 { 10 } else { burst };
+        Self::TokenBucket { qps, burst }
+    }
 }
 
 /// Why a review was not sent.
@@ -67,6 +86,10 @@ pub enum Requester {
     Peer(IpAddr),
     /// This process itself (`scrape-guard can-i`, benches): not capped.
     Process,
+    /// This process renewing an answer it holds for an identity that authenticated,
+    /// before the answer expires (refresh-ahead): not capped per client, and queued
+    /// apart from new reviews, with half the turns (`fair.rs`). Junk cannot cause one.
+    Renewal,
 }
 
 // === impl TokenBucket ===
@@ -124,6 +147,26 @@ impl TokenBucket {
         Ok(())
     }
 
+    /// Takes a token if one is there now; else takes nothing.
+    pub(super) fn take_now(&self) -> bool {
+        let mut level = lock(&self.state);
+        let now = Instant::now();
+        let tokens = self.refilled(&level, now);
+        if tokens < 1.0 {
+            return false;
+        }
+        *level = Level {
+            tokens: tokens - 1.0,
+            at: now,
+        };
+        true
+    }
+
+    /// Tokens in the bucket now; below zero while one is reserved.
+    pub(super) fn level(&self) -> f64 {
+        self.refilled(&lock(&self.state), Instant::now())
+    }
+
     /// When a token taken now is due, if that is by `deadline`; the bucket is only
     /// charged if so.
     fn reserve(&self, deadline: Instant) -> Option<Instant> {
@@ -149,7 +192,7 @@ impl TokenBucket {
     /// Undoes a reservation that will not be spent. While callers wait the bucket is
     /// below zero, so adding the token back is exactly as if it had never been taken;
     /// callers already waiting keep their turn, and the next caller gets this one's.
-    fn give_back(&self) {
+    pub(super) fn give_back(&self) {
         let mut level = lock(&self.state);
         let now = Instant::now();
         let tokens = (self.refilled(&level, now) + 1.0).min(self.burst);

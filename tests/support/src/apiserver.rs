@@ -161,6 +161,20 @@ impl FakeApiserver {
             .insert((user.into(), verb.into(), path.into()));
     }
 
+    /// The token no longer authenticates anybody (it was revoked).
+    pub fn remove_token(&self, token: &str) {
+        self.state.lock().unwrap().users.remove(token);
+    }
+
+    /// Takes back a grant made with `allow`.
+    pub fn disallow(&self, user: &str, verb: &str, path: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .allowed
+            .remove(&(user.into(), verb.into(), path.into()));
+    }
+
     /// TokenReviews received so far.
     pub fn token_reviews(&self) -> usize {
         self.token_reviews.load(Ordering::SeqCst)
