@@ -501,3 +501,45 @@ async fn sixteen_addresses_of_half_open_connections_do_not_starve_the_probe_port
     }
     drop(held);
 }
+
+/// 16 addresses that keep 12 half-open connections each on the way, opening a new one
+/// as soon as one of theirs is closed: 192 for 128 slots, so the proxy is always full
+/// and evicting. A scraper at another address is still answered, because its address
+/// holds one connection and theirs hold about 8 each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_that_reconnects_when_evicted_does_not_lock_out_a_scraper() {
+    let port = support::free_port();
+    let w = world(&[
+        "--max-connections=128",
+        "--tls-handshake-timeout=30s",
+        &format!("--proxy-endpoints-port={port}"),
+    ])
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for i in 0..16 {
+        for _ in 0..12 {
+            let (source, addr) = (format!("127.0.0.{}", i + 2), w.proxy.addr);
+            let stop = Arc::clone(&stop);
+            flood.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Some(mut tcp) = connect_from(&source, addr).await else {
+                        continue;
+                    };
+                    let _ = tcp.write_all(&[0x16]).await;
+                    // Held until the proxy closes it (or the test ends).
+                    let mut buf = [0u8; 16];
+                    let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut buf)).await;
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    three_scrapes_from_another_address(&w, "16 addresses x 12 reconnecting half-open").await;
+    let closed = evicted(&w, port, "handshake").await;
+    eprintln!("evicted while the scrapes ran: {closed}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in flood {
+        task.abort();
+    }
+}
