@@ -50,6 +50,7 @@ impl Admin {
             Ok(user) => user,
             Err(error) => return error.into_response(),
         };
+        peer.authenticated();
         if let Err(error) = self.authz.authorize(&user, &attributes, requester).await {
             return error.into_response();
         }

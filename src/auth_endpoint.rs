@@ -69,6 +69,7 @@ impl Handler for AuthEndpoint {
             addr: peer.addr,
             certificate_user: None,
             lane: peer.lane.clone(),
+            connection: Arc::clone(&peer.connection),
         };
         let mut user = None;
         let decision = match original(&parts, &self.settings.style) {

@@ -101,6 +101,7 @@ impl Guard {
         // Who first: what an unauthenticated caller asks (rewrite values and all) is not
         // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
         let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
+        peer.authenticated();
         let attributes = self.authz.attributes(parts, path)?;
         // Reviews are capped per client address (`--max-reviews-per-peer`).
         let requester = Requester::Peer(peer.addr.ip());

@@ -122,6 +122,7 @@ struct Families {
     file_loaded_at: Family<FileLabels, Gauge>,
     handshake_failures: Family<ReasonLabels, Counter>,
     connections_refused: Family<ReasonLabels, Counter>,
+    connections_evicted: Family<ReasonLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -230,6 +231,13 @@ impl Metrics {
             "Connections closed at once, by reason (per_peer_limit)",
             connections_refused.clone(),
         );
+        let connections_evicted = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_evicted",
+            "Connections closed to make room for a new one at --max-connections, by reason \
+             (handshake, unauthenticated, idle)",
+            connections_evicted.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -253,6 +261,7 @@ impl Metrics {
             file_loaded_at,
             handshake_failures,
             connections_refused,
+            connections_evicted,
         };
         Self {
             families: Arc::new(families),
@@ -381,6 +390,17 @@ impl Metrics {
     pub(crate) fn connection_refused(&self, reason: &'static str) {
         self.families
             .connections_refused
+            .get_or_create(&ReasonLabels {
+                listener: self.listener.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// A connection was closed to make room for a new one, for `reason`.
+    pub(crate) fn connection_evicted(&self, reason: &'static str) {
+        self.families
+            .connections_evicted
             .get_or_create(&ReasonLabels {
                 listener: self.listener.clone(),
                 reason,

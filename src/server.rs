@@ -3,7 +3,9 @@
 //! Plain async functions rather than a tower stack: accept → `timeout(handshake)` →
 //! hyper-util's auto builder (h1 and h2 on one port, chosen by ALPN / preface) →
 //! a graceful close, which lets in-flight requests finish when we are told to stop. Live
-//! connections hold a `--max-connections` slot; draining waits for every slot back.
+//! connections hold a `--max-connections` slot; at capacity the connection that has done
+//! least for us is closed to make room for a newcomer (`peers.rs`), so a few addresses
+//! cannot lock scrapers out. Draining waits for every slot back.
 
 mod handshake;
 mod idle;
@@ -19,7 +21,7 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{watch, Semaphore},
+    sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -37,6 +39,18 @@ pub(crate) struct Peer {
     pub certificate_user: Option<Arc<User>>,
     /// This connection's own upstream connection (plain HTTP/1.1 upstreams).
     pub lane: Lane,
+    /// What the connection slots know of it (see `Peer::authenticated`).
+    pub connection: Arc<peers::Connection>,
+}
+
+// === impl Peer ===
+
+impl Peer {
+    /// Its request authenticated: a connection that serves authenticated requests is
+    /// not closed to make room for another at `--max-connections`.
+    pub(crate) fn authenticated(&self) {
+        self.connection.authenticated();
+    }
 }
 
 /// Something that answers requests on a listener.
@@ -57,10 +71,13 @@ pub struct HttpSettings {
     pub http2_max_size: u32,
     /// `--max-request-header-bytes`: request line + headers (h1), header list (h2).
     pub max_header_bytes: u32,
-    /// `--max-connections`: connections served at once; more wait in the backlog.
+    /// `--max-connections`: connections served at once. At the limit a newcomer takes
+    /// the slot of the connection that has done least for us (still in its handshake,
+    /// or idle longest without an authenticated request); it waits in the backlog only
+    /// while every slot serves authenticated requests.
     pub max_connections: usize,
     /// `--max-connections-per-peer`: of those, how many one client address may hold;
-    /// more from it are closed at once.
+    /// past it, its own least useful connection makes room, or the new one is closed.
     pub max_connections_per_peer: usize,
     /// `--tls-handshake-timeout`: prevents port scanners, half-open clients and the like
     /// from holding a task and a socket before they have even finished the handshake;
@@ -92,6 +109,8 @@ struct Shared<H> {
     builder: auto::Builder<InCurrentSpan>,
     metrics: Arc<Metrics>,
     handshakes: handshake::Reporter,
+    /// Bounds the log lines about connections refused or closed to make room.
+    notices: handshake::LogBudget,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at most
@@ -117,24 +136,16 @@ pub(crate) async fn serve<H: Handler>(
         builder: http_builder(settings),
         metrics,
         handshakes: handshake::Reporter::new(),
+        notices: handshake::LogBudget::new(),
     });
-    // Each live connection holds one slot; all slots back means all connections closed.
-    let max = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(max));
-    let per_peer = peers::PeerSlots::new(settings.max_connections_per_peer);
-    let refusals = handshake::LogBudget::new();
+    let slots = peers::Slots::new(peers::SlotLimits {
+        max: settings.max_connections,
+        per_peer: settings.max_connections_per_peer,
+        protected_for: settings.idle_timeout,
+    });
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        // At the limit, stop accepting: new clients wait in the kernel's backlog rather
-        // than costing us a task, a TLS session and buffers each.
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -147,37 +158,77 @@ pub(crate) async fn serve<H: Handler>(
             },
             () = &mut shutdown => break,
         };
-        let Some(peer_slot) = per_peer.take(peer.ip()) else {
-            shared.metrics.connection_refused("per_peer_limit");
-            if refusals.allow("connections refused by --max-connections-per-peer") {
-                tracing::warn!(
-                    %peer,
-                    max = settings.max_connections_per_peer,
-                    "a client holds its share of connections (--max-connections-per-peer); \
-                     closing its new one"
-                );
-            }
-            continue;
+        let slot = match admit(&slots, peer, &shared, &mut shutdown).await {
+            Some(Some(slot)) => slot,
+            Some(None) => continue,
+            None => break,
         };
         let _ = tcp.set_nodelay(true);
-        let connection = serve_connection(tcp, peer, Arc::clone(&shared), stopping.clone());
-        let connection = async move {
-            let _slots = (slot, peer_slot);
-            connection.await;
-        };
+        let connection = serve_connection(tcp, peer, slot, Arc::clone(&shared), stopping.clone());
         tokio::spawn(connection.in_current_span());
     }
     drop(listener);
     let _ = stop.send(true);
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
+    let drained = async {
+        while !slots.is_empty() {
+            slots.freed().await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             ?grace,
             "shutdown grace period over; closing remaining connections"
         );
+    }
+}
+
+/// A slot for a new connection from `peer`: a free one, or one made free by closing
+/// the connection that has done least for us. `Some(None)`: its peer holds its share
+/// and it is to be closed at once. While every slot is held by a connection worth
+/// keeping, it waits for one (the next clients wait in the kernel's backlog, costing
+/// us nothing). `None` once `shutdown` resolves.
+async fn admit<H: Handler>(
+    slots: &Arc<peers::Slots>,
+    peer: SocketAddr,
+    shared: &Shared<H>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Option<peers::Slot>> {
+    loop {
+        match slots.take(peer.ip()) {
+            peers::Admission::Admitted(slot, eviction) => {
+                if let Some(eviction) = eviction {
+                    shared.metrics.connection_evicted(eviction.label());
+                    if shared.notices.allow("connections closed to make room") {
+                        tracing::info!(
+                            reason = eviction.label(),
+                            max = shared.settings.max_connections,
+                            "every --max-connections slot is held; closed the connection that \
+                             did least for us to make room for a new one"
+                        );
+                    }
+                }
+                return Some(Some(slot));
+            }
+            peers::Admission::PeerFull => {
+                shared.metrics.connection_refused("per_peer_limit");
+                if shared
+                    .notices
+                    .allow("connections refused by --max-connections-per-peer")
+                {
+                    tracing::warn!(
+                        %peer,
+                        max = shared.settings.max_connections_per_peer,
+                        "a client holds its share of connections (--max-connections-per-peer); \
+                         closing its new one"
+                    );
+                }
+                return Some(None);
+            }
+            peers::Admission::Full => tokio::select! {
+                () = slots.freed() => {}
+                () = shutdown.as_mut() => return None,
+            },
+        }
     }
 }
 
@@ -186,15 +237,20 @@ pub(crate) async fn serve<H: Handler>(
 async fn serve_connection<H: Handler>(
     tcp: TcpStream,
     peer: SocketAddr,
+    slot: peers::Slot,
     shared: Arc<Shared<H>>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let settings = shared.settings;
     let handshake = shared.acceptor.accept(tcp);
-    let failure = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
-        Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(error)) => Err(handshake::Failure::of(&error)),
-        Err(_) => Err(handshake::Failure::timeout()),
+    let failure = tokio::select! {
+        done = tokio::time::timeout(settings.handshake_timeout, handshake) => match done {
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err(error)) => Err(handshake::Failure::of(&error)),
+            Err(_) => Err(handshake::Failure::timeout()),
+        },
+        // Closed to make room: counted as an eviction, not as a failed handshake.
+        () = slot.connection().evicted() => return,
     };
     let tls = match failure {
         Ok(tls) => tls,
@@ -209,13 +265,15 @@ async fn serve_connection<H: Handler>(
         (Some(client_ca), Some(chain)) => client_ca.user(chain, resumed).map(Arc::new),
         _ => None,
     };
+    // Counted from here: the handshake's bytes are not the client talking.
+    let activity = Arc::new(idle::Activity::new());
+    slot.connection().established(Arc::clone(&activity));
     let peer = Arc::new(Peer {
         addr: peer,
         certificate_user,
         lane: Lane::default(),
+        connection: Arc::clone(slot.connection()),
     });
-    // Counted from here: the handshake's bytes are not the client talking.
-    let activity = Arc::new(idle::Activity::new());
     let io = TokioIo::new(idle::Tracked::new(tls, Arc::clone(&activity)));
     let requests = Arc::clone(&activity);
     let handler = Arc::clone(&shared.handler);
@@ -251,6 +309,8 @@ async fn serve_connection<H: Handler>(
                 }
                 return;
             }
+            // Closed to make room: it had done least for us of all the connections.
+            () = slot.connection().evicted() => return,
             _ = stopping.changed(), if closing.is_none() => {
                 // Finish what is in flight (HTTP/2: GOAWAY), take nothing new.
                 connection.as_mut().graceful_shutdown();

@@ -288,12 +288,17 @@ pub struct ServingArgs {
     )]
     pub max_request_header_bytes: u32,
 
-    /// Client connections served at once; more wait in the listen backlog.
+    /// Client connections served at once. At the limit a new one takes the slot of the
+    /// connection that has done least for us (still in its TLS handshake, or idle
+    /// longest without an authenticated request, from the address holding the most);
+    /// it waits in the listen backlog only while every slot serves authenticated
+    /// requests.
     #[arg(long, env = "SCRAPE_GUARD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
-    /// Of --max-connections, how many one client address may hold at once; its further
-    /// connections are closed. 0 = three quarters of --max-connections, so a quarter
+    /// Of --max-connections, how many one client address may hold at once; past it, a
+    /// new one takes the slot of that address's least useful connection, or is closed
+    /// if all of them are in use. 0 = three quarters of --max-connections, so a quarter
     /// is always left to other clients.
     #[arg(
         long,

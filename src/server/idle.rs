@@ -79,6 +79,16 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
+    /// How long it has gone without a request in flight (zero while one is): since the
+    /// last request ended, or since the handshake.
+    pub(super) fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(self.start + last)
+    }
+
     /// `None` once the connection should be closed; otherwise how long until it should
     /// be checked again. Until the client has sent a byte the limit is `first_byte`
     /// from the handshake; after that, `idle` with no request in flight, or `idle`

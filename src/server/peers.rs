@@ -1,69 +1,367 @@
-//! Connections per peer address: one client must not hold every `--max-connections`
-//! slot (half-open handshakes, silent connections), locking every other scraper out.
+//! Connection slots: `--max-connections` in all, `--max-connections-per-peer` for one
+//! client, and who makes room when every slot is held.
 //!
-//! Past its share a peer's new connections are closed at once, before the TLS
-//! handshake, and counted; the others' slots stay free. Peers are told apart by
-//! `PeerKey`: an IPv4 address (behind a NAT, the NAT's) or an IPv6 /64.
+//! A per-peer cap alone is sized for one hostile address: two addresses at half the
+//! slots each (or sixteen at a sixteenth) hold them all, with half-open handshakes or
+//! one request without credentials per idle period, and a real scraper waits in the
+//! backlog until they leave. So at capacity a newcomer is not left waiting: the
+//! connection that has done least for us is closed instead and counted
+//! (`connections_evicted_total{reason}`), in this order:
+//! - `handshake`: still in its TLS handshake, oldest first;
+//! - `unauthenticated`: never sent an authenticated request, idle longest first;
+//! - `idle`: authenticated, but not within the protection window, idle longest first.
+//!
+//! A connection that sent an authenticated request within the window (the listener's
+//! `--idle-timeout`) is never closed to make room: a busy scraper keeps its
+//! connections. When every slot is held by such connections, the newcomer waits for
+//! one to close, as before.
+//!
+//! Fairness: the victim comes from the peer with the most connections that have done
+//! nothing for us, so a flood from a few addresses evicts its own connections, never
+//! the one or two a scraper at another address holds. Finding it looks at the
+//! `EXAMINED` peers with the most connections (kept sorted) that have one it may
+//! close, walking past at most `WALKED`, and at `SAMPLED` connections of each (from
+//! where the last search left off, so that every one is seen in turn): a bounded cost
+//! per accept whatever the limits, and memory is one small record per live connection.
+//!
+//! Peers are told apart by `PeerKey`: an IPv4 address (behind a NAT, the NAT's) or an
+//! IPv6 /64. A peer that holds its share makes room among its own connections the same
+//! way; if all of them are worth keeping its newcomer is closed at once, before the TLS
+//! handshake (at capacity it waits instead, as any newcomer would).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+    },
+    time::Duration,
 };
 
+use tokio::{sync::Notify, time::Instant};
+
+use super::idle::Activity;
 use crate::identity::PeerKey;
 
-/// Live connections by peer, up to `max` each.
-#[derive(Debug)]
-pub(super) struct PeerSlots {
-    max: usize,
-    live: Mutex<HashMap<PeerKey, usize>>,
+/// How many of the peers with the most connections are weighed against each other
+/// for a victim, and how many are walked past at most to find as many that have one.
+const EXAMINED: usize = 4;
+const WALKED: usize = 32;
+/// How many connections of each peer are looked at: all of a scraper's, a sample of a
+/// flood's (whose connections are all alike).
+const SAMPLED: usize = 64;
+
+/// How many connections in all and per peer, and how long an authenticated request
+/// protects its connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SlotLimits {
+    pub(super) max: usize,
+    pub(super) per_peer: usize,
+    pub(super) protected_for: Duration,
 }
 
-/// One live connection of a peer; gives its slot back when dropped.
+/// Live connections, by peer.
 #[derive(Debug)]
-pub(super) struct PeerSlot {
-    slots: Arc<PeerSlots>,
+pub(super) struct Slots {
+    limits: SlotLimits,
+    state: Mutex<State>,
+    /// Told when a slot is given back (for a newcomer waiting, and for the drain).
+    freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: usize,
+    peers: HashMap<PeerKey, Vec<Arc<Connection>>>,
+    /// (connections, peer): the peers with the most connections last.
+    by_count: BTreeSet<(usize, PeerKey)>,
+    /// Searches for a victim so far: where in a peer's connections the next one starts.
+    searches: usize,
+}
+
+/// What the slots know of one live connection.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    opened: Instant,
+    /// When it last sent an authenticated request, in ms since `opened`, plus one
+    /// (0: never).
+    authenticated_ms: AtomicU64,
+    /// Set once the handshake is done.
+    activity: OnceLock<Arc<Activity>>,
+    /// Set (under the state lock) when closed to make room.
+    evicted: AtomicBool,
+    close: Notify,
+}
+
+/// One live connection's slot; given back when dropped.
+#[derive(Debug)]
+pub(super) struct Slot {
+    slots: Arc<Slots>,
     peer: PeerKey,
+    connection: Arc<Connection>,
 }
 
-impl PeerSlots {
-    pub(super) fn new(max: usize) -> Arc<Self> {
+/// How little a connection has done for us: its class, then for how long (the greater,
+/// the sooner it is closed to make room).
+type Standing = (Eviction, Duration);
+
+/// What `Slots::take` decided for a newcomer.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// A slot, free or made free; `Some` names why a connection was closed for it.
+    Admitted(Slot, Option<Eviction>),
+    /// Its peer already holds its share, all of it worth keeping.
+    PeerFull,
+    /// Every slot is held by a connection worth keeping.
+    Full,
+}
+
+/// Why a connection was closed to make room (the metric's `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Eviction {
+    Idle,
+    Unauthenticated,
+    Handshake,
+}
+
+// === impl Slots ===
+
+impl Slots {
+    pub(super) fn new(limits: SlotLimits) -> Arc<Self> {
         Arc::new(Self {
-            max: max.max(1),
-            live: Mutex::default(),
+            limits: SlotLimits {
+                max: limits.max.max(1),
+                per_peer: limits.per_peer.max(1),
+                ..limits
+            },
+            state: Mutex::default(),
+            freed: Notify::new(),
         })
     }
 
-    /// A slot for `peer`, or `None` if it already has its share.
-    pub(super) fn take(self: &Arc<Self>, peer: IpAddr) -> Option<PeerSlot> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // Short, panic-free sections only: a poisoned map is still consistent.
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a connection from `peer`: a free one, or one made free by closing the
+    /// connection that has done least for us — its own peer's, if that holds its share.
+    pub(super) fn take(self: &Arc<Self>, peer: IpAddr) -> Admission {
         let peer = PeerKey::of(peer);
-        let count = live.entry(peer).or_insert(0);
-        if *count >= self.max {
-            return None;
+        let protected_for = self.limits.protected_for;
+        let mut state = self.lock();
+        let full = state.live >= self.limits.max;
+        let at_share = state.count(&peer) >= self.limits.per_peer;
+        if full || at_share {
+            state.searches = state.searches.wrapping_add(1);
         }
-        *count += 1;
-        Some(PeerSlot {
-            slots: Arc::clone(self),
-            peer,
-        })
+        let victim = if at_share {
+            match state.worst_of(&peer, Instant::now(), protected_for) {
+                Some((_, (reason, _), index)) => Some((peer, index, reason)),
+                // Before the backlog is read again, wait as any newcomer at capacity.
+                None if full => return Admission::Full,
+                None => return Admission::PeerFull,
+            }
+        } else if full {
+            match state.victim(protected_for) {
+                Some(victim) => Some(victim),
+                None => return Admission::Full,
+            }
+        } else {
+            None
+        };
+        let eviction = victim.and_then(|(victim, index, reason)| {
+            let closed = state.remove(&victim, index)?;
+            closed.evicted.store(true, Ordering::Relaxed);
+            closed.close.notify_one();
+            Some(reason)
+        });
+        let connection = Arc::new(Connection::new());
+        state.insert(peer, Arc::clone(&connection));
+        Admission::Admitted(
+            Slot {
+                slots: Arc::clone(self),
+                peer,
+                connection,
+            },
+            eviction,
+        )
+    }
+
+    /// Resolves when a slot may have been given back.
+    pub(super) async fn freed(&self) {
+        self.freed.notified().await;
+    }
+
+    /// Whether no connection holds a slot.
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().live == 0
     }
 }
 
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut live = self
-            .slots
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = live.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                live.remove(&self.peer);
+// === impl State ===
+
+impl State {
+    fn count(&self, peer: &PeerKey) -> usize {
+        self.peers.get(peer).map_or(0, Vec::len)
+    }
+
+    fn insert(&mut self, peer: PeerKey, connection: Arc<Connection>) {
+        let held = self.peers.entry(peer).or_default();
+        let before = held.len();
+        held.push(connection);
+        self.by_count.remove(&(before, peer));
+        self.by_count.insert((before + 1, peer));
+        self.live += 1;
+    }
+
+    /// Takes `peer`'s connection at `index` (one `victim` or `worst_of` just found,
+    /// under the same lock) out of the books.
+    fn remove(&mut self, peer: &PeerKey, index: usize) -> Option<Arc<Connection>> {
+        let held = self.peers.get_mut(peer).filter(|held| index < held.len())?;
+        let before = held.len();
+        let connection = held.swap_remove(index);
+        self.by_count.remove(&(before, *peer));
+        if held.is_empty() {
+            self.peers.remove(peer);
+        } else {
+            self.by_count.insert((before - 1, *peer));
+        }
+        self.live -= 1;
+        Some(connection)
+    }
+
+    /// The connection to close for a newcomer: (its peer, its index, why), or `None`
+    /// if every connection looked at is worth keeping.
+    fn victim(&self, protected_for: Duration) -> Option<(PeerKey, usize, Eviction)> {
+        let now = Instant::now();
+        // (connections of its peer that did nothing for us, its standing, peer, index)
+        let mut best: Option<(usize, Standing, PeerKey, usize)> = None;
+        let mut examined = 0;
+        for (_, peer) in self.by_count.iter().rev().take(WALKED) {
+            let Some((useless, standing, index)) = self.worst_of(peer, now, protected_for) else {
+                continue;
+            };
+            if best.is_none_or(|(u, s, _, _)| (useless, standing) > (u, s)) {
+                best = Some((useless, standing, *peer, index));
             }
+            examined += 1;
+            if examined == EXAMINED {
+                break;
+            }
+        }
+        best.map(|(_, (reason, _), peer, index)| (peer, index, reason))
+    }
+
+    /// Of `peer`'s connections (up to `SAMPLED` of them): how many have done nothing
+    /// for us lately (scaled to all of them), and the one that has done least (its
+    /// standing, its index); `None` if all those looked at are worth keeping.
+    fn worst_of(
+        &self,
+        peer: &PeerKey,
+        now: Instant,
+        protected_for: Duration,
+    ) -> Option<(usize, Standing, usize)> {
+        let held = self.peers.get(peer)?;
+        let sampled = held.len().min(SAMPLED);
+        let first = self.searches % held.len();
+        let mut useless = 0;
+        let mut worst: Option<(Standing, usize)> = None;
+        for index in (first..first + sampled).map(|i| i % held.len()) {
+            if let Some(standing) = held[index].standing(now, protected_for) {
+                useless += 1;
+                if worst.is_none_or(|(w, _)| standing > w) {
+                    worst = Some((standing, index));
+                }
+            }
+        }
+        worst.map(|(standing, index)| (useless * held.len() / sampled, standing, index))
+    }
+}
+
+// === impl Connection ===
+
+impl Connection {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            authenticated_ms: AtomicU64::new(0),
+            activity: OnceLock::new(),
+            evicted: AtomicBool::new(false),
+            close: Notify::new(),
+        }
+    }
+
+    /// The handshake is done; `activity` says from now on when it was last used.
+    pub(super) fn established(&self, activity: Arc<Activity>) {
+        let _ = self.activity.set(activity);
+    }
+
+    /// It just sent a request that authenticated: worth keeping for a while.
+    pub(crate) fn authenticated(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.authenticated_ms.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// Resolves when it is closed to make room for another.
+    pub(super) async fn evicted(&self) {
+        self.close.notified().await;
+    }
+
+    /// `None` if it is worth keeping; otherwise how little it has done for us (the
+    /// greater, the sooner it goes): its class, then how long it has been of no use.
+    fn standing(&self, now: Instant, protected_for: Duration) -> Option<Standing> {
+        let Some(activity) = self.activity.get() else {
+            return Some((Eviction::Handshake, now - self.opened));
+        };
+        let idle = activity.idle_for();
+        match self.authenticated_ms.load(Ordering::Relaxed) {
+            0 => Some((Eviction::Unauthenticated, idle)),
+            ms => {
+                let at = self.opened + Duration::from_millis(ms - 1);
+                (now.saturating_duration_since(at) > protected_for)
+                    .then_some((Eviction::Idle, idle))
+            }
+        }
+    }
+}
+
+// === impl Slot ===
+
+impl Slot {
+    pub(super) fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.slots.lock();
+        // Closed to make room: its slot went to the newcomer then.
+        if self.connection.evicted.load(Ordering::Relaxed) {
+            return;
+        }
+        let index = state
+            .peers
+            .get(&self.peer)
+            .and_then(|held| held.iter().position(|c| Arc::ptr_eq(c, &self.connection)));
+        if let Some(index) = index {
+            state.remove(&self.peer, index);
+        }
+        drop(state);
+        self.slots.freed.notify_one();
+    }
+}
+
+// === impl Eviction ===
+
+impl Eviction {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Handshake => "handshake",
         }
     }
 }
@@ -72,32 +370,121 @@ impl Drop for PeerSlot {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_peer_gets_its_share_and_gives_it_back() {
-        let slots = PeerSlots::new(2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let first = slots.take(a).unwrap();
-        let _second = slots.take(a).unwrap();
-        assert!(slots.take(a).is_none(), "past its share");
-        assert!(slots.take(b).is_some(), "another peer is not affected");
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert!(slots.take(mapped).is_none(), "IPv4-mapped is the same peer");
-        let six = |s: &str| s.parse::<IpAddr>().unwrap();
+    fn limits(max: usize, per_peer: usize) -> SlotLimits {
+        SlotLimits {
+            max,
+            per_peer,
+            protected_for: Duration::from_secs(60),
+        }
+    }
+
+    fn admitted(admission: Admission) -> (Slot, Option<Eviction>) {
+        match admission {
+            Admission::Admitted(slot, eviction) => (slot, eviction),
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A slot whose connection served an authenticated request just now.
+    fn busy(admission: Admission) -> Slot {
+        let (slot, _) = admitted(admission);
+        slot.connection().established(Arc::new(Activity::new()));
+        slot.connection().authenticated();
+        slot
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_gets_its_share_and_gives_it_back() {
+        let slots = Slots::new(limits(100, 2));
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let first = busy(slots.take(a));
+        let _second = busy(slots.take(a));
+        assert!(
+            matches!(slots.take(a), Admission::PeerFull),
+            "past its share"
+        );
+        let _other = admitted(slots.take(b));
+        assert!(
+            matches!(slots.take(ip("::ffff:10.0.0.1")), Admission::PeerFull),
+            "IPv4-mapped is the same peer"
+        );
         let _v6 = [
-            slots.take(six("2001:db8::1")),
-            slots.take(six("2001:db8::2")),
+            busy(slots.take(ip("2001:db8::1"))),
+            busy(slots.take(ip("2001:db8::2"))),
         ];
         assert!(
-            slots.take(six("2001:db8::ffff:1")).is_none(),
+            matches!(slots.take(ip("2001:db8::ffff:1")), Admission::PeerFull),
             "one /64 is one peer, whatever address in it a client picks"
         );
-        assert!(
-            slots.take(six("2001:db8:0:1::1")).is_some(),
-            "the next /64 is another"
-        );
+        let _next = admitted(slots.take(ip("2001:db8:0:1::1")));
         drop(first);
-        assert!(slots.take(a).is_some(), "a closed connection frees a slot");
-        assert!(slots.live.lock().unwrap().len() <= 2);
+        let _again = admitted(slots.take(a));
+        assert!(slots.lock().peers.len() <= 4);
+    }
+
+    #[test]
+    fn a_peer_at_its_share_replaces_its_own_useless_connection() {
+        let slots = Slots::new(limits(100, 2));
+        let a = ip("10.0.0.1");
+        let useless = admitted(slots.take(a)).0;
+        let _kept = busy(slots.take(a));
+        let (_newcomer, eviction) = admitted(slots.take(a));
+        assert_eq!(eviction, Some(Eviction::Handshake));
+        assert!(useless.connection.evicted.load(Ordering::Relaxed));
+        assert_eq!(slots.lock().count(&PeerKey::of(a)), 2, "still its share");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_capacity_the_busiest_peers_useless_connection_makes_room() {
+        let slots = Slots::new(limits(4, 4));
+        let scraper = busy(slots.take(ip("10.0.0.9")));
+        let mut flood = Vec::new();
+        for _ in 0..3 {
+            flood.push(admitted(slots.take(ip("10.0.0.1"))).0);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        // Full: the newcomer (from a third address) takes the flood's oldest handshake.
+        let (newcomer, eviction) = admitted(slots.take(ip("10.0.0.2")));
+        assert_eq!(eviction, Some(Eviction::Handshake));
+        assert!(flood[0].connection.evicted.load(Ordering::Relaxed));
+        assert_eq!(slots.lock().live, 4);
+        drop(flood.remove(0));
+        assert_eq!(
+            slots.lock().live,
+            4,
+            "an evicted slot is not given back twice"
+        );
+        // Only the scraper's authenticated connection left: nobody is closed for it.
+        drop((flood, newcomer));
+        let _more: Vec<Slot> = (0..3).map(|_| busy(slots.take(ip("10.0.0.1")))).collect();
+        assert!(matches!(slots.take(ip("10.0.0.3")), Admission::Full));
+        assert!(!scraper.connection.evicted.load(Ordering::Relaxed));
+        // Past the protection window the least recently useful goes, as `idle`.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let (_late, eviction) = admitted(slots.take(ip("10.0.0.3")));
+        assert_eq!(eviction, Some(Eviction::Idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_from_many_addresses_does_not_evict_a_scrapers_handshake() {
+        let slots = Slots::new(limits(8, 8));
+        // The scraper's connection is the newest handshake, but its peer has one.
+        let flood: Vec<Slot> = (0..7)
+            .map(|i| admitted(slots.take(ip(&format!("10.0.1.{}", i % 2)))).0)
+            .collect();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let scraper = admitted(slots.take(ip("10.0.0.9"))).0;
+        let mut kept = Vec::new();
+        for i in 0..50 {
+            let (slot, eviction) = admitted(slots.take(ip(&format!("10.0.1.{}", i % 2))));
+            assert_eq!(eviction, Some(Eviction::Handshake));
+            kept.push(slot);
+        }
+        assert!(!scraper.connection.evicted.load(Ordering::Relaxed));
+        drop(flood);
     }
 }
