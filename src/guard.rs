@@ -139,7 +139,7 @@ impl Guard {
 }
 
 /// `--access-log`. Bytes are the response's Content-Length when the upstream sent one
-/// (a streamed body's size is not known when the line is written).
+/// (a streamed body's size is not known when the line is written). Fields are cut.
 fn log_access(
     method: &Method,
     uri: &Uri,
@@ -148,6 +148,11 @@ fn log_access(
     peer: SocketAddr,
     elapsed: std::time::Duration,
 ) {
+    // Refused before anyone was authenticated: the same budget as the error's own line.
+    let refused = user.is_none() && response.status().as_u16() >= 400;
+    if refused && !UNAUTHENTICATED.allow("access log lines of refused requests") {
+        return;
+    }
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
