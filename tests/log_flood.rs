@@ -52,10 +52,46 @@ fn client_hello(name: &[u8]) -> Vec<u8> {
     record
 }
 
+/// How long a flood lasts: `FLOOD` events, or, for a measurement,
+/// `SCRAPE_GUARD_FLOOD_SECS` seconds of them (`benches/RESULTS.md`).
+#[derive(Debug, Clone, Copy)]
+enum Length {
+    Events(usize),
+    For(Duration),
+}
+
+impl Length {
+    fn from_env() -> Self {
+        std::env::var("SCRAPE_GUARD_FLOOD_SECS")
+            .ok()
+            .and_then(|secs| secs.parse().ok())
+            .map_or(Self::Events(FLOOD), |secs| {
+                Self::For(Duration::from_secs(secs))
+            })
+    }
+
+    /// Whether event `n` (from 0), sent `since` the start, is still part of the flood.
+    fn goes_on(self, n: usize, since: Instant) -> bool {
+        match self {
+            Self::Events(count) => n < count,
+            Self::For(time) => since.elapsed() < time,
+        }
+    }
+
+    /// The most bytes of log allowed: `MOST_BYTES` per started minute.
+    fn most_bytes(self) -> usize {
+        match self {
+            Self::Events(_) => MOST_BYTES,
+            Self::For(time) => MOST_BYTES * (1 + time.as_secs() as usize / 60),
+        }
+    }
+}
+
 /// One hello per connection, each read until the server closes (bounded).
-async fn bad_sni_flood(port: u16) {
+async fn bad_sni_flood(port: u16, length: Length) {
     let hello = client_hello(&b"bad_name!".repeat(1_700));
-    for _ in 0..FLOOD {
+    let started = Instant::now();
+    for _ in (0..).take_while(|n| length.goes_on(*n, started)) {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         tcp.write_all(&hello).await.unwrap();
         let mut sink = Vec::new();
@@ -64,7 +100,7 @@ async fn bad_sni_flood(port: u16) {
 }
 
 /// Requests with a 60 KiB path and no valid credentials, on keep-alive connections.
-async fn request_flood(pki: &support::Pki, port: u16) {
+async fn request_flood(pki: &support::Pki, port: u16, length: Length) {
     let client = support::client(pki, false);
     let long = "a".repeat(60 * 1024);
     let cases = [
@@ -73,18 +109,18 @@ async fn request_flood(pki: &support::Pki, port: u16) {
         (format!("/metrics/../{long}"), Some("junk-token"), 400),
         (format!("/elsewhere/{long}"), None, 404),
     ];
-    for (path, token, want) in &cases {
+    let started = Instant::now();
+    for n in (0..).take_while(|n| length.goes_on(*n, started)) {
+        let (path, token, want) = &cases[n % cases.len()];
         let url = format!("https://localhost:{port}{path}");
-        for _ in 0..FLOOD / 4 {
-            let reply = support::get(&client, &url, *token, &[]).await;
-            assert_eq!(reply.status.as_u16(), *want, "{}", &path[..20]);
-        }
+        let reply = support::get(&client, &url, *token, &[]).await;
+        assert_eq!(reply.status.as_u16(), *want, "{}", &path[..20]);
     }
 }
 
 /// Starts the binary, collects everything it writes to stderr while `flood` runs, and
 /// returns it with the flood's duration.
-async fn logs_of_a_flood(format: &str, flood: &str) -> (String, Duration) {
+async fn logs_of_a_flood(format: &str, flood: &str, length: Length) -> (String, Duration) {
     support::install_crypto();
     let pki = Arc::new(support::Pki::new());
     let api = support::FakeApiserver::start(&pki).await;
@@ -101,8 +137,8 @@ async fn logs_of_a_flood(format: &str, flood: &str) -> (String, Duration) {
     });
     let started = Instant::now();
     match flood {
-        "sni" => bad_sni_flood(port).await,
-        _ => request_flood(&pki, port).await,
+        "sni" => bad_sni_flood(port, length).await,
+        _ => request_flood(&pki, port, length).await,
     }
     let took = started.elapsed();
     // Let the last lines out, then stop it (by PID) so that stderr ends.
@@ -120,7 +156,7 @@ async fn logs_of_a_flood(format: &str, flood: &str) -> (String, Duration) {
     (logs, took)
 }
 
-fn assert_bounded(format: &str, flood: &str, logs: &str, took: Duration) {
+fn assert_bounded(format: &str, flood: &str, logs: &str, took: Duration, length: Length) {
     let longest = logs.lines().map(str::len).max().unwrap_or(0);
     let rate = logs.len() as f64 / took.as_secs_f64() / 1e6;
     eprintln!(
@@ -135,8 +171,8 @@ fn assert_bounded(format: &str, flood: &str, logs: &str, took: Duration) {
         &logs[..logs.len().min(4000)]
     );
     assert!(
-        logs.len() <= MOST_BYTES,
-        "{format} {flood}: {} bytes of log for {FLOOD} events:\n{}",
+        logs.len() <= length.most_bytes(),
+        "{format} {flood}: {} bytes of log for {length:?}:\n{}",
         logs.len(),
         &logs[..logs.len().min(4000)]
     );
@@ -145,16 +181,18 @@ fn assert_bounded(format: &str, flood: &str, logs: &str, took: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_sni_flood_writes_a_few_short_lines() {
     for format in ["text", "json"] {
-        let (logs, took) = logs_of_a_flood(format, "sni").await;
-        assert_bounded(format, "sni", &logs, took);
+        let length = Length::from_env();
+        let (logs, took) = logs_of_a_flood(format, "sni", length).await;
+        assert_bounded(format, "sni", &logs, took, length);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_refused_requests_with_long_paths_writes_a_few_short_lines() {
     for format in ["text", "json"] {
-        let (logs, took) = logs_of_a_flood(format, "requests").await;
-        assert_bounded(format, "requests", &logs, took);
+        let length = Length::from_env();
+        let (logs, took) = logs_of_a_flood(format, "requests", length).await;
+        assert_bounded(format, "requests", &logs, took, length);
         // Some of them are logged, cut, with their length.
         assert!(
             logs.contains("61449 bytes"),
