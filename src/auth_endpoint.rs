@@ -14,7 +14,11 @@
 //! A client certificate on this listener belongs to the fronting proxy, not to the
 //! user, so it never authenticates anyone here: only the forwarded bearer token does.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -64,9 +68,10 @@ impl Handler for AuthEndpoint {
         let started = Instant::now();
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let (parts, _body) = request.into_parts();
-        // The fronting proxy's certificate is not the user's.
+        // The fronting proxy's certificate is not the user's, and its address is every
+        // user's: reviews are capped per client it serves, not per fronting proxy.
         let peer = Peer {
-            addr: peer.addr,
+            addr: client_address(&parts.headers, peer.addr),
             certificate_user: None,
             lane: peer.lane.clone(),
             connection: Arc::clone(&peer.connection),
@@ -125,17 +130,69 @@ fn original(parts: &Parts, style: &Style) -> Result<Parts, ProxyError> {
     };
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| ProxyError::BadRequest("the original method is not a method"))?;
-    // Origin form only: the path the fronting proxy will serve, as it will serve it.
-    let uri: Uri = target
-        .parse()
-        .ok()
-        .filter(|uri: &Uri| uri.scheme().is_none() && uri.authority().is_none())
-        .ok_or(ProxyError::BadRequest("the original URI is not a path"))?;
+    let uri = original_uri(&target)?;
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = without_descriptions(&parts.headers);
     Ok(request.into_parts().0)
+}
+
+/// The original request target, reviewed as the whole string the upstream will see
+/// (nginx forwards `$request_uri` raw), or refused: origin form only, and nothing
+/// `http::Uri` would drop or the fronting proxy could read differently. A `#` is the
+/// case in point: `Uri` drops it and what follows, so `/public/x#/../../admin/x` would
+/// be reviewed as `/public/x` while nginx passes all of it on. Spaces, control
+/// characters, `<`, `>`, and non-ASCII bytes do not parse (400); backslashes, dot
+/// segments and encoded dots and slashes are the guard's own 400s. Encoded `#` and
+/// `?` are refused too: a fronting proxy that decodes the path before passing it on
+/// (nginx with a URI in `proxy_pass`) would cut the path there.
+fn original_uri(target: &str) -> Result<Uri, ProxyError> {
+    if !target.starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "the original URI is not a path (origin form)",
+        ));
+    }
+    let uri: Uri = target
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("the original URI is not a path"))?;
+    let whole = uri.authority().is_none()
+        && uri
+            .path_and_query()
+            .is_some_and(|parsed| parsed.as_str() == target);
+    if !whole {
+        return Err(ProxyError::BadRequest(
+            "the original URI has a fragment (#): it would be reviewed without it",
+        ));
+    }
+    let lower = target.to_ascii_lowercase();
+    if lower.contains("%23") || lower.contains("%3f") {
+        return Err(ProxyError::BadRequest(
+            "percent-encoded # or ? in the original URI",
+        ));
+    }
+    Ok(uri)
+}
+
+/// The client the fronting proxy serves: the last address in `X-Forwarded-For` (the
+/// one the fronting proxy set or appended itself; those before it are the client's
+/// word), else the fronting proxy's own address. Trusted for the same reason as the
+/// style's other headers: only the fronting proxy reaches this endpoint. It keys the
+/// per-client review cap and names the client in the log; it authorizes nothing.
+fn client_address(headers: &HeaderMap, proxy: SocketAddr) -> SocketAddr {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .map(str::trim);
+    let parsed = last.and_then(|hop| {
+        hop.parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+    });
+    parsed.map_or(proxy, |ip| SocketAddr::new(ip, 0))
 }
 
 /// The auth request's headers minus the ones that describe the original request: a
@@ -237,6 +294,29 @@ mod tests {
                 Err(_) => false,
             };
             assert!(refused, "{target:?}: {:?}", result.map(|p| p.uri));
+        }
+    }
+
+    #[test]
+    fn the_client_is_the_last_forwarded_for_hop_else_the_fronting_proxy() {
+        let proxy: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let table: [(&[&str], &str); 8] = [
+            (&[], "127.0.0.1:40000"),
+            (&["10.0.0.7"], "10.0.0.7:0"),
+            (&["192.0.2.1, 10.0.0.7"], "10.0.0.7:0"),
+            (&["192.0.2.1", "10.0.0.8"], "10.0.0.8:0"),
+            (&["10.0.0.7:5555"], "10.0.0.7:0"),
+            (&["fd00::1"], "[fd00::1]:0"),
+            (&["[fd00::1]:5555"], "[fd00::1]:0"),
+            (&["unknown"], "127.0.0.1:40000"),
+        ];
+        for (values, want) in table {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+            }
+            let got = client_address(&headers, proxy);
+            assert_eq!(got, want.parse::<SocketAddr>().unwrap(), "{values:?}");
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::{
     body::ProxyBody,
     error::ProxyError,
     identity::User,
+    logging::{cut, UNAUTHENTICATED},
     metrics::Metrics,
     paths::{PathPolicy, Route},
     server::{Handler, Peer},
@@ -139,7 +140,7 @@ impl Guard {
 }
 
 /// `--access-log`. Bytes are the response's Content-Length when the upstream sent one
-/// (a streamed body's size is not known when the line is written).
+/// (a streamed body's size is not known when the line is written). Fields are cut.
 fn log_access(
     method: &Method,
     uri: &Uri,
@@ -148,6 +149,11 @@ fn log_access(
     peer: SocketAddr,
     elapsed: std::time::Duration,
 ) {
+    // Refused before anyone was authenticated: the same budget as the error's own line.
+    let refused = user.is_none() && response.status().as_u16() >= 400;
+    if refused && !UNAUTHENTICATED.allow("access log lines of refused requests") {
+        return;
+    }
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -155,10 +161,10 @@ fn log_access(
         .and_then(|v| v.parse::<u64>().ok());
     tracing::info!(
         target: "access",
-        %method,
-        path = uri.path(),
+        method = %cut(method.as_str()),
+        path = %cut(uri.path()),
         status = response.status().as_u16(),
-        user = user.map_or("-", |u| u.name.as_str()),
+        user = %cut(user.map_or("-", |u| u.name.as_str())),
         bytes,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         %peer,
@@ -211,22 +217,38 @@ pub fn forwardable_path(uri: &Uri) -> Result<&str, ProxyError> {
     Ok(path)
 }
 
+/// One line per failed request. What an unauthenticated client can cause (everything
+/// but a 403 and the upstream's failures) goes through the process's log budget; every
+/// field a client chose is cut (`logging::cut`).
 pub(crate) fn log_failure(error: &ProxyError, method: &Method, uri: &Uri, peer: SocketAddr) {
     let status = error.status().as_u16();
-    let path = uri.path();
+    let path = cut(uri.path());
+    let method = cut(method.as_str());
+    let budgeted = |what| UNAUTHENTICATED.allow(what);
     match error {
         ProxyError::Forbidden {
             user,
             action,
             reason,
-        } => tracing::info!(status, %peer, user, action, path, reason, "denied"),
-        ProxyError::Unauthenticated(reason) => {
-            tracing::info!(status, %peer, %method, path, reason, "unauthenticated")
+        } => {
+            let (user, action, reason) = (cut(user), cut(action), cut(reason));
+            tracing::info!(status, %peer, %user, %action, %path, %reason, "denied")
         }
-        ProxyError::NotFound | ProxyError::BadRequest(_) => {
-            tracing::info!(status, %peer, %method, path, %error, "refused")
+        ProxyError::Unauthenticated(reason) if budgeted("401s") => {
+            tracing::info!(status, %peer, %method, %path, reason = %cut(reason), "unauthenticated")
         }
-        _ => tracing::warn!(status, %peer, %method, path, %error, "failed"),
+        ProxyError::NotFound | ProxyError::BadRequest(_) if budgeted("refused requests") => {
+            tracing::info!(status, %peer, %method, %path, %error, "refused")
+        }
+        ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout(_) => {
+            tracing::warn!(status, %peer, %method, %path, error = %cut(&error.to_string()), "failed")
+        }
+        ProxyError::ApiserverUnavailable(_) | ProxyError::Internal(_)
+            if budgeted("failed reviews") =>
+        {
+            tracing::warn!(status, %peer, %method, %path, error = %cut(&error.to_string()), "failed")
+        }
+        _ => {}
     }
 }
 

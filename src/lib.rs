@@ -31,6 +31,7 @@ mod error;
 mod guard;
 mod identity;
 mod lane;
+mod logging;
 mod metrics;
 mod paths;
 mod reload;
@@ -42,6 +43,7 @@ mod yaml;
 // Starting the proxy: the binary and the integration tests.
 pub use app::{run, start, RunError, Running};
 pub use config::{Args, Cli, Command, Config, ConfigError, VersionFlag};
+pub use logging::init as init_logging;
 
 // The request path's building blocks, for benches and fuzz targets.
 pub use apiserver::{Apiserver, ApiserverSettings, Fallback, RateLimit, Requester};

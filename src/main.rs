@@ -1,12 +1,9 @@
 //! The binary: flags → config → logging → run. Everything else is in the library.
 
-use std::{
-    io::{IsTerminal, Write},
-    process::ExitCode,
-};
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
-use scrape_guard::{doctor, Args, Cli, Command, Config, VersionFlag};
+use scrape_guard::{doctor, init_logging, Args, Cli, Command, Config, VersionFlag};
 
 fn main() -> ExitCode {
     // Before anything touches TLS: rustls, tokio-rustls and kube all share this one.
@@ -88,18 +85,4 @@ fn runtime(worker_threads: usize) -> Option<tokio::runtime::Runtime> {
         .build()
         .map_err(|error| eprintln!("scrape-guard: starting the async runtime: {error}"))
         .ok()
-}
-
-fn init_logging(format: &str, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCRAPE_GUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

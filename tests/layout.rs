@@ -20,7 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaf",
         &[
-            "identity", "error", "lane", "body", "cache", "reload", "metrics", "yaml",
+            "identity", "error", "lane", "body", "cache", "reload", "metrics", "yaml", "logging",
         ],
     ),
     (

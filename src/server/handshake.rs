@@ -1,22 +1,19 @@
 //! Failed TLS handshakes, explained. "remote error: tls: bad certificate" on the
 //! scraper's side must be answerable from ours: each failure gets a reason a person can
-//! act on, a counter by reason in the own metrics, and a log line — at most a few a
-//! minute, so a port scan cannot flood the log (the rest are counted and summarised;
-//! `LogBudget` does the same for the other per-connection events).
+//! act on, a counter by reason in the own metrics, and a log line — within the
+//! process's one budget for what unauthenticated clients cause (`logging.rs`: a few
+//! lines a minute, shared with 401s and the TLS library's own warnings), so a port
+//! scan cannot flood the log; the rest are counted and summarised. `LogBudget` is that
+//! budget for the other per-connection events.
 
-use std::{
-    net::SocketAddr,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
 use rustls::{AlertDescription, CertificateError};
 
-use crate::metrics::Metrics;
-
-/// Log lines about failed handshakes per `WINDOW`; the rest are only counted.
-const LOGGED_PER_WINDOW: u32 = 10;
-const WINDOW: Duration = Duration::from_secs(60);
+use crate::{
+    logging::{cut, UNAUTHENTICATED},
+    metrics::Metrics,
+};
 
 /// Why a handshake failed: a short label for the metric, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,40 +123,20 @@ fn client_certificate(problem: &CertificateError) -> Failure {
     Failure::new("client_certificate", advice, true)
 }
 
-/// At most `LOGGED_PER_WINDOW` lines a minute about one kind of event; the rest are
-/// only counted (by the caller's metric) and summed up in one line.
+/// A kind of per-connection event whose log lines go through the process's one
+/// budget for what unauthenticated clients cause (`logging::UNAUTHENTICATED`); the
+/// caller's metric counts every event.
 #[derive(Debug)]
-pub(super) struct LogBudget {
-    window: Mutex<(Instant, u32)>,
-}
+pub(super) struct LogBudget;
 
 impl LogBudget {
     pub(super) fn new() -> Self {
-        Self {
-            window: Mutex::new((Instant::now(), 0)),
-        }
+        Self
     }
 
-    /// Whether this event may be logged; says so when the last window dropped some.
-    pub(super) fn allow(&self, what: &str) -> bool {
-        let (allowed, suppressed) = {
-            // Only counters inside; a poisoned lock still holds usable numbers.
-            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-            let mut suppressed = 0;
-            if window.0.elapsed() >= WINDOW {
-                suppressed = window.1.saturating_sub(LOGGED_PER_WINDOW);
-                *window = (Instant::now(), 0);
-            }
-            window.1 += 1;
-            (window.1 <= LOGGED_PER_WINDOW, suppressed)
-        };
-        if suppressed > 0 {
-            tracing::warn!(
-                suppressed,
-                "more {what} in the last minute than are logged; the own metrics count them all"
-            );
-        }
-        allowed
+    /// Whether a line about this event may be logged.
+    pub(super) fn allow(&self, what: &'static str) -> bool {
+        UNAUTHENTICATED.allow(what)
     }
 }
 
@@ -182,10 +159,12 @@ impl Reporter {
             return;
         }
         let reason = failure.reason;
+        // The advice can quote the TLS library's error, which can quote the client.
+        let advice = cut(&failure.advice);
         if failure.actionable {
-            tracing::warn!(%peer, reason, "TLS handshake failed: {}", failure.advice);
+            tracing::warn!(%peer, reason, "TLS handshake failed: {advice}");
         } else {
-            tracing::debug!(%peer, reason, "TLS handshake failed: {}", failure.advice);
+            tracing::debug!(%peer, reason, "TLS handshake failed: {advice}");
         }
     }
 }
@@ -246,7 +225,7 @@ mod tests {
         for _ in 0..100 {
             reporter.report(&Failure::timeout(), peer, &metrics);
         }
-        assert_eq!(reporter.budget.window.lock().unwrap().1, 100);
+        // The budget itself is tested in `logging.rs`; it is shared by the process.
         let text = metrics.encode(0, 0);
         assert!(
             text.contains("scrape_guard_tls_handshake_failures_total{reason=\"timeout\"} 100"),
