@@ -184,7 +184,7 @@ impl Upstream {
         lane: &Lane,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path_and_query = self.target_path(&parts.uri)?;
-        let lease = self.direct.as_ref().and_then(|_| lane.lease());
+        let lease = self.direct.as_ref().and_then(|direct| direct.lease(lane));
         parts.uri = match lease {
             // HTTP/1.1 to an origin server: the origin form, as the pool would send.
             Some(_) => Uri::from(path_and_query),
