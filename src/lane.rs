@@ -17,27 +17,124 @@
 //! while it sat idle is replaced, and a request that could not be sent on it (or a GET
 //! or HEAD without a body that the upstream dropped unanswered) is sent once more on a
 //! new connection, as the pool does.
+//!
+//! Idle, a client connection keeps one upstream connection, never more: an HTTP/2
+//! client that once had 8 streams in flight would otherwise hold 8 exporter sockets
+//! and their buffers (~60 KiB each) for as long as it stays open. The others go to
+//! `Spares`, a small set shared by the clients of one upstream, and are closed when it
+//! is full. So idle upstream connections are at most one per client connection plus
+//! `SPARE_LINES` per upstream, whatever the clients did before.
+//!
+//! A connection is given back only when the upstream can have nothing more to say on
+//! it: its response was read to the end, and the request's body had been handed over
+//! whole before the response began. An upstream that answers before it has read a
+//! body may read that body later as a request of its own, and answer it to whoever
+//! sends the next request on the connection; such a connection is closed.
 
 use std::{
     future::{poll_fn, Future},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Empty};
 use hyper::{
     body::Incoming,
     client::conn::{http1, TrySendError},
     rt::{Read, Write},
 };
 
-/// What a lane's requests carry: the client's body, or nothing (a body known to be
-/// empty is not forwarded as a stream, so that the request can be sent again).
-pub(crate) type LaneBody = Either<Incoming, Empty<Bytes>>;
+/// What a lane's requests carry: the client's body, watched until its end is handed
+/// to the connection, or nothing (a body known to be empty is not forwarded as a
+/// stream, so that the request can be sent again).
+pub(crate) struct LaneBody(Option<Streamed>);
+
+/// A client's request body on its way upstream, and whether its end was handed over.
+struct Streamed {
+    body: Incoming,
+    /// Shared with the `Lease` (`BodyWatch`), which reads it when the response begins.
+    whole: Arc<AtomicBool>,
+}
+
+/// Whether a request's body was handed to the connection whole (no body: it was).
+struct BodyWatch(Option<Arc<AtomicBool>>);
+
+// === impl LaneBody ===
+
+impl LaneBody {
+    /// No body.
+    pub(crate) fn empty() -> Self {
+        Self(None)
+    }
+
+    /// The client's body, streamed.
+    pub(crate) fn streamed(body: Incoming) -> Self {
+        Self(Some(Streamed {
+            body,
+            whole: Arc::default(),
+        }))
+    }
+
+    fn watch(&self) -> BodyWatch {
+        BodyWatch(self.0.as_ref().map(|s| Arc::clone(&s.whole)))
+    }
+}
+
+impl Body for LaneBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(streamed) = self.get_mut().0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(&mut streamed.body).poll_frame(cx);
+        // hyper stops polling once `is_end_stream` says so: look after each frame.
+        if matches!(frame, Poll::Ready(None)) || streamed.body.is_end_stream() {
+            streamed.whole.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(streamed) => {
+                let end = streamed.body.is_end_stream();
+                if end {
+                    streamed.whole.store(true, Ordering::Release);
+                }
+                end
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            None => SizeHint::with_exact(0),
+            Some(streamed) => streamed.body.size_hint(),
+        }
+    }
+}
+
+// === impl BodyWatch ===
+
+impl BodyWatch {
+    fn whole(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|whole| whole.load(Ordering::Acquire))
+    }
+}
 
 /// The future that runs one upstream connection (hyper's `Connection`), type-erased
 /// so that TCP and Unix sockets share a lane.
@@ -100,18 +197,32 @@ impl Line {
 /// flight together each get their own, up to this; more go through the pool.
 pub(crate) const MAX_LINES: usize = 8;
 
+/// How many idle upstream connections `Spares` keeps for the clients of one upstream:
+/// enough that HTTP/2 clients with several streams in flight rarely open a new one
+/// (a lane gives back all but one at the end of each response), few enough to cost
+/// under 1 MiB.
+pub(crate) const SPARE_LINES: usize = 16;
+
 /// The upstream connections of one client connection: one for HTTP/1.1, up to
-/// `MAX_LINES` for HTTP/2 streams in flight together.
+/// `MAX_LINES` for HTTP/2 streams in flight together; one kept while idle.
 #[derive(Clone, Default)]
 pub(crate) struct Lane(Arc<Mutex<Slot>>);
 
 #[derive(Default)]
 struct Slot {
-    /// Upstream connections waiting for this client's next request.
-    idle: Vec<Line>,
+    /// The upstream connection waiting for this client's next request (at most one).
+    idle: Option<Line>,
     /// Lent to requests whose responses are still being read.
     busy: usize,
 }
+
+/// Idle upstream connections shared by the clients of one upstream: what lanes give
+/// back beyond their one, taken before a new connection is opened. At most
+/// `SPARE_LINES`; a connection given back to a full set is closed.
+#[derive(Default)]
+pub(crate) struct Spares(Mutex<Vec<Line>>);
+
+// === impl Lane ===
 
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,39 +231,92 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
-    /// Lends a connection of the lane (or room for a new one) to one request, or `None`
-    /// when `MAX_LINES` are lent already (use the pool).
-    pub(crate) fn lease(&self) -> Option<Lease> {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let line = match slot.idle.pop() {
-            Some(line) => Some(line),
-            None if slot.busy < MAX_LINES => None,
-            None => return None,
+    /// Lends a connection (the lane's idle one, else a spare, else room for a new one)
+    /// to one request, or `None` when `MAX_LINES` are lent already (use the pool).
+    pub(crate) fn lease(&self, spares: &Arc<Spares>) -> Option<Lease> {
+        let idle = {
+            let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.idle.is_none() && slot.busy >= MAX_LINES {
+                return None;
+            }
+            slot.busy += 1;
+            slot.idle.take()
         };
-        slot.busy += 1;
         Some(Lease {
             lane: self.clone(),
-            line,
+            spares: Arc::clone(spares),
+            line: idle.or_else(|| spares.take()),
+            answered_early: false,
             reusable: false,
         })
     }
 
-    /// How many upstream connections wait in the lane (tests).
+    /// Takes back a lent connection: kept if the lane has none idle, else spare.
+    fn give_back(&self, line: Option<Line>, spares: &Spares) {
+        let extra = {
+            let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.busy -= 1;
+            match line {
+                Some(line) if slot.idle.is_none() => {
+                    slot.idle = Some(line);
+                    None
+                }
+                line => line,
+            }
+        };
+        if let Some(line) = extra {
+            spares.put(line);
+        }
+    }
+
+    /// Whether an upstream connection waits in the lane (tests).
     #[cfg(test)]
-    fn idle(&self) -> usize {
+    fn has_idle(&self) -> bool {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .idle
-            .len()
+            .is_some()
+    }
+}
+
+// === impl Spares ===
+
+impl Spares {
+    fn take(&self) -> Option<Line> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    /// Keeps `line` if there is room; closes it (outside the lock) otherwise.
+    fn put(&self, line: Line) {
+        let closed = {
+            let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < SPARE_LINES {
+                idle.push(line);
+                None
+            } else {
+                Some(line)
+            }
+        };
+        drop(closed);
+    }
+
+    /// How many connections are spare (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
 /// A lane lent to one request: its connection goes back when the response was read to
-/// the end, and is closed otherwise.
+/// the end (and the request's body was handed over before the response began), and is
+/// closed otherwise.
 pub(crate) struct Lease {
     lane: Lane,
+    spares: Arc<Spares>,
     line: Option<Line>,
+    /// The response began before the request's body was handed over whole.
+    answered_early: bool,
     reusable: bool,
 }
 
@@ -163,6 +327,8 @@ pub(crate) enum SendError {
     /// The upstream failed; the request cannot be sent again.
     Failed(hyper::Error),
 }
+
+// === impl Lease ===
 
 impl Lease {
     /// Whether an open connection is there, checked without waiting; a closed one is
@@ -193,8 +359,14 @@ impl Lease {
         let Some(line) = self.line.as_mut() else {
             return Err(SendError::Connect(Box::new(request)));
         };
+        let body = request.body().watch();
         match line.exchange(request).await {
-            Ok(response) => Ok(response),
+            Ok(response) => {
+                // Read as the response begins: a body still arriving now is one the
+                // upstream answered without reading (see the module's header).
+                self.answered_early = !body.whole();
+                Ok(response)
+            }
             Err(mut error) => {
                 self.line = None;
                 match (error.take_message(), replay) {
@@ -212,17 +384,19 @@ impl Lease {
     pub(crate) fn body(self, body: Incoming) -> Driven {
         Driven { body, lease: self }
     }
+
+    /// The response was read to the end: the connection may serve another request,
+    /// unless the request's body was still on its way when the response began.
+    fn response_ended(&mut self) {
+        self.reusable = !self.answered_early;
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut slot = self.lane.0.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.busy -= 1;
-        match self.line.take() {
-            Some(line) if self.reusable && !line.ended => slot.idle.push(line),
-            // Closed (or half-read, and so unusable): dropped here.
-            _ => {}
-        }
+        // Closed (or half-read, and so unusable): dropped here.
+        let line = self.line.take().filter(|line| self.reusable && !line.ended);
+        self.lane.give_back(line, &self.spares);
     }
 }
 
@@ -247,7 +421,7 @@ impl Body for Driven {
         }
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
-            Poll::Ready(None) => this.lease.reusable = true,
+            Poll::Ready(None) => this.lease.response_ended(),
             Poll::Ready(Some(Err(_))) => this.lease.line = None,
             _ => {}
         }
@@ -267,7 +441,7 @@ impl Drop for Driven {
     fn drop(&mut self) {
         // An empty body (HEAD, 204, 304) is never polled: it ended all the same.
         if self.body.is_end_stream() {
-            self.lease.reusable = true;
+            self.lease.response_ended();
         }
     }
 }
@@ -275,16 +449,71 @@ impl Drop for Driven {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper_util::rt::TokioIo;
 
     #[test]
     fn a_lane_lends_up_to_max_lines_at_once() {
-        let lane = Lane::default();
+        let (lane, spares) = (Lane::default(), Arc::default());
         let lent: Vec<Lease> = (0..MAX_LINES)
-            .map(|_| lane.lease().expect("room for another"))
+            .map(|_| lane.lease(&spares).expect("room for another"))
             .collect();
-        assert!(lane.lease().is_none(), "the pool takes the rest");
+        assert!(lane.lease(&spares).is_none(), "the pool takes the rest");
         drop(lent);
-        assert!(lane.lease().is_some(), "returned leases make room again");
-        assert_eq!(lane.idle(), 0, "no connection was ever put in it");
+        assert!(
+            lane.lease(&spares).is_some(),
+            "returned leases make room again"
+        );
+        assert!(!lane.has_idle(), "no connection was ever put in it");
+        assert_eq!(spares.len(), 0);
+    }
+
+    /// A connection over an in-memory pipe (its other end dropped: never used).
+    async fn line() -> Line {
+        let (io, _) = tokio::io::duplex(64);
+        Line::open(TokioIo::new(io), &http1::Builder::new())
+            .await
+            .expect("handshake")
+    }
+
+    /// Lends `MAX_LINES` connections of each lane at once, then gives them all back,
+    /// read to the end.
+    async fn busy_moment(lanes: &[Lane], spares: &Arc<Spares>) {
+        let mut lent = Vec::new();
+        for lane in lanes {
+            for _ in 0..MAX_LINES {
+                let mut lease = lane.lease(spares).expect("room");
+                if lease.line.is_none() {
+                    lease.install(line().await);
+                }
+                lent.push(lease);
+            }
+        }
+        for mut lease in lent {
+            lease.response_ended();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_lane_keeps_one_connection_and_spares_are_bounded() {
+        let spares = Arc::default();
+        let lanes: Vec<Lane> = (0..3).map(|_| Lane::default()).collect();
+        busy_moment(&lanes[..1], &spares).await;
+        assert!(lanes[0].has_idle());
+        assert_eq!(spares.len(), MAX_LINES - 1, "all but one given back");
+        // The next busy moment takes the spares before opening new connections.
+        busy_moment(&lanes, &spares).await;
+        assert!(lanes.iter().all(Lane::has_idle));
+        assert_eq!(spares.len(), SPARE_LINES, "the rest were closed");
+    }
+
+    #[tokio::test]
+    async fn a_connection_answered_before_its_body_was_sent_is_closed() {
+        let (lane, spares) = (Lane::default(), Arc::default());
+        let mut lease = lane.lease(&spares).unwrap();
+        lease.install(line().await);
+        lease.answered_early = true;
+        lease.response_ended();
+        drop(lease);
+        assert!(!lane.has_idle() && spares.len() == 0, "closed, not kept");
     }
 }

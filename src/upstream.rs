@@ -184,7 +184,8 @@ impl Upstream {
         lane: &Lane,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path_and_query = self.target_path(&parts.uri)?;
-        let lease = self.direct.as_ref().and_then(|_| lane.lease());
+        one_host(&parts)?;
+        let lease = self.direct.as_ref().and_then(|direct| direct.lease(lane));
         parts.uri = match lease {
             // HTTP/1.1 to an origin server: the origin form, as the pool would send.
             Some(_) => Uri::from(path_and_query),
@@ -275,6 +276,33 @@ impl Upstream {
         let groups = user.groups.join(&self.identity.separator);
         headers.insert(self.identity.groups.clone(), value(&groups)?);
         Ok(())
+    }
+}
+
+/// Refuses a request that names two hosts: an HTTP/2 `host` header beside a different
+/// `:authority` (or an HTTP/1.1 absolute-form target with a different `Host`), or more
+/// than one `Host`. The upstream would see the `Host` header, which nothing checked
+/// against the authority the client connected for; an exporter that routes or links
+/// by host must not be steered by a second name. Host names compare case-insensitively.
+fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return match parts.headers.contains_key(header::HOST) {
+            true => Err(ProxyError::BadRequest("more than one Host header")),
+            false => Ok(()),
+        };
+    };
+    match parts.uri.authority() {
+        Some(authority)
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Err(ProxyError::BadRequest(
+                "the Host header differs from :authority",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 

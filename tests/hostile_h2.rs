@@ -306,3 +306,28 @@ async fn h2_connection_window_is_one_streams_worth() {
     assert!(!h2.closed, "the connection stays open");
     assert_eq!(h2.connection_window, 262_144);
 }
+
+#[tokio::test]
+async fn h2_a_host_header_that_differs_from_authority_is_refused() {
+    let w = world(&[]).await;
+    let mut h2 = H2::connect(&w).await;
+    // The same name in another case is the same host: served, and forwarded.
+    let same = h2
+        .get(b"GET", b"/metrics", &[(b"host", b"LocalHost")])
+        .await;
+    assert_eq!(
+        h2.wait_for(same, Duration::from_secs(10)).await.status,
+        Some(200)
+    );
+    let before = w.echo.seen().len();
+    for extra in [
+        &[(&b"host"[..], &b"admin.internal"[..])][..],
+        &[(b"host", b"localhost"), (b"host", b"admin.internal")],
+    ] {
+        let id = h2.get(b"GET", b"/metrics", extra).await;
+        let stream = h2.wait_for(id, Duration::from_secs(10)).await;
+        assert_eq!(stream.status, Some(400), "{extra:?}");
+    }
+    assert_eq!(w.echo.seen().len(), before, "nothing was forwarded");
+    w.healthy_scrape().await;
+}

@@ -1,8 +1,10 @@
 //! The upstream connections behind each client connection: one HTTP/1.1 upstream
 //! connection per client connection, kept across its requests, replaced when the
-//! upstream closes it, and never shared between clients. The upstream here is a raw
-//! TCP server of the test's own, so that it can count connections and close them when
-//! a real exporter would (idle timeouts, `Connection: close`).
+//! upstream closes it, never handed on while it could still carry a stale answer, and
+//! no more than one kept per idle client connection (plus a few spares shared by all).
+//! The upstream here is a raw TCP server of the test's own, so that it can count
+//! connections and close them when a real exporter would (idle timeouts,
+//! `Connection: close`), or misbehave as a careless one would.
 
 use scrape_guard_testkit as support;
 
@@ -16,7 +18,11 @@ use std::{
 };
 
 use support::{
-    http1::read_exchange, https::tls, install_crypto, FakeApiserver, Pki, Proxy, SCRAPER,
+    eventually,
+    http1::read_exchange,
+    http2::{frame, DATA, END_STREAM, H2},
+    https::tls,
+    install_crypto, FakeApiserver, Pki, Proxy, SCRAPER,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -37,12 +43,20 @@ enum After {
     /// Answer the first request; close the connection, unanswered, when the second
     /// arrives (an idle timeout firing just as the request comes).
     DropsSecond,
+    /// Answer each request as soon as its head arrives, without reading its body,
+    /// and read whatever follows (that body) as the next request.
+    AnswersEarly,
 }
+
+/// The answer to a request the test hid in another request's body.
+const HIDDEN: &str = "the answer to a hidden request";
 
 /// A raw HTTP/1.1 upstream on 127.0.0.1 that counts connections and requests.
 struct Upstream {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// Connections open now (accepted, not yet closed by the proxy).
+    open: Arc<AtomicUsize>,
     /// The connection (by accept order) each request arrived on, and its target.
     requests: Arc<Mutex<Vec<(usize, String)>>>,
     task: tokio::task::JoinHandle<()>,
@@ -53,19 +67,27 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let requests: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
         let task = {
-            let (connections, requests) = (Arc::clone(&connections), Arc::clone(&requests));
+            let (connections, open) = (Arc::clone(&connections), Arc::clone(&open));
+            let requests = Arc::clone(&requests);
             tokio::spawn(async move {
                 while let Ok((tcp, _)) = listener.accept().await {
                     let id = connections.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(serve(tcp, id, after, Arc::clone(&requests)));
+                    open.fetch_add(1, Ordering::SeqCst);
+                    let (open, requests) = (Arc::clone(&open), Arc::clone(&requests));
+                    tokio::spawn(async move {
+                        serve(tcp, id, after, requests).await;
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
             })
         };
         Self {
             addr,
             connections,
+            open,
             requests,
             task,
         }
@@ -79,8 +101,26 @@ impl Upstream {
         self.connections.load(Ordering::SeqCst)
     }
 
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
     fn requests(&self) -> Vec<(usize, String)> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests that arrived on the connection of a hidden request, after it.
+    fn after_hidden(&self) -> Vec<(usize, String)> {
+        let requests = self.requests();
+        let Some(at) = requests.iter().position(|(_, t)| t == "/hidden") else {
+            return Vec::new();
+        };
+        let connection = requests[at].0;
+        requests[at + 1..]
+            .iter()
+            .filter(|(c, _)| *c == connection)
+            .cloned()
+            .collect()
     }
 }
 
@@ -117,11 +157,11 @@ async fn serve(
         }
         served += 1;
         seen.lock().unwrap().push((id, target.clone()));
-        if let Some(length) = head
+        let length = head
             .lines()
             .find_map(|l| l.strip_prefix("Content-Length: "))
-            .and_then(|l| l.parse::<usize>().ok())
-        {
+            .and_then(|l| l.parse::<usize>().ok());
+        if let (Some(length), false) = (length, after == After::AnswersEarly) {
             while buf.len() < length {
                 match tcp.read(&mut chunk).await {
                     Ok(0) | Err(_) => return,
@@ -130,8 +170,14 @@ async fn serve(
             }
             buf.drain(..length);
         }
+        if target.starts_with("/slow") {
+            // Long enough that a client's streams are all in flight together.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let body = if target.starts_with("/big") {
             "x".repeat(4 * 1024 * 1024)
+        } else if target == "/hidden" {
+            HIDDEN.to_owned()
         } else {
             PAGE.to_owned()
         };
@@ -167,6 +213,7 @@ async fn setup(after: After, extra: &[&str]) -> Setup {
     api.add_token("good", SCRAPER);
     api.allow(SCRAPER, "get", "/metrics");
     api.allow(SCRAPER, "get", "/big");
+    api.allow(SCRAPER, "get", "/slow");
     api.allow(SCRAPER, "create", "/metrics");
     let upstream = Upstream::start(after).await;
     let proxy = Proxy::start(&pki, &api, &upstream.url(), extra).await;
@@ -349,4 +396,141 @@ async fn http2_streams_in_flight_together_are_all_served() {
     // One stream at a time has the connection's lane; the others use the pool, which
     // opens what it needs and keeps it.
     assert!(s.upstream.connections() <= 16);
+}
+
+/// What the README states: idle, a client connection keeps one upstream connection,
+/// and the clients of one upstream share at most this many spare ones.
+const SPARE_CONNECTIONS: usize = 16;
+
+/// An HTTP/2 connection to the proxy with `streams` GETs of `path` in flight at once,
+/// all answered 200 (bounded wait).
+async fn h2_burst(h2: &mut H2, path: &[u8], streams: usize) {
+    let mut ids = Vec::new();
+    for _ in 0..streams {
+        ids.push(h2.get(b"GET", path, &[]).await);
+    }
+    h2.pump(Duration::from_secs(20), |h| {
+        ids.iter().all(|id| h.streams[id].done())
+    })
+    .await;
+    for id in ids {
+        assert_eq!(h2.streams[&id].status, Some(200), "stream {id}");
+        assert_eq!(h2.streams[&id].body, PAGE.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn idle_http2_connections_keep_one_upstream_connection_each() {
+    let s = setup(After::KeepAlive, &[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(H2::connect_to(&s.pki, s.proxy.addr, "good").await);
+    }
+    // Each client has 8 slow streams in flight at once: 8 upstream connections each.
+    for round in 0..2 {
+        let bursts = clients.iter_mut().map(|h2| h2_burst(h2, b"/slow", 8));
+        futures_util::future::join_all(bursts).await;
+        assert_eq!(s.upstream.requests().len(), 128 * (round + 1));
+    }
+    assert!(
+        s.upstream.connections() >= 16,
+        "streams were in flight together"
+    );
+    // All quiet now: each client connection keeps one, the spares are bounded, the
+    // rest were closed.
+    let bound = clients.len() + SPARE_CONNECTIONS;
+    eventually(Duration::from_secs(10), || async {
+        match s.upstream.open() {
+            open if open <= bound => Ok(()),
+            open => Err(format!("{open} upstream connections open, bound {bound}")),
+        }
+    })
+    .await;
+    // The clients are still served, on what was kept.
+    h2_burst(&mut clients[0], b"/metrics", 1).await;
+    drop(clients);
+    eventually(Duration::from_secs(10), || async {
+        match s.upstream.open() {
+            open if open <= SPARE_CONNECTIONS => Ok(()),
+            open => Err(format!("{open} open after the clients left")),
+        }
+    })
+    .await;
+}
+
+/// A request the test hides in a POST's body: an upstream that answers before reading
+/// the body reads it as a request of its own.
+const HIDDEN_REQUEST: &str = "GET /hidden HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[tokio::test]
+async fn http2_an_upstream_that_answered_before_the_body_is_not_reused() {
+    let s = setup(After::AnswersEarly, &[]).await;
+    let mut h2 = H2::connect_to(&s.pki, s.proxy.addr, "good").await;
+    let length = HIDDEN_REQUEST.len().to_string();
+    let (post, bytes) = h2.request(
+        &[
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", b"/metrics"),
+            (b"authorization", b"Bearer good"),
+            (b"content-length", length.as_bytes()),
+        ],
+        false,
+    );
+    h2.send(&bytes).await;
+    // The upstream answers the headers alone; the body follows the whole answer.
+    let answered = h2.wait_for(post, Duration::from_secs(10)).await;
+    assert_eq!(answered.status, Some(200));
+    h2.send(&frame(DATA, END_STREAM, post, HIDDEN_REQUEST.as_bytes()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let next = h2.get(b"GET", b"/metrics", &[]).await;
+        let next = h2.wait_for(next, Duration::from_secs(10)).await;
+        assert_eq!(next.status, Some(200));
+        assert_eq!(
+            String::from_utf8_lossy(&next.body),
+            PAGE,
+            "the client's next stream got its own answer"
+        );
+    }
+    assert_eq!(
+        s.upstream.after_hidden(),
+        Vec::new(),
+        "nothing was sent on the connection that carried the early-answered request"
+    );
+}
+
+#[tokio::test]
+async fn http1_an_upstream_that_answered_before_the_body_is_not_reused() {
+    let s = setup(After::AnswersEarly, &[]).await;
+    let mut client = Client::connect(&s).await;
+    let head = format!(
+        "POST /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\n\
+         Content-Length: {}\r\n\r\n",
+        HIDDEN_REQUEST.len()
+    );
+    client.0.write_all(head.as_bytes()).await.unwrap();
+    client.0.flush().await.unwrap();
+    let exchange = read_exchange(&mut client.0, 1, Duration::from_secs(5)).await;
+    assert_eq!(exchange.responses.first().map(|r| r.status), Some(200));
+    // The proxy may close the connection rather than read a body nobody wants.
+    let _ = client.0.write_all(HIDDEN_REQUEST.as_bytes()).await;
+    let _ = client.0.flush().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\n\r\n";
+    if client.0.write_all(next.as_bytes()).await.is_ok() {
+        let exchange = read_exchange(&mut client.0, 1, Duration::from_secs(5)).await;
+        if let Some(response) = exchange.responses.first() {
+            assert_eq!(
+                (response.status, String::from_utf8_lossy(&response.body)),
+                (200, PAGE.into()),
+                "the client's next request got its own answer"
+            );
+        }
+    }
+    let mut fresh = Client::connect(&s).await;
+    assert_eq!(fresh.get("/metrics").await, (200, PAGE.len()));
+    assert_eq!(s.upstream.after_hidden(), Vec::new());
 }

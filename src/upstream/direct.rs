@@ -1,11 +1,13 @@
 //! HTTP/1.1 to a plain-TCP or Unix-socket upstream on the client connection's own
 //! lane (`crate::lane`): one upstream connection per client connection, polled in its
-//! task. An https or h2c upstream (ALPN may pick HTTP/2, which multiplexes) and a
-//! request that finds the lane busy use the pool instead.
+//! task, and a few spare ones shared by every client (`Spares`). An https or h2c
+//! upstream (ALPN may pick HTTP/2, which multiplexes) and a request that finds the
+//! lane busy use the pool instead.
+
+use std::sync::Arc;
 
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
 use hyper::{
     body::Incoming,
     client::conn::http1,
@@ -16,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::{error_chain, unix::UnixConnector, UPSTREAM_READ_BUFFER};
 use crate::{
     error::ProxyError,
-    lane::{LaneBody, Lease, Line, SendError},
+    lane::{Lane, LaneBody, Lease, Line, SendError, Spares},
 };
 
 /// How a lane's connection is opened.
@@ -31,13 +33,26 @@ pub(super) struct Direct {
     builder: http1::Builder,
     /// Where to connect (`--upstream`'s scheme and authority).
     uri: Uri,
+    /// Idle connections the lanes gave back, for any client's next request.
+    spares: Arc<Spares>,
 }
 
 impl Direct {
     pub(super) fn new(dial: Dial, uri: Uri) -> Self {
         let mut builder = http1::Builder::new();
         builder.max_buf_size(UPSTREAM_READ_BUFFER);
-        Self { dial, builder, uri }
+        Self {
+            dial,
+            builder,
+            uri,
+            spares: Arc::default(),
+        }
+    }
+
+    /// Lends `lane`'s connection (or a spare, or room for a new one) to one request;
+    /// `None` when the lane has all it may (use the pool).
+    pub(super) fn lease(&self, lane: &Lane) -> Option<Lease> {
+        lane.lease(&self.spares)
     }
 
     /// Sends `request` (origin-form target) on the lease's connection, opening one if
@@ -58,9 +73,9 @@ impl Direct {
         let replay = (reused && empty && matches!(parts.method, Method::GET | Method::HEAD))
             .then(|| bodiless(&parts));
         let body = if empty {
-            Either::Right(Empty::new())
+            LaneBody::empty()
         } else {
-            Either::Left(body)
+            LaneBody::streamed(body)
         };
         let request = match lease.send(Request::from_parts(parts, body), replay).await {
             Ok(response) => return Ok(response),
@@ -104,7 +119,7 @@ impl Direct {
 
 /// The request again without a body, for a second try.
 fn bodiless(parts: &http::request::Parts) -> Request<LaneBody> {
-    let mut request = Request::new(Either::Right(Empty::new()));
+    let mut request = Request::new(LaneBody::empty());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;

@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -16,7 +17,7 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use crate::{https::tls, World};
+use crate::{https::tls, Pki, World};
 
 /// DATA frame type.
 pub const DATA: u8 = 0;
@@ -216,7 +217,12 @@ impl H2 {
     /// 16 MiB stream window) and a 1 GiB connection window: this client never makes
     /// the server wait for flow control.
     pub async fn connect(w: &World) -> Self {
-        let mut io = tls(&w.pki, w.proxy.addr, &[b"h2"]).await;
+        Self::connect_to(&w.pki, w.proxy.addr, &w.token).await
+    }
+
+    /// Like `connect`, to the proxy at `addr`, presenting `token`.
+    pub async fn connect_to(pki: &Pki, addr: SocketAddr, token: &str) -> Self {
+        let mut io = tls(pki, addr, &[b"h2"]).await;
         assert_eq!(
             io.get_ref().1.alpn_protocol(),
             Some(&b"h2"[..]),
@@ -235,7 +241,7 @@ impl H2 {
             io,
             buf: Vec::new(),
             next_id: 1,
-            token: w.token.clone(),
+            token: token.to_owned(),
             streams: HashMap::new(),
             goaway: None,
             closed: false,
