@@ -280,10 +280,12 @@ impl Upstream {
 }
 
 /// Refuses a request that names two hosts: an HTTP/2 `host` header beside a different
-/// `:authority` (or an HTTP/1.1 absolute-form target with a different `Host`), or more
-/// than one `Host`. The upstream would see the `Host` header, which nothing checked
-/// against the authority the client connected for; an exporter that routes or links
-/// by host must not be steered by a second name. Host names compare case-insensitively.
+/// `:authority`, or more than one `Host` (RFC 9112: 400). The upstream would see the
+/// `Host` header, which nothing checked against the authority the client connected
+/// for; an exporter that routes or links by host must not be steered by a second name.
+/// Host names compare case-insensitively. An HTTP/1.1 absolute-form target is not
+/// compared: there the target's authority overrides `Host` (RFC 9112 3.2.2), and only
+/// its path is forwarded, as before.
 fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
@@ -294,9 +296,10 @@ fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
     };
     match parts.uri.authority() {
         Some(authority)
-            if !host
-                .as_bytes()
-                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+            if parts.version == http::Version::HTTP_2
+                && !host
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
         {
             Err(ProxyError::BadRequest(
                 "the Host header differs from :authority",
