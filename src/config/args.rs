@@ -486,9 +486,10 @@ pub struct KubeArgs {
     #[arg(long, env = "SCRAPE_GUARD_MAX_INFLIGHT_REVIEWS", default_value_t = 64)]
     pub max_inflight_reviews: usize,
 
-    /// Reviews waiting or in flight for one client address; more are answered 503 at
-    /// once. Raise it when every client arrives from one address (a service mesh
-    /// sidecar, SNAT).
+    /// Reviews waiting or in flight for one client address (an IPv6 /64; on the auth
+    /// endpoint, the fronting proxy's client from X-Forwarded-For); more are answered
+    /// 503 at once. Waiting reviews take turns by client address. Raise it when every
+    /// client arrives from one address (a service mesh sidecar, SNAT).
     #[arg(long, env = "SCRAPE_GUARD_MAX_REVIEWS_PER_PEER", default_value_t = 8)]
     pub max_reviews_per_peer: usize,
 }
@@ -543,9 +544,10 @@ pub struct CacheArgs {
     #[arg(long, env = "SCRAPE_GUARD_CACHE_MAX_ENTRIES", default_value_t = 65536)]
     pub cache_max_entries: u64,
 
-    /// When the apiserver cannot answer, reuse an authentication or allow that expired
-    /// less than this long ago (logged and counted). Denies and unknown tokens never
-    /// are. 0 = off.
+    /// When the apiserver cannot answer (an error or a timeout; not a review the
+    /// proxy's own limits refused to send), reuse an authentication or allow that
+    /// expired less than this long ago (logged and counted). Denies and unknown tokens
+    /// never are. 0 = off.
     #[arg(long, env = "SCRAPE_GUARD_STALE_IF_ERROR", default_value = "0", value_parser = parse_go_duration)]
     pub stale_if_error: Duration,
 }
