@@ -313,7 +313,10 @@ impl Connection {
     /// greater, the sooner it goes): its class, then how long it has been of no use.
     fn standing(&self, now: Instant, protected_for: Duration) -> Option<Standing> {
         let Some(activity) = self.activity.get() else {
-            return Some((Eviction::Handshake, now - self.opened));
+            return Some((
+                Eviction::Handshake,
+                now.saturating_duration_since(self.opened),
+            ));
         };
         let idle = activity.idle_for();
         match self.authenticated_ms.load(Ordering::Relaxed) {
