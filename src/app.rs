@@ -302,7 +302,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
 /// per peer, and at capacity the connection that has done least for us closed to make
 /// room (as on every port), keep clients that connect and go silent, or ask for
 /// `/healthz` over and over, from starving it (a failing liveness probe restarts the
-/// container). Measured: answered within ~30 ms behind 16 addresses holding all 64.
+/// container); measured in `benches/RESULTS.md` (connection slots).
 fn admin_http(proxy: &HttpSettings) -> HttpSettings {
     let short = std::time::Duration::from_secs(2);
     HttpSettings {

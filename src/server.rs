@@ -109,8 +109,18 @@ struct Shared<H> {
     builder: auto::Builder<InCurrentSpan>,
     metrics: Arc<Metrics>,
     handshakes: handshake::Reporter,
-    /// Bounds the log lines about connections refused or closed to make room.
-    notices: handshake::LogBudget,
+    /// Bound the log lines about connections refused, and closed to make room.
+    refusals: handshake::LogBudget,
+    evictions: handshake::LogBudget,
+}
+
+/// What becomes of a connection just accepted.
+enum Admitted {
+    Served(peers::Slot),
+    /// Its peer holds its share: closed at once.
+    Refused,
+    /// The listener is shutting down.
+    Stopping,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at most
@@ -136,7 +146,8 @@ pub(crate) async fn serve<H: Handler>(
         builder: http_builder(settings),
         metrics,
         handshakes: handshake::Reporter::new(),
-        notices: handshake::LogBudget::new(),
+        refusals: handshake::LogBudget::new(),
+        evictions: handshake::LogBudget::new(),
     });
     let slots = peers::Slots::new(peers::SlotLimits {
         max: settings.max_connections,
@@ -159,9 +170,9 @@ pub(crate) async fn serve<H: Handler>(
             () = &mut shutdown => break,
         };
         let slot = match admit(&slots, peer, &shared, &mut shutdown).await {
-            Some(Some(slot)) => slot,
-            Some(None) => continue,
-            None => break,
+            Admitted::Served(slot) => slot,
+            Admitted::Refused => continue,
+            Admitted::Stopping => break,
         };
         let _ = tcp.set_nodelay(true);
         let connection = serve_connection(tcp, peer, slot, Arc::clone(&shared), stopping.clone());
@@ -183,36 +194,36 @@ pub(crate) async fn serve<H: Handler>(
 }
 
 /// A slot for a new connection from `peer`: a free one, or one made free by closing
-/// the connection that has done least for us. `Some(None)`: its peer holds its share
-/// and it is to be closed at once. While every slot is held by a connection worth
-/// keeping, it waits for one (the next clients wait in the kernel's backlog, costing
-/// us nothing). `None` once `shutdown` resolves.
+/// the connection that has done least for us. While every slot is held by a connection
+/// worth keeping, it waits for one (the next clients wait in the kernel's backlog,
+/// costing us nothing).
 async fn admit<H: Handler>(
     slots: &Arc<peers::Slots>,
     peer: SocketAddr,
     shared: &Shared<H>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<Option<peers::Slot>> {
+) -> Admitted {
     loop {
         match slots.take(peer.ip()) {
             peers::Admission::Admitted(slot, eviction) => {
                 if let Some(eviction) = eviction {
                     shared.metrics.connection_evicted(eviction.label());
-                    if shared.notices.allow("connections closed to make room") {
+                    if shared.evictions.allow("connections closed to make room") {
                         tracing::info!(
                             reason = eviction.label(),
-                            max = shared.settings.max_connections,
-                            "every --max-connections slot is held; closed the connection that \
-                             did least for us to make room for a new one"
+                            %peer,
+                            "no slot free for a new connection (--max-connections, or its \
+                             client's --max-connections-per-peer); closed the one that did \
+                             least for us to make room"
                         );
                     }
                 }
-                return Some(Some(slot));
+                return Admitted::Served(slot);
             }
             peers::Admission::PeerFull => {
                 shared.metrics.connection_refused("per_peer_limit");
                 if shared
-                    .notices
+                    .refusals
                     .allow("connections refused by --max-connections-per-peer")
                 {
                     tracing::warn!(
@@ -222,11 +233,11 @@ async fn admit<H: Handler>(
                          closing its new one"
                     );
                 }
-                return Some(None);
+                return Admitted::Refused;
             }
             peers::Admission::Full => tokio::select! {
                 () = slots.freed() => {}
-                () = shutdown.as_mut() => return None,
+                () = shutdown.as_mut() => return Admitted::Stopping,
             },
         }
     }

@@ -17,8 +17,9 @@
 //! one to close, as before.
 //!
 //! Fairness: the victim comes from the peer with the most connections that have done
-//! nothing for us, so a flood from a few addresses evicts its own connections, never
-//! the one or two a scraper at another address holds. Finding it looks at the
+//! nothing for us (on a tie, the fewest that have), so a flood from a few addresses
+//! evicts its own connections, never the one or two a scraper at another address holds,
+//! nor a busy scraper's new one. Finding it looks at the
 //! `EXAMINED` peers with the most connections (kept sorted) that have one it may
 //! close, walking past at most `WALKED`, and at `SAMPLED` connections of each (from
 //! where the last search left off, so that every one is seen in turn): a bounded cost
@@ -30,6 +31,7 @@
 //! handshake (at capacity it waits instead, as any newcomer would).
 
 use std::{
+    cmp::Reverse,
     collections::{BTreeSet, HashMap},
     net::IpAddr,
     sync::{
@@ -106,6 +108,12 @@ pub(super) struct Slot {
 /// the sooner it is closed to make room).
 type Standing = (Eviction, Duration);
 
+/// Which peer loses a connection (the greatest): the one with the most connections
+/// that have done nothing for us lately, then the one with the fewest that have (a
+/// busy scraper's one new connection is not a flood's), then the connection's own
+/// standing.
+type Rank = (usize, Reverse<usize>, Standing);
+
 /// What `Slots::take` decided for a newcomer.
 #[derive(Debug)]
 pub(super) enum Admission {
@@ -158,7 +166,7 @@ impl Slots {
         }
         let victim = if at_share {
             match state.worst_of(&peer, Instant::now(), protected_for) {
-                Some((_, (reason, _), index)) => Some((peer, index, reason)),
+                Some(((_, _, (reason, _)), index)) => Some((peer, index, reason)),
                 // Before the backlog is read again, wait as any newcomer at capacity.
                 None if full => return Admission::Full,
                 None => return Admission::PeerFull,
@@ -236,33 +244,32 @@ impl State {
     /// if every connection looked at is worth keeping.
     fn victim(&self, protected_for: Duration) -> Option<(PeerKey, usize, Eviction)> {
         let now = Instant::now();
-        // (connections of its peer that did nothing for us, its standing, peer, index)
-        let mut best: Option<(usize, Standing, PeerKey, usize)> = None;
+        let mut best: Option<(Rank, PeerKey, usize)> = None;
         let mut examined = 0;
         for (_, peer) in self.by_count.iter().rev().take(WALKED) {
-            let Some((useless, standing, index)) = self.worst_of(peer, now, protected_for) else {
+            let Some((rank, index)) = self.worst_of(peer, now, protected_for) else {
                 continue;
             };
-            if best.is_none_or(|(u, s, _, _)| (useless, standing) > (u, s)) {
-                best = Some((useless, standing, *peer, index));
+            if best.is_none_or(|(b, _, _)| rank > b) {
+                best = Some((rank, *peer, index));
             }
             examined += 1;
             if examined == EXAMINED {
                 break;
             }
         }
-        best.map(|(_, (reason, _), peer, index)| (peer, index, reason))
+        best.map(|((_, _, (reason, _)), peer, index)| (peer, index, reason))
     }
 
-    /// Of `peer`'s connections (up to `SAMPLED` of them): how many have done nothing
-    /// for us lately (scaled to all of them), and the one that has done least (its
-    /// standing, its index); `None` if all those looked at are worth keeping.
+    /// Of `peer`'s connections (up to `SAMPLED` of them), the one that has done least
+    /// for us, ranked against other peers' (`Rank`), and its index; `None` if all those
+    /// looked at are worth keeping.
     fn worst_of(
         &self,
         peer: &PeerKey,
         now: Instant,
         protected_for: Duration,
-    ) -> Option<(usize, Standing, usize)> {
+    ) -> Option<(Rank, usize)> {
         let held = self.peers.get(peer)?;
         let sampled = held.len().min(SAMPLED);
         let first = self.searches % held.len();
@@ -276,7 +283,9 @@ impl State {
                 }
             }
         }
-        worst.map(|(standing, index)| (useless * held.len() / sampled, standing, index))
+        let scale = |n: usize| n * held.len() / sampled;
+        let useful = Reverse(scale(sampled - useless));
+        worst.map(|(standing, index)| ((scale(useless), useful, standing), index))
     }
 }
 
@@ -313,7 +322,10 @@ impl Connection {
     /// greater, the sooner it goes): its class, then how long it has been of no use.
     fn standing(&self, now: Instant, protected_for: Duration) -> Option<Standing> {
         let Some(activity) = self.activity.get() else {
-            return Some((Eviction::Handshake, now - self.opened));
+            return Some((
+                Eviction::Handshake,
+                now.saturating_duration_since(self.opened),
+            ));
         };
         let idle = activity.idle_for();
         match self.authenticated_ms.load(Ordering::Relaxed) {
@@ -486,5 +498,32 @@ mod tests {
         }
         assert!(!scraper.connection.evicted.load(Ordering::Relaxed));
         drop(flood);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_scraper_with_the_most_connections_keeps_them() {
+        let slots = Slots::new(limits(128, 96));
+        // Prometheus: the most connections of any address, all but one serving scrapes.
+        let prometheus = ip("10.0.0.9");
+        let scrapes: Vec<Slot> = (0..20).map(|_| busy(slots.take(prometheus))).collect();
+        let opening = admitted(slots.take(prometheus)).0;
+        // 16 addresses with fewer connections each that have done nothing for us.
+        let mut flood = Vec::new();
+        for i in 0..107 {
+            flood.push(admitted(slots.take(ip(&format!("10.0.1.{}", i % 16)))).0);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for i in 0..200 {
+            let (slot, eviction) = admitted(slots.take(ip(&format!("10.0.2.{}", i % 200))));
+            assert!(eviction.is_some());
+            flood.push(slot);
+        }
+        assert!(scrapes
+            .iter()
+            .all(|s| !s.connection.evicted.load(Ordering::Relaxed)));
+        assert!(
+            !opening.connection.evicted.load(Ordering::Relaxed),
+            "its one new connection is not the flood's victim either"
+        );
     }
 }
