@@ -611,13 +611,16 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 
 /// A measurement, not a check: the memory of the binary `SCRAPE_GUARD_BIN` (build it
 /// with `cargo build --release`) while 128 HTTP/2 connections that each had 8 streams
-/// in flight (a 72,555-byte page, node-exporter's size) sit idle, and after they close; two rounds. Prints one line per moment;
+/// in flight (a 72,555-byte page, node-exporter's size; `MEASURE_AT_ONCE` of them at
+/// once, 8 unless set) sit idle, and after they close; two rounds. Prints one line per moment;
 /// figures in benches/RESULTS.md. Run with `SCRAPE_GUARD_BIN=target/release/scrape-guard
 /// cargo test --test upstream_connections -- --ignored --nocapture measure_idle`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: needs SCRAPE_GUARD_BIN (a release build)"]
 async fn measure_idle_http2_memory() {
     let binary = std::env::var("SCRAPE_GUARD_BIN").expect("SCRAPE_GUARD_BIN");
+    // MEASURE_AT_ONCE=1: the 8 streams one after another (one upstream connection).
+    let at_once: usize = std::env::var("MEASURE_AT_ONCE").map_or(8, |v| v.parse().unwrap());
     install_crypto();
     let pki = Pki::new();
     let api = FakeApiserver::start(&pki).await;
@@ -645,12 +648,16 @@ async fn measure_idle_http2_memory() {
         for _ in 0..128 {
             clients.push(H2::connect_to(&pki, addr, "good").await);
         }
-        let bursts = clients
-            .iter_mut()
-            .map(|h2| h2_burst_of(h2, b"/slow/node", 8, NODE_PAGE));
+        let bursts = clients.iter_mut().map(|h2| async move {
+            for _ in 0..8 / at_once {
+                h2_burst_of(h2, b"/slow/node", at_once, NODE_PAGE).await;
+            }
+        });
         futures_util::future::join_all(bursts).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        report(&format!("round {round}: 128 idle h2 connections"));
+        report(&format!(
+            "round {round}: 128 idle h2, {at_once} streams at once"
+        ));
         drop(clients);
         tokio::time::sleep(Duration::from_secs(3)).await;
         report(&format!("round {round}: 3 s after they closed"));
