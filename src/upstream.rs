@@ -303,10 +303,11 @@ impl Upstream {
 }
 
 /// Refuses a request that names two hosts: an HTTP/2 `host` header beside a different
-/// `:authority` (or an HTTP/1.1 absolute-form target with a different `Host`), or more
-/// than one `Host`. The upstream would see the `Host` header, which nothing checked
-/// against the authority the client connected for; an exporter that routes or links
-/// by host must not be steered by a second name. Host names compare case-insensitively.
+/// `:authority`, or more than one `Host` (RFC 9112 asks for a 400). The upstream would
+/// see the `Host` header, which nothing checked against the authority the client
+/// connected for; an exporter that routes or links by host must not be steered by a
+/// second name. Host names compare case-insensitively. An HTTP/1.1 absolute-form
+/// target keeps its meaning (the path is forwarded in origin form with the `Host`).
 fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
@@ -315,7 +316,11 @@ fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
             false => Ok(()),
         };
     };
-    match parts.uri.authority() {
+    match parts
+        .uri
+        .authority()
+        .filter(|_| parts.version == Version::HTTP_2)
+    {
         Some(authority)
             if !host
                 .as_bytes()
