@@ -25,6 +25,7 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
     HeaderMap, HeaderValue, Request, Response, Uri, Version,
 };
+use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -39,7 +40,13 @@ use self::{
     direct::{Dial, Direct},
     unix::UnixConnector,
 };
-use crate::{body::ProxyBody, error::ProxyError, identity::User, lane::Lane, metrics::Metrics};
+use crate::{
+    body::ProxyBody,
+    error::ProxyError,
+    identity::User,
+    lane::{Lane, SPARE_LINES},
+    metrics::Metrics,
+};
 
 /// Upper bound on an upstream connection's HTTP/1.1 read buffer. hyper's default
 /// (~400 KB) let 64 streamed 5 MB pages take the proxy to 70+ MiB; body chunks are
@@ -125,6 +132,9 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            // Idle pooled connections, like the lanes' spares, are few: what an HTTP/2
+            // burst beyond `MAX_LINES` streams opened is not all kept.
+            .pool_max_idle_per_host(SPARE_LINES)
             // hyper grows each upstream connection's read buffer to ~400-600 KiB on large
             // pages; capped, 64 connections streaming 5 MB pages fit in ~30 MiB instead
             // of ~70 (benches/RESULTS.md), at some cost in bulk throughput.
@@ -213,22 +223,35 @@ impl Upstream {
                     .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
                 response.map(|body| Either::Right(lease.body(body)))
             }
-            _ => {
-                let sent = match &self.transport {
-                    Transport::Tcp(client) => client.request(request),
-                    Transport::Unix(client) => client.request(request),
-                };
-                match tokio::time::timeout(self.timeout, sent).await {
-                    Ok(Ok(response)) => response.map(Either::Left),
-                    Ok(Err(error)) => {
-                        return Err(ProxyError::UpstreamUnavailable(error_chain(&error)));
-                    }
-                    Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
-                }
-            }
+            _ => self.pooled(request).await?.map(Either::Left),
         };
         remove_hop_by_hop(response.headers_mut());
         Ok(response.map(Either::Left))
+    }
+
+    /// Sends `request` through the pooled client. A request with a body asks the
+    /// upstream to close the connection after it (HTTP/1.1; hyper drops the header for
+    /// HTTP/2, whose streams cannot mix): the pool would reuse the connection once the
+    /// body is sent, even if the upstream answered before reading it and will read it
+    /// as a request of its own (`crate::lane` watches for that; the pool cannot).
+    async fn pooled(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if !request.body().is_end_stream() {
+            request
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let sent = match &self.transport {
+            Transport::Tcp(client) => client.request(request),
+            Transport::Unix(client) => client.request(request),
+        };
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(ProxyError::UpstreamUnavailable(error_chain(&error))),
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+        }
     }
 
     /// The absolute URI the pool is given: `--upstream`'s scheme and authority.
@@ -280,12 +303,11 @@ impl Upstream {
 }
 
 /// Refuses a request that names two hosts: an HTTP/2 `host` header beside a different
-/// `:authority`, or more than one `Host` (RFC 9112: 400). The upstream would see the
-/// `Host` header, which nothing checked against the authority the client connected
-/// for; an exporter that routes or links by host must not be steered by a second name.
-/// Host names compare case-insensitively. An HTTP/1.1 absolute-form target is not
-/// compared: there the target's authority overrides `Host` (RFC 9112 3.2.2), and only
-/// its path is forwarded, as before.
+/// `:authority`, or more than one `Host` (RFC 9112 asks for a 400). The upstream would
+/// see the `Host` header, which nothing checked against the authority the client
+/// connected for; an exporter that routes or links by host must not be steered by a
+/// second name. Host names compare case-insensitively. An HTTP/1.1 absolute-form
+/// target keeps its meaning (the path is forwarded in origin form with the `Host`).
 fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
@@ -294,12 +316,15 @@ fn one_host(parts: &http::request::Parts) -> Result<(), ProxyError> {
             false => Ok(()),
         };
     };
-    match parts.uri.authority() {
+    match parts
+        .uri
+        .authority()
+        .filter(|_| parts.version == Version::HTTP_2)
+    {
         Some(authority)
-            if parts.version == http::Version::HTTP_2
-                && !host
-                    .as_bytes()
-                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
         {
             Err(ProxyError::BadRequest(
                 "the Host header differs from :authority",

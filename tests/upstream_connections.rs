@@ -30,6 +30,8 @@ use tokio::{
 };
 
 const PAGE: &str = "# TYPE up gauge\nup 1\n";
+/// The size of node-exporter's page in `benches/fixtures` (`/…/node`).
+const NODE_PAGE: usize = 72_555;
 
 /// How the test upstream treats a connection after each response.
 #[derive(Clone, Copy, PartialEq)]
@@ -174,8 +176,14 @@ async fn serve(
             // Long enough that a client's streams are all in flight together.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        if target == "/hidden" {
+            // Late enough that the proxy may have sent another request by then.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         let body = if target.starts_with("/big") {
             "x".repeat(4 * 1024 * 1024)
+        } else if target.ends_with("/node") {
+            "x".repeat(NODE_PAGE)
         } else if target == "/hidden" {
             HIDDEN.to_owned()
         } else {
@@ -403,8 +411,13 @@ async fn http2_streams_in_flight_together_are_all_served() {
 const SPARE_CONNECTIONS: usize = 16;
 
 /// An HTTP/2 connection to the proxy with `streams` GETs of `path` in flight at once,
-/// all answered 200 (bounded wait).
+/// all answered 200 with `PAGE` (bounded wait).
 async fn h2_burst(h2: &mut H2, path: &[u8], streams: usize) {
+    h2_burst_of(h2, path, streams, PAGE.len()).await;
+}
+
+/// Like `h2_burst`, for a page of `size` bytes.
+async fn h2_burst_of(h2: &mut H2, path: &[u8], streams: usize, size: usize) {
     let mut ids = Vec::new();
     for _ in 0..streams {
         ids.push(h2.get(b"GET", path, &[]).await);
@@ -415,7 +428,7 @@ async fn h2_burst(h2: &mut H2, path: &[u8], streams: usize) {
     .await;
     for id in ids {
         assert_eq!(h2.streams[&id].status, Some(200), "stream {id}");
-        assert_eq!(h2.streams[&id].body, PAGE.as_bytes());
+        assert_eq!(h2.streams[&id].body.len(), size, "stream {id}");
     }
 }
 
@@ -533,4 +546,120 @@ async fn http1_an_upstream_that_answered_before_the_body_is_not_reused() {
     let mut fresh = Client::connect(&s).await;
     assert_eq!(fresh.get("/metrics").await, (200, PAGE.len()));
     assert_eq!(s.upstream.after_hidden(), Vec::new());
+}
+
+#[tokio::test]
+async fn http2_beyond_the_lane_an_upstream_that_answered_before_the_body_is_not_reused() {
+    let s = setup(After::AnswersEarly, &[]).await;
+    let mut h2 = H2::connect_to(&s.pki, s.proxy.addr, "good").await;
+    h2_burst(&mut h2, b"/metrics", 1).await;
+    // 8 slow streams hold every connection the lane may have: the POST goes through
+    // the pool.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        slow.push(h2.get(b"GET", b"/slow", &[]).await);
+    }
+    h2.pump(Duration::from_millis(100), |_| false).await;
+    let length = HIDDEN_REQUEST.len().to_string();
+    let (post, bytes) = h2.request(
+        &[
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", b"/metrics"),
+            (b"authorization", b"Bearer good"),
+            (b"content-length", length.as_bytes()),
+        ],
+        false,
+    );
+    h2.send(&bytes).await;
+    assert_eq!(
+        h2.wait_for(post, Duration::from_secs(10)).await.status,
+        Some(200)
+    );
+    h2.send(&frame(DATA, END_STREAM, post, HIDDEN_REQUEST.as_bytes()))
+        .await;
+    h2.pump(Duration::from_secs(10), |h| {
+        slow.iter().all(|id| h.streams[id].done())
+    })
+    .await;
+    // Once more: the lane is full, and the GET goes through the pool.
+    for _ in 0..8 {
+        h2.get(b"GET", b"/slow", &[]).await;
+    }
+    h2.pump(Duration::from_millis(100), |_| false).await;
+    let next = h2.get(b"GET", b"/metrics", &[]).await;
+    let next = h2.wait_for(next, Duration::from_secs(10)).await;
+    assert_eq!(next.status, Some(200));
+    assert_eq!(String::from_utf8_lossy(&next.body), PAGE);
+    assert_eq!(s.upstream.after_hidden(), Vec::new());
+}
+
+/// Resident and peak memory of process `pid`, in MiB (`/proc`, Linux).
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or_default()
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A measurement, not a check: the memory of the binary `SCRAPE_GUARD_BIN` (build it
+/// with `cargo build --release`) while 128 HTTP/2 connections that each had 8 streams
+/// in flight (a 72,555-byte page, node-exporter's size; `MEASURE_AT_ONCE` of them at
+/// once, 8 unless set) sit idle, and after they close; two rounds. Prints one line per moment;
+/// figures in benches/RESULTS.md. Run with `SCRAPE_GUARD_BIN=target/release/scrape-guard
+/// cargo test --test upstream_connections -- --ignored --nocapture measure_idle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: needs SCRAPE_GUARD_BIN (a release build)"]
+async fn measure_idle_http2_memory() {
+    let binary = std::env::var("SCRAPE_GUARD_BIN").expect("SCRAPE_GUARD_BIN");
+    // MEASURE_AT_ONCE=1: the 8 streams one after another (one upstream connection).
+    let at_once: usize = std::env::var("MEASURE_AT_ONCE").map_or(8, |v| v.parse().unwrap());
+    install_crypto();
+    let pki = Pki::new();
+    let api = FakeApiserver::start(&pki).await;
+    api.add_token("good", SCRAPER);
+    api.allow(SCRAPER, "get", "/metrics");
+    api.allow(SCRAPER, "get", "/slow/node");
+    let upstream = Upstream::start(After::KeepAlive).await;
+    let port = support::free_port();
+    let flags = ["--kube-api-qps=-1", "--max-connections=4096"];
+    let url = upstream.url();
+    let child = support::spawn_binary(&binary, &pki, &api, &url, port, &flags, &[]).await;
+    let (addr, pid) = (SocketAddr::from(([127, 0, 0, 1], port)), child.id());
+    let report = |moment: &str| {
+        let (rss, peak) = memory_mib(pid);
+        let open = upstream.open();
+        println!("{moment:<44} RSS {rss:5.1} MiB  peak {peak:5.1} MiB  upstream sockets {open}");
+    };
+    let mut warm = H2::connect_to(&pki, addr, "good").await;
+    h2_burst(&mut warm, b"/metrics", 1).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report("idle, after one scrape");
+    for round in 1..=2 {
+        let mut clients = Vec::new();
+        for _ in 0..128 {
+            clients.push(H2::connect_to(&pki, addr, "good").await);
+        }
+        let bursts = clients.iter_mut().map(|h2| async move {
+            for _ in 0..8 / at_once {
+                h2_burst_of(h2, b"/slow/node", at_once, NODE_PAGE).await;
+            }
+        });
+        futures_util::future::join_all(bursts).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        report(&format!(
+            "round {round}: 128 idle h2, {at_once} streams at once"
+        ));
+        drop(clients);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        report(&format!("round {round}: 3 s after they closed"));
+    }
 }
