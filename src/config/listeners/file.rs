@@ -92,38 +92,11 @@ pub(crate) fn unchanged(files: &[(PathBuf, Vec<u8>)], startup: &Shape) -> Result
 pub(crate) fn declares(bytes: &[u8], startup: &Fields) -> Result<(), String> {
     let name = &startup.name;
     let restart = "its policy stays as it was until the next start";
-    let gone = || format!("listener {name} is no longer declared; {restart}");
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
     let docs = yaml::parse(text)?;
     let mut d = Decoder::default();
-    let Some(root) = docs.first() else {
-        return Err(gone());
-    };
-    let Some(maps) = d.objects(&[root], "the file")? else {
-        return Err(gone());
-    };
-    let [listeners] = take(d.fields(&maps, "", &["listeners"])?);
-    let items = d.list(&listeners, "listeners")?.unwrap_or_default();
-    let mut found = None;
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("listeners[{i}]");
-        let Some(maps) = d.objects(&[item], &at)? else {
-            continue;
-        };
-        let [entry_name] = take(d.fields(&maps, &at, &["name"])?);
-        let entry_name = d.string(&entry_name, &join(&at, "name"))?;
-        if entry_name.is_none_or(|(n, _)| n != *name) {
-            continue;
-        }
-        if found.is_some() {
-            return Err(format!(
-                "line {}: listener {name} is declared twice; {restart}",
-                item.referenced.line()
-            ));
-        }
-        found = Some(entry(item, &at, &mut d)?);
-    }
-    let now = found.ok_or_else(gone)?;
+    let (at, item) = the_one(&docs, name, &mut d).map_err(|e| format!("{e}; {restart}"))?;
+    let now = entry(item, &at, &mut d)?;
     if now.fields != *startup {
         return Err(format!(
             "line {}: listener {name} is declared differently than at startup, not only \
@@ -145,8 +118,21 @@ pub(crate) fn locate<'a>(
 ) -> Result<Option<&'a Spanned<Node>>, String> {
     // Notes about other keys are not this listener's business.
     let mut d = Decoder::default();
-    let gone =
-        || format!("listener {name} is no longer declared; removing a listener takes a restart");
+    let (at, item) = the_one(docs, name, &mut d)
+        .map_err(|e| format!("{e}; removing a listener takes a restart"))?;
+    let maps = d.objects(&[item], &at)?.unwrap_or_default();
+    let [block] = take(d.fields(&maps, &at, &["authorization"])?);
+    Ok(block.last().copied())
+}
+
+/// The one entry of `listeners:` named `name`, and where it is (`listeners[i]`): an
+/// error if there is none or more than one. Other entries' names are all that is read.
+fn the_one<'a>(
+    docs: &'a [Spanned<Node>],
+    name: &str,
+    d: &mut Decoder,
+) -> Result<(String, Value<'a>), String> {
+    let gone = || format!("listener {name} is no longer declared");
     let Some(root) = docs.first() else {
         return Err(gone());
     };
@@ -155,13 +141,13 @@ pub(crate) fn locate<'a>(
     };
     let [listeners] = take(d.fields(&maps, "", &["listeners"])?);
     let items = d.list(&listeners, "listeners")?.unwrap_or_default();
-    let mut found: Option<Option<Value<'a>>> = None;
+    let mut found = None;
     for (i, item) in items.iter().enumerate() {
         let at = format!("listeners[{i}]");
         let Some(maps) = d.objects(&[item], &at)? else {
             continue;
         };
-        let [entry_name, block] = take(d.fields(&maps, &at, &["name", "authorization"])?);
+        let [entry_name] = take(d.fields(&maps, &at, &["name"])?);
         let entry_name = d.string(&entry_name, &join(&at, "name"))?;
         if entry_name.is_none_or(|(n, _)| n != name) {
             continue;
@@ -172,7 +158,7 @@ pub(crate) fn locate<'a>(
                 item.referenced.line()
             ));
         }
-        found = Some(block.last().copied());
+        found = Some((at, item));
     }
     found.ok_or_else(gone)
 }
