@@ -25,6 +25,17 @@
 //! is full. So idle upstream connections are at most one per client connection plus
 //! `SPARE_LINES` per upstream, whatever the clients did before.
 //!
+//! In use, a client connection always has its first upstream connection to itself, so
+//! that no client can be starved by others: it can always make progress one request at
+//! a time. Its others (the 2nd to the `MAX_LINES`th, and what it sends through the
+//! pool beyond them) come from `Extras`, one budget of `EXTRA_LINES` connections in use
+//! at once, shared by the clients of one upstream. A request that finds neither
+//! waits for whichever comes back first, within the request's upstream timeout (the
+//! caller's). Without this bound, 128 HTTP/2 clients with 8 streams each in flight
+//! held 1,024 exporter connections at once (~36 KiB each), memory that the allocator
+//! kept after the burst; with it, at most 128 + `EXTRA_LINES`. The price: a client with
+//! many streams in flight while others burst too waits longer for its answers.
+//!
 //! A connection is given back only when the upstream can have nothing more to say on
 //! it: its response was read to the end, and the request's body had been handed over
 //! whole before the response began. An upstream that answers before it has read a
@@ -49,6 +60,7 @@ use hyper::{
     client::conn::{http1, TrySendError},
     rt::{Read, Write},
 };
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// What a lane's requests carry: the client's body, watched until its end is handed
 /// to the connection, or nothing (a body known to be empty is not forwarded as a
@@ -197,6 +209,14 @@ impl Line {
 /// flight together each get their own, up to this; more go through the pool.
 pub(crate) const MAX_LINES: usize = 8;
 
+/// How many upstream connections may be in use at once, for the clients of one
+/// upstream, beyond each client connection's first (`Extras`). 16 lets two HTTP/2
+/// clients have all their 8 streams in flight together; Prometheus sends one scrape at
+/// a time per target, so extras are rare. The memory a burst leaves behind follows
+/// this: 128 HTTP/2 clients idle after 8 streams each at once, 64 → 41-43 MiB, 32 →
+/// 40-42, 16 → 39, 0 → 37 (benches/RESULTS.md).
+pub(crate) const EXTRA_LINES: usize = 16;
+
 /// How many idle upstream connections `Spares` keeps for the clients of one upstream:
 /// enough that HTTP/2 clients with several streams in flight rarely open a new one
 /// (a lane gives back all but one at the end of each response), few enough to cost
@@ -206,14 +226,50 @@ pub(crate) const SPARE_LINES: usize = 16;
 /// The upstream connections of one client connection: one for HTTP/1.1, up to
 /// `MAX_LINES` for HTTP/2 streams in flight together; one kept while idle.
 #[derive(Clone, Default)]
-pub(crate) struct Lane(Arc<Mutex<Slot>>);
+pub(crate) struct Lane(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    slot: Mutex<Slot>,
+    /// Wakes the lane's waiting requests when one of its leases ends.
+    freed: Notify,
+}
 
 #[derive(Default)]
 struct Slot {
     /// The upstream connection waiting for this client's next request (at most one).
     idle: Option<Line>,
+    /// The client's first connection is lent (it needs no room in `Extras`).
+    first_lent: bool,
     /// Lent to requests whose responses are still being read.
     busy: usize,
+}
+
+/// Room for the upstream connections in use beyond each client connection's first,
+/// shared by the clients of one upstream: `EXTRA_LINES` at once.
+pub(crate) struct Extras(Arc<Semaphore>);
+
+/// Room for one upstream connection in use beyond its client's first (`Extras`), held
+/// until the response has been read.
+pub(crate) struct Room {
+    /// Held, never read: dropping it frees the room.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What `Lane::lease` gives a request.
+pub(crate) enum Lent {
+    /// One of the lane's connections.
+    Line(Lease),
+    /// The lane has `MAX_LINES` lent: room for the request to go through the pool.
+    Pool(Room),
+}
+
+/// What `Lane::take` lends: the client's first connection, or an extra with its room
+/// in `Extras` (and the lane's idle connection, if it had one); or room for the pool.
+enum Taken {
+    First(Option<Line>),
+    Extra(Option<Line>, OwnedSemaphorePermit),
+    Pool(OwnedSemaphorePermit),
 }
 
 /// Idle upstream connections shared by the clients of one upstream: what lanes give
@@ -232,30 +288,66 @@ impl std::fmt::Debug for Lane {
 
 impl Lane {
     /// Lends a connection (the lane's idle one, else a spare, else room for a new one)
-    /// to one request, or `None` when `MAX_LINES` are lent already (use the pool).
-    pub(crate) fn lease(&self, spares: &Arc<Spares>) -> Option<Lease> {
-        let idle = {
-            let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if slot.idle.is_none() && slot.busy >= MAX_LINES {
-                return None;
+    /// to one request: as the client's first if that is free, else as an extra if
+    /// `extras` has room; an extra beyond `MAX_LINES` goes through the pool. Otherwise
+    /// waits for either; the caller bounds the wait (the upstream timeout).
+    /// Cancel-safe: nothing is held until it returns.
+    pub(crate) async fn lease(&self, spares: &Arc<Spares>, extras: &Extras) -> Lent {
+        let mut permit = None;
+        let taken = loop {
+            // Registered before looking, so that a lease ending meanwhile wakes us.
+            let freed = self.0.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(taken) = self.take(extras, permit.take()) {
+                break taken;
             }
-            slot.busy += 1;
-            slot.idle.take()
+            tokio::select! {
+                () = &mut freed => {}
+                got = extras.acquire() => permit = Some(got),
+            }
         };
-        Some(Lease {
+        let (line, permit) = match taken {
+            Taken::First(line) => (line, None),
+            Taken::Extra(line, permit) => (line, Some(permit)),
+            Taken::Pool(permit) => return Lent::Pool(Room { _permit: permit }),
+        };
+        Lent::Line(Lease {
             lane: self.clone(),
             spares: Arc::clone(spares),
-            line: idle.or_else(|| spares.take()),
+            line: line.or_else(|| spares.take()),
+            extra: permit,
             answered_early: false,
             reusable: false,
         })
     }
 
-    /// Takes back a lent connection: kept if the lane has none idle, else spare.
-    fn give_back(&self, line: Option<Line>, spares: &Spares) {
-        let extra = {
-            let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Takes the first connection if it is free, else an extra (or room for the pool)
+    /// with `permit`, or with room in `extras` now. `None`: nothing to take.
+    fn take(&self, extras: &Extras, permit: Option<OwnedSemaphorePermit>) -> Option<Taken> {
+        let mut slot = self.0.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slot.first_lent {
+            slot.first_lent = true;
+            slot.busy += 1;
+            return Some(Taken::First(slot.idle.take()));
+        }
+        let permit = permit.or_else(|| extras.try_acquire())?;
+        if slot.busy >= MAX_LINES {
+            return Some(Taken::Pool(permit));
+        }
+        slot.busy += 1;
+        Some(Taken::Extra(slot.idle.take(), permit))
+    }
+
+    /// Takes back a lent connection: kept if the lane has none idle, else spare. The
+    /// lease's room (its first, or its `extra`) is free again.
+    fn give_back(&self, line: Option<Line>, extra: Option<OwnedSemaphorePermit>, spares: &Spares) {
+        let spare = {
+            let mut slot = self.0.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.busy -= 1;
+            if extra.is_none() {
+                slot.first_lent = false;
+            }
             match line {
                 Some(line) if slot.idle.is_none() => {
                     slot.idle = Some(line);
@@ -264,19 +356,50 @@ impl Lane {
                 line => line,
             }
         };
-        if let Some(line) = extra {
+        drop(extra);
+        if let Some(line) = spare {
             spares.put(line);
         }
+        self.0.freed.notify_waiters();
     }
 
     /// Whether an upstream connection waits in the lane (tests).
     #[cfg(test)]
     fn has_idle(&self) -> bool {
         self.0
+            .slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .idle
             .is_some()
+    }
+}
+
+// === impl Extras ===
+
+impl Default for Extras {
+    fn default() -> Self {
+        Self::new(EXTRA_LINES)
+    }
+}
+
+impl Extras {
+    /// Room for `extra` connections in use at once.
+    pub(crate) fn new(extra: usize) -> Self {
+        Self(Arc::new(Semaphore::new(extra)))
+    }
+
+    fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).try_acquire_owned().ok()
+    }
+
+    /// Waits for room. The semaphore is never closed, so this never fails; a closed
+    /// one would wait forever here, within the caller's timeout.
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        match Arc::clone(&self.0).acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
@@ -315,6 +438,8 @@ pub(crate) struct Lease {
     lane: Lane,
     spares: Arc<Spares>,
     line: Option<Line>,
+    /// Room in `Extras`, unless this is the client's first connection.
+    extra: Option<OwnedSemaphorePermit>,
     /// The response began before the request's body was handed over whole.
     answered_early: bool,
     reusable: bool,
@@ -396,7 +521,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         // Closed (or half-read, and so unusable): dropped here.
         let line = self.line.take().filter(|line| self.reusable && !line.ended);
-        self.lane.give_back(line, &self.spares);
+        self.lane.give_back(line, self.extra.take(), &self.spares);
     }
 }
 
@@ -446,25 +571,127 @@ impl Drop for Driven {
     }
 }
 
+/// A response body from the pool, holding its request's `Room` (if it needed one)
+/// until it is dropped.
+pub(crate) struct Pooled {
+    body: Incoming,
+    room: Option<Room>,
+}
+
+impl Pooled {
+    pub(crate) fn new(body: Incoming, room: Option<Room>) -> Self {
+        Self { body, room }
+    }
+}
+
+impl Body for Pooled {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            // Read to the end (or failed): the connection is no longer in use.
+            this.room = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hyper_util::rt::TokioIo;
+    use std::time::Duration;
+
+    use futures_util::FutureExt as _;
+
+    impl Lent {
+        fn line(self) -> Lease {
+            match self {
+                Lent::Line(lease) => lease,
+                Lent::Pool(_) => panic!("a lane connection"),
+            }
+        }
+    }
+
+    /// Leases `lane` now, or `None` if that would wait.
+    fn lease_now(lane: &Lane, spares: &Arc<Spares>, extras: &Extras) -> Option<Lent> {
+        lane.lease(spares, extras).now_or_never()
+    }
 
     #[test]
     fn a_lane_lends_up_to_max_lines_at_once() {
-        let (lane, spares) = (Lane::default(), Arc::default());
-        let lent: Vec<Lease> = (0..MAX_LINES)
-            .map(|_| lane.lease(&spares).expect("room for another"))
+        let (lane, spares, extras) = (Lane::default(), Arc::default(), Extras::new(MAX_LINES));
+        let mut lent: Vec<Lease> = (0..MAX_LINES)
+            .map(|_| lease_now(&lane, &spares, &extras).expect("room").line())
             .collect();
-        assert!(lane.lease(&spares).is_none(), "the pool takes the rest");
-        drop(lent);
+        let pooled = lease_now(&lane, &spares, &extras);
         assert!(
-            lane.lease(&spares).is_some(),
-            "returned leases make room again"
+            matches!(pooled, Some(Lent::Pool(_))),
+            "the pool takes the rest"
         );
+        assert!(
+            lease_now(&lane, &spares, &extras).is_none(),
+            "no extra left"
+        );
+        drop(pooled);
+        lent.pop();
+        assert!(
+            matches!(lease_now(&lane, &spares, &extras), Some(Lent::Line(_))),
+            "a returned lease makes room again"
+        );
+        drop(lent);
         assert!(!lane.has_idle(), "no connection was ever put in it");
         assert_eq!(spares.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn extras_are_shared_but_each_client_keeps_its_first() {
+        let (spares, extras) = (Arc::default(), Extras::new(2));
+        let (a, b) = (Lane::default(), Lane::default());
+        let mut lent: Vec<Lease> = (0..3)
+            .map(|_| {
+                lease_now(&a, &spares, &extras)
+                    .expect("first, extras")
+                    .line()
+            })
+            .collect();
+        assert!(lease_now(&a, &spares, &extras).is_none(), "no extra left");
+        let b_first = lease_now(&b, &spares, &extras)
+            .expect("b's first is its own")
+            .line();
+        let mut b_extra = std::pin::pin!(b.lease(&spares, &extras));
+        assert!(futures_util::poll!(b_extra.as_mut()).is_pending());
+        // One of a's extras comes back: b's waiting request takes its room.
+        lent.pop();
+        let b_extra = tokio::time::timeout(Duration::from_secs(5), b_extra)
+            .await
+            .expect("woken when room came back")
+            .line();
+        assert!(b_extra.extra.is_some() && b_first.extra.is_none());
+        // a's first comes back: a request of a's waits for nothing more.
+        let a_first = lent.remove(0);
+        let mut a_next = std::pin::pin!(a.lease(&spares, &extras));
+        assert!(futures_util::poll!(a_next.as_mut()).is_pending());
+        drop(a_first);
+        let a_next = tokio::time::timeout(Duration::from_secs(5), a_next)
+            .await
+            .expect("woken when its first came back")
+            .line();
+        assert!(a_next.extra.is_none());
     }
 
     /// A connection over an in-memory pipe (its other end dropped: never used).
@@ -478,10 +705,11 @@ mod tests {
     /// Lends `MAX_LINES` connections of each lane at once, then gives them all back,
     /// read to the end.
     async fn busy_moment(lanes: &[Lane], spares: &Arc<Spares>) {
+        let extras = Extras::new(lanes.len() * MAX_LINES);
         let mut lent = Vec::new();
         for lane in lanes {
             for _ in 0..MAX_LINES {
-                let mut lease = lane.lease(spares).expect("room");
+                let mut lease = lane.lease(spares, &extras).await.line();
                 if lease.line.is_none() {
                     lease.install(line().await);
                 }
@@ -509,7 +737,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_answered_before_its_body_was_sent_is_closed() {
         let (lane, spares) = (Lane::default(), Arc::default());
-        let mut lease = lane.lease(&spares).unwrap();
+        let mut lease = lane.lease(&spares, &Extras::default()).await.line();
         lease.install(line().await);
         lease.answered_early = true;
         lease.response_ended();

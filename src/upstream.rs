@@ -10,8 +10,8 @@
 //! Transports: TCP (`http://`, `https://` with h2 by ALPN (`client_tls`), or h2c with
 //! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`, `unix`). Plain
 //! HTTP/1.1 over TCP or a Unix socket goes on the client connection's own upstream
-//! connection (`direct`, `crate::lane`); the rest, and a second request in flight on
-//! one client connection, go through the pooled client.
+//! connections (`direct`, `crate::lane`); the rest, and requests beyond the lane's
+//! `MAX_LINES` in flight on one client connection, go through the pooled client.
 
 mod client_tls;
 mod direct;
@@ -44,7 +44,7 @@ use crate::{
     body::ProxyBody,
     error::ProxyError,
     identity::User,
-    lane::{Lane, SPARE_LINES},
+    lane::{Lane, Lent, Pooled, SPARE_LINES},
     metrics::Metrics,
 };
 
@@ -195,11 +195,22 @@ impl Upstream {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path_and_query = self.target_path(&parts.uri)?;
         one_host(&parts)?;
-        let lease = self.direct.as_ref().and_then(|direct| direct.lease(lane));
+        // The upstream timeout covers the wait for a connection, the connect and the
+        // response headers together.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let lease = match &self.direct {
+            Some(direct) => Some((
+                direct,
+                tokio::time::timeout_at(deadline, direct.lease(lane))
+                    .await
+                    .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))?,
+            )),
+            None => None,
+        };
         parts.uri = match lease {
             // HTTP/1.1 to an origin server: the origin form, as the pool would send.
-            Some(_) => Uri::from(path_and_query),
-            None => self.absolute(path_and_query)?,
+            Some((_, Lent::Line(_))) => Uri::from(path_and_query),
+            _ => self.absolute(path_and_query)?,
         };
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in :authority; give HTTP/1 upstreams a Host.
@@ -215,15 +226,22 @@ impl Upstream {
         }
 
         let request = Request::from_parts(parts, body);
-        let mut response = match (&self.direct, lease) {
-            (Some(direct), Some(mut lease)) => {
+        let mut response = match lease {
+            Some((direct, Lent::Line(mut lease))) => {
                 let sent = direct.send(&mut lease, request);
-                let response = tokio::time::timeout(self.timeout, sent)
+                let response = tokio::time::timeout_at(deadline, sent)
                     .await
                     .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
                 response.map(|body| Either::Right(lease.body(body)))
             }
-            _ => self.pooled(request).await?.map(Either::Left),
+            Some((_, Lent::Pool(room))) => {
+                let response = self.pooled(request, deadline).await?;
+                response.map(|body| Either::Left(Pooled::new(body, Some(room))))
+            }
+            None => {
+                let response = self.pooled(request, deadline).await?;
+                response.map(|body| Either::Left(Pooled::new(body, None)))
+            }
         };
         remove_hop_by_hop(response.headers_mut());
         Ok(response.map(Either::Left))
@@ -237,6 +255,7 @@ impl Upstream {
     async fn pooled(
         &self,
         mut request: Request<Incoming>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
         if !request.body().is_end_stream() {
             request
@@ -247,7 +266,7 @@ impl Upstream {
             Transport::Tcp(client) => client.request(request),
             Transport::Unix(client) => client.request(request),
         };
-        match tokio::time::timeout(self.timeout, sent).await {
+        match tokio::time::timeout_at(deadline, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(ProxyError::UpstreamUnavailable(error_chain(&error))),
             Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),

@@ -1,7 +1,8 @@
 //! The upstream connections behind each client connection: one HTTP/1.1 upstream
 //! connection per client connection, kept across its requests, replaced when the
 //! upstream closes it, never handed on while it could still carry a stale answer, and
-//! no more than one kept per idle client connection (plus a few spares shared by all).
+//! no more than one kept per idle client connection (plus a few spares shared by all);
+//! in use at once, one per client connection plus a bounded number shared by all.
 //! The upstream here is a raw TCP server of the test's own, so that it can count
 //! connections and close them when a real exporter would (idle timeouts,
 //! `Connection: close`), or misbehave as a careless one would.
@@ -61,6 +62,7 @@ struct Upstream {
     open: Arc<AtomicUsize>,
     /// The connection (by accept order) each request arrived on, and its target.
     requests: Arc<Mutex<Vec<(usize, String)>>>,
+    in_use: Arc<InUse>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,16 +73,18 @@ impl Upstream {
         let connections = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let requests: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let in_use: Arc<InUse> = Arc::default();
         let task = {
             let (connections, open) = (Arc::clone(&connections), Arc::clone(&open));
-            let requests = Arc::clone(&requests);
+            let (requests, in_use) = (Arc::clone(&requests), Arc::clone(&in_use));
             tokio::spawn(async move {
                 while let Ok((tcp, _)) = listener.accept().await {
                     let id = connections.fetch_add(1, Ordering::SeqCst);
                     open.fetch_add(1, Ordering::SeqCst);
                     let (open, requests) = (Arc::clone(&open), Arc::clone(&requests));
+                    let in_use = Arc::clone(&in_use);
                     tokio::spawn(async move {
-                        serve(tcp, id, after, requests).await;
+                        serve(tcp, id, after, requests, &in_use).await;
                         open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
@@ -91,6 +95,7 @@ impl Upstream {
             connections,
             open,
             requests,
+            in_use,
             task,
         }
     }
@@ -105,6 +110,11 @@ impl Upstream {
 
     fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were ever busy with a request at once.
+    fn most_in_use(&self) -> usize {
+        self.in_use.most.load(Ordering::SeqCst)
     }
 
     fn requests(&self) -> Vec<(usize, String)> {
@@ -132,11 +142,36 @@ impl Drop for Upstream {
     }
 }
 
+/// Connections busy with a request (its head read, its response not yet written).
+#[derive(Default)]
+struct InUse {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One connection's request, counted in `InUse` until dropped.
+struct Busy<'a>(&'a InUse);
+
+impl<'a> Busy<'a> {
+    fn start(in_use: &'a InUse) -> Self {
+        let now = in_use.now.fetch_add(1, Ordering::SeqCst) + 1;
+        in_use.most.fetch_max(now, Ordering::SeqCst);
+        Self(in_use)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve(
     mut tcp: TcpStream,
     id: usize,
     after: After,
     seen: Arc<Mutex<Vec<(usize, String)>>>,
+    in_use: &InUse,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -158,6 +193,7 @@ async fn serve(
             return;
         }
         served += 1;
+        let _busy = Busy::start(in_use);
         seen.lock().unwrap().push((id, target.clone()));
         let length = head
             .lines()
@@ -401,8 +437,8 @@ async fn http2_streams_in_flight_together_are_all_served() {
         assert_eq!(reply.text(), PAGE);
     }
     assert_eq!(s.upstream.requests().len(), 16);
-    // One stream at a time has the connection's lane; the others use the pool, which
-    // opens what it needs and keeps it.
+    // Up to `MAX_LINES` streams at once have connections of the lane; the others wait
+    // for one of them.
     assert!(s.upstream.connections() <= 16);
 }
 
@@ -469,6 +505,30 @@ async fn idle_http2_connections_keep_one_upstream_connection_each() {
         }
     })
     .await;
+}
+
+/// What the README states: upstream connections in use at once beyond each client
+/// connection's first, shared by all clients (`EXTRA_LINES`).
+const EXTRA_CONNECTIONS: usize = 16;
+
+#[tokio::test]
+async fn connections_in_use_beyond_each_clients_first_are_bounded() {
+    let s = setup(After::KeepAlive, &[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        clients.push(H2::connect_to(&s.pki, s.proxy.addr, "good").await);
+    }
+    // 192 slow streams at once: all are served, but no more than one upstream
+    // connection per client plus the shared extras is ever busy at once.
+    let bursts = clients.iter_mut().map(|h2| h2_burst(h2, b"/slow", 8));
+    futures_util::future::join_all(bursts).await;
+    assert_eq!(s.upstream.requests().len(), 24 * 8);
+    let (most, bound) = (s.upstream.most_in_use(), clients.len() + EXTRA_CONNECTIONS);
+    assert!(
+        most <= bound,
+        "{most} upstream connections in use at once, bound {bound}"
+    );
+    assert!(most > clients.len(), "streams had extras too: {most}");
 }
 
 /// A request the test hides in a POST's body: an upstream that answers before reading
@@ -553,8 +613,8 @@ async fn http2_beyond_the_lane_an_upstream_that_answered_before_the_body_is_not_
     let s = setup(After::AnswersEarly, &[]).await;
     let mut h2 = H2::connect_to(&s.pki, s.proxy.addr, "good").await;
     h2_burst(&mut h2, b"/metrics", 1).await;
-    // 8 slow streams hold every connection the lane may have: the POST goes through
-    // the pool.
+    // 8 slow streams hold every connection the lane may have: the POST waits for one
+    // of them.
     let mut slow = Vec::new();
     for _ in 0..8 {
         slow.push(h2.get(b"GET", b"/slow", &[]).await);
@@ -583,7 +643,7 @@ async fn http2_beyond_the_lane_an_upstream_that_answered_before_the_body_is_not_
         slow.iter().all(|id| h.streams[id].done())
     })
     .await;
-    // Once more: the lane is full, and the GET goes through the pool.
+    // Once more: the lane is full, and the GET waits for one of its connections.
     for _ in 0..8 {
         h2.get(b"GET", b"/slow", &[]).await;
     }

@@ -1,8 +1,8 @@
 //! HTTP/1.1 to a plain-TCP or Unix-socket upstream on the client connection's own
 //! lane (`crate::lane`): one upstream connection per client connection, polled in its
-//! task, and a few spare ones shared by every client (`Spares`). An https or h2c
-//! upstream (ALPN may pick HTTP/2, which multiplexes) and a request that finds the
-//! lane busy use the pool instead.
+//! task, and a few spare ones shared by every client (`Spares`). Connections in use
+//! beyond each client's first share one budget (`Extras`). An https or h2c upstream
+//! (ALPN may pick HTTP/2, which multiplexes) uses the pool instead.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::{error_chain, unix::UnixConnector, UPSTREAM_READ_BUFFER};
 use crate::{
     error::ProxyError,
-    lane::{Lane, LaneBody, Lease, Line, SendError, Spares},
+    lane::{Extras, Lane, LaneBody, Lease, Lent, Line, SendError, Spares},
 };
 
 /// How a lane's connection is opened.
@@ -35,6 +35,8 @@ pub(super) struct Direct {
     uri: Uri,
     /// Idle connections the lanes gave back, for any client's next request.
     spares: Arc<Spares>,
+    /// Room for the connections in use beyond each client connection's first.
+    extras: Extras,
 }
 
 impl Direct {
@@ -46,13 +48,15 @@ impl Direct {
             builder,
             uri,
             spares: Arc::default(),
+            extras: Extras::default(),
         }
     }
 
-    /// Lends `lane`'s connection (or a spare, or room for a new one) to one request;
-    /// `None` when the lane has all it may (use the pool).
-    pub(super) fn lease(&self, lane: &Lane) -> Option<Lease> {
-        lane.lease(&self.spares)
+    /// Lends `lane`'s connection (or a spare, or room for a new one) to one request, or
+    /// room to go through the pool when the lane has all it may; waits while the
+    /// lane's first and the extras are all in use (the caller bounds the wait).
+    pub(super) async fn lease(&self, lane: &Lane) -> Lent {
+        lane.lease(&self.spares, &self.extras).await
     }
 
     /// Sends `request` (origin-form target) on the lease's connection, opening one if
