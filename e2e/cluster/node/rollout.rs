@@ -94,10 +94,17 @@ async fn node_rollout_restart_and_pod_deletion() {
                 assert_eq!(*code, 0, "old {container} exited {code}");
             }
         }
-        assert!(
-            exits.iter().any(|(c, _)| c.starts_with("scrape-guard")),
-            "never saw the old scrape-guard terminate: {exits:?}"
-        );
+        // After a rollout restart the kubelet reports the old pod's exit codes before
+        // the pod goes; after `kubectl delete pod` a v1.20 kubelet may remove the pod
+        // object without that last status (seen in CI: the deletion carried no
+        // terminated state for any container, node-exporter's included). There an exit
+        // code is checked when reported, not required.
+        if how == "rollout restart" {
+            assert!(
+                exits.iter().any(|(c, _)| c.starts_with("scrape-guard")),
+                "never saw the old scrape-guard terminate: {exits:?}"
+            );
+        }
         assert!(scrapes.ok > 0, "{scrapes:?}");
         // Once the new pod is Ready (its scrape-guard's /readyz), scrapes work: the
         // gap before is the pod's replacement (kubelet, controllers), not the guard.
