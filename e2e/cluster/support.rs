@@ -18,7 +18,9 @@ pub(crate) use control_plane::{
 };
 pub(crate) use exporter::{NodeExporter, RecordingUpstream};
 pub(crate) use http::{http_get_bearer, https_get_named, keep_alive_gets, peer_certificate};
-pub(crate) use node::{pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA};
+pub(crate) use node::{
+    container_ids, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
+};
 pub(crate) use pki::{write as write_file, Ca, KeyCert};
 pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};

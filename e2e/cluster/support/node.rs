@@ -28,11 +28,13 @@
 //! changed (`host.rs`). `e2e/netns.sh` checks all of it again after the suite.
 
 mod cluster;
+mod exits;
 mod host;
 mod pods;
 mod scraping;
 
-pub(crate) use pods::{pod_summary, restarts};
+pub(crate) use exits::TaskExits;
+pub(crate) use pods::{container_ids, pod_summary, restarts};
 
 use self::{
     cluster::{lock, put_serving_secret, Node, StartTimes},
@@ -132,6 +134,11 @@ impl NodeTest {
     /// guard lives.
     pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'static, ()> {
         TURN.lock().await
+    }
+
+    /// Starts recording how containers end, as containerd reports it (`exits.rs`).
+    pub(crate) fn task_exits(&self) -> TaskExits {
+        TaskExits::watch(&self.node.socket)
     }
 
     pub(crate) fn client(&self) -> &kube::Client {

@@ -44,7 +44,7 @@ pub(crate) struct Node {
     pub(super) ca: Ca,
     pub(super) admin_kubeconfig: PathBuf,
     api_tls: Arc<ClientConfig>,
-    socket: PathBuf,
+    pub(super) socket: PathBuf,
     pub(super) times: StartTimes,
     pub(super) prometheus_addr: SocketAddr,
     pub(super) host: host::Host,

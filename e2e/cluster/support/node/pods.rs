@@ -53,6 +53,18 @@ pub(super) fn container_id(pod: &Pod, container: &str) -> String {
         .unwrap_or_else(|| panic!("no container id for {container} in {}", pod_summary(pod)))
 }
 
+/// Every container of `pod` that has a containerd ID: (name, ID).
+pub(crate) fn container_ids(pod: &Pod) -> Vec<(String, String)> {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| {
+            let (_, id) = c.container_id.as_deref()?.rsplit_once("://")?;
+            Some((c.name.clone(), id.to_owned()))
+        })
+        .collect()
+}
+
 /// A container's restart count.
 pub(crate) fn restarts(pod: &Pod, container: &str) -> i32 {
     pod.status
