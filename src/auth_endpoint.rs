@@ -73,7 +73,7 @@ impl Handler for AuthEndpoint {
         let peer = Peer {
             addr: client_address(&parts.headers, peer.addr),
             certificate_user: None,
-            lane: peer.lane.clone(),
+            upstreams: peer.upstreams.clone(),
             connection: Arc::clone(&peer.connection),
         };
         let mut user = None;

@@ -7,11 +7,11 @@
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 
-use crate::lane::{Driven, Pooled};
+use crate::lane::{OwnBody, Pooled};
 
 /// A streamed upstream body (from the pool, or from the client connection's own
 /// upstream connection) or a small body written by the proxy itself.
-pub(crate) type ProxyBody = Either<Either<Pooled, Driven>, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<Either<Pooled, OwnBody>, Full<Bytes>>;
 
 /// A body the proxy writes itself.
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {

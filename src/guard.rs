@@ -132,7 +132,7 @@ impl Guard {
         let started = Instant::now();
         let response = self
             .upstream
-            .forward(parts, body, user, peer.addr, &peer.lane)
+            .forward(parts, body, user, peer.addr, &peer.upstreams)
             .await;
         self.metrics.upstream(started.elapsed().as_secs_f64());
         response

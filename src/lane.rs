@@ -1,39 +1,39 @@
-//! A downstream connection's own upstream connection, driven in that connection's task.
+//! A client connection's own upstream connections, driven in that connection's task.
 //!
 //! The pooled client (hyper-util's legacy `Client`) runs every upstream connection as
 //! a task of its own: a scrape's response crosses from that task to the client
 //! connection's task chunk by chunk, often from one thread to another, and each
 //! request pays for the pool's lock, a oneshot and the connection's trip back to the
 //! pool. Here one HTTP/1.1 upstream connection belongs to one downstream connection
-//! (a `Lane`) and is polled only by the futures serving it: the request's own future
-//! until the response headers arrive, then the response body as hyper writes it to
-//! the client. Nothing is spawned; the bytes go from one socket to the other in one
+//! (its `OwnConnections`) and is polled only by the futures serving it: the request's
+//! own future until the response headers arrive, then the response body as hyper
+//! writes it to the client. Nothing is spawned; the bytes go from one socket to the other in one
 //! task, and the upstream is read only as fast as the client takes the page.
 //!
 //! A connection with several requests in flight (HTTP/2 streams) holds up to
-//! `MAX_LINES` upstream connections, each driven by its stream's task; more requests at
-//! once use the pool. A connection is given back when its response has been
-//! read to the end, and is checked before reuse: a connection the upstream closed
-//! while it sat idle is replaced, and a request that could not be sent on it (or a GET
-//! or HEAD without a body that the upstream dropped unanswered) is sent once more on a
-//! new connection, as the pool does.
+//! `MAX_PER_CLIENT` upstream connections, each driven by its stream's task; more
+//! requests at once use the pool. A connection is lent to one request (a `Loan`) and
+//! given back when its response has been read to the end, and is checked before
+//! reuse: a connection the upstream closed while it sat idle is replaced, and a request
+//! that could not be sent on it (or a GET or HEAD without a body that the upstream
+//! dropped unanswered) is sent once more on a new connection, as the pool does.
 //!
 //! Idle, a client connection keeps one upstream connection, never more: an HTTP/2
 //! client that once had 8 streams in flight would otherwise hold 8 exporter sockets
 //! and their buffers (~60 KiB each) for as long as it stays open. The others go to
 //! `Spares`, a small set shared by the clients of one upstream, and are closed when it
 //! is full. So idle upstream connections are at most one per client connection plus
-//! `SPARE_LINES` per upstream, whatever the clients did before.
+//! `MAX_SPARES` per upstream, whatever the clients did before.
 //!
 //! In use, a client connection always has its first upstream connection to itself, so
 //! that no client can be starved by others: it can always make progress one request at
-//! a time. Its others (the 2nd to the `MAX_LINES`th, and what it sends through the
-//! pool beyond them) come from `Extras`, one budget of `EXTRA_LINES` connections in use
-//! at once, shared by the clients of one upstream. A request that finds neither
+//! a time. Its others (the 2nd to the `MAX_PER_CLIENT`th, and what it sends through
+//! the pool beyond them) come from `Extras`, one budget of `MAX_EXTRAS` connections in
+//! use at once, shared by the clients of one upstream. A request that finds neither
 //! waits for whichever comes back first, within the request's upstream timeout (the
 //! caller's). Without this bound, 128 HTTP/2 clients with 8 streams each in flight
 //! held 1,024 exporter connections at once (~36 KiB each), memory that the allocator
-//! kept after the burst; with it, at most 128 + `EXTRA_LINES`. The price: a client with
+//! kept after the burst; with it, at most 128 + `MAX_EXTRAS`. The price: a client with
 //! many streams in flight while others burst too waits longer for its answers.
 //!
 //! A connection is given back only when the upstream can have nothing more to say on
@@ -59,23 +59,23 @@ use hyper::{
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-pub(crate) use self::body::LaneBody;
+pub(crate) use self::body::WatchedBody;
 
 mod body;
 
 /// The future that runs one upstream connection (hyper's `Connection`), type-erased
-/// so that TCP and Unix sockets share a lane.
+/// so that TCP and Unix sockets share one type.
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// One upstream HTTP/1.1 connection: where requests are sent and what runs it.
-pub(crate) struct Line {
-    sender: http1::SendRequest<LaneBody>,
+pub(crate) struct Connection {
+    sender: http1::SendRequest<WatchedBody>,
     driver: Driver,
     /// The driver returned: the connection is closed.
     ended: bool,
 }
 
-impl Line {
+impl Connection {
     /// Completes the HTTP/1.1 handshake on a connected socket.
     pub(crate) async fn open<T>(io: T, builder: &http1::Builder) -> hyper::Result<Self>
     where
@@ -106,8 +106,8 @@ impl Line {
     /// Sends `request` and drives the connection until the response headers arrive.
     async fn exchange(
         &mut self,
-        request: Request<LaneBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<LaneBody>>> {
+        request: Request<WatchedBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<WatchedBody>>> {
         let mut sent = std::pin::pin!(self.sender.try_send_request(request));
         poll_fn(|cx| {
             // Drive first: it writes the request and hands over the response.
@@ -122,7 +122,7 @@ impl Line {
 
 /// How many upstream connections one client connection may hold: HTTP/2 streams in
 /// flight together each get their own, up to this; more go through the pool.
-pub(crate) const MAX_LINES: usize = 8;
+pub(crate) const MAX_PER_CLIENT: usize = 8;
 
 /// How many upstream connections may be in use at once, for the clients of one
 /// upstream, beyond each client connection's first (`Extras`). 16 lets two HTTP/2
@@ -130,30 +130,30 @@ pub(crate) const MAX_LINES: usize = 8;
 /// a time per target, so extras are rare. The memory a burst leaves behind follows
 /// this: 128 HTTP/2 clients idle after 8 streams each at once, 64 → 41-43 MiB, 32 →
 /// 40-42, 16 → 39, 0 → 37 (benches/RESULTS.md).
-pub(crate) const EXTRA_LINES: usize = 16;
+pub(crate) const MAX_EXTRAS: usize = 16;
 
 /// How many idle upstream connections `Spares` keeps for the clients of one upstream:
 /// enough that HTTP/2 clients with several streams in flight rarely open a new one
-/// (a lane gives back all but one at the end of each response), few enough to cost
-/// under 1 MiB.
-pub(crate) const SPARE_LINES: usize = 16;
+/// (a client connection gives back all but one at the end of each response), few
+/// enough to cost under 1 MiB.
+pub(crate) const MAX_SPARES: usize = 16;
 
 /// The upstream connections of one client connection: one for HTTP/1.1, up to
-/// `MAX_LINES` for HTTP/2 streams in flight together; one kept while idle.
+/// `MAX_PER_CLIENT` for HTTP/2 streams in flight together; one kept while idle.
 #[derive(Clone, Default)]
-pub(crate) struct Lane(Arc<Shared>);
+pub(crate) struct OwnConnections(Arc<Shared>);
 
 #[derive(Default)]
 struct Shared {
     slot: Mutex<Slot>,
-    /// Wakes the lane's waiting requests when one of its leases ends.
+    /// Wakes the client connection's waiting requests when one of its loans ends.
     freed: Notify,
 }
 
 #[derive(Default)]
 struct Slot {
     /// The upstream connection waiting for this client's next request (at most one).
-    idle: Option<Line>,
+    idle: Option<Connection>,
     /// The client's first connection is lent (it needs no room in `Extras`).
     first_lent: bool,
     /// Lent to requests whose responses are still being read.
@@ -161,7 +161,7 @@ struct Slot {
 }
 
 /// Room for the upstream connections in use beyond each client connection's first,
-/// shared by the clients of one upstream: `EXTRA_LINES` at once.
+/// shared by the clients of one upstream: `MAX_EXTRAS` at once.
 pub(crate) struct Extras(Arc<Semaphore>);
 
 /// Room for one upstream connection in use beyond its client's first (`Extras`), held
@@ -171,46 +171,48 @@ pub(crate) struct Room {
     _permit: OwnedSemaphorePermit,
 }
 
-/// What `Lane::lease` gives a request.
+/// What `OwnConnections::lend` gives a request.
 pub(crate) enum Lent {
-    /// One of the lane's connections.
-    Line(Lease),
-    /// The lane has `MAX_LINES` lent: room for the request to go through the pool.
+    /// One of the client connection's own connections.
+    Connection(Loan),
+    /// The client connection has `MAX_PER_CLIENT` lent: room for the request to go
+    /// through the pool.
     Pool(Room),
 }
 
-/// What `Lane::take` lends: the client's first connection, or an extra with its room
-/// in `Extras` (and the lane's idle connection, if it had one); or room for the pool.
+/// What `OwnConnections::take` lends: the client's first connection, or an extra with
+/// its room in `Extras` (and the idle connection, if there was one); or room for the
+/// pool.
 enum Taken {
-    First(Option<Line>),
-    Extra(Option<Line>, OwnedSemaphorePermit),
+    First(Option<Connection>),
+    Extra(Option<Connection>, OwnedSemaphorePermit),
     Pool(OwnedSemaphorePermit),
 }
 
-/// Idle upstream connections shared by the clients of one upstream: what lanes give
+/// Idle upstream connections shared by the clients of one upstream: what clients give
 /// back beyond their one, taken before a new connection is opened. At most
-/// `SPARE_LINES`; a connection given back to a full set is closed.
+/// `MAX_SPARES`; a connection given back to a full set is closed.
 #[derive(Default)]
-pub(crate) struct Spares(Mutex<Vec<Line>>);
+pub(crate) struct Spares(Mutex<Vec<Connection>>);
 
-// === impl Lane ===
+// === impl OwnConnections ===
 
-impl std::fmt::Debug for Lane {
+impl std::fmt::Debug for OwnConnections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Lane")
+        f.write_str("OwnConnections")
     }
 }
 
-impl Lane {
-    /// Lends a connection (the lane's idle one, else a spare, else room for a new one)
-    /// to one request: as the client's first if that is free, else as an extra if
-    /// `extras` has room; an extra beyond `MAX_LINES` goes through the pool. Otherwise
+impl OwnConnections {
+    /// Lends a connection (the idle one, else a spare, else room for a new one) to one
+    /// request: as the client's first if that is free, else as an extra if `extras`
+    /// has room; an extra beyond `MAX_PER_CLIENT` goes through the pool. Otherwise
     /// waits for either; the caller bounds the wait (the upstream timeout).
     /// Cancel-safe: nothing is held until it returns.
-    pub(crate) async fn lease(&self, spares: &Arc<Spares>, extras: &Extras) -> Lent {
+    pub(crate) async fn lend(&self, spares: &Arc<Spares>, extras: &Extras) -> Lent {
         let mut permit = None;
         let taken = loop {
-            // Registered before looking, so that a lease ending meanwhile wakes us.
+            // Registered before looking, so that a loan ending meanwhile wakes us.
             let freed = self.0.freed.notified();
             let mut freed = std::pin::pin!(freed);
             freed.as_mut().enable();
@@ -222,15 +224,15 @@ impl Lane {
                 got = extras.acquire() => permit = Some(got),
             }
         };
-        let (line, permit) = match taken {
-            Taken::First(line) => (line, None),
-            Taken::Extra(line, permit) => (line, Some(permit)),
+        let (connection, permit) = match taken {
+            Taken::First(connection) => (connection, None),
+            Taken::Extra(connection, permit) => (connection, Some(permit)),
             Taken::Pool(permit) => return Lent::Pool(Room { _permit: permit }),
         };
-        Lent::Line(Lease {
-            lane: self.clone(),
+        Lent::Connection(Loan {
+            owner: self.clone(),
             spares: Arc::clone(spares),
-            line: line.or_else(|| spares.take()),
+            connection: connection.or_else(|| spares.take()),
             extra: permit,
             answered_early: false,
             reusable: false,
@@ -247,38 +249,43 @@ impl Lane {
             return Some(Taken::First(slot.idle.take()));
         }
         let permit = permit.or_else(|| extras.try_acquire())?;
-        if slot.busy >= MAX_LINES {
+        if slot.busy >= MAX_PER_CLIENT {
             return Some(Taken::Pool(permit));
         }
         slot.busy += 1;
         Some(Taken::Extra(slot.idle.take(), permit))
     }
 
-    /// Takes back a lent connection: kept if the lane has none idle, else spare. The
-    /// lease's room (its first, or its `extra`) is free again.
-    fn give_back(&self, line: Option<Line>, extra: Option<OwnedSemaphorePermit>, spares: &Spares) {
+    /// Takes back a lent connection: kept if none is idle here, else spare. The
+    /// loan's room (its first, or its `extra`) is free again.
+    fn give_back(
+        &self,
+        connection: Option<Connection>,
+        extra: Option<OwnedSemaphorePermit>,
+        spares: &Spares,
+    ) {
         let spare = {
             let mut slot = self.0.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.busy -= 1;
             if extra.is_none() {
                 slot.first_lent = false;
             }
-            match line {
-                Some(line) if slot.idle.is_none() => {
-                    slot.idle = Some(line);
+            match connection {
+                Some(connection) if slot.idle.is_none() => {
+                    slot.idle = Some(connection);
                     None
                 }
-                line => line,
+                connection => connection,
             }
         };
         drop(extra);
-        if let Some(line) = spare {
-            spares.put(line);
+        if let Some(connection) = spare {
+            spares.put(connection);
         }
         self.0.freed.notify_waiters();
     }
 
-    /// Whether an upstream connection waits in the lane (tests).
+    /// Whether an upstream connection waits idle here (tests).
     #[cfg(test)]
     fn has_idle(&self) -> bool {
         self.0
@@ -294,7 +301,7 @@ impl Lane {
 
 impl Default for Extras {
     fn default() -> Self {
-        Self::new(EXTRA_LINES)
+        Self::new(MAX_EXTRAS)
     }
 }
 
@@ -321,19 +328,19 @@ impl Extras {
 // === impl Spares ===
 
 impl Spares {
-    fn take(&self) -> Option<Line> {
+    fn take(&self) -> Option<Connection> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
     }
 
-    /// Keeps `line` if there is room; closes it (outside the lock) otherwise.
-    fn put(&self, line: Line) {
+    /// Keeps `connection` if there is room; closes it (outside the lock) otherwise.
+    fn put(&self, connection: Connection) {
         let closed = {
             let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < SPARE_LINES {
-                idle.push(line);
+            if idle.len() < MAX_SPARES {
+                idle.push(connection);
                 None
             } else {
-                Some(line)
+                Some(connection)
             }
         };
         drop(closed);
@@ -346,13 +353,14 @@ impl Spares {
     }
 }
 
-/// A lane lent to one request: its connection goes back when the response was read to
-/// the end (and the request's body was handed over before the response began), and is
-/// closed otherwise.
-pub(crate) struct Lease {
-    lane: Lane,
+/// A client connection's own upstream connection lent to one request: it goes back
+/// when the response was read to the end (and the request's body was handed over
+/// before the response began), and is closed otherwise.
+pub(crate) struct Loan {
+    /// Whose connection it is.
+    owner: OwnConnections,
     spares: Arc<Spares>,
-    line: Option<Line>,
+    connection: Option<Connection>,
     /// Room in `Extras`, unless this is the client's first connection.
     extra: Option<OwnedSemaphorePermit>,
     /// The response began before the request's body was handed over whole.
@@ -360,47 +368,47 @@ pub(crate) struct Lease {
     reusable: bool,
 }
 
-/// Why a lease could not give a response.
+/// Why a loan could not give a response.
 pub(crate) enum SendError {
     /// The request needs a new connection (none yet, or the one there is closed).
-    Connect(Box<Request<LaneBody>>),
+    Connect(Box<Request<WatchedBody>>),
     /// The upstream failed; the request cannot be sent again.
     Failed(hyper::Error),
 }
 
-// === impl Lease ===
+// === impl Loan ===
 
-impl Lease {
+impl Loan {
     /// Whether an open connection is there, checked without waiting; a closed one is
     /// dropped.
-    pub(crate) async fn has_ready_line(&mut self) -> bool {
-        let ready = match self.line.as_mut() {
-            Some(line) => poll_fn(|cx| Poll::Ready(line.ready_now(cx))).await,
+    pub(crate) async fn has_ready_connection(&mut self) -> bool {
+        let ready = match self.connection.as_mut() {
+            Some(connection) => poll_fn(|cx| Poll::Ready(connection.ready_now(cx))).await,
             None => false,
         };
         if !ready {
-            self.line = None;
+            self.connection = None;
         }
         ready
     }
 
-    /// Gives the lease a new connection, in place of any it had.
-    pub(crate) fn install(&mut self, line: Line) {
-        self.line = Some(line);
+    /// Gives the loan a new connection, in place of any it had.
+    pub(crate) fn install(&mut self, connection: Connection) {
+        self.connection = Some(connection);
     }
 
-    /// Sends the request on the lane's connection. `replay` is the request again,
+    /// Sends the request on the lent connection. `replay` is the request again,
     /// bodiless, for when the upstream drops an idempotent one unanswered.
     pub(crate) async fn send(
         &mut self,
-        request: Request<LaneBody>,
-        replay: Option<Request<LaneBody>>,
+        request: Request<WatchedBody>,
+        replay: Option<Request<WatchedBody>>,
     ) -> Result<Response<Incoming>, SendError> {
-        let Some(line) = self.line.as_mut() else {
+        let Some(connection) = self.connection.as_mut() else {
             return Err(SendError::Connect(Box::new(request)));
         };
         let body = request.body().watch();
-        match line.exchange(request).await {
+        match connection.exchange(request).await {
             Ok(response) => {
                 // Read as the response begins: a body still arriving now is one the
                 // upstream answered without reading (see the module's header).
@@ -408,7 +416,7 @@ impl Lease {
                 Ok(response)
             }
             Err(mut error) => {
-                self.line = None;
+                self.connection = None;
                 match (error.take_message(), replay) {
                     (Some(request), _) => Err(SendError::Connect(Box::new(request))),
                     (None, Some(replay)) if error.error().is_incomplete_message() => {
@@ -421,8 +429,8 @@ impl Lease {
     }
 
     /// The response body, which drives the connection while it is read.
-    pub(crate) fn body(self, body: Incoming) -> Driven {
-        Driven { body, lease: self }
+    pub(crate) fn body(self, body: Incoming) -> OwnBody {
+        OwnBody { body, loan: self }
     }
 
     /// The response was read to the end: the connection may serve another request,
@@ -432,22 +440,27 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Loan {
     fn drop(&mut self) {
         // Closed (or half-read, and so unusable): dropped here.
-        let line = self.line.take().filter(|line| self.reusable && !line.ended);
-        self.lane.give_back(line, self.extra.take(), &self.spares);
+        let connection = self
+            .connection
+            .take()
+            .filter(|connection| self.reusable && !connection.ended);
+        self.owner
+            .give_back(connection, self.extra.take(), &self.spares);
     }
 }
 
-/// An upstream response body read from a lane: each poll drives the connection first,
-/// and the end of the body gives the connection back.
-pub(crate) struct Driven {
+/// An upstream response body read from a client connection's own upstream
+/// connection: each poll drives the connection first, and the end of the body gives
+/// the connection back.
+pub(crate) struct OwnBody {
     body: Incoming,
-    lease: Lease,
+    loan: Loan,
 }
 
-impl Body for Driven {
+impl Body for OwnBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -456,13 +469,13 @@ impl Body for Driven {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(line) = this.lease.line.as_mut() {
-            line.drive(cx);
+        if let Some(connection) = this.loan.connection.as_mut() {
+            connection.drive(cx);
         }
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
-            Poll::Ready(None) => this.lease.response_ended(),
-            Poll::Ready(Some(Err(_))) => this.lease.line = None,
+            Poll::Ready(None) => this.loan.response_ended(),
+            Poll::Ready(Some(Err(_))) => this.loan.connection = None,
             _ => {}
         }
         frame
@@ -477,11 +490,11 @@ impl Body for Driven {
     }
 }
 
-impl Drop for Driven {
+impl Drop for OwnBody {
     fn drop(&mut self) {
         // An empty body (HEAD, 204, 304) is never polled: it ended all the same.
         if self.body.is_end_stream() {
-            self.lease.response_ended();
+            self.loan.response_ended();
         }
     }
 }

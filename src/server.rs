@@ -26,7 +26,9 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::{body::ProxyBody, identity::User, lane::Lane, metrics::Metrics, tls::ClientCa};
+use crate::{
+    body::ProxyBody, identity::User, lane::OwnConnections, metrics::Metrics, tls::ClientCa,
+};
 
 /// How long a connection told to close may take to finish before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +40,7 @@ pub(crate) struct Peer {
     /// The user named by a client certificate verified against `--client-ca-file`.
     pub certificate_user: Option<Arc<User>>,
     /// This connection's own upstream connection (plain HTTP/1.1 upstreams).
-    pub lane: Lane,
+    pub upstreams: OwnConnections,
     /// What the connection slots know of it (see `Peer::authenticated`).
     pub connection: Arc<peers::Connection>,
 }
@@ -282,7 +284,7 @@ async fn serve_connection<H: Handler>(
     let peer = Arc::new(Peer {
         addr: peer,
         certificate_user,
-        lane: Lane::default(),
+        upstreams: OwnConnections::default(),
         connection: Arc::clone(slot.connection()),
     });
     let io = TokioIo::new(idle::Tracked::new(tls, Arc::clone(&activity)));

@@ -10,8 +10,8 @@
 //! Transports: TCP (`http://`, `https://` with h2 by ALPN (`client_tls`), or h2c with
 //! `--upstream-force-h2c`) and Unix sockets (`unix:///path.sock`, `unix`). Plain
 //! HTTP/1.1 over TCP or a Unix socket goes on the client connection's own upstream
-//! connections (`direct`, `crate::lane`); the rest, and requests beyond the lane's
-//! `MAX_LINES` in flight on one client connection, go through the pooled client.
+//! connections (`direct`, `crate::lane`); the rest, and requests beyond the
+//! `MAX_PER_CLIENT` in flight on one client connection, go through the pooled client.
 
 mod client_tls;
 mod direct;
@@ -44,7 +44,7 @@ use crate::{
     body::ProxyBody,
     error::ProxyError,
     identity::User,
-    lane::{Lane, Lent, Pooled, SPARE_LINES},
+    lane::{Lent, OwnConnections, Pooled, MAX_SPARES},
     metrics::Metrics,
 };
 
@@ -104,7 +104,8 @@ enum Transport {
 /// The exporter behind the proxy.
 pub(crate) struct Upstream {
     transport: Transport,
-    /// Plain HTTP/1.1 (TCP or Unix socket): on the client connection's lane.
+    /// Plain HTTP/1.1 (TCP or Unix socket): on the client connection's own upstream
+    /// connections.
     direct: Option<Direct>,
     scheme: Scheme,
     authority: Authority,
@@ -132,9 +133,9 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            // Idle pooled connections, like the lanes' spares, are few: what an HTTP/2
-            // burst beyond `MAX_LINES` streams opened is not all kept.
-            .pool_max_idle_per_host(SPARE_LINES)
+            // Idle pooled connections, like the direct ones' `Spares`, are few: what an HTTP/2
+            // burst beyond `MAX_PER_CLIENT` streams opened is not all kept.
+            .pool_max_idle_per_host(MAX_SPARES)
             // hyper grows each upstream connection's read buffer to ~400-600 KiB on large
             // pages; capped, 64 connections streaming 5 MB pages fit in ~30 MiB instead
             // of ~70 (benches/RESULTS.md), at some cost in bulk throughput.
@@ -182,34 +183,34 @@ impl Upstream {
         })
     }
 
-    /// Sends the request upstream and returns its streamed response: on `lane`, the
-    /// client connection's own upstream connection, when the transport allows and the
-    /// lane is free; through the pool otherwise.
+    /// Sends the request upstream and returns its streamed response: on one of
+    /// `upstreams`, the client connection's own upstream connections, when the transport
+    /// allows and one is free; through the pool otherwise.
     pub(crate) async fn forward(
         &self,
         mut parts: http::request::Parts,
         body: Incoming,
         user: Option<&User>,
         peer: SocketAddr,
-        lane: &Lane,
+        upstreams: &OwnConnections,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path_and_query = self.target_path(&parts.uri)?;
         one_host(&parts)?;
         // The upstream timeout covers the wait for a connection, the connect and the
         // response headers together.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let lease = match &self.direct {
+        let loan = match &self.direct {
             Some(direct) => Some((
                 direct,
-                tokio::time::timeout_at(deadline, direct.lease(lane))
+                tokio::time::timeout_at(deadline, direct.lend(upstreams))
                     .await
                     .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))?,
             )),
             None => None,
         };
-        parts.uri = match lease {
+        parts.uri = match loan {
             // HTTP/1.1 to an origin server: the origin form, as the pool would send.
-            Some((_, Lent::Line(_))) => Uri::from(path_and_query),
+            Some((_, Lent::Connection(_))) => Uri::from(path_and_query),
             _ => self.absolute(path_and_query)?,
         };
         if !parts.headers.contains_key(header::HOST) {
@@ -226,13 +227,13 @@ impl Upstream {
         }
 
         let request = Request::from_parts(parts, body);
-        let mut response = match lease {
-            Some((direct, Lent::Line(mut lease))) => {
-                let sent = direct.send(&mut lease, request);
+        let mut response = match loan {
+            Some((direct, Lent::Connection(mut loan))) => {
+                let sent = direct.send(&mut loan, request);
                 let response = tokio::time::timeout_at(deadline, sent)
                     .await
                     .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
-                response.map(|body| Either::Right(lease.body(body)))
+                response.map(|body| Either::Right(loan.body(body)))
             }
             Some((_, Lent::Pool(room))) => {
                 let response = self.pooled(request, deadline).await?;

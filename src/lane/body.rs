@@ -1,6 +1,7 @@
-//! A lane's request body: the client's body, watched until its end is handed to the
-//! upstream connection, so that a connection answered before it had the whole body is
-//! never reused (the upstream may read the rest as a request of its own).
+//! The request body sent on a client connection's own upstream connection: the
+//! client's body, watched until its end is handed to the upstream connection, so that
+//! a connection answered before it had the whole body is never reused (the upstream
+//! may read the rest as a request of its own).
 
 use std::{
     pin::Pin,
@@ -15,24 +16,25 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-/// What a lane's requests carry: the client's body, watched until its end is handed
-/// to the connection, or nothing (a body known to be empty is not forwarded as a
-/// stream, so that the request can be sent again).
-pub(crate) struct LaneBody(Option<Streamed>);
+/// What requests on a client connection's own upstream connections carry: the
+/// client's body, watched until its end is handed to the connection, or nothing (a
+/// body known to be empty is not forwarded as a stream, so that the request can be
+/// sent again).
+pub(crate) struct WatchedBody(Option<Streamed>);
 
 /// A client's request body on its way upstream, and whether its end was handed over.
 struct Streamed {
     body: Incoming,
-    /// Shared with the `Lease` (`BodyWatch`), which reads it when the response begins.
+    /// Shared with the `Loan` (`BodyWatch`), which reads it when the response begins.
     whole: Arc<AtomicBool>,
 }
 
 /// Whether a request's body was handed to the connection whole (no body: it was).
 pub(super) struct BodyWatch(Option<Arc<AtomicBool>>);
 
-// === impl LaneBody ===
+// === impl WatchedBody ===
 
-impl LaneBody {
+impl WatchedBody {
     /// No body.
     pub(crate) fn empty() -> Self {
         Self(None)
@@ -51,7 +53,7 @@ impl LaneBody {
     }
 }
 
-impl Body for LaneBody {
+impl Body for WatchedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
