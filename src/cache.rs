@@ -88,7 +88,8 @@ impl CacheSettings {
 /// A bounded cache of review answers with separate positive and negative TTLs.
 pub(crate) struct Verdicts<V, E> {
     store: quick_cache::sync::Cache<Key, Entry<V>>,
-    flights: Mutex<HashMap<Key, Flight<V, E>>>,
+    /// Reviews under way, by key: a miss for one of these waits for its answer.
+    reviews: Mutex<HashMap<Key, Pending<V, E>>>,
     positive: Duration,
     negative: Duration,
     stale: Duration,
@@ -104,8 +105,8 @@ struct Entry<V> {
     usable_until: Instant,
 }
 
-/// A review in progress: its answer, once there is one.
-type Flight<V, E> = watch::Receiver<Option<Result<V, Arc<E>>>>;
+/// A review under way: its answer, once there is one.
+type Pending<V, E> = watch::Receiver<Option<Result<V, Arc<E>>>>;
 /// Where a review's answer is sent.
 type Sender<V, E> = watch::Sender<Option<Result<V, Arc<E>>>>;
 
@@ -122,29 +123,30 @@ pub(crate) enum Served {
     Stale,
 }
 
-/// Whether this call runs the review or waits for another's.
-enum Role<V, E> {
-    Lead(Sender<V, E>, Flight<V, E>),
-    Follow(Flight<V, E>),
+/// What a miss does: run the review (none is under way for the key), or wait for the
+/// one that is.
+enum OnMiss<V, E> {
+    Review(Sender<V, E>, Pending<V, E>),
+    Wait(Pending<V, E>),
 }
 
-/// Ends a flight when its leader finishes or is dropped mid-review, so waiters either
-/// see the answer or, seeing the sender gone, take over.
-struct Landing<'a, V, E> {
-    flights: &'a Mutex<HashMap<Key, Flight<V, E>>>,
+/// A review's entry in `reviews`, removed when its reviewer finishes or is dropped
+/// mid-review, so waiters either see the answer or, seeing the sender gone, take over.
+struct PendingEntry<'a, V, E> {
+    reviews: &'a Mutex<HashMap<Key, Pending<V, E>>>,
     key: Key,
-    flight: Flight<V, E>,
+    pending: Pending<V, E>,
 }
 
-impl<V, E> Drop for Landing<'_, V, E> {
+impl<V, E> Drop for PendingEntry<'_, V, E> {
     fn drop(&mut self) {
-        let mut flights = lock(self.flights);
+        let mut reviews = lock(self.reviews);
         // Only our own: a successor may already have replaced it.
-        if flights
+        if reviews
             .get(&self.key)
-            .is_some_and(|flight| flight.same_channel(&self.flight))
+            .is_some_and(|pending| pending.same_channel(&self.pending))
         {
-            flights.remove(&self.key);
+            reviews.remove(&self.key);
         }
     }
 }
@@ -175,7 +177,7 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
         );
         Self {
             store,
-            flights: Mutex::default(),
+            reviews: Mutex::default(),
             positive,
             negative,
             stale,
@@ -205,22 +207,22 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
         }
         let mut review = std::pin::pin!(review);
         let (answer, served) = loop {
-            match self.role(key) {
-                Role::Follow(mut flight) => {
-                    // `Err`: the leader was dropped without an answer; try again.
-                    if let Ok(answer) = flight.wait_for(Option::is_some).await {
+            match self.on_miss(key) {
+                OnMiss::Wait(mut pending) => {
+                    // `Err`: the reviewer was dropped without an answer; try again.
+                    if let Ok(answer) = pending.wait_for(Option::is_some).await {
                         if let Some(answer) = answer.clone() {
                             break (answer, Served::Cached);
                         }
                     }
                 }
-                Role::Lead(sender, flight) => {
-                    let _landing = Landing {
-                        flights: &self.flights,
+                OnMiss::Review(sender, pending) => {
+                    let _entry = PendingEntry {
+                        reviews: &self.reviews,
                         key,
-                        flight,
+                        pending,
                     };
-                    // Polled here only: a call leads at most once, then returns.
+                    // Polled here only: a call reviews at most once, then returns.
                     let answer = review.as_mut().await.map_err(Arc::new);
                     if let Ok(value) = &answer {
                         self.remember(key, value);
@@ -242,15 +244,15 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
         }
     }
 
-    /// Joins the review in flight for `key`, or starts one.
-    fn role(&self, key: Key) -> Role<V, E> {
-        let mut flights = lock(&self.flights);
-        match flights.get(&key) {
-            Some(flight) if flight.has_changed().is_ok() => Role::Follow(flight.clone()),
+    /// Joins the review under way for `key`, or starts one.
+    fn on_miss(&self, key: Key) -> OnMiss<V, E> {
+        let mut reviews = lock(&self.reviews);
+        match reviews.get(&key) {
+            Some(pending) if pending.has_changed().is_ok() => OnMiss::Wait(pending.clone()),
             _ => {
-                let (sender, flight) = watch::channel(None);
-                flights.insert(key, flight.clone());
-                Role::Lead(sender, flight)
+                let (sender, pending) = watch::channel(None);
+                reviews.insert(key, pending.clone());
+                OnMiss::Review(sender, pending)
             }
         }
     }
@@ -464,7 +466,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::ZERO,
         )));
-        let leader = {
+        let reviewer = {
             let cache = Arc::clone(&cache);
             tokio::spawn(async move {
                 cache
@@ -485,7 +487,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        leader.abort();
+        reviewer.abort();
         let (answer, served) = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("the waiter is not stranded")

@@ -4,12 +4,12 @@
 //! caller (which holds what the review needs: the token, or the user and attributes)
 //! may claim its renewal and run it in the background while the answer keeps serving.
 //! So an identity in use never expires into a miss that queues behind other clients'
-//! reviews. A renewal is a flight like a miss: one per key, and a miss after expiry
-//! waits for it. Its answer replaces the entry, a negative one too (a revoked token or
-//! grant is dropped early, not late); an error leaves the entry to expire as it would
-//! have. At most `MAX_RENEWALS` are under way per cache; past that an ageing entry is
-//! used until a later read renews it or it expires. The cost: up to one more review
-//! per identity in use per TTL.
+//! reviews. A renewal is listed among the reviews under way like a miss's: one per
+//! key, and a miss after expiry waits for it. Its answer replaces the entry, a
+//! negative one too (a revoked token or grant is dropped early, not late); an error
+//! leaves the entry to expire as it would have. At most `MAX_RENEWALS` are under way
+//! per cache; past that an ageing entry is used until a later read renews it or it
+//! expires. The cost: up to one more review per identity in use per TTL.
 
 use std::{
     future::Future,
@@ -21,17 +21,17 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{lock, Flight, Key, Landing, ReviewFailure, Sender, Verdict, Verdicts};
+use super::{lock, Key, Pending, PendingEntry, ReviewFailure, Sender, Verdict, Verdicts};
 
 /// Renewals under way at once, per cache.
 const MAX_RENEWALS: usize = 64;
 
-/// The right to renew one entry ahead of its expiry: its flight, and a place among
-/// the renewals under way.
+/// The right to renew one entry ahead of its expiry: its place among the reviews under
+/// way (one per key), and among the renewals under way (`MAX_RENEWALS`).
 pub(crate) struct Renewal<V, E> {
     key: Key,
     sender: Sender<V, E>,
-    flight: Flight<V, E>,
+    pending: Pending<V, E>,
     renewing: Arc<AtomicUsize>,
 }
 
@@ -45,10 +45,10 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
     /// The right to renew `key`'s answer now (after `Served::Ageing`), unless a review
     /// for it is under way or `MAX_RENEWALS` are.
     pub(crate) fn claim_renewal(&self, key: Key) -> Option<Renewal<V, E>> {
-        let mut flights = lock(&self.flights);
-        if flights
+        let mut reviews = lock(&self.reviews);
+        if reviews
             .get(&key)
-            .is_some_and(|flight| flight.has_changed().is_ok())
+            .is_some_and(|pending| pending.has_changed().is_ok())
         {
             return None;
         }
@@ -56,12 +56,12 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
             self.renewing.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let (sender, flight) = watch::channel(None);
-        flights.insert(key, flight.clone());
+        let (sender, pending) = watch::channel(None);
+        reviews.insert(key, pending.clone());
         Some(Renewal {
             key,
             sender,
-            flight,
+            pending,
             renewing: Arc::clone(&self.renewing),
         })
     }
@@ -72,10 +72,10 @@ impl<V: Verdict, E: ReviewFailure + Send + Sync + 'static> Verdicts<V, E> {
     where
         F: Future<Output = Result<V, E>>,
     {
-        let _landing = Landing {
-            flights: &self.flights,
+        let _entry = PendingEntry {
+            reviews: &self.reviews,
             key: renewal.key,
-            flight: renewal.flight.clone(),
+            pending: renewal.pending.clone(),
         };
         let answer = review.await.map_err(Arc::new);
         if let Ok(value) = &answer {
