@@ -437,8 +437,8 @@ async fn http2_streams_in_flight_together_are_all_served() {
         assert_eq!(reply.text(), PAGE);
     }
     assert_eq!(s.upstream.requests().len(), 16);
-    // Up to `MAX_LINES` streams at once have connections of the lane; the others wait
-    // for one of them.
+    // Up to `MAX_PER_CLIENT` streams at once have their own upstream connections; the
+    // others wait for one of them.
     assert!(s.upstream.connections() <= 16);
 }
 
@@ -508,7 +508,7 @@ async fn idle_http2_connections_keep_one_upstream_connection_each() {
 }
 
 /// What the README states: upstream connections in use at once beyond each client
-/// connection's first, shared by all clients (`EXTRA_LINES`).
+/// connection's first, shared by all clients (`MAX_EXTRAS`).
 const EXTRA_CONNECTIONS: usize = 16;
 
 #[tokio::test]
