@@ -39,7 +39,7 @@ pub(crate) struct Peer {
     pub addr: SocketAddr,
     /// The user named by a client certificate verified against `--client-ca-file`.
     pub certificate_user: Option<Arc<User>>,
-    /// This connection's own upstream connection (plain HTTP/1.1 upstreams).
+    /// This connection's own upstream connections (plain HTTP/1.1 upstreams).
     pub upstreams: OwnConnections,
     /// What the connection slots know of it (see `Peer::authenticated`).
     pub connection: Arc<peers::Connection>,
