@@ -31,7 +31,7 @@ use crate::{
     cache::{CacheSettings, Interner, Key, Served, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
-    metrics::Metrics,
+    metrics::{Authz, Metrics},
     reload::Condition,
     yaml::Node,
 };
@@ -238,11 +238,15 @@ impl Authorizer {
             let outcome = match self.decide(user, attrs, requester).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    self.metrics.authorized("error", Source::Apiserver);
+                    self.metrics.authorized(Authz::Error, Source::Apiserver);
                     return Err(error);
                 }
             };
-            let result = if outcome.allowed { "allowed" } else { "denied" };
+            let result = if outcome.allowed {
+                Authz::Allowed
+            } else {
+                Authz::Denied
+            };
             self.metrics.authorized(result, outcome.source);
             if outcome.source == Source::Stale {
                 tracing::warn!(
