@@ -178,7 +178,7 @@ impl Authenticator {
                     move |files| TokenFile::parse(files, &hasher),
                     &metrics,
                 )
-                .map_err(AuthnError::TokenFile)?;
+                .map_err(|e| AuthnError::TokenFile(e.to_string()))?;
                 tokens.spawn_reloader();
                 Some(tokens)
             }
