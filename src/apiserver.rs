@@ -36,10 +36,8 @@ use kube::{
 };
 use tokio::{sync::Semaphore, time::Instant};
 
-use crate::{
-    cache::ReviewFailure,
-    metrics::{Limited, Metrics, Review},
-};
+use crate::cache::ReviewFailure;
+use crate::metrics::{Limited, Metrics, Review};
 
 pub(crate) use self::limit::Limit;
 pub use self::limit::{RateLimit, Requester};

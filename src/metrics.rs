@@ -321,6 +321,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A new registry with every family of the table above; this view is unlabelled.
     pub fn new() -> Self {
         Self {
             families: Arc::new(Families::new()),
