@@ -36,7 +36,8 @@ use kube::{
 };
 use tokio::{sync::Semaphore, time::Instant};
 
-use crate::{cache::ReviewFailure, metrics::Metrics};
+use crate::cache::ReviewFailure;
+use crate::metrics::{Limited, Metrics, Review};
 
 pub(crate) use self::limit::Limit;
 pub use self::limit::{RateLimit, Requester};
@@ -211,7 +212,7 @@ impl Apiserver {
         review: &TokenReview,
         requester: Requester,
     ) -> Result<TokenReview, ReviewError> {
-        self.create("tokenreview", review, requester).await
+        self.create(Review::TokenReview, review, requester).await
     }
 
     /// POSTs a SubjectAccessReview for `requester`'s request.
@@ -220,7 +221,8 @@ impl Apiserver {
         review: &SubjectAccessReview,
         requester: Requester,
     ) -> Result<SubjectAccessReview, ReviewError> {
-        self.create("subjectaccessreview", review, requester).await
+        self.create(Review::SubjectAccessReview, review, requester)
+            .await
     }
 
     /// False once the apiserver has failed every review and probe for
@@ -269,7 +271,7 @@ impl Apiserver {
 
     async fn create<K>(
         &self,
-        kind: &'static str,
+        kind: Review,
         object: &K,
         requester: Requester,
     ) -> Result<K, ReviewError>
@@ -309,15 +311,19 @@ impl Apiserver {
 
     /// A review not sent says nothing about the apiserver: it is counted and logged
     /// (at most every 30 s), not recorded as an error or a latency.
-    fn limited(&self, kind: &'static str, limit: Limit, requester: Requester) -> ReviewError {
-        self.metrics.review_limited(kind, limit.as_str());
+    fn limited(&self, kind: Review, limit: Limit, requester: Requester) -> ReviewError {
+        let reason = match limit {
+            Limit::Peer => Limited::Peer,
+            Limit::Rate => Limited::Rate,
+        };
+        self.metrics.review_limited(kind, reason);
         if let Some(unlogged) = self.limited.record() {
             let peer = match requester {
                 Requester::Peer(addr) => Some(addr),
                 Requester::Process | Requester::Renewal => None,
             };
             tracing::warn!(
-                review = kind,
+                review = kind.as_str(),
                 reason = limit.as_str(),
                 peer = peer.map(tracing::field::display),
                 limited_since_last_line = unlogged,

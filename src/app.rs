@@ -116,7 +116,7 @@ pub(crate) async fn chain(
         .map(Arc::new);
     let authn = Authenticator::new(&settings.authn, apiserver.clone(), Arc::clone(metrics))?;
     let authz = Authorizer::new(&settings.authz, apiserver.clone(), Arc::clone(metrics))
-        .map_err(RunError::Policy)?;
+        .map_err(|e| RunError::Policy(e.to_string()))?;
     Ok(Chain {
         apiserver,
         authn,

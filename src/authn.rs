@@ -26,7 +26,7 @@ use crate::{
     cache::{CacheSettings, Interner, Key, Served, TokenHasher, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
-    metrics::Metrics,
+    metrics::{Authn, Metrics},
     reload::Watched,
 };
 
@@ -178,7 +178,7 @@ impl Authenticator {
                     move |files| TokenFile::parse(files, &hasher),
                     &metrics,
                 )
-                .map_err(AuthnError::TokenFile)?;
+                .map_err(|e| AuthnError::TokenFile(e.to_string()))?;
                 tokens.spawn_reloader();
                 Some(tokens)
             }
@@ -218,7 +218,7 @@ impl Authenticator {
     ) -> Result<Arc<User>, ProxyError> {
         if let Some(user) = certificate_user {
             self.metrics
-                .authenticated("authenticated", Source::Certificate);
+                .authenticated(Authn::Authenticated, Source::Certificate);
             return Ok(Arc::clone(user));
         }
         self.authenticate(headers, requester).await
@@ -245,11 +245,13 @@ impl Authenticator {
         let reviews = &*self.reviews;
         let key = reviews.hasher.key(token.as_bytes());
         if let Some(user) = reviews.tokens.as_ref().and_then(|t| t.get().lookup(&key)) {
-            self.metrics.authenticated("authenticated", Source::Local);
+            self.metrics
+                .authenticated(Authn::Authenticated, Source::Local);
             return Ok(user);
         }
         let Some(apiserver) = &reviews.apiserver else {
-            self.metrics.authenticated("rejected", Source::Standalone);
+            self.metrics
+                .authenticated(Authn::Rejected, Source::Standalone);
             return Err(unauthenticated(
                 "unknown token (standalone: not in --token-auth-file)",
             ));
@@ -259,7 +261,7 @@ impl Authenticator {
         let (identity, served) = match reviews.cache.get_or_review(key, review).await {
             Ok(answer) => answer,
             Err(error) => {
-                self.metrics.authenticated("error", Source::Apiserver);
+                self.metrics.authenticated(Authn::Error, Source::Apiserver);
                 return Err(ProxyError::ApiserverUnavailable(format!(
                     "TokenReview: {error}"
                 )));
@@ -282,11 +284,11 @@ impl Authenticator {
                         "apiserver unavailable: reusing a recent authentication (--stale-if-error)"
                     );
                 }
-                self.metrics.authenticated("authenticated", source);
+                self.metrics.authenticated(Authn::Authenticated, source);
                 Ok(user)
             }
             Identity::Rejected(why) => {
-                self.metrics.authenticated("rejected", source);
+                self.metrics.authenticated(Authn::Rejected, source);
                 Err(ProxyError::Unauthenticated(why.to_string()))
             }
         }

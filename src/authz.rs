@@ -31,8 +31,8 @@ use crate::{
     cache::{CacheSettings, Interner, Key, Served, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
-    metrics::Metrics,
-    reload::Condition,
+    metrics::{Authz, Metrics},
+    reload::{Condition, ReloadError},
     yaml::Node,
 };
 use serde_saphyr::Spanned;
@@ -104,7 +104,24 @@ pub(crate) enum ConfigSource {
     Block { file: PathBuf, locate: Locate },
 }
 
-/// Finds an `authorization:` block in a file's YAML documents.
+/// Why local policy (the flags', or a listener's) could not be loaded: the flag (or the
+/// listener's key of the same name), then why — the file, and the line where it is
+/// wrong, in the parser's words (`config_file`, `rbac` and `yaml` speak in sentences).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// `--config-file`, or a listener's `configFile`.
+    #[error("--config-file {0}")]
+    Config(ReloadError),
+    /// A listener's `authorization:` block in `--listeners-file`.
+    #[error("--listeners-file {0}")]
+    Block(ReloadError),
+    /// `--rbac-file`, or a listener's `rbacFile`.
+    #[error("--rbac-file {0}")]
+    Rbac(ReloadError),
+}
+
+/// Finds an `authorization:` block in a file's YAML documents (`Err`: why the file
+/// cannot say; `config` writes these, in strings).
 pub(crate) type Locate = Arc<
     dyn for<'a> Fn(&'a [Spanned<Node>]) -> Result<Option<&'a Spanned<Node>>, String> + Send + Sync,
 >;
@@ -157,7 +174,7 @@ impl Authorizer {
         settings: &AuthzSettings,
         apiserver: Option<Arc<Apiserver>>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PolicyError> {
         let config = settings.config_file.clone().map(ConfigSource::File);
         let local = LocalPolicy::load(config.as_ref(), &settings.rbac_files, None, &metrics)?;
         local.spawn_reloaders();
@@ -180,7 +197,7 @@ impl Authorizer {
         &self,
         policy: &PolicySettings,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PolicyError> {
         let local = LocalPolicy::load(
             policy.config.as_ref(),
             &policy.rbac_files,
@@ -238,11 +255,15 @@ impl Authorizer {
             let outcome = match self.decide(user, attrs, requester).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    self.metrics.authorized("error", Source::Apiserver);
+                    self.metrics.authorized(Authz::Error, Source::Apiserver);
                     return Err(error);
                 }
             };
-            let result = if outcome.allowed { "allowed" } else { "denied" };
+            let result = if outcome.allowed {
+                Authz::Allowed
+            } else {
+                Authz::Denied
+            };
             self.metrics.authorized(result, outcome.source);
             if outcome.source == Source::Stale {
                 tracing::warn!(

@@ -12,10 +12,10 @@
 //! anything while the flags define the only listener: those series look as they always
 //! have.
 
-use std::sync::Arc;
+use std::{fmt, hash::Hash, sync::Arc};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, LabelSetEncoder},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -27,12 +27,117 @@ use prometheus_client::{
 
 use crate::identity::Source;
 
+/// An enum of label values, each exported as the text given (`Variant => "text"`).
+macro_rules! label_values {
+    ($(#[$meta:meta])* pub(crate) enum $name:ident { $($variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            /// The label value, as exported (and logged).
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+                self.as_str().encode(encoder)
+            }
+        }
+    };
+}
+
+label_values! {
+    /// How an authentication ended (`result` of `scrape_guard_authentication_total`).
+    pub(crate) enum Authn {
+        Authenticated => "authenticated",
+        Rejected => "rejected",
+        Error => "error",
+    }
+}
+
+label_values! {
+    /// How an authorization ended (`result` of `scrape_guard_authorization_total`).
+    pub(crate) enum Authz {
+        Allowed => "allowed",
+        Denied => "denied",
+        Error => "error",
+    }
+}
+
+label_values! {
+    /// Which review the apiserver was sent (`review`).
+    pub(crate) enum Review {
+        TokenReview => "tokenreview",
+        SubjectAccessReview => "subjectaccessreview",
+    }
+}
+
+label_values! {
+    /// Why a review was not sent (`reason` of `scrape_guard_reviews_limited_total`):
+    /// the client's `--max-reviews-per-peer` is taken, or `--kube-api-qps` has no room.
+    pub(crate) enum Limited {
+        Peer => "peer",
+        Rate => "rate",
+    }
+}
+
+label_values! {
+    /// Why a TLS handshake failed (`reason` of `scrape_guard_tls_handshake_failures_total`).
+    pub(crate) enum HandshakeFailure {
+        ClientCertificate => "client_certificate",
+        ClientAlert => "client_alert",
+        Incompatible => "incompatible",
+        NotTls => "not_tls",
+        Closed => "closed",
+        Timeout => "timeout",
+        Other => "other",
+    }
+}
+
+label_values! {
+    /// Why a connection was closed at once (`reason` of `scrape_guard_connections_refused_total`).
+    pub(crate) enum Refusal {
+        PerPeerLimit => "per_peer_limit",
+    }
+}
+
+label_values! {
+    /// Which connection was closed to make room (`reason` of
+    /// `scrape_guard_connections_evicted_total`).
+    pub(crate) enum Eviction {
+        Handshake => "handshake",
+        Unauthenticated => "unauthenticated",
+        Idle => "idle",
+    }
+}
+
+label_values! {
+    /// Which review cache (`cache` of `scrape_guard_cache_entries`).
+    pub(crate) enum Cache {
+        Authentication => "authentication",
+        Authorization => "authorization",
+    }
+}
+
+impl EncodeLabelValue for Source {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
 /// The listener a series is about; `None` encodes no label at all.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 struct ListenerLabel(Option<Arc<str>>);
 
 impl EncodeLabelSet for ListenerLabel {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
         match &self.0 {
             Some(name) => [("listener", &**name)].encode(encoder),
             None => Ok(()),
@@ -47,28 +152,36 @@ struct CodeLabels {
     code: u16,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    #[prometheus(flatten)]
+/// `result` (`Authn` or `Authz`) and `source`. The derive takes no type parameters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct OutcomeLabels<R> {
     listener: ListenerLabel,
-    result: &'static str,
-    source: &'static str,
+    result: R,
+    source: Source,
+}
+
+impl<R: EncodeLabelValue + Copy> EncodeLabelSet for OutcomeLabels<R> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        self.listener.encode(encoder)?;
+        [("result", self.result)].encode(encoder)?;
+        [("source", self.source)].encode(encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
-    review: &'static str,
+    review: Review,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitedLabels {
-    review: &'static str,
-    reason: &'static str,
+    review: Review,
+    reason: Limited,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
-    cache: &'static str,
+    cache: Cache,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,11 +194,18 @@ struct FileLabels {
     file: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    #[prometheus(flatten)]
+/// `reason` (`HandshakeFailure`, `Refusal` or `Eviction`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct ReasonLabels<R> {
     listener: ListenerLabel,
-    reason: &'static str,
+    reason: R,
+}
+
+impl<R: EncodeLabelValue + Copy> EncodeLabelSet for ReasonLabels<R> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        self.listener.encode(encoder)?;
+        [("reason", self.reason)].encode(encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,30 +224,94 @@ pub struct Metrics {
     listener: ListenerLabel,
 }
 
-/// The registry and its metric families, shared by every view.
-#[derive(Debug)]
-struct Families {
-    registry: Registry,
-    requests: Family<CodeLabels, Counter>,
-    request_duration: HistogramFamily<ListenerLabel>,
-    upstream_duration: HistogramFamily<ListenerLabel>,
-    authentication: Family<OutcomeLabels, Counter>,
-    authorization: Family<OutcomeLabels, Counter>,
-    review_duration: HistogramFamily<ReviewLabels>,
-    review_errors: Family<ReviewLabels, Counter>,
-    reviews_limited: Family<LimitedLabels, Counter>,
-    cache_entries: Family<CacheLabels, Gauge>,
-    certificate_expiry: Family<ListenerLabel, Gauge>,
-    file_ok: Family<FileLabels, Gauge>,
-    file_loaded_at: Family<FileLabels, Gauge>,
-    handshake_failures: Family<ReasonLabels, Counter>,
-    connections_refused: Family<ReasonLabels, Counter>,
-    connections_evicted: Family<ReasonLabels, Counter>,
+/// `Families`, the registry and its metric families shared by every view, from a table:
+/// each family's field and type, then its name (after `scrape_guard_`) and help text.
+/// They are registered, so exported, in the table's order.
+macro_rules! families {
+    ($($field:ident: $family:ty, $name:literal, $help:literal;)+) => {
+        #[derive(Debug)]
+        struct Families {
+            registry: Registry,
+            $($field: $family,)+
+        }
+
+        impl Families {
+            fn new() -> Self {
+                let mut registry = Registry::with_prefix("scrape_guard");
+                $(
+                    let $field = <$family>::fresh();
+                    registry.register($name, $help, $field.clone());
+                )+
+                let build_info = Family::<BuildLabels, Gauge>::default();
+                let version = env!("CARGO_PKG_VERSION");
+                build_info.get_or_create(&BuildLabels { version }).set(1);
+                registry.register("build_info", "scrape-guard's version", build_info);
+                Self { registry, $($field,)+ }
+            }
+        }
+    };
 }
 
-fn latency_buckets() -> Histogram {
-    // 250µs .. ~16s
-    Histogram::new(exponential_buckets(0.00025, 2.0, 17))
+families! {
+    requests: Family<CodeLabels, Counter>, "requests", "Requests answered, by status code";
+    request_duration: HistogramFamily<ListenerLabel>, "request_duration_seconds",
+        "Time from request to response headers, including reviews and the upstream";
+    upstream_duration: HistogramFamily<ListenerLabel>, "upstream_duration_seconds",
+        "Time for the upstream to send response headers";
+    authentication: Family<OutcomeLabels<Authn>, Counter>, "authentication",
+        "Authentication outcomes (result: authenticated, rejected, error) by source";
+    authorization: Family<OutcomeLabels<Authz>, Counter>, "authorization",
+        "Authorization outcomes (result: allowed, denied, error) by source";
+    review_duration: HistogramFamily<ReviewLabels>, "review_duration_seconds",
+        "TokenReview and SubjectAccessReview latency, including retries";
+    review_errors: Family<ReviewLabels, Counter>, "review_errors",
+        "Reviews that got no answer (timeout, connection error, 5xx after retries)";
+    reviews_limited: Family<LimitedLabels, Counter>, "reviews_limited",
+        "Reviews not sent, answered 503 at once (reason: peer, the client's \
+         --max-reviews-per-peer is taken; rate, --kube-api-qps has no room within \
+         --apiserver-timeout)";
+    cache_entries: Family<CacheLabels, Gauge>, "cache_entries", "Entries in each review cache";
+    certificate_expiry: Family<ListenerLabel, Gauge>, "certificate_expiry_timestamp_seconds",
+        "When the serving certificate expires (Unix time)";
+    file_ok: Family<FileLabels, Gauge>, "config_last_reload_successful",
+        "Whether a watched file (certificate, key, CA, token, RBAC or config file) as it is \
+         now on disk is the version in force (0: missing or rejected; the last good one \
+         is used)";
+    file_loaded_at: Family<FileLabels, Gauge>, "config_last_reload_success_timestamp_seconds",
+        "When a watched file was last loaded successfully (Unix time)";
+    handshake_failures: Family<ReasonLabels<HandshakeFailure>, Counter>, "tls_handshake_failures",
+        "TLS handshakes that failed, by reason (client_certificate, client_alert, \
+         incompatible, not_tls, closed, timeout, other)";
+    connections_refused: Family<ReasonLabels<Refusal>, Counter>, "connections_refused",
+        "Connections closed at once, by reason (per_peer_limit)";
+    connections_evicted: Family<ReasonLabels<Eviction>, Counter>, "connections_evicted",
+        "Connections closed to make room for a new one at --max-connections, by reason \
+         (handshake, unauthenticated, idle)";
+}
+
+/// A new, empty family: counters and gauges start at zero, latency histograms get
+/// their buckets.
+trait Fresh {
+    fn fresh() -> Self;
+}
+
+impl<L: Clone + Hash + Eq> Fresh for Family<L, Counter> {
+    fn fresh() -> Self {
+        Self::default()
+    }
+}
+
+impl<L: Clone + Hash + Eq> Fresh for Family<L, Gauge> {
+    fn fresh() -> Self {
+        Self::default()
+    }
+}
+
+impl<L: Clone + Hash + Eq> Fresh for HistogramFamily<L> {
+    fn fresh() -> Self {
+        // 250µs .. ~16s
+        Self::new_with_constructor(|| Histogram::new(exponential_buckets(0.00025, 2.0, 17)))
+    }
 }
 
 impl Default for Metrics {
@@ -137,134 +321,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A new registry with every family of the table above; this view is unlabelled.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("scrape_guard");
-        let requests = Family::<CodeLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests answered, by status code",
-            requests.clone(),
-        );
-        let request_duration: HistogramFamily<ListenerLabel> =
-            Family::new_with_constructor(latency_buckets);
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response headers, including reviews and the upstream",
-            request_duration.clone(),
-        );
-        let upstream_duration: HistogramFamily<ListenerLabel> =
-            Family::new_with_constructor(latency_buckets);
-        registry.register(
-            "upstream_duration_seconds",
-            "Time for the upstream to send response headers",
-            upstream_duration.clone(),
-        );
-        let authentication = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "authentication",
-            "Authentication outcomes (result: authenticated, rejected, error) by source",
-            authentication.clone(),
-        );
-        let authorization = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "authorization",
-            "Authorization outcomes (result: allowed, denied, error) by source",
-            authorization.clone(),
-        );
-        let review_duration: HistogramFamily<ReviewLabels> =
-            Family::new_with_constructor(latency_buckets);
-        registry.register(
-            "review_duration_seconds",
-            "TokenReview and SubjectAccessReview latency, including retries",
-            review_duration.clone(),
-        );
-        let review_errors = Family::<ReviewLabels, Counter>::default();
-        registry.register(
-            "review_errors",
-            "Reviews that got no answer (timeout, connection error, 5xx after retries)",
-            review_errors.clone(),
-        );
-        let reviews_limited = Family::<LimitedLabels, Counter>::default();
-        registry.register(
-            "reviews_limited",
-            "Reviews not sent, answered 503 at once (reason: peer, the client's \
-             --max-reviews-per-peer is taken; rate, --kube-api-qps has no room within \
-             --apiserver-timeout)",
-            reviews_limited.clone(),
-        );
-        let cache_entries = Family::<CacheLabels, Gauge>::default();
-        registry.register(
-            "cache_entries",
-            "Entries in each review cache",
-            cache_entries.clone(),
-        );
-        let certificate_expiry = Family::<ListenerLabel, Gauge>::default();
-        registry.register(
-            "certificate_expiry_timestamp_seconds",
-            "When the serving certificate expires (Unix time)",
-            certificate_expiry.clone(),
-        );
-        let file_ok = Family::<FileLabels, Gauge>::default();
-        registry.register(
-            "config_last_reload_successful",
-            "Whether a watched file (certificate, key, CA, token, RBAC or config file) as it is \
-             now on disk is the version in force (0: missing or rejected; the last good one \
-             is used)",
-            file_ok.clone(),
-        );
-        let file_loaded_at = Family::<FileLabels, Gauge>::default();
-        registry.register(
-            "config_last_reload_success_timestamp_seconds",
-            "When a watched file was last loaded successfully (Unix time)",
-            file_loaded_at.clone(),
-        );
-        let handshake_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "tls_handshake_failures",
-            "TLS handshakes that failed, by reason (client_certificate, client_alert, \
-             incompatible, not_tls, closed, timeout, other)",
-            handshake_failures.clone(),
-        );
-        let connections_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "connections_refused",
-            "Connections closed at once, by reason (per_peer_limit)",
-            connections_refused.clone(),
-        );
-        let connections_evicted = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "connections_evicted",
-            "Connections closed to make room for a new one at --max-connections, by reason \
-             (handshake, unauthenticated, idle)",
-            connections_evicted.clone(),
-        );
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register("build_info", "scrape-guard's version", build_info);
-        let families = Families {
-            registry,
-            requests,
-            request_duration,
-            upstream_duration,
-            authentication,
-            authorization,
-            review_duration,
-            review_errors,
-            reviews_limited,
-            cache_entries,
-            certificate_expiry,
-            file_ok,
-            file_loaded_at,
-            handshake_failures,
-            connections_refused,
-            connections_evicted,
-        };
         Self {
-            families: Arc::new(families),
+            families: Arc::new(Families::new()),
             listener: ListenerLabel::default(),
         }
     }
@@ -314,29 +374,29 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn authenticated(&self, result: &'static str, source: Source) {
+    pub(crate) fn authenticated(&self, result: Authn, source: Source) {
         self.families
             .authentication
             .get_or_create(&OutcomeLabels {
                 listener: self.listener.clone(),
                 result,
-                source: source.as_str(),
+                source,
             })
             .inc();
     }
 
-    pub fn authorized(&self, result: &'static str, source: Source) {
+    pub(crate) fn authorized(&self, result: Authz, source: Source) {
         self.families
             .authorization
             .get_or_create(&OutcomeLabels {
                 listener: self.listener.clone(),
                 result,
-                source: source.as_str(),
+                source,
             })
             .inc();
     }
 
-    pub fn review(&self, review: &'static str, seconds: f64, ok: bool) {
+    pub(crate) fn review(&self, review: Review, seconds: f64, ok: bool) {
         let labels = ReviewLabels { review };
         let families = &self.families;
         families
@@ -348,8 +408,8 @@ impl Metrics {
         }
     }
 
-    /// A review that was not sent (`reason`: `peer` or `rate`).
-    pub fn review_limited(&self, review: &'static str, reason: &'static str) {
+    /// A review that was not sent, and why.
+    pub(crate) fn review_limited(&self, review: Review, reason: Limited) {
         self.families
             .reviews_limited
             .get_or_create(&LimitedLabels { review, reason })
@@ -376,7 +436,7 @@ impl Metrics {
     }
 
     /// A TLS handshake failed for `reason`.
-    pub(crate) fn handshake_failed(&self, reason: &'static str) {
+    pub(crate) fn handshake_failed(&self, reason: HandshakeFailure) {
         self.families
             .handshake_failures
             .get_or_create(&ReasonLabels {
@@ -387,7 +447,7 @@ impl Metrics {
     }
 
     /// A connection was closed before its handshake, for `reason`.
-    pub(crate) fn connection_refused(&self, reason: &'static str) {
+    pub(crate) fn connection_refused(&self, reason: Refusal) {
         self.families
             .connections_refused
             .get_or_create(&ReasonLabels {
@@ -398,7 +458,7 @@ impl Metrics {
     }
 
     /// A connection was closed to make room for a new one, for `reason`.
-    pub(crate) fn connection_evicted(&self, reason: &'static str) {
+    pub(crate) fn connection_evicted(&self, reason: Eviction) {
         self.families
             .connections_evicted
             .get_or_create(&ReasonLabels {
@@ -424,8 +484,8 @@ impl Metrics {
                 .get_or_create(&CacheLabels { cache })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         };
-        set("authentication", authn_entries);
-        set("authorization", authz_entries);
+        set(Cache::Authentication, authn_entries);
+        set(Cache::Authorization, authz_entries);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.families.registry);
@@ -434,92 +494,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_names_and_labels() {
-        let metrics = Metrics::new();
-        metrics.request(200, 0.01);
-        metrics.request(403, 0.002);
-        metrics.authenticated("authenticated", Source::Cache);
-        metrics.authorized("allowed", Source::Stale);
-        metrics.review("tokenreview", 0.05, false);
-        metrics.review_limited("subjectaccessreview", "peer");
-        metrics.certificate_expires(1_900_000_000);
-        metrics.file_loaded("--rbac-file", "/etc/rbac/a.yaml", true);
-        metrics.file_loaded("--token-auth-file", "/etc/tokens.csv", false);
-        let text = metrics.encode(3, 4);
-        for needle in [
-            "scrape_guard_requests_total{code=\"200\"} 1",
-            "scrape_guard_requests_total{code=\"403\"} 1",
-            "scrape_guard_authentication_total{result=\"authenticated\",source=\"cache\"} 1",
-            "scrape_guard_authorization_total{result=\"allowed\",source=\"stale\"} 1",
-            "scrape_guard_review_errors_total{review=\"tokenreview\"} 1",
-            "scrape_guard_reviews_limited_total{review=\"subjectaccessreview\",reason=\"peer\"} 1",
-            "scrape_guard_review_duration_seconds_count{review=\"tokenreview\"} 1",
-            "scrape_guard_cache_entries{cache=\"authentication\"} 3",
-            "scrape_guard_certificate_expiry_timestamp_seconds 1900000000",
-            "scrape_guard_config_last_reload_successful{flag=\"--rbac-file\",file=\"/etc/rbac/a.yaml\"} 1",
-            "scrape_guard_config_last_reload_successful{flag=\"--token-auth-file\",file=\"/etc/tokens.csv\"} 0",
-            "scrape_guard_config_last_reload_success_timestamp_seconds{flag=\"--rbac-file\",file=\"/etc/rbac/a.yaml\"}",
-            "scrape_guard_build_info{version=",
-            "scrape_guard_request_duration_seconds_bucket",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-        }
-    }
-
-    #[test]
-    fn a_listener_view_labels_its_series_and_shares_the_registry() {
-        let metrics = Metrics::new();
-        let main = metrics.for_listener("main");
-        let telemetry = metrics.for_listener("telemetry");
-        main.request(200, 0.01);
-        telemetry.request(200, 0.01);
-        telemetry.request(200, 0.01);
-        metrics.request(401, 0.01);
-        main.authorized("allowed", Source::Local);
-        telemetry.authenticated("authenticated", Source::Cache);
-        main.certificate_expires(1_900_000_000);
-        telemetry.file_loaded("--listeners-file", "/etc/l.yaml", false);
-        telemetry.handshake_failed("client_certificate");
-        main.review("tokenreview", 0.05, false);
-        let text = metrics.encode(1, 2);
-        for needle in [
-            "scrape_guard_requests_total{listener=\"main\",code=\"200\"} 1",
-            "scrape_guard_requests_total{listener=\"telemetry\",code=\"200\"} 2",
-            "scrape_guard_requests_total{code=\"401\"} 1",
-            "scrape_guard_request_duration_seconds_count{listener=\"telemetry\"} 2",
-            "scrape_guard_authorization_total{listener=\"main\",result=\"allowed\",source=\"local\"} 1",
-            "scrape_guard_authentication_total{listener=\"telemetry\",result=\"authenticated\",source=\"cache\"} 1",
-            "scrape_guard_certificate_expiry_timestamp_seconds{listener=\"main\"} 1900000000",
-            "scrape_guard_config_last_reload_successful{listener=\"telemetry\",flag=\"--listeners-file\",file=\"/etc/l.yaml\"} 0",
-            "scrape_guard_tls_handshake_failures_total{listener=\"telemetry\",reason=\"client_certificate\"} 1",
-            // Reviews and caches are shared: no listener.
-            "scrape_guard_review_errors_total{review=\"tokenreview\"} 1",
-            "scrape_guard_cache_entries{cache=\"authorization\"} 2",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-        }
-        assert_eq!(main.unlabelled().encode(1, 2), text, "one registry");
-    }
-
-    #[test]
-    fn a_serving_view_exports_its_latencies_before_the_first_request() {
-        let metrics = Metrics::new();
-        assert!(!metrics
-            .encode(0, 0)
-            .contains("request_duration_seconds_count"));
-        metrics.serving();
-        metrics.for_listener("main").serving();
-        let text = metrics.encode(0, 0);
-        for needle in [
-            "scrape_guard_request_duration_seconds_count 0",
-            "scrape_guard_upstream_duration_seconds_count 0",
-            "scrape_guard_request_duration_seconds_count{listener=\"main\"} 0",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-        }
-    }
-}
+mod tests;

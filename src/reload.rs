@@ -92,9 +92,29 @@ fn watch_directories(files: &[&Path]) -> std::io::Result<EventStream<[u8; 4096]>
     inotify.into_event_stream([0; 4096])
 }
 
-type Parser<T> = dyn Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync;
+type Parser<T> = dyn Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, ReloadError> + Send + Sync;
 type Hook<T> = dyn Fn(&T) + Send + Sync;
+/// `Err` is a sentence naming the file (a condition is written by `config`, which
+/// speaks in strings; see `ReloadError::Condition`).
 type Check = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+
+/// Why a watched value could not be loaded. At startup it fails the load (and names the
+/// file); on a later look it is logged once and the last good value stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A file could not be read (missing, unreadable).
+    #[error("{}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The value's condition does not hold: its files no longer apply.
+    #[error("{0}")]
+    Condition(String),
+    /// The parser refused the contents; its message names the file (and line).
+    #[error("{0}")]
+    Parse(String),
+}
 
 /// Another file that says whether a value's own files still apply: a listener's policy
 /// files (its `authorization:` block, `configFile`, `rbacFile`) are read only while
@@ -156,7 +176,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
         files: Vec<PathBuf>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
         metrics: &Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ReloadError> {
         Self::load_with(what, files, parse, metrics, |_| {})
     }
 
@@ -169,7 +189,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
         condition: Option<&Condition>,
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
         metrics: &Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ReloadError> {
         let Some(condition) = condition.cloned() else {
             return Self::load(what, files, parse, metrics);
         };
@@ -179,9 +199,9 @@ impl<T: Send + Sync + 'static> Watched<T> {
         let parse = move |contents: &[(PathBuf, Vec<u8>)]| {
             let (own_files, rest) = contents.split_at(own);
             if let Some((_, bytes)) = rest.first() {
-                (condition.holds)(bytes)?;
+                (condition.holds)(bytes).map_err(ReloadError::Condition)?;
             }
-            parse(own_files)
+            parse(own_files).map_err(ReloadError::Parse)
         };
         Self::build(what, (all, own), parse, metrics, |_| {})
     }
@@ -194,8 +214,10 @@ impl<T: Send + Sync + 'static> Watched<T> {
         parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
         metrics: &Arc<Metrics>,
         on_swap: impl Fn(&T) + Send + Sync + 'static,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ReloadError> {
         let own = files.len();
+        let parse =
+            move |contents: &[(PathBuf, Vec<u8>)]| parse(contents).map_err(ReloadError::Parse);
         Self::build(what, (files, own), parse, metrics, on_swap)
     }
 
@@ -203,10 +225,10 @@ impl<T: Send + Sync + 'static> Watched<T> {
     fn build(
         what: &'static str,
         (files, own): (Vec<PathBuf>, usize),
-        parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, String> + Send + Sync + 'static,
+        parse: impl Fn(&[(PathBuf, Vec<u8>)]) -> Result<T, ReloadError> + Send + Sync + 'static,
         metrics: &Arc<Metrics>,
         on_swap: impl Fn(&T) + Send + Sync + 'static,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ReloadError> {
         let contents = read_all(&files)?;
         let value = parse(&contents)?;
         on_swap(&value);
@@ -235,7 +257,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
             what,
             files: Vec::new(),
             own: 0,
-            parse: Box::new(|_| Err("a fixed value is never re-read".into())),
+            parse: Box::new(|_| Err(ReloadError::Parse("a fixed value is never re-read".into()))),
             on_swap: Box::new(on_swap),
             current: RwLock::new(Arc::new(value)),
             loaded: digest(&[]),
@@ -276,6 +298,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
         let contents = match read_all(&self.files) {
             Ok(contents) => contents,
             Err(error) => {
+                let error = error.to_string();
                 if *seen != Seen::Unreadable(error.clone()) {
                     tracing::warn!(what = self.what, %error, "cannot re-read; keeping the previous version");
                     self.report(false);
@@ -361,13 +384,16 @@ impl Drop for Contents {
     }
 }
 
-fn read_all(files: &[PathBuf]) -> Result<Contents, String> {
+fn read_all(files: &[PathBuf]) -> Result<Contents, ReloadError> {
     files
         .iter()
         .map(|path| {
             std::fs::read(path)
                 .map(|bytes| (path.clone(), bytes))
-                .map_err(|e| format!("{}: {e}", path.display()))
+                .map_err(|error| ReloadError::Read {
+                    path: path.clone(),
+                    error,
+                })
         })
         .collect::<Result<_, _>>()
         .map(Contents)
@@ -483,7 +509,8 @@ mod tests {
             parse_number,
             &Arc::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/nonexistent/n"), "{err}");
     }
 

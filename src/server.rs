@@ -27,7 +27,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::{
-    body::ProxyBody, identity::User, lane::OwnConnections, metrics::Metrics, tls::ClientCa,
+    body::ProxyBody,
+    identity::User,
+    lane::OwnConnections,
+    metrics::{self, Metrics},
+    tls::ClientCa,
 };
 
 /// How long a connection told to close may take to finish before it is dropped.
@@ -195,6 +199,15 @@ pub(crate) async fn serve<H: Handler>(
     }
 }
 
+/// The metric's name for why a connection was closed to make room.
+fn evicted(eviction: peers::Eviction) -> metrics::Eviction {
+    match eviction {
+        peers::Eviction::Idle => metrics::Eviction::Idle,
+        peers::Eviction::Unauthenticated => metrics::Eviction::Unauthenticated,
+        peers::Eviction::Handshake => metrics::Eviction::Handshake,
+    }
+}
+
 /// A slot for a new connection from `peer`: a free one, or one made free by closing
 /// the connection that has done least for us. While every slot is held by a connection
 /// worth keeping, it waits for one (the next clients wait in the kernel's backlog,
@@ -209,7 +222,7 @@ async fn admit<H: Handler>(
         match slots.take(peer.ip()) {
             peers::Admission::Admitted(slot, eviction) => {
                 if let Some(eviction) = eviction {
-                    shared.metrics.connection_evicted(eviction.label());
+                    shared.metrics.connection_evicted(evicted(eviction));
                     if shared.evictions.allow("connections closed to make room") {
                         tracing::info!(
                             reason = eviction.label(),
@@ -223,7 +236,9 @@ async fn admit<H: Handler>(
                 return Admitted::Served(slot);
             }
             peers::Admission::PeerFull => {
-                shared.metrics.connection_refused("per_peer_limit");
+                shared
+                    .metrics
+                    .connection_refused(metrics::Refusal::PerPeerLimit);
                 if shared
                     .refusals
                     .allow("connections refused by --max-connections-per-peer")

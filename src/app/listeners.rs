@@ -189,7 +189,7 @@ impl Plan {
                 let authz = match &self.policy {
                     Some(policy) => authz
                         .for_listener(policy, Arc::clone(&self.metrics))
-                        .map_err(RunError::Policy)?,
+                        .map_err(|e| RunError::Policy(e.to_string()))?,
                     None => authz.with_metrics(Arc::clone(&self.metrics)),
                 };
                 if authz.denies_everything() {

@@ -13,7 +13,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use http::{HeaderMap, Method, Uri};
 
-use super::{config_file::ConfigFile, rbac::Rbac, Attributes, ConfigSource};
+use super::{config_file::ConfigFile, rbac::Rbac, Attributes, ConfigSource, PolicyError};
 use crate::{
     error::ProxyError,
     identity::User,
@@ -38,7 +38,7 @@ impl LocalPolicy {
         rbac_files: &[PathBuf],
         condition: Option<&Condition>,
         metrics: &Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PolicyError> {
         let config = config
             .map(|source| match source {
                 ConfigSource::File(path) => {
@@ -50,7 +50,7 @@ impl LocalPolicy {
                         ConfigFile::parse,
                         metrics,
                     )
-                    .map_err(|e| format!("--config-file {e}"))
+                    .map_err(PolicyError::Config)
                 }
                 ConfigSource::Block { file, locate } => {
                     let locate = Arc::clone(locate);
@@ -58,7 +58,7 @@ impl LocalPolicy {
                         move |files: &[(PathBuf, Vec<u8>)]| ConfigFile::parse_block(files, &locate);
                     let files = vec![file.clone()];
                     Watched::load_when("--listeners-file", files, condition, parse, metrics)
-                        .map_err(|e| format!("--listeners-file {e}"))
+                        .map_err(PolicyError::Block)
                 }
             })
             .transpose()?;
@@ -68,7 +68,7 @@ impl LocalPolicy {
                 Watched::load_when("--rbac-file", files, condition, Rbac::parse, metrics)
             })
             .transpose()
-            .map_err(|e| format!("--rbac-file {e}"))?;
+            .map_err(PolicyError::Rbac)?;
         Ok(Self { config, rbac })
     }
 

@@ -12,13 +12,13 @@ use rustls::{AlertDescription, CertificateError};
 
 use crate::{
     logging::{cut, UNAUTHENTICATED},
-    metrics::Metrics,
+    metrics::{HandshakeFailure, Metrics},
 };
 
 /// Why a handshake failed: a short label for the metric, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Failure {
-    pub(super) reason: &'static str,
+    pub(super) reason: HandshakeFailure,
     pub(super) advice: String,
     /// Worth a warning: a client that means to talk to us and cannot. Scanners, TCP
     /// probes and clients that hang up are counted and logged at debug only.
@@ -26,7 +26,7 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    fn new(reason: &'static str, advice: impl Into<String>, actionable: bool) -> Self {
+    fn new(reason: HandshakeFailure, advice: impl Into<String>, actionable: bool) -> Self {
         Self {
             reason,
             advice: advice.into(),
@@ -37,7 +37,7 @@ impl Failure {
     /// The handshake did not finish within `--tls-handshake-timeout`.
     pub(super) fn timeout() -> Self {
         Self::new(
-            "timeout",
+            HandshakeFailure::Timeout,
             "no complete TLS handshake within --tls-handshake-timeout",
             false,
         )
@@ -50,7 +50,7 @@ impl Failure {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         else {
             return Self::new(
-                "closed",
+                HandshakeFailure::Closed,
                 format!("connection closed or broken during the handshake ({error})"),
                 false,
             );
@@ -58,7 +58,7 @@ impl Failure {
         match tls {
             rustls::Error::InvalidCertificate(problem) => client_certificate(problem),
             rustls::Error::AlertReceived(alert) => Self::new(
-                "client_alert",
+                HandshakeFailure::ClientAlert,
                 match alert {
                     AlertDescription::BadCertificate
                     | AlertDescription::UnknownCA
@@ -73,7 +73,7 @@ impl Failure {
                 true,
             ),
             rustls::Error::PeerIncompatible(why) => Self::new(
-                "incompatible",
+                HandshakeFailure::Incompatible,
                 format!(
                     "the client offers no TLS version, cipher suite or curve we serve \
                      ({why:?}); see --tls-min-version, --tls-cipher-suites and \
@@ -82,9 +82,13 @@ impl Failure {
                 true,
             ),
             rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-                Self::new("not_tls", "the client does not speak TLS here", false)
+                Self::new(
+                    HandshakeFailure::NotTls,
+                    "the client does not speak TLS here",
+                    false,
+                )
             }
-            other => Self::new("other", other.to_string(), true),
+            other => Self::new(HandshakeFailure::Other, other.to_string(), true),
         }
     }
 }
@@ -120,7 +124,7 @@ fn client_certificate(problem: &CertificateError) -> Failure {
         }
         other => format!("the client certificate was refused: {other}"),
     };
-    Failure::new("client_certificate", advice, true)
+    Failure::new(HandshakeFailure::ClientCertificate, advice, true)
 }
 
 /// A kind of per-connection event whose log lines go through the process's one
@@ -158,7 +162,7 @@ impl Reporter {
         if !self.budget.allow("TLS handshake failures") {
             return;
         }
-        let reason = failure.reason;
+        let reason = failure.reason.as_str();
         // The advice can quote the TLS library's error, which can quote the client.
         let advice = cut(&failure.advice);
         if failure.actionable {
@@ -212,7 +216,7 @@ mod tests {
         ];
         for (error, reason, advice) in table {
             let failure = Failure::of(&error);
-            assert_eq!(failure.reason, reason, "{error}");
+            assert_eq!(failure.reason.as_str(), reason, "{error}");
             assert!(failure.advice.contains(advice), "{}", failure.advice);
         }
     }

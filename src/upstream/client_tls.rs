@@ -75,9 +75,9 @@ impl ReloadingVerifier {
                 .map_err(|e| format!("{}: {e}", path.display()))
         };
         let watched = Watched::load("--upstream-ca-file", vec![path.to_owned()], parse, metrics)
-            .map_err(|message| UpstreamError::File {
+            .map_err(|e| UpstreamError::File {
                 flag: "--upstream-ca-file",
-                message,
+                message: e.to_string(),
             })?;
         watched.spawn_reloader();
         Ok(Arc::new(Self(watched)))
@@ -136,9 +136,9 @@ impl ClientIdentity {
             },
             metrics,
         )
-        .map_err(|message| UpstreamError::File {
+        .map_err(|e| UpstreamError::File {
             flag: "--upstream-client-cert-file/--upstream-client-key-file",
-            message,
+            message: e.to_string(),
         })?;
         watched.spawn_reloader();
         Ok(Arc::new(Self(watched)))
