@@ -24,6 +24,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 pub use self::args::{Args, Cli, Command, VersionFlag};
 use self::args::{AuthEndpointArgs, LoggingArgs};
+pub(crate) use self::listeners::{ListenerConfig, ListenersFile, Origin};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
@@ -33,41 +34,34 @@ use crate::{
     apiserver::ApiserverSettings,
     auth_endpoint::{AuthEndpointSettings, Style},
     authn::AuthnSettings,
-    authz::AuthzSettings,
-    paths::PathPolicy,
+    authz::{AuthzSettings, ConfigSource, PolicySettings},
     server::HttpSettings,
-    tls::TlsSettings,
     upstream::IdentityHeaders,
-    upstream::UpstreamSettings,
 };
 
-/// The validated configuration the proxy starts from: one settings value per stage.
-///
-/// `listen`, `tls` (but its policy), `paths`, `upstream` and the policy files of
-/// `auth.authz` are the listener the flags define; with `--listeners-file` and no
-/// `--upstream` there is none, and they hold placeholders (`listeners_file` says).
+/// The validated configuration the proxy starts from: its listeners, and one settings
+/// value per stage for what they share.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `--secure-listen-address`.
-    pub listen: ListenAddress,
+    /// Every listener, in the order served: the flags' first (`--upstream`; named
+    /// "default" beside `--listeners-file`), then the file's.
+    pub listeners: Vec<ListenerConfig>,
     /// `--proxy-endpoints-port`: /healthz, /readyz and own /metrics.
     pub proxy_endpoints_port: Option<u16>,
     /// `--worker-threads`, already capped at the CPUs available.
     pub worker_threads: usize,
     /// `--shutdown-grace`.
     pub shutdown_grace: Duration,
-    pub tls: TlsSettings,
     pub http: HttpSettings,
-    /// `--allow-paths`, `--ignore-paths`.
-    pub paths: PathPolicy,
-    pub upstream: UpstreamSettings,
+    /// What the listeners share: the apiserver, the token file, the caches. The local
+    /// policy is each listener's own (`ListenerConfig::policy`).
     pub auth: AuthSettings,
     /// `--access-log`.
     pub access_log: bool,
     /// `--auth-endpoint-address` and how it reads requests.
     pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
-    /// `--listeners-file`: more listeners. `None`: the flags define the only one.
-    pub listeners_file: Option<listeners::ListenersFile>,
+    /// `--listeners-file`, watched for changes its listeners do not take until a restart.
+    pub listeners_file: Option<ListenersFile>,
     /// What the flags mean that may surprise (suites rustls lacks, a TLS 1.0 minimum…),
     /// logged once at startup.
     pub warnings: Vec<String>,
@@ -86,6 +80,8 @@ pub struct AuthSettings {
 #[derive(Debug, Clone)]
 pub(crate) struct CanIConfig {
     pub auth: AuthSettings,
+    /// `--config-file` and `--rbac-file`, as the flags' listener has them.
+    pub policy: PolicySettings,
     pub who: Who,
     /// `--path`.
     pub path: String,
@@ -197,59 +193,74 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
+        let flags = listeners::from_flags(&serving, upstream, &policy);
         // The flags define a listener unless --listeners-file declares them all.
-        let flags_listener = upstream.upstream.is_some() || serving.listeners_file.is_none();
+        let flags_listener = flags.upstream.is_some() || serving.listeners_file.is_none();
         if !flags_listener {
-            for flag in listeners::flags_given(&serving, &upstream, &policy) {
+            for key in flags.given() {
                 problems.add(format!(
-                    "{flag} configures the listener --upstream defines, and there is none \
+                    "{} configures the listener --upstream defines, and there is none \
                      (--listeners-file declares them all): give it to a listener there, as {}",
-                    in_listener_keys(flag)
+                    key.flag, key.key
                 ));
             }
         }
         let serving = serving::validate(serving, &mut problems);
-        let (upstream, paths) = match flags_listener {
-            true => upstream::validate(upstream, &mut problems),
-            // Placeholders, never served: what they could say is reported above.
-            false => upstream::validate(upstream, &mut Problems::default()),
-        };
+        // Not served without --upstream beside the file, and what it could say is
+        // reported above; its identity headers are still the auth endpoint's.
+        let mut unserved = Problems::default();
+        let flags = listeners::validate(
+            flags,
+            &listeners::Declared::Flags,
+            &serving.tls_policy,
+            if flags_listener {
+                &mut problems
+            } else {
+                &mut unserved
+            },
+        );
         let caches = auth::caches(cache, &mut problems);
         let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
-        let auth_endpoint = auth_endpoint(endpoint, &upstream.identity, &mut problems);
+        let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
-            listen,
             proxy_endpoints_port,
             worker_threads,
             shutdown_grace,
-            tls,
+            tls_policy,
             http,
             listeners_file,
         } = serving;
-        if let Some(port) = proxy_endpoints_port.filter(|p| flags_listener && *p == listen.port) {
+        if let Some(port) =
+            proxy_endpoints_port.filter(|p| flags_listener && *p == flags.listen.port)
+        {
             problems.add(format!(
                 "--proxy-endpoints-port {port} is the port of --secure-listen-address"
             ));
         }
-        let listeners_file = listeners_file.map(|path| {
-            let context = listeners::Context {
-                flags_listener: flags_listener.then_some(&listen),
-                proxy_endpoints_port,
-                auth_endpoint: auth_endpoint.as_ref().map(|(address, _)| address),
-                tls_policy: &tls.policy,
-            };
-            listeners::read(&path, &context, &mut problems)
-        });
+        let (file_listeners, listeners_file) = match listeners_file {
+            Some(path) => {
+                let context = listeners::Context {
+                    flags_listener: flags_listener.then_some(&flags.listen),
+                    proxy_endpoints_port,
+                    auth_endpoint: auth_endpoint.as_ref().map(|(address, _)| address),
+                    tls_policy: &tls_policy,
+                };
+                let (listeners, file) = listeners::read(&path, &context, &mut problems);
+                (listeners, Some(file))
+            }
+            None => (Vec::new(), None),
+        };
+        let mut flags = flags_listener.then_some(flags);
+        if let Some(flags) = flags.as_mut().filter(|_| listeners_file.is_some()) {
+            flags.name = Some(FLAGS_LISTENER.to_owned());
+        }
         let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
-            listen,
+            listeners: flags.into_iter().chain(file_listeners).collect(),
             proxy_endpoints_port,
             worker_threads,
             shutdown_grace,
-            tls,
             http,
-            paths,
-            upstream,
             auth,
             access_log,
             auth_endpoint,
@@ -304,6 +315,12 @@ impl TryFrom<CanIArgs> for CanIConfig {
             policy,
         } = args;
         let mut problems = Problems::default();
+        // The flags' listener's local policy, as the proxy makes it.
+        let local = listeners::policy(
+            policy.config_file.clone().map(ConfigSource::File),
+            policy.rbac_file.clone(),
+            None,
+        );
         let purpose = match as_user {
             Some(_) => auth::Purpose::CanIAsUser,
             None => auth::Purpose::Proxy,
@@ -331,6 +348,7 @@ impl TryFrom<CanIArgs> for CanIConfig {
         };
         problems.finish(CanIConfig {
             auth,
+            policy: local,
             who,
             path,
             verb,
@@ -359,8 +377,11 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let config = parse(&["--upstream=http://127.0.0.1:9100/"]).unwrap();
-        assert_eq!(config.listen.to_string(), "0.0.0.0:8443");
-        assert!(matches!(config.tls.source, TlsSource::SelfSigned));
+        assert_eq!(config.listeners[0].listen.to_string(), "0.0.0.0:8443");
+        assert!(matches!(
+            config.listeners[0].tls.source,
+            TlsSource::SelfSigned
+        ));
         assert!(config.http.http2);
         assert_eq!(config.http.max_concurrent_streams, 100);
         assert_eq!(config.proxy_endpoints_port, None);
@@ -371,7 +392,10 @@ mod tests {
         assert_eq!(config.auth.authn.cache.capacity, 65536);
         assert_eq!(config.worker_threads, serving::available_cpus().min(2));
         assert_eq!(config.auth.apiserver.timeout, Duration::from_secs(5));
-        assert_eq!(config.upstream.timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.listeners[0].upstream.timeout,
+            Duration::from_secs(30)
+        );
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(
             config.auth.apiserver.rate_limit,
@@ -380,10 +404,13 @@ mod tests {
                 burst: 10
             }
         );
-        assert!(!config.upstream.identity.enabled);
-        assert_eq!(config.upstream.identity.user, "x-remote-user");
-        assert_eq!(config.upstream.identity.groups, "x-remote-groups");
-        assert_eq!(config.upstream.identity.separator, "|");
+        assert!(!config.listeners[0].upstream.identity.enabled);
+        assert_eq!(config.listeners[0].upstream.identity.user, "x-remote-user");
+        assert_eq!(
+            config.listeners[0].upstream.identity.groups,
+            "x-remote-groups"
+        );
+        assert_eq!(config.listeners[0].upstream.identity.separator, "|");
     }
 
     #[test]
@@ -395,8 +422,8 @@ mod tests {
             "--upstream=http://127.0.0.1:9100/",
         ])
         .unwrap();
-        assert_eq!(config.listen.host, "10.1.2.3");
-        assert_eq!(config.tls.policy.cipher_suites().len(), 6 + 3);
+        assert_eq!(config.listeners[0].listen.host, "10.1.2.3");
+        assert_eq!(config.listeners[0].tls.policy.cipher_suites().len(), 6 + 3);
     }
 
     #[test]
@@ -415,7 +442,7 @@ mod tests {
         ])
         .unwrap();
         assert!(!config.http.http2);
-        assert!(config.upstream.identity.enabled);
+        assert!(config.listeners[0].upstream.identity.enabled);
         assert_eq!(config.auth.authn.audiences, ["a", "b"]);
         assert_eq!(config.auth.authz.cache.positive, Duration::from_secs(90));
         assert_eq!(config.auth.apiserver.rate_limit, RateLimit::Unlimited);
@@ -427,7 +454,7 @@ mod tests {
         ])
         .unwrap();
         assert!(config.http.http2);
-        assert!(!config.upstream.identity.enabled);
+        assert!(!config.listeners[0].upstream.identity.enabled);
     }
 
     #[test]
@@ -442,17 +469,20 @@ mod tests {
             "--secure-listen-address=127.0.0.1:9443",
         ])
         .unwrap();
-        assert_eq!(config.upstream.url.to_string(), "http://127.0.0.1:9100/");
-        assert_eq!(config.listen.to_string(), "127.0.0.1:9443");
+        assert_eq!(
+            config.listeners[0].upstream.url.to_string(),
+            "http://127.0.0.1:9100/"
+        );
+        assert_eq!(config.listeners[0].listen.to_string(), "127.0.0.1:9443");
         assert!(
-            config.paths.to_string().contains("/federate"),
+            config.listeners[0].paths.to_string().contains("/federate"),
             "{}",
-            config.paths
+            config.listeners[0].paths
         );
         assert!(
-            config.paths.to_string().contains("/metrics"),
+            config.listeners[0].paths.to_string().contains("/metrics"),
             "{}",
-            config.paths
+            config.listeners[0].paths
         );
     }
 
