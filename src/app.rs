@@ -148,17 +148,32 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     Ok(bound.spawn())
 }
 
-/// Everything that can fail before a socket is bound has: files read, certificates
-/// parsed, policies loaded, the apiserver client made.
-struct Ready {
+/// What every step hands on: the settings, the metrics registry, the apiserver client
+/// (`None` standalone) and the `--listeners-file` watch (kept until the listeners stop).
+struct Shared {
     config: Config,
     metrics: Arc<Metrics>,
     apiserver: Option<Arc<Apiserver>>,
+    layout: Option<Arc<Watched<()>>>,
+}
+
+/// Everything that can fail before a socket is bound has: files read, certificates
+/// parsed, policies loaded, the apiserver client made.
+struct Ready {
+    shared: Shared,
     listeners: Vec<Loaded>,
     admin: Option<Port<Admin>>,
     auth_endpoint: Option<Port<AuthEndpoint>>,
-    /// `--listeners-file`, watched until the listeners stop.
-    layout: Option<Arc<Watched<()>>>,
+}
+
+/// Every socket bound; nothing is served yet.
+struct Bound {
+    shared: Shared,
+    /// The first listener's address.
+    addr: SocketAddr,
+    listeners: Vec<listeners::Bound>,
+    admin: Option<BoundPort<Admin>>,
+    auth_endpoint: Option<BoundPort<AuthEndpoint>>,
 }
 
 /// The probe port or the auth endpoint: a handler and its TLS, to be bound at `address`.
@@ -171,14 +186,11 @@ struct Port<H> {
     handler: Arc<H>,
 }
 
-/// Every socket bound; nothing is served yet.
-struct Bound {
-    ready: Ready,
-    /// The first listener's address.
+/// A [`Port`] bound.
+struct BoundPort<H> {
+    port: Port<H>,
+    socket: TcpListener,
     addr: SocketAddr,
-    listeners: Vec<listeners::Bound>,
-    admin: Option<(Port<Admin>, TcpListener, SocketAddr)>,
-    auth_endpoint: Option<(Port<AuthEndpoint>, TcpListener, SocketAddr)>,
 }
 
 /// Step one: loads every listener's certificates (first: a bad file is reported before
@@ -213,54 +225,64 @@ async fn load(config: Config) -> Result<Ready, RunError> {
         return Err(RunError::NoListener);
     };
     let auth_endpoint = match &config.auth_endpoint {
-        Some((address, settings)) => Some(Port::new(
-            "--auth-endpoint-address",
-            address.clone(),
-            primary,
-            (alpn, config.http),
-            AuthEndpoint {
+        Some((address, settings)) => {
+            let handler = AuthEndpoint {
                 guard: Arc::clone(&primary.guard),
                 settings: settings.clone(),
-            },
-        )?),
-        None => None,
-    };
-    let admin = match config.proxy_endpoints_port {
-        Some(port_number) => {
-            let address = ListenAddress {
-                host: primary.scoped.config.listen.host.clone(),
-                port: port_number,
             };
-            let handler = Admin {
-                certs: listeners
-                    .iter()
-                    .map(|l| (l.scoped.config.name.clone(), Arc::clone(&l.tls.cert)))
-                    .collect(),
-                apiserver: chain.apiserver.clone(),
-                authz: primary.guard.authz.with_metrics(metrics.unlabelled()),
-                authn: chain.authn,
-                metrics: Arc::clone(&metrics),
-            };
-            let http = (Alpn::Http11, admin_http(&config.http));
-            Some(Port::new(
-                "--proxy-endpoints-port",
-                address,
-                primary,
-                http,
-                handler,
-            )?)
+            let http = (alpn, config.http);
+            let flag = "--auth-endpoint-address";
+            Some(Port::new(flag, address.clone(), primary, http, handler)?)
         }
         None => None,
     };
-    Ok(Ready {
-        apiserver: chain.apiserver,
+    let apiserver = chain.apiserver.clone();
+    let admin = match config.proxy_endpoints_port {
+        Some(port) => Some(admin(port, &listeners, chain, &metrics, &config.http)?),
+        None => None,
+    };
+    let shared = Shared {
         config,
         metrics,
+        apiserver,
+        layout,
+    };
+    Ok(Ready {
+        shared,
         listeners,
         admin,
         auth_endpoint,
-        layout,
     })
+}
+
+/// The probe port, on the first listener's host: its `/metrics` is authenticated and
+/// authorized as that listener's scrapes are, counted unlabelled.
+fn admin(
+    port: u16,
+    listeners: &[Loaded],
+    chain: Chain,
+    metrics: &Arc<Metrics>,
+    http: &HttpSettings,
+) -> Result<Port<Admin>, RunError> {
+    let Some(primary) = listeners.first() else {
+        return Err(RunError::NoListener);
+    };
+    let address = ListenAddress {
+        host: primary.scoped.config.listen.host.clone(),
+        port,
+    };
+    let handler = Admin {
+        certs: listeners
+            .iter()
+            .map(|l| (l.scoped.config.name.clone(), Arc::clone(&l.tls.cert)))
+            .collect(),
+        apiserver: chain.apiserver,
+        authz: primary.guard.authz.with_metrics(metrics.unlabelled()),
+        authn: chain.authn,
+        metrics: Arc::clone(metrics),
+    };
+    let http = (Alpn::Http11, admin_http(http));
+    Port::new("--proxy-endpoints-port", address, primary, http, handler)
 }
 
 /// What `--listeners-file` says besides the authorization blocks is read once; a change
@@ -285,23 +307,30 @@ fn watch_layout(
 }
 
 impl Ready {
-    /// Step two: binds every socket, the listeners' first.
-    async fn bind(mut self) -> Result<Bound, RunError> {
-        let mut listeners = Vec::with_capacity(self.listeners.len());
-        for listener in std::mem::take(&mut self.listeners) {
+    /// Step two: binds every socket: the listeners', the probe port's, the auth
+    /// endpoint's.
+    async fn bind(self) -> Result<Bound, RunError> {
+        let Ready {
+            shared,
+            listeners: loaded,
+            admin,
+            auth_endpoint,
+        } = self;
+        let mut listeners = Vec::with_capacity(loaded.len());
+        for listener in loaded {
             listeners.push(listener.bind().await?);
         }
-        let admin = match self.admin.take() {
+        let admin = match admin {
             Some(port) => Some(port.bind().await?),
             None => None,
         };
-        let auth_endpoint = match self.auth_endpoint.take() {
+        let auth_endpoint = match auth_endpoint {
             Some(port) => Some(port.bind().await?),
             None => None,
         };
         let addr = listeners.first().ok_or(RunError::NoListener)?.addr;
         Ok(Bound {
-            ready: self,
+            shared,
             addr,
             listeners,
             admin,
@@ -332,58 +361,57 @@ impl<H: Handler> Port<H> {
         })
     }
 
-    async fn bind(self) -> Result<(Self, TcpListener, SocketAddr), RunError> {
+    async fn bind(self) -> Result<BoundPort<H>, RunError> {
         let (socket, addr) = bind(self.flag, &self.address).await?;
-        Ok((self, socket, addr))
+        Ok(BoundPort {
+            port: self,
+            socket,
+            addr,
+        })
     }
+}
 
+impl<H: Handler> BoundPort<H> {
+    /// Serves until `stopped`, then drains for up to `grace`.
     fn serve(
         self,
-        socket: TcpListener,
         metrics: Arc<Metrics>,
         stopped: impl Future<Output = ()> + Send + 'static,
         grace: std::time::Duration,
     ) -> BoxFuture<'static, ()> {
+        let BoundPort { port, socket, .. } = self;
         let listener = server::Listener {
             socket,
-            acceptor: self.acceptor,
-            client_ca: self.client_ca,
-            settings: self.settings,
+            acceptor: port.acceptor,
+            client_ca: port.client_ca,
+            settings: port.settings,
         };
-        server::serve(listener, self.handler, metrics, stopped, grace).boxed()
+        server::serve(listener, port.handler, metrics, stopped, grace).boxed()
     }
 }
 
 impl Bound {
-    /// Step three: serves every socket until stopped, and logs the startup line.
+    /// Step three: logs the startup line and serves every socket until stopped.
     fn spawn(self) -> Running {
         let Bound {
-            ready,
+            shared,
             addr,
             listeners,
             admin,
             auth_endpoint,
         } = self;
-        let Ready {
+        let Shared {
             config,
             metrics,
             apiserver,
             layout,
-            ..
-        } = ready;
-        let admin_addr = admin.as_ref().map(|(_, _, addr)| *addr);
-        let auth_endpoint_addr = auth_endpoint.as_ref().map(|(_, _, addr)| *addr);
+        } = shared;
+        let admin_addr = admin.as_ref().map(|port| port.addr);
         startup::log(&config, &listeners, admin_addr, apiserver.is_some());
+        let auth_endpoint_addr = auth_endpoint.as_ref().map(|port| port.addr);
         let named = listeners
             .iter()
-            .filter_map(|l| {
-                l.loaded
-                    .scoped
-                    .config
-                    .name
-                    .clone()
-                    .map(|name| (name, l.addr))
-            })
+            .filter_map(listeners::Bound::named)
             .collect();
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = async {
@@ -395,11 +423,11 @@ impl Bound {
             .into_iter()
             .map(|l| l.serve(config.http, stopped.clone(), grace).boxed())
             .collect();
-        if let Some((port, socket, _)) = admin {
-            servers.push(port.serve(socket, Arc::clone(&metrics), stopped.clone(), grace));
+        if let Some(port) = admin {
+            servers.push(port.serve(Arc::clone(&metrics), stopped.clone(), grace));
         }
-        if let Some((port, socket, _)) = auth_endpoint {
-            servers.push(port.serve(socket, metrics, stopped, grace));
+        if let Some(port) = auth_endpoint {
+            servers.push(port.serve(metrics, stopped, grace));
         }
         let task = tokio::spawn(async move {
             futures_util::future::join_all(servers).await;

@@ -171,6 +171,12 @@ impl Loaded {
 }
 
 impl Bound {
+    /// Its name and address, if it has a name.
+    pub(super) fn named(&self) -> Option<(String, SocketAddr)> {
+        let name = self.loaded.scoped.config.name.clone();
+        name.map(|name| (name, self.addr))
+    }
+
     /// Serves until `stopped`, then drains for up to `grace`.
     pub(super) fn serve(
         self,

@@ -123,7 +123,7 @@ pub(super) fn log(
     let own = own.as_ref();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        listen = only.map(|l| display(l.addr)),
+        listen = only.map(|l| tracing::field::display(l.addr)),
         listeners = names,
         proxy_endpoints = admin_addr.map_or("off".to_owned(), |a| a.to_string()),
         auth_endpoint,
@@ -137,7 +137,7 @@ pub(super) fn log(
         curves = curve_names,
         client_ca = own.map(|s| &s.client_ca),
         http2 = config.http.http2,
-        paths = only.map(|l| display(&l.loaded.scoped.config.paths)),
+        paths = only.map(|l| tracing::field::display(&l.loaded.scoped.config.paths)),
         audiences,
         policy = own.map(|s| &s.policy),
         token_auth_file = files(auth.authn.token_file.as_deref()),

@@ -428,3 +428,16 @@ fn flag_names_read_as_listener_keys() {
         "rbacFile /r.yaml line 3: bad"
     );
 }
+
+#[test]
+fn every_declared_setting_has_a_default_that_parses_and_names_of_its_own() {
+    let mut problems = Problems::default();
+    let args = Fields::default().args(&mut problems);
+    assert!(problems.errors.is_empty(), "{:?}", problems.errors);
+    assert_eq!(args.given(), Vec::<Key>::new(), "unset is not given");
+    let mut names: Vec<&str> = KEYS.iter().flat_map(|k| [k.key, k.flag]).collect();
+    names.extend(["name", "authorization"]);
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 2 * KEYS.len() + 2);
+}
