@@ -1,13 +1,19 @@
-//! The wiring: a validated `Config` becomes a running proxy.
+//! The wiring: a validated `Config` becomes a running proxy, in three steps (as
+//! kubert's `ServerArgs::bind` then `Bound::spawn`):
 //!
-//! Everything that starts the process happens here, in the order it must: certificates
-//! and policy files are loaded before anything binds (a bad file is a startup error,
-//! not a listener that fails every handshake), then the apiserver client, each
-//! listener's pipeline and socket (`listeners.rs`: the flags' and `--listeners-file`'s,
-//! on one apiserver client and one set of caches), the probe port, the startup line
-//! (`startup.rs`), and on a signal the drain. `chain` builds the
-//! authentication and authorization stages; `scrape-guard can-i` calls the same
-//! function, so the doctor can never answer differently from the proxy.
+//! 1. [`load`]: everything that can fail before a socket is bound — every listener's
+//!    certificates (first, so a bad file is reported before anything else), the
+//!    apiserver client, every listener's policy and upstream client, the probe port's
+//!    and auth endpoint's TLS. A bad file is a startup error, not a listener that fails
+//!    every handshake.
+//! 2. [`Ready::bind`]: every socket.
+//! 3. [`Bound::spawn`]: the startup line (`startup.rs`), then serving until a signal,
+//!    and the drain.
+//!
+//! `listeners.rs` is where a listener is loaded and bound: the flags' and
+//! `--listeners-file`'s alike, on one [`Chain`]. `chain` builds what they share;
+//! `scrape-guard can-i` calls the same function and `Chain::authorizer` for the flags'
+//! listener's policy, so the doctor can never answer differently from the proxy.
 
 mod listeners;
 mod startup;
@@ -141,7 +147,7 @@ impl Chain {
 }
 
 /// Loads certificates and policy, builds the clients, binds the listeners and starts
-/// serving: [`load`], [`bind`](Ready::bind), [`spawn`](Bound::spawn).
+/// serving: `load`, `Ready::bind`, `Bound::spawn`.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let ready = load(config).await?;
     let bound = ready.bind().await?;

@@ -10,7 +10,9 @@
 //!
 //! Each flag group is validated in its own file (`serving`, `upstream`, `auth`) into the
 //! settings types of the stages it configures; this module only puts them together.
-//! Validation collects every problem and reports them together, each naming its flag.
+//! The flags' listener is validated as a `--listeners-file` entry is (`listeners.rs`),
+//! into the same `ListenerConfig`. Validation collects every problem and reports them
+//! together, each naming its flag (or file, line and key).
 
 mod args;
 mod auth;
@@ -34,7 +36,7 @@ use crate::{
     apiserver::ApiserverSettings,
     auth_endpoint::{AuthEndpointSettings, Style},
     authn::AuthnSettings,
-    authz::{AuthzSettings, ConfigSource, PolicySettings},
+    authz::{AuthzSettings, PolicySettings},
     server::HttpSettings,
     upstream::IdentityHeaders,
 };
@@ -315,11 +317,12 @@ impl TryFrom<CanIArgs> for CanIConfig {
             policy,
         } = args;
         let mut problems = Problems::default();
-        // The flags' listener's local policy, as the proxy makes it.
+        // The flags' listener's local policy, made as the proxy makes it.
         let local = listeners::policy(
-            policy.config_file.clone().map(ConfigSource::File),
+            &listeners::Declared::Flags,
+            policy.config_file.clone(),
             policy.rbac_file.clone(),
-            None,
+            &mut problems,
         );
         let purpose = match as_user {
             Some(_) => auth::Purpose::CanIAsUser,

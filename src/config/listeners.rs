@@ -1,5 +1,7 @@
-//! `--listeners-file`: more listeners in one process, each with its own address,
-//! upstream, TLS files, path policy, identity headers and authorization.
+//! Listeners: the one the flags define and those of `--listeners-file`, validated the
+//! same way into one `ListenerConfig` each. The file declares more listeners in one
+//! process, each with its own address, upstream, TLS files, path policy, identity
+//! headers and authorization.
 //!
 //! ```yaml
 //! listeners:
@@ -12,8 +14,8 @@
 //!     static: [...]
 //! ```
 //!
-//! Every other key is a per-listener flag's name in camelCase ([`KEYS`]) and takes what
-//! the flag takes; the flags not in the table are the process's, shared by every
+//! Every other key is a per-listener flag's name in camelCase (declared once, with its
+//! flag, in `keys.rs`) and takes what the flag takes; the flags not in the table are the process's, shared by every
 //! listener. The file is read with kube-rbac-proxy's YAML rules (`yaml.rs`: keys in any
 //! case, YAML 1.1), but these keys are ours, so an unknown or repeated one is an error
 //! with its line. Each `authorization:` block is kube-rbac-proxy's and is read by
@@ -198,25 +200,16 @@ pub(super) fn validate(
         }
     };
     let source = serving::tls_source(tls_cert_file, tls_private_key_file, source, problems);
-    let (name, origin, policy) = match declared {
-        Declared::Flags => (
-            None,
-            Origin::Flags,
-            policy(config_file.map(ConfigSource::File), rbac_file, None),
-        ),
-        Declared::File { path, entry } => {
-            let config = file_policy(path, entry, config_file, problems);
-            let origin = Origin::File {
+    let policy = policy(declared, config_file, rbac_file, problems);
+    let (name, origin) = match declared {
+        Declared::Flags => (None, Origin::Flags),
+        Declared::File { path, entry } => (
+            Some(entry.fields.name.clone()),
+            Origin::File {
                 path: path.to_path_buf(),
                 line: entry.line,
-            };
-            let condition = condition(path, &entry.fields);
-            (
-                Some(entry.fields.name.clone()),
-                origin,
-                policy(Some(config), rbac_file, Some(condition)),
-            )
-        }
+            },
+        ),
     };
     ListenerConfig {
         name,
@@ -233,29 +226,28 @@ pub(super) fn validate(
     }
 }
 
-/// A listener's local policy: the one place that says what it is made of, for the
-/// flags' listener, the file's and `scrape-guard can-i` alike.
+/// A listener's local policy: the one place that decides what it is made of, for the
+/// flags' listener (and `scrape-guard can-i`, which answers for it) and the file's.
+/// A file entry's is its `configFile`, else its `authorization:` block (found by its
+/// name each time the file changes), and it is re-read only while the entry says what
+/// it said at startup.
 pub(super) fn policy(
-    config: Option<ConfigSource>,
-    rbac_files: Vec<PathBuf>,
-    condition: Option<Condition>,
-) -> PolicySettings {
-    PolicySettings {
-        config,
-        rbac_files,
-        condition,
-    }
-}
-
-/// A file entry's `configFile`, else its `authorization:` block (found by its name each
-/// time the file changes).
-fn file_policy(
-    file: &Path,
-    entry: &Entry,
+    declared: &Declared<'_>,
     config_file: Option<PathBuf>,
+    rbac_files: Vec<PathBuf>,
     problems: &mut Problems,
-) -> ConfigSource {
-    match config_file {
+) -> PolicySettings {
+    let (path, entry) = match declared {
+        Declared::Flags => {
+            return PolicySettings {
+                config: config_file.map(ConfigSource::File),
+                rbac_files,
+                condition: None,
+            }
+        }
+        Declared::File { path, entry } => (*path, *entry),
+    };
+    let config = match config_file {
         Some(config_file) => {
             if entry.authorization {
                 problems.add("configFile and authorization: give one (configFile is a kube-rbac-proxy config file holding the same block)");
@@ -265,10 +257,15 @@ fn file_policy(
         None => {
             let listener = entry.fields.name.clone();
             ConfigSource::Block {
-                file: file.to_owned(),
+                file: path.to_owned(),
                 locate: authz::locate(move |docs| locate(docs, &listener)),
             }
         }
+    };
+    PolicySettings {
+        config: Some(config),
+        rbac_files,
+        condition: Some(condition(path, &entry.fields)),
     }
 }
 
