@@ -313,7 +313,8 @@ pub(super) fn read(
     (listeners, file)
 }
 
-/// `message` (another module's, naming flags) in a listener's keys.
+/// `message` (another module's, naming flags: `paths`, and at startup `tls`, `authz`,
+/// `upstream`) in a listener's keys.
 pub(crate) fn in_keys(message: &str) -> String {
     let mut keys: Vec<&Key> = KEYS.iter().collect();
     // "--upstream" is a prefix of "--upstream-ca-file": the longest first.
@@ -368,13 +369,12 @@ fn from_entry(
         format!("listener {name}")
     };
     let prefix = format!("{origin} line {}: {who}", entry.line);
-    // `paths` names flags in its messages.
     let Problems { errors, warnings } = own;
     for error in errors {
-        problems.add(format!("{prefix}: {}", in_keys(&error)));
+        problems.add(format!("{prefix}: {error}"));
     }
     for warning in warnings {
-        problems.warn(format!("{prefix}: {}", in_keys(&warning)));
+        problems.warn(format!("{prefix}: {warning}"));
     }
     listener
 }

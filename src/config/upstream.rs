@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use http::{HeaderName, Uri};
 
 use super::{
-    listeners::{key, Key, ListenerArgs, Source},
+    listeners::{in_keys, key, Key, ListenerArgs, Source},
     Problems,
 };
 use crate::{
@@ -70,10 +70,12 @@ pub(super) fn validate(
     }
     problems.positive(name(key::upstream_timeout), args.upstream_timeout);
 
-    let paths = problems.or(
-        PathPolicy::new(&args.allow_paths, &args.ignore_paths),
-        PathPolicy::default(),
-    );
+    // `paths` names the flags; a file's listener names its keys.
+    let paths = PathPolicy::new(&args.allow_paths, &args.ignore_paths).map_err(|e| match source {
+        Source::Flags => e,
+        Source::File => in_keys(&e),
+    });
+    let paths = problems.or(paths, PathPolicy::default());
 
     let mut header_name = |key: Key, value: &str, fallback: &'static str| {
         let name = HeaderName::try_from(value.trim()).map_err(|_| {
