@@ -199,7 +199,7 @@ pub(super) fn validate(
             }
         }
     };
-    let source = serving::tls_source(tls_cert_file, tls_private_key_file, source, problems);
+    let tls_source = serving::tls_source(tls_cert_file, tls_private_key_file, source, problems);
     let policy = policy(declared, config_file, rbac_file, problems);
     let (name, origin) = match declared {
         Declared::Flags => (None, Origin::Flags),
@@ -216,7 +216,7 @@ pub(super) fn validate(
         origin,
         listen,
         tls: TlsSettings {
-            source,
+            source: tls_source,
             policy: tls_policy.clone(),
             client_ca_file,
         },
