@@ -9,7 +9,7 @@ use super::listeners::Bound;
 use crate::{
     apiserver::RateLimit,
     authz::ConfigSource,
-    config::{Config, ListenerConfig, Origin},
+    config::{AuthSettings, Config, ListenerConfig, Origin},
     tls::TlsSource,
 };
 
@@ -77,20 +77,6 @@ pub(super) fn log(
     apiserver: bool,
 ) {
     let auth = &config.auth;
-    let kube_api = match auth.apiserver.rate_limit {
-        RateLimit::Unlimited => "unlimited".to_owned(),
-        RateLimit::TokenBucket { qps, burst } => format!("{qps} qps, burst {burst}"),
-    };
-    let (authn, authz) = (auth.authn.cache, auth.authz.cache);
-    let caches = format!(
-        "authn {}/{} (ok/rejected), authz {}/{} (allow/deny), {} entries, stale-if-error {}",
-        duration(authn.positive),
-        duration(authn.negative),
-        duration(authz.positive),
-        duration(authz.negative),
-        authn.capacity,
-        duration(authn.stale),
-    );
     let auth_endpoint = config
         .auth_endpoint
         .as_ref()
@@ -141,8 +127,11 @@ pub(super) fn log(
         audiences,
         policy = own.map(|s| &s.policy),
         token_auth_file = files(auth.authn.token_file.as_deref()),
-        caches,
-        kube_api,
+        caches = caches(auth),
+        kube_api = match auth.apiserver.rate_limit {
+            RateLimit::Unlimited => "unlimited".to_owned(),
+            RateLimit::TokenBucket { qps, burst } => format!("{qps} qps, burst {burst}"),
+        },
         apiserver_timeout = duration(auth.apiserver.timeout),
         upstream_timeout = own.map(|s| &s.upstream_timeout),
         access_log = config.access_log,
@@ -170,6 +159,15 @@ pub(super) fn log(
             );
         });
     }
+    warn(config, listeners);
+}
+
+/// What may surprise: key exchanges this build lacks, the flags' warnings, and each
+/// listener serving a self-signed certificate.
+fn warn(config: &Config, listeners: &[Bound]) {
+    let curves = listeners
+        .first()
+        .map(|l| l.loaded.scoped.config.tls.policy.curves());
     if let Some(curves) = curves.filter(|c| !c.unavailable().is_empty()) {
         tracing::warn!(
             unavailable = curves.unavailable().join(","),
@@ -196,4 +194,18 @@ pub(super) fn log(
             });
         }
     }
+}
+
+/// The review caches' lifetimes and size.
+fn caches(auth: &AuthSettings) -> String {
+    let (authn, authz) = (auth.authn.cache, auth.authz.cache);
+    format!(
+        "authn {}/{} (ok/rejected), authz {}/{} (allow/deny), {} entries, stale-if-error {}",
+        duration(authn.positive),
+        duration(authn.negative),
+        duration(authz.positive),
+        duration(authz.negative),
+        authn.capacity,
+        duration(authn.stale),
+    )
 }
