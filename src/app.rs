@@ -244,7 +244,14 @@ async fn load(config: Config) -> Result<Ready, RunError> {
     };
     let apiserver = chain.apiserver.clone();
     let admin = match config.proxy_endpoints_port {
-        Some(port) => Some(admin(port, &listeners, chain, &metrics, &config.http)?),
+        Some(port) => Some(admin(
+            port,
+            primary,
+            &listeners,
+            chain,
+            &metrics,
+            &config.http,
+        )?),
         None => None,
     };
     let shared = Shared {
@@ -265,14 +272,12 @@ async fn load(config: Config) -> Result<Ready, RunError> {
 /// authorized as that listener's scrapes are, counted unlabelled.
 fn admin(
     port: u16,
+    primary: &Loaded,
     listeners: &[Loaded],
     chain: Chain,
     metrics: &Arc<Metrics>,
     http: &HttpSettings,
 ) -> Result<Port<Admin>, RunError> {
-    let Some(primary) = listeners.first() else {
-        return Err(RunError::NoListener);
-    };
     let address = ListenAddress {
         host: primary.scoped.config.listen.host.clone(),
         port,

@@ -151,6 +151,16 @@ pub(super) enum Declared<'a> {
     },
 }
 
+impl Declared<'_> {
+    /// What its messages call its settings by.
+    fn source(&self) -> Source {
+        match self {
+            Declared::Flags => Source::Flags,
+            Declared::File { .. } => Source::File,
+        }
+    }
+}
+
 /// Validates one listener's settings, the flags' or a file entry's, the same way:
 /// problems name each setting as it was given.
 pub(super) fn validate(
@@ -159,10 +169,7 @@ pub(super) fn validate(
     tls_policy: &TlsPolicy,
     problems: &mut Problems,
 ) -> ListenerConfig {
-    let source = match declared {
-        Declared::Flags => Source::Flags,
-        Declared::File { .. } => Source::File,
-    };
+    let source = declared.source();
     let (upstream, paths) = upstream::validate(&args, source, problems);
     let ListenerArgs {
         secure_listen_address,
