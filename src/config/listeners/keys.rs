@@ -11,6 +11,7 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     config::{
+        args::defaults,
         go::{parse_go_duration, parse_listen_address, ListenAddress},
         Problems,
     },
@@ -206,7 +207,7 @@ impl Kind for Address {
     }
 }
 
-/// The table's derivations; see the module doc.
+/// The table's derivations; see the module doc. The table is at the end.
 macro_rules! listener_keys {
     ($( $field:ident: $kind:ident $(($default:expr))? = $key:literal, $flag:literal; )*) => {
         /// Each per-listener setting's key and flag, by field name.
@@ -289,8 +290,6 @@ macro_rules! listener_keys {
     (@default $default:expr) => { $default };
     (@default) => { "" };
 }
-
-use super::super::args::defaults;
 
 listener_keys! {
     secure_listen_address: Address = "secureListenAddress", "--secure-listen-address";
