@@ -1,34 +1,41 @@
-//! The wiring: a validated `Config` becomes a running proxy.
+//! The wiring: a validated `Config` becomes a running proxy, in three steps (as
+//! kubert's `ServerArgs::bind` then `Bound::spawn`):
 //!
-//! Everything that starts the process happens here, in the order it must: certificates
-//! and policy files are loaded before anything binds (a bad file is a startup error,
-//! not a listener that fails every handshake), then the apiserver client, each
-//! listener's pipeline and socket (`listeners.rs`: the flags' and `--listeners-file`'s,
-//! on one apiserver client and one set of caches), the probe port, the startup line
-//! (`startup.rs`), and on a signal the drain. `chain` builds the
-//! authentication and authorization stages; `scrape-guard can-i` calls the same
-//! function, so the doctor can never answer differently from the proxy.
+//! 1. [`load`]: everything that can fail before a socket is bound — every listener's
+//!    certificates (first, so a bad file is reported before anything else), the
+//!    apiserver client, every listener's policy and upstream client, the probe port's
+//!    and auth endpoint's TLS. A bad file is a startup error, not a listener that fails
+//!    every handshake.
+//! 2. [`Ready::bind`]: every socket.
+//! 3. [`Bound::spawn`]: the startup line (`startup.rs`), then serving until a signal,
+//!    and the drain.
+//!
+//! `listeners.rs` is where a listener is loaded and bound: the flags' and
+//! `--listeners-file`'s alike, on one [`Chain`]. `chain` builds what they share;
+//! `scrape-guard can-i` calls the same function and `Chain::authorizer` for the flags'
+//! listener's policy, so the doctor can never answer differently from the proxy.
 
 mod listeners;
 mod startup;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use futures_util::future::{BoxFuture, FutureExt as _};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tracing::Instrument;
+use tokio_rustls::TlsAcceptor;
 
-use self::listeners::{Built, Plan};
+use self::listeners::{Loaded, Scoped};
 use crate::{
     admin::Admin,
     apiserver::{Apiserver, ClientError},
     auth_endpoint::AuthEndpoint,
     authn::{Authenticator, AuthnError},
-    authz::Authorizer,
+    authz::{Authorizer, PolicySettings},
     config::{listeners_unchanged, AuthSettings, Config, ListenAddress},
     metrics::Metrics,
     reload::Watched,
-    server::{self, HttpSettings, Listener},
-    tls::{self, Alpn, TlsError},
+    server::{self, Handler, HttpSettings},
+    tls::{self, Alpn, ClientCa, TlsError},
     upstream::UpstreamError,
 };
 
@@ -98,15 +105,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The authentication and authorization stages, and the apiserver they share (`None`
-/// in standalone mode).
+/// What every listener shares: the apiserver, the authenticator, the SubjectAccessReview
+/// cache (`authz`, with no local policy: each listener has its own, `authorizer`).
+/// `apiserver` is `None` in standalone mode.
 pub(crate) struct Chain {
     pub(crate) apiserver: Option<Arc<Apiserver>>,
     pub(crate) authn: Authenticator,
-    pub(crate) authz: Authorizer,
+    authz: Authorizer,
 }
 
-/// Builds the chain from its settings: the proxy's and `can-i`'s only way to do it.
+/// Builds the shared chain from its settings: the proxy's and `can-i`'s only way to do it.
 pub(crate) async fn chain(
     settings: &AuthSettings,
     metrics: &Arc<Metrics>,
@@ -124,177 +132,328 @@ pub(crate) async fn chain(
     })
 }
 
+impl Chain {
+    /// A listener's authorizer: its local policy (loaded now, then kept fresh) on the
+    /// shared reviews, recording in `metrics`. Every listener's, and `can-i`'s.
+    pub(crate) fn authorizer(
+        &self,
+        policy: &PolicySettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Authorizer, RunError> {
+        self.authz
+            .for_listener(policy, metrics)
+            .map_err(|e| RunError::Policy(e.to_string()))
+    }
+}
+
 /// Loads certificates and policy, builds the clients, binds the listeners and starts
-/// serving.
+/// serving: `load`, `Ready::bind`, `Bound::spawn`.
 pub async fn start(config: Config) -> Result<Running, RunError> {
+    let ready = load(config).await?;
+    let bound = ready.bind().await?;
+    Ok(bound.spawn())
+}
+
+/// What every step hands on: the settings, the metrics registry, the apiserver client
+/// (`None` standalone) and the `--listeners-file` watch (kept until the listeners stop).
+struct Shared {
+    config: Config,
+    metrics: Arc<Metrics>,
+    apiserver: Option<Arc<Apiserver>>,
+    layout: Option<Arc<Watched<()>>>,
+}
+
+/// Everything that can fail before a socket is bound has: files read, certificates
+/// parsed, policies loaded, the apiserver client made.
+struct Ready {
+    shared: Shared,
+    listeners: Vec<Loaded>,
+    admin: Option<Port<Admin>>,
+    auth_endpoint: Option<Port<AuthEndpoint>>,
+}
+
+/// Every socket bound; nothing is served yet.
+struct Bound {
+    shared: Shared,
+    /// The first listener's address.
+    addr: SocketAddr,
+    listeners: Vec<listeners::Bound>,
+    admin: Option<BoundPort<Admin>>,
+    auth_endpoint: Option<BoundPort<AuthEndpoint>>,
+}
+
+/// The probe port or the auth endpoint: a handler and its TLS, to be bound at `address`.
+struct Port<H> {
+    flag: &'static str,
+    address: ListenAddress,
+    acceptor: TlsAcceptor,
+    client_ca: Option<Arc<ClientCa>>,
+    settings: HttpSettings,
+    handler: Arc<H>,
+}
+
+/// A [`Port`] bound.
+struct BoundPort<H> {
+    port: Port<H>,
+    socket: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Step one: loads every listener's certificates (first: a bad file is reported before
+/// anything else), connects the chain, loads every listener's policy and upstream
+/// client, and builds the probe port's and the auth endpoint's handlers.
+async fn load(config: Config) -> Result<Ready, RunError> {
     let metrics = Arc::new(Metrics::new());
-    let plans = listeners::plans(&config, &metrics);
-    // Every listener's certificates before anything else: a bad file is reported first.
-    let tls = plans
+    let scoped: Vec<Scoped> = config
+        .listeners
         .iter()
-        .map(Plan::load_tls)
+        .map(|listener| Scoped::new(listener.clone(), &metrics))
+        .collect();
+    let tls = scoped
+        .iter()
+        .map(Scoped::load_tls)
         .collect::<Result<Vec<_>, _>>()?;
-    // Beside --listeners-file the flags' policy files are the "default" listener's, loaded
-    // as every listener's are (`Plan::build`); the chain holds what is shared.
-    let shared = config.listeners_file.as_ref().map(|_| {
-        let mut auth = config.auth.clone();
-        auth.authz.config_file = None;
-        auth.authz.rbac_files.clear();
-        auth
-    });
-    let Chain {
-        apiserver,
-        authn,
-        authz,
-    } = chain(shared.as_ref().unwrap_or(&config.auth), &metrics).await?;
-    if let Some(apiserver) = &apiserver {
+    let chain = chain(&config.auth, &metrics).await?;
+    if let Some(apiserver) = &chain.apiserver {
         apiserver.spawn_probe();
     }
-    let mut built = Vec::with_capacity(plans.len());
-    for (plan, tls) in plans.into_iter().zip(tls) {
-        built.push(plan.build(tls, &authn, &authz, config.access_log).await?);
-    }
-    // What --listeners-file says besides the authorization blocks is read once; a change
-    // to it is reported (and flagged in the reload metrics) until the next start.
-    let layout = match &config.listeners_file {
-        Some(file) => {
-            let shape = file.shape.clone();
-            let layout = Watched::load(
-                "--listeners-file",
-                vec![file.path.clone()],
-                move |files| listeners_unchanged(files, &shape),
-                &metrics,
-            )
-            .map_err(|e| RunError::Policy(format!("--listeners-file {e}")))?;
-            layout.spawn_reloader();
-            Some(layout)
-        }
-        None => None,
+    let alpn = match config.http.http2 {
+        true => Alpn::Http2AndHttp11,
+        false => Alpn::Http11,
     };
+    let mut listeners = Vec::with_capacity(scoped.len());
+    for (scoped, tls) in scoped.into_iter().zip(tls) {
+        listeners.push(scoped.load(tls, &chain, config.access_log, alpn)?);
+    }
+    let layout = watch_layout(&config, &metrics)?;
     // The probe port and the auth endpoint serve as the first listener does.
-    let Some(primary) = built.first() else {
+    let Some(primary) = listeners.first() else {
         return Err(RunError::NoListener);
     };
-    let (addr, primary_guard) = (primary.addr, Arc::clone(&primary.guard));
-    let primary_tls = (Arc::clone(&primary.tls.cert), primary.tls.client_ca.clone());
-    let admin_listener = match config.proxy_endpoints_port {
-        Some(port) => {
-            let address = ListenAddress {
-                host: primary.plan.listen.host.clone(),
-                port,
-            };
-            let listener = bind("--proxy-endpoints-port", &address).await?;
-            let addr = local_addr("--proxy-endpoints-port", &listener)?;
-            Some((listener, addr))
-        }
-        None => None,
-    };
-    let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
-    let endpoint_listener = match &config.auth_endpoint {
+    let auth_endpoint = match &config.auth_endpoint {
         Some((address, settings)) => {
-            let listener = bind("--auth-endpoint-address", address).await?;
-            let addr = local_addr("--auth-endpoint-address", &listener)?;
-            Some((listener, addr, settings.clone()))
+            let handler = AuthEndpoint {
+                guard: Arc::clone(&primary.guard),
+                settings: settings.clone(),
+            };
+            let http = (alpn, config.http);
+            let flag = "--auth-endpoint-address";
+            Some(Port::new(flag, address.clone(), primary, http, handler)?)
         }
         None => None,
     };
-    let auth_endpoint_addr = endpoint_listener.as_ref().map(|(_, addr, _)| *addr);
-
-    let alpn = if config.http.http2 {
-        Alpn::Http2AndHttp11
-    } else {
-        Alpn::Http11
+    let apiserver = chain.apiserver.clone();
+    let admin = match config.proxy_endpoints_port {
+        Some(port) => Some(admin(
+            port,
+            primary,
+            &listeners,
+            chain,
+            &metrics,
+            &config.http,
+        )?),
+        None => None,
     };
-    let policy = &config.tls.policy;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let stopped = futures_util::FutureExt::shared(async {
-        let _ = stopped.await;
-    });
-    let grace = config.shutdown_grace;
-    let mut servers: Vec<futures_util::future::BoxFuture<'static, ()>> = Vec::new();
-    let mut certs = Vec::with_capacity(built.len());
-    let mut serving = Vec::with_capacity(built.len());
-    for listener in built {
-        let Built {
-            plan,
-            tls,
-            guard,
+    let shared = Shared {
+        config,
+        metrics,
+        apiserver,
+        layout,
+    };
+    Ok(Ready {
+        shared,
+        listeners,
+        admin,
+        auth_endpoint,
+    })
+}
+
+/// The probe port, on the first listener's host: its `/metrics` is authenticated and
+/// authorized as that listener's scrapes are, counted unlabelled.
+fn admin(
+    port: u16,
+    primary: &Loaded,
+    listeners: &[Loaded],
+    chain: Chain,
+    metrics: &Arc<Metrics>,
+    http: &HttpSettings,
+) -> Result<Port<Admin>, RunError> {
+    let address = ListenAddress {
+        host: primary.scoped.config.listen.host.clone(),
+        port,
+    };
+    let handler = Admin {
+        certs: listeners
+            .iter()
+            .map(|l| (l.scoped.config.name.clone(), Arc::clone(&l.tls.cert)))
+            .collect(),
+        apiserver: chain.apiserver,
+        authz: primary.guard.authz.with_metrics(metrics.unlabelled()),
+        authn: chain.authn,
+        metrics: Arc::clone(metrics),
+    };
+    let http = (Alpn::Http11, admin_http(http));
+    Port::new("--proxy-endpoints-port", address, primary, http, handler)
+}
+
+/// What `--listeners-file` says besides the authorization blocks is read once; a change
+/// to it is reported (and flagged in the reload metrics) until the next start.
+fn watch_layout(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Watched<()>>>, RunError> {
+    let Some(file) = &config.listeners_file else {
+        return Ok(None);
+    };
+    let shape = file.shape.clone();
+    let layout = Watched::load(
+        "--listeners-file",
+        vec![file.path.clone()],
+        move |files| listeners_unchanged(files, &shape),
+        metrics,
+    )
+    .map_err(|e| RunError::Policy(format!("--listeners-file {e}")))?;
+    layout.spawn_reloader();
+    Ok(Some(layout))
+}
+
+impl Ready {
+    /// Step two: binds every socket: the listeners', the probe port's, the auth
+    /// endpoint's.
+    async fn bind(self) -> Result<Bound, RunError> {
+        let Ready {
+            shared,
+            listeners: loaded,
+            admin,
+            auth_endpoint,
+        } = self;
+        let mut listeners = Vec::with_capacity(loaded.len());
+        for listener in loaded {
+            listeners.push(listener.bind().await?);
+        }
+        let admin = match admin {
+            Some(port) => Some(port.bind().await?),
+            None => None,
+        };
+        let auth_endpoint = match auth_endpoint {
+            Some(port) => Some(port.bind().await?),
+            None => None,
+        };
+        let addr = listeners.first().ok_or(RunError::NoListener)?.addr;
+        Ok(Bound {
+            shared,
+            addr,
+            listeners,
+            admin,
+            auth_endpoint,
+        })
+    }
+}
+
+impl<H: Handler> Port<H> {
+    /// A port served as `primary` is (its certificate, client CA and TLS policy), with
+    /// its own ALPN and HTTP limits.
+    fn new(
+        flag: &'static str,
+        address: ListenAddress,
+        primary: &Loaded,
+        (alpn, settings): (Alpn, HttpSettings),
+        handler: H,
+    ) -> Result<Self, RunError> {
+        let tls = &primary.tls;
+        let policy = &primary.scoped.config.tls.policy;
+        Ok(Self {
+            flag,
+            address,
+            acceptor: tls::acceptor(&tls.cert, policy, alpn, tls.client_ca.as_ref())?,
+            client_ca: tls.client_ca.clone(),
+            settings,
+            handler: Arc::new(handler),
+        })
+    }
+
+    async fn bind(self) -> Result<BoundPort<H>, RunError> {
+        let (socket, addr) = bind(self.flag, &self.address).await?;
+        Ok(BoundPort {
+            port: self,
             socket,
             addr,
-        } = listener;
-        let acceptor = tls::acceptor(&tls.cert, &plan.tls.policy, alpn, tls.client_ca.as_ref())?;
-        let proxy = server::serve(
-            Listener {
-                socket,
-                acceptor,
-                client_ca: tls.client_ca,
-                settings: config.http,
-            },
-            guard,
-            Arc::clone(&plan.metrics),
-            stopped.clone(),
-            grace,
-        );
-        servers.push(Box::pin(proxy.instrument(plan.span.clone())));
-        certs.push((plan.name.clone(), tls.cert));
-        serving.push(startup::Serving { plan, addr });
+        })
     }
-    let (cert, client_ca) = primary_tls;
-    if let Some((socket, _)) = admin_listener {
-        let handler = Arc::new(Admin {
-            certs,
-            apiserver: apiserver.clone(),
-            authz: primary_guard.authz.with_metrics(metrics.unlabelled()),
-            authn,
-            metrics: Arc::clone(&metrics),
-        });
-        let listener = Listener {
+}
+
+impl<H: Handler> BoundPort<H> {
+    /// Serves until `stopped`, then drains for up to `grace`.
+    fn serve(
+        self,
+        metrics: Arc<Metrics>,
+        stopped: impl Future<Output = ()> + Send + 'static,
+        grace: std::time::Duration,
+    ) -> BoxFuture<'static, ()> {
+        let BoundPort { port, socket, .. } = self;
+        let listener = server::Listener {
             socket,
-            acceptor: tls::acceptor(&cert, policy, Alpn::Http11, client_ca.as_ref())?,
-            client_ca: client_ca.clone(),
-            settings: admin_http(&config.http),
+            acceptor: port.acceptor,
+            client_ca: port.client_ca,
+            settings: port.settings,
         };
-        let metrics = Arc::clone(&metrics);
-        servers.push(Box::pin(server::serve(
-            listener,
-            handler,
+        server::serve(listener, port.handler, metrics, stopped, grace).boxed()
+    }
+}
+
+impl Bound {
+    /// Step three: logs the startup line and serves every socket until stopped.
+    fn spawn(self) -> Running {
+        let Bound {
+            shared,
+            addr,
+            listeners,
+            admin,
+            auth_endpoint,
+        } = self;
+        let Shared {
+            config,
             metrics,
-            stopped.clone(),
-            grace,
-        )));
-    }
-    if let Some((socket, _, settings)) = endpoint_listener {
-        let handler = Arc::new(AuthEndpoint {
-            guard: primary_guard,
-            settings,
-        });
-        let listener = Listener {
-            socket,
-            acceptor: tls::acceptor(&cert, policy, alpn, client_ca.as_ref())?,
-            client_ca,
-            settings: config.http,
-        };
-        servers.push(Box::pin(server::serve(
-            listener, handler, metrics, stopped, grace,
-        )));
-    }
-    let task = tokio::spawn(async move {
-        futures_util::future::join_all(servers).await;
-        // Watched until the listeners stop.
-        drop(layout);
-    });
-    startup::log(&config, &serving, admin_addr, apiserver.is_some());
-    Ok(Running {
-        addr,
-        admin_addr,
-        auth_endpoint_addr,
-        listeners: serving
+            apiserver,
+            layout,
+        } = shared;
+        let admin_addr = admin.as_ref().map(|port| port.addr);
+        startup::log(&config, &listeners, admin_addr, apiserver.is_some());
+        let auth_endpoint_addr = auth_endpoint.as_ref().map(|port| port.addr);
+        let named = listeners
             .iter()
-            .filter_map(|s| s.plan.name.clone().map(|name| (name, s.addr)))
-            .collect(),
-        stop,
-        task,
-    })
+            .filter_map(listeners::Bound::named)
+            .collect();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        }
+        .shared();
+        let grace = config.shutdown_grace;
+        let mut servers: Vec<BoxFuture<'static, ()>> = listeners
+            .into_iter()
+            .map(|l| l.serve(config.http, stopped.clone(), grace).boxed())
+            .collect();
+        if let Some(port) = admin {
+            servers.push(port.serve(Arc::clone(&metrics), stopped.clone(), grace));
+        }
+        if let Some(port) = auth_endpoint {
+            servers.push(port.serve(metrics, stopped, grace));
+        }
+        let task = tokio::spawn(async move {
+            futures_util::future::join_all(servers).await;
+            // Watched until the listeners stop.
+            drop(layout);
+        });
+        Running {
+            addr,
+            admin_addr,
+            auth_endpoint_addr,
+            listeners: named,
+            stop,
+            task,
+        }
+    }
 }
 
 /// The probe port's limits. The kubelet opens a new connection for every probe, sends
@@ -318,39 +477,43 @@ fn admin_http(proxy: &HttpSettings) -> HttpSettings {
 }
 
 /// Binds like Go's `net.Listen("tcp", addr)`: an empty host is every interface
-/// (IPv6 dual-stack where available), a name is resolved.
-async fn bind(flag: &'static str, address: &ListenAddress) -> Result<TcpListener, RunError> {
-    let error = |message: String| RunError::Bind {
+/// (IPv6 dual-stack where available), a name is resolved. Returns the socket and the
+/// address it is bound to.
+async fn bind(
+    flag: &'static str,
+    address: &ListenAddress,
+) -> Result<(TcpListener, SocketAddr), RunError> {
+    let error = |address: String, message: String| RunError::Bind {
         flag,
-        address: address.to_string(),
+        address,
         message,
     };
+    let socket = bind_socket(address)
+        .await
+        .map_err(|message| error(address.to_string(), message))?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| error("?".into(), e.to_string()))?;
+    Ok((socket, addr))
+}
+
+async fn bind_socket(address: &ListenAddress) -> Result<TcpListener, String> {
     if address.host.is_empty() {
         if let Ok(listener) = TcpListener::bind(("::", address.port)).await {
             return Ok(listener);
         }
         return TcpListener::bind(("0.0.0.0", address.port))
             .await
-            .map_err(|e| error(e.to_string()));
+            .map_err(|e| e.to_string());
     }
     let host = address.host.split('%').next().unwrap_or_default();
     let mut candidates = tokio::net::lookup_host((host, address.port))
         .await
-        .map_err(|e| error(format!("cannot resolve {host:?}: {e}")))?;
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
     let first = candidates
         .next()
-        .ok_or_else(|| error(format!("{host:?} resolves to no address")))?;
-    TcpListener::bind(first)
-        .await
-        .map_err(|e| error(e.to_string()))
-}
-
-fn local_addr(flag: &'static str, listener: &TcpListener) -> Result<SocketAddr, RunError> {
-    listener.local_addr().map_err(|e| RunError::Bind {
-        flag,
-        address: "?".into(),
-        message: e.to_string(),
-    })
+        .ok_or_else(|| format!("{host:?} resolves to no address"))?;
+    TcpListener::bind(first).await.map_err(|e| e.to_string())
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

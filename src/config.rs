@@ -10,7 +10,9 @@
 //!
 //! Each flag group is validated in its own file (`serving`, `upstream`, `auth`) into the
 //! settings types of the stages it configures; this module only puts them together.
-//! Validation collects every problem and reports them together, each naming its flag.
+//! The flags' listener is validated as a `--listeners-file` entry is (`listeners.rs`),
+//! into the same `ListenerConfig`. Validation collects every problem and reports them
+//! together, each naming its flag (or file, line and key).
 
 mod args;
 mod auth;
@@ -24,6 +26,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 pub use self::args::{Args, Cli, Command, VersionFlag};
 use self::args::{AuthEndpointArgs, LoggingArgs};
+pub(crate) use self::listeners::{ListenerConfig, ListenersFile, Origin};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
     go::ListenAddress,
@@ -33,41 +36,34 @@ use crate::{
     apiserver::ApiserverSettings,
     auth_endpoint::{AuthEndpointSettings, Style},
     authn::AuthnSettings,
-    authz::AuthzSettings,
-    paths::PathPolicy,
+    authz::{AuthzSettings, PolicySettings},
     server::HttpSettings,
-    tls::TlsSettings,
     upstream::IdentityHeaders,
-    upstream::UpstreamSettings,
 };
 
-/// The validated configuration the proxy starts from: one settings value per stage.
-///
-/// `listen`, `tls` (but its policy), `paths`, `upstream` and the policy files of
-/// `auth.authz` are the listener the flags define; with `--listeners-file` and no
-/// `--upstream` there is none, and they hold placeholders (`listeners_file` says).
+/// The validated configuration the proxy starts from: its listeners, and one settings
+/// value per stage for what they share.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `--secure-listen-address`.
-    pub listen: ListenAddress,
+    /// Every listener, in the order served: the flags' first (`--upstream`; named
+    /// "default" beside `--listeners-file`), then the file's.
+    pub listeners: Vec<ListenerConfig>,
     /// `--proxy-endpoints-port`: /healthz, /readyz and own /metrics.
     pub proxy_endpoints_port: Option<u16>,
     /// `--worker-threads`, already capped at the CPUs available.
     pub worker_threads: usize,
     /// `--shutdown-grace`.
     pub shutdown_grace: Duration,
-    pub tls: TlsSettings,
     pub http: HttpSettings,
-    /// `--allow-paths`, `--ignore-paths`.
-    pub paths: PathPolicy,
-    pub upstream: UpstreamSettings,
+    /// What the listeners share: the apiserver, the token file, the caches. The local
+    /// policy is each listener's own (`ListenerConfig::policy`).
     pub auth: AuthSettings,
     /// `--access-log`.
     pub access_log: bool,
     /// `--auth-endpoint-address` and how it reads requests.
     pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
-    /// `--listeners-file`: more listeners. `None`: the flags define the only one.
-    pub listeners_file: Option<listeners::ListenersFile>,
+    /// `--listeners-file`, watched for changes its listeners do not take until a restart.
+    pub listeners_file: Option<ListenersFile>,
     /// What the flags mean that may surprise (suites rustls lacks, a TLS 1.0 minimum…),
     /// logged once at startup.
     pub warnings: Vec<String>,
@@ -86,6 +82,8 @@ pub struct AuthSettings {
 #[derive(Debug, Clone)]
 pub(crate) struct CanIConfig {
     pub auth: AuthSettings,
+    /// `--config-file` and `--rbac-file`, as the flags' listener has them.
+    pub policy: PolicySettings,
     pub who: Who,
     /// `--path`.
     pub path: String,
@@ -197,59 +195,74 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
+        let flags = listeners::from_flags(&serving, upstream, &policy);
         // The flags define a listener unless --listeners-file declares them all.
-        let flags_listener = upstream.upstream.is_some() || serving.listeners_file.is_none();
+        let flags_listener = flags.upstream.is_some() || serving.listeners_file.is_none();
         if !flags_listener {
-            for flag in listeners::flags_given(&serving, &upstream, &policy) {
+            for key in flags.given() {
                 problems.add(format!(
-                    "{flag} configures the listener --upstream defines, and there is none \
+                    "{} configures the listener --upstream defines, and there is none \
                      (--listeners-file declares them all): give it to a listener there, as {}",
-                    in_listener_keys(flag)
+                    key.flag, key.key
                 ));
             }
         }
         let serving = serving::validate(serving, &mut problems);
-        let (upstream, paths) = match flags_listener {
-            true => upstream::validate(upstream, &mut problems),
-            // Placeholders, never served: what they could say is reported above.
-            false => upstream::validate(upstream, &mut Problems::default()),
-        };
+        // Not served without --upstream beside the file, and what it could say is
+        // reported above; its identity headers are still the auth endpoint's.
+        let mut unserved = Problems::default();
+        let flags = listeners::validate(
+            flags,
+            &listeners::Declared::Flags,
+            &serving.tls_policy,
+            if flags_listener {
+                &mut problems
+            } else {
+                &mut unserved
+            },
+        );
         let caches = auth::caches(cache, &mut problems);
         let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
-        let auth_endpoint = auth_endpoint(endpoint, &upstream.identity, &mut problems);
+        let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
-            listen,
             proxy_endpoints_port,
             worker_threads,
             shutdown_grace,
-            tls,
+            tls_policy,
             http,
             listeners_file,
         } = serving;
-        if let Some(port) = proxy_endpoints_port.filter(|p| flags_listener && *p == listen.port) {
+        if let Some(port) =
+            proxy_endpoints_port.filter(|p| flags_listener && *p == flags.listen.port)
+        {
             problems.add(format!(
                 "--proxy-endpoints-port {port} is the port of --secure-listen-address"
             ));
         }
-        let listeners_file = listeners_file.map(|path| {
-            let context = listeners::Context {
-                flags_listener: flags_listener.then_some(&listen),
-                proxy_endpoints_port,
-                auth_endpoint: auth_endpoint.as_ref().map(|(address, _)| address),
-                tls_policy: &tls.policy,
-            };
-            listeners::read(&path, &context, &mut problems)
-        });
+        let (file_listeners, listeners_file) = match listeners_file {
+            Some(path) => {
+                let context = listeners::Context {
+                    flags_listener: flags_listener.then_some(&flags.listen),
+                    proxy_endpoints_port,
+                    auth_endpoint: auth_endpoint.as_ref().map(|(address, _)| address),
+                    tls_policy: &tls_policy,
+                };
+                let (listeners, file) = listeners::read(&path, &context, &mut problems);
+                (listeners, Some(file))
+            }
+            None => (Vec::new(), None),
+        };
+        let mut flags = flags_listener.then_some(flags);
+        if let Some(flags) = flags.as_mut().filter(|_| listeners_file.is_some()) {
+            flags.name = Some(FLAGS_LISTENER.to_owned());
+        }
         let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
-            listen,
+            listeners: flags.into_iter().chain(file_listeners).collect(),
             proxy_endpoints_port,
             worker_threads,
             shutdown_grace,
-            tls,
             http,
-            paths,
-            upstream,
             auth,
             access_log,
             auth_endpoint,
@@ -304,6 +317,13 @@ impl TryFrom<CanIArgs> for CanIConfig {
             policy,
         } = args;
         let mut problems = Problems::default();
+        // The flags' listener's local policy, made as the proxy makes it.
+        let local = listeners::policy(
+            &listeners::Declared::Flags,
+            policy.config_file.clone(),
+            policy.rbac_file.clone(),
+            &mut problems,
+        );
         let purpose = match as_user {
             Some(_) => auth::Purpose::CanIAsUser,
             None => auth::Purpose::Proxy,
@@ -331,6 +351,7 @@ impl TryFrom<CanIArgs> for CanIConfig {
         };
         problems.finish(CanIConfig {
             auth,
+            policy: local,
             who,
             path,
             verb,
@@ -339,219 +360,4 @@ impl TryFrom<CanIArgs> for CanIConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{apiserver::RateLimit, tls::TlsSource};
-    use clap::{CommandFactory, Parser};
-
-    fn parse(args: &[&str]) -> Result<Config, String> {
-        let mut argv = vec!["scrape-guard"];
-        argv.extend_from_slice(args);
-        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
-        Config::try_from(args).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        Args::command().debug_assert();
-    }
-
-    #[test]
-    fn defaults_match_the_documented_ones() {
-        let config = parse(&["--upstream=http://127.0.0.1:9100/"]).unwrap();
-        assert_eq!(config.listen.to_string(), "0.0.0.0:8443");
-        assert!(matches!(config.tls.source, TlsSource::SelfSigned));
-        assert!(config.http.http2);
-        assert_eq!(config.http.max_concurrent_streams, 100);
-        assert_eq!(config.proxy_endpoints_port, None);
-        assert_eq!(config.auth.authn.cache.positive, Duration::from_secs(120));
-        assert_eq!(config.auth.authn.cache.negative, Duration::from_secs(10));
-        assert_eq!(config.auth.authz.cache.positive, Duration::from_secs(300));
-        assert_eq!(config.auth.authz.cache.negative, Duration::from_secs(30));
-        assert_eq!(config.auth.authn.cache.capacity, 65536);
-        assert_eq!(config.worker_threads, serving::available_cpus().min(2));
-        assert_eq!(config.auth.apiserver.timeout, Duration::from_secs(5));
-        assert_eq!(config.upstream.timeout, Duration::from_secs(30));
-        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
-        assert_eq!(
-            config.auth.apiserver.rate_limit,
-            RateLimit::TokenBucket {
-                qps: 5.0,
-                burst: 10
-            }
-        );
-        assert!(!config.upstream.identity.enabled);
-        assert_eq!(config.upstream.identity.user, "x-remote-user");
-        assert_eq!(config.upstream.identity.groups, "x-remote-groups");
-        assert_eq!(config.upstream.identity.separator, "|");
-    }
-
-    #[test]
-    fn kube_prometheus_node_exporter_sidecar_args() {
-        let config = parse(&[
-            "--logtostderr",
-            "--secure-listen-address=[10.1.2.3]:9100",
-            "--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
-            "--upstream=http://127.0.0.1:9100/",
-        ])
-        .unwrap();
-        assert_eq!(config.listen.host, "10.1.2.3");
-        assert_eq!(config.tls.policy.cipher_suites().len(), 6 + 3);
-    }
-
-    #[test]
-    fn flag_value_forms_and_go_booleans() {
-        let config = parse(&[
-            "--upstream",
-            "http://127.0.0.1:9100/",
-            "--http2-disable",
-            "--auth-header-fields-enabled=true",
-            "--allow-paths",
-            "/metrics,/federate",
-            "--auth-token-audiences=a,b",
-            "--authz-allow-ttl",
-            "1m30s",
-            "--kube-api-qps=-1",
-        ])
-        .unwrap();
-        assert!(!config.http.http2);
-        assert!(config.upstream.identity.enabled);
-        assert_eq!(config.auth.authn.audiences, ["a", "b"]);
-        assert_eq!(config.auth.authz.cache.positive, Duration::from_secs(90));
-        assert_eq!(config.auth.apiserver.rate_limit, RateLimit::Unlimited);
-
-        let config = parse(&[
-            "--upstream=http://127.0.0.1:9100/",
-            "--http2-disable=false",
-            "--auth-header-fields-enabled=0",
-        ])
-        .unwrap();
-        assert!(config.http.http2);
-        assert!(!config.upstream.identity.enabled);
-    }
-
-    #[test]
-    fn a_repeated_flag_counts_once_as_in_go() {
-        // pflag: the last value of a scalar flag wins; list flags accumulate.
-        let config = parse(&[
-            "--upstream=http://127.0.0.1:1/",
-            "--upstream=http://127.0.0.1:9100/",
-            "--allow-paths=/metrics",
-            "--allow-paths=/federate",
-            "--secure-listen-address=:1",
-            "--secure-listen-address=127.0.0.1:9443",
-        ])
-        .unwrap();
-        assert_eq!(config.upstream.url.to_string(), "http://127.0.0.1:9100/");
-        assert_eq!(config.listen.to_string(), "127.0.0.1:9443");
-        assert!(
-            config.paths.to_string().contains("/federate"),
-            "{}",
-            config.paths
-        );
-        assert!(
-            config.paths.to_string().contains("/metrics"),
-            "{}",
-            config.paths
-        );
-    }
-
-    #[test]
-    fn klog_flags_are_accepted_and_listed() {
-        let args = Args::try_parse_from([
-            "scrape-guard",
-            "--upstream=http://127.0.0.1:9100/",
-            "--logtostderr=true",
-            "--alsologtostderr",
-            "-v=2",
-            "--vmodule=foo=3",
-            "--log-dir=/tmp",
-            "--log-file=/tmp/x",
-            "--skip-headers",
-            "--stderrthreshold=ERROR",
-            "--tls-reload-interval=1m",
-            "--log-flush-frequency=5s",
-            "--add-dir-header",
-            "--one-output=false",
-            "--skip-log-headers",
-            "--log-backtrace-at=:0",
-            "--log-file-max-size=1800",
-        ])
-        .unwrap();
-        assert_eq!(args.legacy.ignored().len(), 15);
-        assert!(Config::try_from(args).is_ok());
-        let args =
-            Args::try_parse_from(["scrape-guard", "--upstream=http://x/", "--v", "10"]).unwrap();
-        assert_eq!(args.legacy.ignored(), ["-v"]);
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once_naming_its_flag() {
-        let err = parse(&[
-            "--insecure-listen-address=0.0.0.0:8080",
-            "--oidc-issuer=https://issuer",
-            "--tls-cert-file=/x.pem",
-            "--tls-min-version=VersionSSL30",
-            "--tls-cipher-suites=TLS_RSA_WITH_AES_128_CBC_SHA",
-            "--allow-paths=/metrics",
-            "--ignore-paths=/healthz",
-            "--auth-header-user-field-name=bad header",
-            "--apiserver-timeout=0",
-        ])
-        .unwrap_err();
-        for needle in [
-            "--insecure-listen-address",
-            "--oidc-issuer",
-            "--tls-private-key-file",
-            "--tls-min-version",
-            "TLS_RSA_WITH_AES_128_CBC_SHA",
-            "--allow-paths",
-            "--auth-header-user-field-name",
-            "--apiserver-timeout",
-            "--upstream is required",
-        ] {
-            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
-        }
-    }
-
-    #[test]
-    fn reviews_per_peer_defaults_to_8_and_must_be_at_least_1() {
-        let config = parse(&["--upstream=http://127.0.0.1:9100/"]).unwrap();
-        assert_eq!(config.auth.apiserver.max_per_peer, 8);
-        let config = parse(&[
-            "--upstream=http://127.0.0.1:9100/",
-            "--max-reviews-per-peer=64",
-        ])
-        .unwrap();
-        assert_eq!(config.auth.apiserver.max_per_peer, 64);
-        let err = parse(&[
-            "--upstream=http://127.0.0.1:9100/",
-            "--max-reviews-per-peer=0",
-        ])
-        .unwrap_err();
-        assert!(
-            err.contains("--max-reviews-per-peer must be at least 1"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn env_vars_set_flags() {
-        // Each flag declares its SCRAPE_GUARD_ variable; check the names are derived
-        // consistently rather than mutating the process environment in a test.
-        for arg in Args::command().get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            if arg
-                .get_help_heading()
-                .is_some_and(|h| h.starts_with("Compatibility"))
-                || arg.is_hide_set()
-                || matches!(long, "help" | "version")
-            {
-                continue;
-            }
-            let want = format!("SCRAPE_GUARD_{}", long.to_uppercase().replace('-', "_"));
-            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
-            assert_eq!(env.as_deref(), Some(want.as_str()), "--{long}");
-        }
-    }
-}
+mod tests;

@@ -170,14 +170,18 @@ pub async fn can_i(args: CanIArgs) -> (String, u8) {
 
 async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     let config = CanIConfig::try_from(args).map_err(|e| e.to_string())?;
-    // The proxy's own chain, from the same settings the proxy would use.
-    let Chain {
-        apiserver,
-        authn,
-        authz,
-    } = app::chain(&config.auth, &Arc::new(Metrics::new()))
+    // The proxy's own chain and the flags' listener's authorizer, from the same
+    // settings and built the same way as the proxy's.
+    let metrics = Arc::new(Metrics::new());
+    let chain = app::chain(&config.auth, &metrics)
         .await
         .map_err(|e| e.to_string())?;
+    let authz = chain
+        .authorizer(&config.policy, metrics)
+        .map_err(|e| e.to_string())?;
+    let Chain {
+        apiserver, authn, ..
+    } = chain;
     let mut out = String::new();
 
     let user = match &config.who {
@@ -256,7 +260,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         user.name,
         attributes.action()
     );
-    let rbac_files = &config.auth.authz.rbac_files;
+    let rbac_files = &config.policy.rbac_files;
     let how = match (&apiserver, rbac_files.as_slice()) {
         (Some(_), _) => "apply this (kubectl apply -f -)".to_owned(),
         // Standalone: there is no cluster to apply it to; the RBAC file is the policy.

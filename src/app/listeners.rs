@@ -8,113 +8,54 @@
 //! flags' listener has no name while it is the only one, so a process without
 //! `--listeners-file` logs and counts exactly as before; beside a file it is "default".
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
-use super::{bind, local_addr, RunError};
+use super::{bind, Chain, RunError};
 use crate::{
-    authn::Authenticator,
-    authz::{Authorizer, ConfigSource, PolicySettings},
-    config::{in_listener_keys, Config, ListenAddress, FLAGS_LISTENER},
+    config::{in_listener_keys, ListenerConfig, Origin},
     guard::Guard,
     metrics::Metrics,
-    paths::PathPolicy,
-    tls::{ClientCa, ServingCert, TlsSettings},
-    upstream::{Upstream, UpstreamSettings},
+    server::{self, HttpSettings},
+    tls::{self, Alpn, ClientCa, ServingCert},
+    upstream::Upstream,
 };
 
-/// A listener to serve, from the flags or from `--listeners-file`.
-pub(super) struct Plan {
-    /// `None`: the flags' listener, the only one.
-    pub(super) name: Option<String>,
-    /// The file and line declaring it; `None` for the flags'.
-    pub(super) declared: Option<(PathBuf, u64)>,
-    pub(super) listen: ListenAddress,
-    pub(super) tls: TlsSettings,
-    pub(super) paths: PathPolicy,
-    pub(super) upstream: UpstreamSettings,
-    /// Its own local policy; `None` for the flags' only listener, whose policy the
-    /// chain's authorizer holds.
-    pub(super) policy: Option<PolicySettings>,
-    /// Its view of the metrics: labelled with its name, if it has one.
+/// A listener's settings, and where it records: its view of the metrics (labelled
+/// with its name, if it has one) and the span its logs run in.
+pub(super) struct Scoped {
+    pub(super) config: ListenerConfig,
     pub(super) metrics: Arc<Metrics>,
-    /// What its logs run in: a `listener` span with its name, if it has one.
     pub(super) span: tracing::Span,
 }
 
-/// Every listener to serve, the flags' first.
-pub(super) fn plans(config: &Config, metrics: &Arc<Metrics>) -> Vec<Plan> {
-    let file = config.listeners_file.as_ref();
-    let mut plans = Vec::new();
-    if file.is_none_or(|file| file.flags_listener) {
-        // Alone, its policy is the chain's; beside the file's listeners, its own.
-        let policy = file.map(|_| PolicySettings {
-            config: config
-                .auth
-                .authz
-                .config_file
-                .clone()
-                .map(ConfigSource::File),
-            rbac_files: config.auth.authz.rbac_files.clone(),
-            condition: None,
-        });
-        plans.push(Plan::new(
-            file.map(|_| FLAGS_LISTENER.to_owned()),
-            None,
-            config.listen.clone(),
-            config.tls.clone(),
-            config.paths.clone(),
-            config.upstream.clone(),
-            policy,
-            metrics,
-        ));
-    }
-    if let Some(file) = file {
-        for listener in &file.listeners {
-            plans.push(Plan::new(
-                Some(listener.name.clone()),
-                Some((file.path.clone(), listener.line)),
-                listener.listen.clone(),
-                listener.tls.clone(),
-                listener.paths.clone(),
-                listener.upstream.clone(),
-                Some(listener.policy.clone()),
-                metrics,
-            ));
-        }
-    }
-    plans
-}
-
 /// A listener's TLS files, loaded (and kept fresh from then on).
-pub(super) struct Tls {
+pub(super) struct TlsFiles {
     pub(super) cert: Arc<ServingCert>,
     pub(super) client_ca: Option<Arc<ClientCa>>,
 }
 
-/// A listener built and bound, ready to serve.
-pub(super) struct Built {
-    pub(super) plan: Plan,
-    pub(super) tls: Tls,
+/// A listener with everything that can fail loaded: certificates, policy, upstream
+/// client; not yet bound.
+pub(super) struct Loaded {
+    pub(super) scoped: Scoped,
+    pub(super) tls: TlsFiles,
+    pub(super) acceptor: TlsAcceptor,
     pub(super) guard: Arc<Guard>,
+}
+
+/// A listener bound to its socket, ready to serve.
+pub(super) struct Bound {
+    pub(super) loaded: Loaded,
     pub(super) socket: TcpListener,
     pub(super) addr: SocketAddr,
 }
 
-impl Plan {
-    #[allow(clippy::too_many_arguments)] // one per part of a listener, each named here
-    fn new(
-        name: Option<String>,
-        declared: Option<(PathBuf, u64)>,
-        listen: ListenAddress,
-        tls: TlsSettings,
-        paths: PathPolicy,
-        upstream: UpstreamSettings,
-        policy: Option<PolicySettings>,
-        metrics: &Arc<Metrics>,
-    ) -> Self {
-        let (metrics, span) = match &name {
+impl Scoped {
+    pub(super) fn new(config: ListenerConfig, metrics: &Arc<Metrics>) -> Self {
+        let (metrics, span) = match &config.name {
             // An error-level span, so that it is kept whatever SCRAPE_GUARD_LOG says.
             Some(name) => (
                 metrics.for_listener(name),
@@ -123,13 +64,7 @@ impl Plan {
             None => (Arc::clone(metrics), tracing::Span::none()),
         };
         Self {
-            name,
-            declared,
-            listen,
-            tls,
-            paths,
-            upstream,
-            policy,
+            config,
             metrics,
             span,
         }
@@ -138,9 +73,9 @@ impl Plan {
     /// `error` as this listener's: for one of the file, with the file, line and name
     /// and in its keys; the flags' listener's errors name the flags already.
     fn error(&self, error: RunError) -> RunError {
-        match (&self.declared, &self.name) {
-            (Some((file, line)), Some(name)) => {
-                let file = file.display().to_string();
+        match &self.config.origin {
+            Origin::File { path, line } => {
+                let file = path.display().to_string();
                 let message = error.to_string();
                 // Its authorization block's errors name the file again.
                 let own = format!("--listeners-file {file}: ");
@@ -149,80 +84,130 @@ impl Plan {
                     message: in_listener_keys(message),
                     file,
                     line: *line,
-                    name: name.clone(),
+                    name: self.config.name.clone().unwrap_or_default(),
                 }
             }
-            _ => error,
+            Origin::Flags => error,
         }
     }
 
     /// Loads the serving pair and the client CA.
-    pub(super) fn load_tls(&self) -> Result<Tls, RunError> {
+    pub(super) fn load_tls(&self) -> Result<TlsFiles, RunError> {
+        let tls = &self.config.tls;
         self.span
             .in_scope(|| {
-                let cert = ServingCert::load(&self.tls.source, &self.metrics)?;
-                let client_ca = self
-                    .tls
+                let cert = ServingCert::load(&tls.source, &self.metrics)?;
+                let client_ca = tls
                     .client_ca_file
                     .as_deref()
                     .map(|path| ClientCa::load(path, &self.metrics))
                     .transpose()?;
-                Ok(Tls { cert, client_ca })
+                Ok(TlsFiles { cert, client_ca })
             })
             .map_err(|error| self.error(error))
     }
 
-    /// The pipeline, on the shared caches: `authn` and `authz` are the chain's, each
-    /// listener seeing them through its own metrics, with its own local policy (loaded
-    /// now) where it has one; the flags' only listener takes the chain's. Then its
-    /// socket.
-    pub(super) async fn build(
+    /// The pipeline, on the chain's shared caches, each listener seeing them through
+    /// its own metrics, with its own local policy (loaded now); and its TLS acceptor.
+    pub(super) fn load(
         self,
-        tls: Tls,
-        authn: &Authenticator,
-        authz: &Authorizer,
+        tls: TlsFiles,
+        chain: &Chain,
         access_log: bool,
-    ) -> Result<Built, RunError> {
+        alpn: Alpn,
+    ) -> Result<Loaded, RunError> {
         let guard = self
             .span
             .in_scope(|| -> Result<Guard, RunError> {
-                let authz = match &self.policy {
-                    Some(policy) => authz
-                        .for_listener(policy, Arc::clone(&self.metrics))
-                        .map_err(|e| RunError::Policy(e.to_string()))?,
-                    None => authz.with_metrics(Arc::clone(&self.metrics)),
-                };
+                let metrics = &self.metrics;
+                let authz = chain.authorizer(&self.config.policy, Arc::clone(metrics))?;
                 if authz.denies_everything() {
                     tracing::warn!(
                         "{}: every authenticated request will be denied",
-                        match self.declared {
-                            Some(_) => "standalone mode without rbacFile or static rules in its authorization",
-                            None => "standalone mode without --rbac-file or static rules in --config-file",
+                        match self.config.origin {
+                            Origin::File { .. } => "standalone mode without rbacFile or static rules in its authorization",
+                            Origin::Flags => "standalone mode without --rbac-file or static rules in --config-file",
                         }
                     );
                 }
-                self.metrics.serving();
+                metrics.serving();
                 Ok(Guard {
-                    metrics: Arc::clone(&self.metrics),
+                    metrics: Arc::clone(metrics),
                     access_log,
-                    paths: self.paths.clone(),
-                    authn: authn.with_metrics(Arc::clone(&self.metrics)),
+                    paths: self.config.paths.clone(),
+                    authn: chain.authn.with_metrics(Arc::clone(metrics)),
                     authz,
-                    upstream: Upstream::new(&self.upstream, &self.metrics)?,
+                    upstream: Upstream::new(&self.config.upstream, metrics)?,
                 })
             })
             .map_err(|error| self.error(error))?;
-        let socket = match bind("--secure-listen-address", &self.listen).await {
-            Ok(socket) => socket,
-            Err(error) => return Err(self.error(error)),
-        };
-        let addr = local_addr("--secure-listen-address", &socket).map_err(|e| self.error(e))?;
-        Ok(Built {
-            plan: self,
+        let acceptor = tls::acceptor(
+            &tls.cert,
+            &self.config.tls.policy,
+            alpn,
+            tls.client_ca.as_ref(),
+        )?;
+        Ok(Loaded {
+            scoped: self,
             tls,
+            acceptor,
             guard: Arc::new(guard),
-            socket,
-            addr,
         })
+    }
+}
+
+impl Loaded {
+    /// Its socket.
+    pub(super) async fn bind(self) -> Result<Bound, RunError> {
+        match bind("--secure-listen-address", &self.scoped.config.listen).await {
+            Ok((socket, addr)) => Ok(Bound {
+                loaded: self,
+                socket,
+                addr,
+            }),
+            Err(error) => Err(self.scoped.error(error)),
+        }
+    }
+}
+
+impl Bound {
+    /// Its name and address, if it has a name.
+    pub(super) fn named(&self) -> Option<(String, SocketAddr)> {
+        let name = self.loaded.scoped.config.name.clone();
+        name.map(|name| (name, self.addr))
+    }
+
+    /// Serves until `stopped`, then drains for up to `grace`.
+    pub(super) fn serve(
+        self,
+        http: HttpSettings,
+        stopped: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: std::time::Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        use tracing::Instrument;
+        let Bound {
+            loaded,
+            socket,
+            addr: _,
+        } = self;
+        let Loaded {
+            scoped,
+            tls,
+            acceptor,
+            guard,
+        } = loaded;
+        server::serve(
+            server::Listener {
+                socket,
+                acceptor,
+                client_ca: tls.client_ca,
+                settings: http,
+            },
+            guard,
+            scoped.metrics,
+            stopped,
+            grace,
+        )
+        .instrument(scoped.span)
     }
 }

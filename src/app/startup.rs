@@ -5,21 +5,21 @@
 
 use std::{net::SocketAddr, path::Path};
 
-use super::listeners::Plan;
-use crate::{apiserver::RateLimit, authz::ConfigSource, config::Config, tls::TlsSource};
-
-/// A listener being served, and where.
-pub(super) struct Serving {
-    pub(super) plan: Plan,
-    pub(super) addr: SocketAddr,
-}
+use super::listeners::Bound;
+use crate::{
+    apiserver::RateLimit,
+    authz::ConfigSource,
+    config::{AuthSettings, Config, ListenerConfig, Origin},
+    tls::TlsSource,
+};
 
 /// What one listener says about itself.
-struct Described {
+struct Summary {
     upstream: String,
     tls: String,
     client_ca: String,
     policy: String,
+    upstream_timeout: String,
 }
 
 fn files<'a>(files: impl IntoIterator<Item = &'a Path>) -> String {
@@ -31,166 +31,144 @@ fn files<'a>(files: impl IntoIterator<Item = &'a Path>) -> String {
     }
 }
 
-fn describe(config: &Config, plan: &Plan) -> Described {
-    let upstream = match &plan.upstream.options.unix_socket {
+fn duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn summary(listener: &ListenerConfig) -> Summary {
+    let upstream = match &listener.upstream.options.unix_socket {
         Some(socket) => format!("unix://{}", socket.display()),
-        None => plan.upstream.url.to_string(),
+        None => listener.upstream.url.to_string(),
     };
-    let tls = match &plan.tls.source {
+    let tls = match &listener.tls.source {
         TlsSource::Files { cert, .. } => cert.display().to_string(),
         TlsSource::SelfSigned => "self-signed (in memory)".into(),
     };
     let mut policy: Vec<String> = Vec::new();
-    let (config_source, rbac_files) = match &plan.policy {
-        Some(own) => (own.config.clone(), own.rbac_files.as_slice()),
-        None => (
-            config
-                .auth
-                .authz
-                .config_file
-                .clone()
-                .map(ConfigSource::File),
-            config.auth.authz.rbac_files.as_slice(),
-        ),
-    };
-    match config_source {
+    match &listener.policy.config {
         Some(ConfigSource::File(path)) => policy.push(path.display().to_string()),
         Some(ConfigSource::Block { file, .. }) => {
             policy.push(format!("{} (authorization)", file.display()));
         }
         None => {}
     }
-    policy.extend(rbac_files.iter().map(|p| p.display().to_string()));
-    Described {
+    let rbac_files = listener.policy.rbac_files.iter();
+    policy.extend(rbac_files.map(|p| p.display().to_string()));
+    Summary {
         upstream,
         tls,
-        client_ca: files(plan.tls.client_ca_file.as_deref()),
+        client_ca: files(listener.tls.client_ca_file.as_deref()),
         policy: if policy.is_empty() {
             "-".to_owned()
         } else {
             policy.join(",")
         },
+        upstream_timeout: duration(listener.upstream.timeout),
     }
 }
 
-/// Logs the startup line(s) and what the flags mean that may surprise.
+/// Logs the startup line(s) and what the flags mean that may surprise. The flags'
+/// listener alone says everything in one line; beside others, each listener says its
+/// own part in a line of its own.
 pub(super) fn log(
     config: &Config,
-    serving: &[Serving],
+    listeners: &[Bound],
     admin_addr: Option<SocketAddr>,
     apiserver: bool,
 ) {
-    let duration = |d| humantime::format_duration(d).to_string();
     let auth = &config.auth;
-    let token_file = files(auth.authn.token_file.as_deref());
-    let kube_api = match auth.apiserver.rate_limit {
-        RateLimit::Unlimited => "unlimited".to_owned(),
-        RateLimit::TokenBucket { qps, burst } => format!("{qps} qps, burst {burst}"),
-    };
-    let (authn, authz) = (auth.authn.cache, auth.authz.cache);
-    let caches = format!(
-        "authn {}/{} (ok/rejected), authz {}/{} (allow/deny), {} entries, stale-if-error {}",
-        duration(authn.positive),
-        duration(authn.negative),
-        duration(authz.positive),
-        duration(authz.negative),
-        authn.capacity,
-        duration(authn.stale),
-    );
-    let proxy_endpoints = admin_addr.map_or("off".to_owned(), |a| a.to_string());
     let auth_endpoint = config
         .auth_endpoint
         .as_ref()
         .map_or("off".to_owned(), |(address, settings)| {
             format!("{address} ({:?})", settings.style)
         });
-    let mode = if apiserver {
-        "apiserver"
-    } else {
-        "standalone (offline)"
+    let curves = listeners
+        .first()
+        .map(|l| l.loaded.scoped.config.tls.policy.curves());
+    let curve_names = curves.map(|c| c.names().collect::<Vec<_>>().join(","));
+    let audiences = match auth.authn.audiences.is_empty() {
+        true => "-".to_owned(),
+        false => auth.authn.audiences.join(","),
     };
-    let curves = config.tls.policy.curves();
-    let curve_names = curves.names().collect::<Vec<_>>().join(",");
-    let audiences = if auth.authn.audiences.is_empty() {
-        "-".to_owned()
-    } else {
-        auth.authn.audiences.join(",")
-    };
-    match serving {
-        [only] if only.plan.name.is_none() => {
-            let Described {
-                upstream,
-                tls,
-                client_ca,
-                policy,
-            } = describe(config, &only.plan);
-            tracing::info!(
-                version = env!("CARGO_PKG_VERSION"),
-                listen = %only.addr,
-                proxy_endpoints,
-                auth_endpoint,
-                upstream,
-                mode,
-                tls,
-                curves = curve_names,
-                client_ca,
-                http2 = config.http.http2,
-                paths = %only.plan.paths,
-                audiences,
-                policy,
-                token_auth_file = token_file,
-                caches,
-                kube_api,
-                apiserver_timeout = duration(auth.apiserver.timeout),
-                upstream_timeout = duration(only.plan.upstream.timeout),
-                access_log = config.access_log,
-                "scrape-guard serving"
-            );
-        }
-        listeners => {
-            let names: Vec<String> = listeners
+    // The flags' listener alone: its own part goes in the one line.
+    let (only, names) = match listeners {
+        [only] if only.loaded.scoped.config.name.is_none() => (Some(only), None),
+        all => {
+            let names: Vec<String> = all
                 .iter()
-                .map(|l| format!("{} {}", l.plan.name.as_deref().unwrap_or("-"), l.addr))
+                .map(|l| {
+                    let name = l.loaded.scoped.config.name.as_deref();
+                    format!("{} {}", name.unwrap_or("-"), l.addr)
+                })
                 .collect();
-            tracing::info!(
-                version = env!("CARGO_PKG_VERSION"),
-                listeners = names.join(", "),
-                proxy_endpoints,
-                auth_endpoint,
-                mode,
-                curves = curve_names,
-                http2 = config.http.http2,
-                audiences,
-                token_auth_file = token_file,
-                caches,
-                kube_api,
-                apiserver_timeout = duration(auth.apiserver.timeout),
-                access_log = config.access_log,
-                "scrape-guard serving"
-            );
-            for listener in listeners {
-                let Described {
-                    upstream,
-                    tls,
-                    client_ca,
-                    policy,
-                } = describe(config, &listener.plan);
-                listener.plan.span.in_scope(|| {
-                    tracing::info!(
-                        listen = %listener.addr,
-                        upstream,
-                        tls,
-                        client_ca,
-                        paths = %listener.plan.paths,
-                        policy,
-                        upstream_timeout = duration(listener.plan.upstream.timeout),
-                        "listener serving"
-                    );
-                });
-            }
+            (None, Some(names.join(", ")))
         }
+    };
+    let own = only.map(|l| summary(&l.loaded.scoped.config));
+    let own = own.as_ref();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = only.map(|l| tracing::field::display(l.addr)),
+        listeners = names,
+        proxy_endpoints = admin_addr.map_or("off".to_owned(), |a| a.to_string()),
+        auth_endpoint,
+        upstream = own.map(|s| &s.upstream),
+        mode = if apiserver {
+            "apiserver"
+        } else {
+            "standalone (offline)"
+        },
+        tls = own.map(|s| &s.tls),
+        curves = curve_names,
+        client_ca = own.map(|s| &s.client_ca),
+        http2 = config.http.http2,
+        paths = only.map(|l| tracing::field::display(&l.loaded.scoped.config.paths)),
+        audiences,
+        policy = own.map(|s| &s.policy),
+        token_auth_file = files(auth.authn.token_file.as_deref()),
+        caches = caches(auth),
+        kube_api = match auth.apiserver.rate_limit {
+            RateLimit::Unlimited => "unlimited".to_owned(),
+            RateLimit::TokenBucket { qps, burst } => format!("{qps} qps, burst {burst}"),
+        },
+        apiserver_timeout = duration(auth.apiserver.timeout),
+        upstream_timeout = own.map(|s| &s.upstream_timeout),
+        access_log = config.access_log,
+        "scrape-guard serving"
+    );
+    for listener in listeners.iter().filter(|_| only.is_none()) {
+        let scoped = &listener.loaded.scoped;
+        let Summary {
+            upstream,
+            tls,
+            client_ca,
+            policy,
+            upstream_timeout,
+        } = summary(&scoped.config);
+        scoped.span.in_scope(|| {
+            tracing::info!(
+                listen = %listener.addr,
+                upstream,
+                tls,
+                client_ca,
+                paths = %scoped.config.paths,
+                policy,
+                upstream_timeout,
+                "listener serving"
+            );
+        });
     }
-    if !curves.unavailable().is_empty() {
+    warn(config, listeners);
+}
+
+/// What may surprise: key exchanges this build lacks, the flags' warnings, and each
+/// listener serving a self-signed certificate.
+fn warn(config: &Config, listeners: &[Bound]) {
+    let curves = listeners
+        .first()
+        .map(|l| l.loaded.scoped.config.tls.policy.curves());
+    if let Some(curves) = curves.filter(|c| !c.unavailable().is_empty()) {
         tracing::warn!(
             unavailable = curves.unavailable().join(","),
             using = curves.names().collect::<Vec<_>>().join(","),
@@ -201,18 +179,33 @@ pub(super) fn log(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    for listener in serving {
-        if matches!(listener.plan.tls.source, TlsSource::SelfSigned) {
-            listener.plan.span.in_scope(|| {
+    for listener in listeners {
+        let scoped = &listener.loaded.scoped;
+        if matches!(scoped.config.tls.source, TlsSource::SelfSigned) {
+            scoped.span.in_scope(|| {
                 tracing::warn!(
                     "no {}: serving a self-signed certificate generated at startup; clients \
                      cannot verify it",
-                    match listener.plan.declared {
-                        Some(_) => "tlsCertFile/tlsPrivateKeyFile",
-                        None => "--tls-cert-file/--tls-private-key-file",
+                    match scoped.config.origin {
+                        Origin::File { .. } => "tlsCertFile/tlsPrivateKeyFile",
+                        Origin::Flags => "--tls-cert-file/--tls-private-key-file",
                     }
                 );
             });
         }
     }
+}
+
+/// The review caches' lifetimes and size.
+fn caches(auth: &AuthSettings) -> String {
+    let (authn, authz) = (auth.authn.cache, auth.authz.cache);
+    format!(
+        "authn {}/{} (ok/rejected), authz {}/{} (allow/deny), {} entries, stale-if-error {}",
+        duration(authn.positive),
+        duration(authn.negative),
+        duration(authz.positive),
+        duration(authz.negative),
+        authn.capacity,
+        duration(authn.stale),
+    )
 }

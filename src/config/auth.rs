@@ -126,9 +126,11 @@ pub(super) fn validate(
             token_file: token_auth_file,
             cache: caches.authn,
         },
+        // The local policy is each listener's (`listeners::policy`): the shared
+        // authorizer has none.
         authz: AuthzSettings {
-            config_file,
-            rbac_files: rbac_file,
+            config_file: None,
+            rbac_files: Vec::new(),
             cache: caches.authz,
         },
     }

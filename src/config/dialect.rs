@@ -256,7 +256,7 @@ mod tests {
             "--authentication-skip-lookup=true",
         ])
         .unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:9443");
+        assert_eq!(config.listeners[0].listen.to_string(), "127.0.0.1:9443");
         assert_eq!(config.http.max_concurrent_streams, 50);
         assert!(!config.http.http2);
         assert_eq!(
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(config.auth.authz.cache.negative, Duration::from_secs(5));
 
         let port_only = parse(&["--secure-port=8443"]).unwrap();
-        assert_eq!(port_only.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(port_only.listeners[0].listen.to_string(), "0.0.0.0:8443");
         let zero_means_default = parse(&["--http2-max-streams-per-connection=0"]).unwrap();
         assert_eq!(zero_means_default.http.max_concurrent_streams, 100);
     }
@@ -367,7 +367,7 @@ mod tests {
         std::fs::write(dir.path().join("apiserver.key"), "").unwrap();
         let config = parse(&[&format!("--cert-dir={}", dir.path().display())]).unwrap();
         assert!(
-            matches!(&config.tls.source, crate::tls::TlsSource::Files { cert, .. } if cert.ends_with("apiserver.crt"))
+            matches!(&config.listeners[0].tls.source, crate::tls::TlsSource::Files { cert, .. } if cert.ends_with("apiserver.crt"))
         );
     }
 }

@@ -1,5 +1,7 @@
-//! `--listeners-file`: more listeners in one process, each with its own address,
-//! upstream, TLS files, path policy, identity headers and authorization.
+//! Listeners: the one the flags define and those of `--listeners-file`, validated the
+//! same way into one `ListenerConfig` each. The file declares more listeners in one
+//! process, each with its own address, upstream, TLS files, path policy, identity
+//! headers and authorization.
 //!
 //! ```yaml
 //! listeners:
@@ -12,8 +14,8 @@
 //!     static: [...]
 //! ```
 //!
-//! Every other key is a per-listener flag's name in camelCase ([`KEYS`]) and takes what
-//! the flag takes; the flags not in the table are the process's, shared by every
+//! Every other key is a per-listener flag's name in camelCase (declared once, with its
+//! flag, in `keys.rs`) and takes what the flag takes; the flags not in the table are the process's, shared by every
 //! listener. The file is read with kube-rbac-proxy's YAML rules (`yaml.rs`: keys in any
 //! case, YAML 1.1), but these keys are ours, so an unknown or repeated one is an error
 //! with its line. Each `authorization:` block is kube-rbac-proxy's and is read by
@@ -22,6 +24,7 @@
 //! a later change to it apart, so that it can be reported rather than silently ignored.
 
 mod file;
+mod keys;
 
 use std::{
     fmt::Write as _,
@@ -29,13 +32,14 @@ use std::{
     sync::Arc,
 };
 
-use self::file::declares;
-use self::file::{decode, Entry, Fields};
+use self::file::{declares, decode, Entry};
 pub(crate) use self::file::{locate, unchanged, Shape};
+pub(super) use self::keys::{key, Key, ListenerArgs, Source};
+use self::keys::{Fields, KEYS};
 
 use super::{
-    args::{defaults, PolicyArgs, ServingArgs, UpstreamArgs},
-    go::{parse_go_duration, parse_listen_address, ListenAddress},
+    args::{PolicyArgs, ServingArgs, UpstreamArgs},
+    go::ListenAddress,
     serving, upstream, Problems,
 };
 use crate::{
@@ -46,67 +50,42 @@ use crate::{
     upstream::UpstreamSettings,
 };
 
-/// A listener's keys, and the flag each one stands for.
-pub(super) const KEYS: &[(&str, &str)] = &[
-    ("name", ""),
-    ("secureListenAddress", "--secure-listen-address"),
-    ("upstream", "--upstream"),
-    ("upstreamCAFile", "--upstream-ca-file"),
-    ("upstreamClientCertFile", "--upstream-client-cert-file"),
-    ("upstreamClientKeyFile", "--upstream-client-key-file"),
-    ("upstreamForceH2C", "--upstream-force-h2c"),
-    ("upstreamTimeout", "--upstream-timeout"),
-    ("tlsCertFile", "--tls-cert-file"),
-    ("tlsPrivateKeyFile", "--tls-private-key-file"),
-    ("clientCAFile", "--client-ca-file"),
-    ("allowPaths", "--allow-paths"),
-    ("ignorePaths", "--ignore-paths"),
-    ("authHeaderFieldsEnabled", "--auth-header-fields-enabled"),
-    ("authHeaderUserFieldName", "--auth-header-user-field-name"),
-    (
-        "authHeaderGroupsFieldName",
-        "--auth-header-groups-field-name",
-    ),
-    (
-        "authHeaderGroupsFieldSeparator",
-        "--auth-header-groups-field-separator",
-    ),
-    ("configFile", "--config-file"),
-    ("rbacFile", "--rbac-file"),
-    ("authorization", ""),
-];
-
 /// The name of the listener the flags define when `--listeners-file` is given too.
 pub(crate) const FLAGS_LISTENER: &str = "default";
 
-/// `--listeners-file`, validated.
+/// `--listeners-file`: what is watched once its listeners are served.
 #[derive(Debug, Clone)]
 pub struct ListenersFile {
     pub path: PathBuf,
-    /// The listeners it declares, in file order.
-    pub listeners: Vec<ListenerConfig>,
-    /// Whether the flags define a listener as well (`--upstream` is given): it is named
-    /// "default" and served first.
-    pub flags_listener: bool,
     /// What the file said at startup, its `authorization:` blocks aside.
     pub(crate) shape: Shape,
 }
 
-/// One listener of `--listeners-file`: the settings of each stage it has its own of.
+/// Where a listener is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The flags (`--upstream`, `--secure-listen-address`, ...).
+    Flags,
+    /// An entry of `--listeners-file`, starting at `line`.
+    File { path: PathBuf, line: u64 },
+}
+
+/// One listener, from the flags or from `--listeners-file`: the settings of each stage
+/// it has its own of.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
-    pub name: String,
-    /// Where it starts in the file.
-    pub line: u64,
-    /// `secureListenAddress`.
+    /// `None`: the flags' listener, the only one (its logs and series carry no name).
+    pub name: Option<String>,
+    pub origin: Origin,
+    /// `--secure-listen-address`, `secureListenAddress`.
     pub listen: ListenAddress,
-    /// `tlsCertFile`, `tlsPrivateKeyFile`, `clientCAFile`; the TLS policy is the flags'.
+    /// Its TLS files; the TLS policy is the process's (the flags').
     pub tls: TlsSettings,
-    /// `allowPaths`, `ignorePaths`.
+    /// `--allow-paths`, `--ignore-paths`.
     pub paths: PathPolicy,
-    /// `upstream*` and `authHeader*`.
+    /// `--upstream*` and `--auth-header-*`.
     pub upstream: UpstreamSettings,
-    /// `configFile` or `authorization`, and `rbacFile`.
+    /// `--config-file` or an `authorization:` block, and `--rbac-file`: its local policy.
     pub(crate) policy: PolicySettings,
 }
 
@@ -120,8 +99,201 @@ pub(super) struct Context<'a> {
     pub(super) tls_policy: &'a TlsPolicy,
 }
 
-/// Reads and validates the file. Problems name the file, the line and the listener.
-pub(super) fn read(path: &Path, context: &Context<'_>, problems: &mut Problems) -> ListenersFile {
+/// The flags' listener's settings, as the file's are read ([`ListenerArgs`]).
+pub(super) fn from_flags(
+    serving: &ServingArgs,
+    upstream: UpstreamArgs,
+    policy: &PolicyArgs,
+) -> ListenerArgs {
+    let UpstreamArgs {
+        upstream,
+        upstream_ca_file,
+        upstream_client_cert_file,
+        upstream_client_key_file,
+        upstream_force_h2c,
+        upstream_timeout,
+        allow_paths,
+        ignore_paths,
+        auth_header_fields_enabled,
+        auth_header_user_field_name,
+        auth_header_groups_field_name,
+        auth_header_groups_field_separator,
+    } = upstream;
+    ListenerArgs {
+        secure_listen_address: serving.secure_listen_address.clone(),
+        upstream,
+        upstream_ca_file,
+        upstream_client_cert_file,
+        upstream_client_key_file,
+        upstream_force_h2c,
+        upstream_timeout,
+        tls_cert_file: serving.tls_cert_file.clone(),
+        tls_private_key_file: serving.tls_private_key_file.clone(),
+        client_ca_file: serving.client_ca_file.clone(),
+        allow_paths,
+        ignore_paths,
+        auth_header_fields_enabled,
+        auth_header_user_field_name,
+        auth_header_groups_field_name,
+        auth_header_groups_field_separator,
+        config_file: policy.config_file.clone(),
+        rbac_file: policy.rbac_file.clone(),
+    }
+}
+
+/// Where a listener's settings come from.
+pub(super) enum Declared<'a> {
+    Flags,
+    /// An entry of the file at `path`.
+    File {
+        path: &'a Path,
+        entry: &'a Entry,
+    },
+}
+
+impl Declared<'_> {
+    /// What its messages call its settings by.
+    fn source(&self) -> Source {
+        match self {
+            Declared::Flags => Source::Flags,
+            Declared::File { .. } => Source::File,
+        }
+    }
+}
+
+/// Validates one listener's settings, the flags' or a file entry's, the same way:
+/// problems name each setting as it was given.
+pub(super) fn validate(
+    args: ListenerArgs,
+    declared: &Declared<'_>,
+    tls_policy: &TlsPolicy,
+    problems: &mut Problems,
+) -> ListenerConfig {
+    let source = declared.source();
+    let (upstream, paths) = upstream::validate(&args, source, problems);
+    let ListenerArgs {
+        secure_listen_address,
+        tls_cert_file,
+        tls_private_key_file,
+        client_ca_file,
+        config_file,
+        rbac_file,
+        // Read by `upstream::validate`.
+        upstream: _,
+        upstream_ca_file: _,
+        upstream_client_cert_file: _,
+        upstream_client_key_file: _,
+        upstream_force_h2c: _,
+        upstream_timeout: _,
+        allow_paths: _,
+        ignore_paths: _,
+        auth_header_fields_enabled: _,
+        auth_header_user_field_name: _,
+        auth_header_groups_field_name: _,
+        auth_header_groups_field_separator: _,
+    } = args;
+    let listen = match (secure_listen_address, declared) {
+        (Some(address), _) => address,
+        (None, Declared::Flags) => ListenAddress {
+            host: "0.0.0.0".to_owned(),
+            port: 8443,
+        },
+        (None, Declared::File { .. }) => {
+            problems.add("secureListenAddress is required (e.g. \":8443\")");
+            ListenAddress {
+                host: String::new(),
+                port: 0,
+            }
+        }
+    };
+    let tls_source = serving::tls_source(tls_cert_file, tls_private_key_file, source, problems);
+    let policy = policy(declared, config_file, rbac_file, problems);
+    let (name, origin) = match declared {
+        Declared::Flags => (None, Origin::Flags),
+        Declared::File { path, entry } => (
+            Some(entry.fields.name.clone()),
+            Origin::File {
+                path: path.to_path_buf(),
+                line: entry.line,
+            },
+        ),
+    };
+    ListenerConfig {
+        name,
+        origin,
+        listen,
+        tls: TlsSettings {
+            source: tls_source,
+            policy: tls_policy.clone(),
+            client_ca_file,
+        },
+        paths,
+        upstream,
+        policy,
+    }
+}
+
+/// A listener's local policy: the one place that decides what it is made of, for the
+/// flags' listener (and `scrape-guard can-i`, which answers for it) and the file's.
+/// A file entry's is its `configFile`, else its `authorization:` block (found by its
+/// name each time the file changes), and it is re-read only while the entry says what
+/// it said at startup.
+pub(super) fn policy(
+    declared: &Declared<'_>,
+    config_file: Option<PathBuf>,
+    rbac_files: Vec<PathBuf>,
+    problems: &mut Problems,
+) -> PolicySettings {
+    let (path, entry) = match declared {
+        Declared::Flags => {
+            return PolicySettings {
+                config: config_file.map(ConfigSource::File),
+                rbac_files,
+                condition: None,
+            }
+        }
+        Declared::File { path, entry } => (*path, *entry),
+    };
+    let config = match config_file {
+        Some(config_file) => {
+            if entry.authorization {
+                problems.add("configFile and authorization: give one (configFile is a kube-rbac-proxy config file holding the same block)");
+            }
+            ConfigSource::File(config_file)
+        }
+        None => {
+            let listener = entry.fields.name.clone();
+            ConfigSource::Block {
+                file: path.to_owned(),
+                locate: authz::locate(move |docs| locate(docs, &listener)),
+            }
+        }
+    };
+    PolicySettings {
+        config: Some(config),
+        rbac_files,
+        condition: Some(condition(path, &entry.fields)),
+    }
+}
+
+/// Its policy files are re-read only while its entry says what it says now.
+fn condition(file: &Path, startup: &Fields) -> Condition {
+    let (startup, shown) = (startup.clone(), file.display().to_string());
+    Condition {
+        file: file.to_owned(),
+        holds: Arc::new(move |bytes| {
+            declares(bytes, &startup).map_err(|e| format!("{shown}: {e}"))
+        }),
+    }
+}
+
+/// Reads and validates the file: its listeners, in file order, and what to watch.
+/// Problems name the file, the line and the listener.
+pub(super) fn read(
+    path: &Path,
+    context: &Context<'_>,
+    problems: &mut Problems,
+) -> (Vec<ListenerConfig>, ListenersFile) {
     let origin = format!("--listeners-file {}", path.display());
     let decoded = std::fs::read(path)
         .map_err(|e| format!("{origin}: {e}"))
@@ -133,7 +305,7 @@ pub(super) fn read(path: &Path, context: &Context<'_>, problems: &mut Problems) 
     }
     let listeners: Vec<ListenerConfig> = entries
         .iter()
-        .map(|entry| validate(path, entry, context.tls_policy, &origin, problems))
+        .map(|entry| from_entry(path, entry, context.tls_policy, &origin, problems))
         .collect();
     check_unique(&listeners, context, &origin, problems);
     if read && listeners.is_empty() && context.flags_listener.is_none() {
@@ -141,22 +313,22 @@ pub(super) fn read(path: &Path, context: &Context<'_>, problems: &mut Problems) 
             "{origin} declares no listener and --upstream is not given: nothing to serve"
         ));
     }
-    ListenersFile {
+    let file = ListenersFile {
         path: path.to_owned(),
-        listeners,
-        flags_listener: context.flags_listener.is_some(),
         shape: Shape(entries.into_iter().map(|e| e.fields).collect()),
-    }
+    };
+    (listeners, file)
 }
 
-/// `message` (a flag's validation message) in a listener's keys.
+/// `message` (another module's, naming flags: `paths`, and at startup `tls`, `authz`,
+/// `upstream`) in a listener's keys.
 pub(crate) fn in_keys(message: &str) -> String {
-    let mut flags: Vec<&(&str, &str)> = KEYS.iter().filter(|(_, flag)| !flag.is_empty()).collect();
+    let mut keys: Vec<&Key> = KEYS.iter().collect();
     // "--upstream" is a prefix of "--upstream-ca-file": the longest first.
-    flags.sort_by_key(|(_, flag)| std::cmp::Reverse(flag.len()));
+    keys.sort_by_key(|k| std::cmp::Reverse(k.flag.len()));
     let mut out = message.to_owned();
-    for (key, flag) in flags {
-        out = out.replace(flag, key);
+    for k in keys {
+        out = out.replace(k.flag, k.key);
     }
     out
 }
@@ -173,207 +345,45 @@ fn valid_name(name: &str) -> bool {
         && bytes.last() != Some(&b'-')
 }
 
-fn validate(
+/// One entry of the file: its name checked, its values typed and validated as the
+/// flags' are; its problems prefixed with the file, line and name.
+fn from_entry(
     file: &Path,
     entry: &Entry,
     tls_policy: &TlsPolicy,
     origin: &str,
     problems: &mut Problems,
 ) -> ListenerConfig {
-    let Entry {
-        line,
-        fields,
-        authorization,
-    } = entry;
-    let Fields {
-        name,
-        secure_listen_address,
-        upstream,
-        upstream_ca_file,
-        upstream_client_cert_file,
-        upstream_client_key_file,
-        upstream_force_h2c,
-        upstream_timeout,
-        tls_cert_file,
-        tls_private_key_file,
-        client_ca_file,
-        allow_paths,
-        ignore_paths,
-        auth_header_fields_enabled,
-        auth_header_user_field_name,
-        auth_header_groups_field_name,
-        auth_header_groups_field_separator,
-        config_file,
-        rbac_file,
-    } = fields.clone();
+    let name = &entry.fields.name;
     let mut own = Problems::default();
     if name.is_empty() {
         own.add("name is required (a DNS label, e.g. metrics)");
-    } else if !valid_name(&name) {
+    } else if !valid_name(name) {
         own.add(format!(
             "name {name:?} must be a DNS label: lower-case letters, digits and '-', at most 63"
         ));
     }
-    let listen = match secure_listen_address.as_deref() {
-        None => Err("secureListenAddress is required (e.g. \":8443\")".to_owned()),
-        Some(address) => {
-            parse_listen_address(address).map_err(|e| format!("secureListenAddress {e}"))
-        }
-    };
-    let listen = own.or(
-        listen,
-        ListenAddress {
-            host: String::new(),
-            port: 0,
-        },
-    );
-    let timeout = upstream_timeout
-        .as_deref()
-        .unwrap_or(defaults::UPSTREAM_TIMEOUT);
-    let timeout = parse_go_duration(timeout).map_err(|e| format!("upstreamTimeout {e}"));
-    let upstream_timeout = own.or(timeout, std::time::Duration::from_secs(30));
-    let path = |value: Option<String>| value.map(PathBuf::from);
-    let (upstream, paths) = upstream::validate(
-        UpstreamArgs {
-            upstream,
-            upstream_ca_file: path(upstream_ca_file),
-            upstream_client_cert_file: path(upstream_client_cert_file),
-            upstream_client_key_file: path(upstream_client_key_file),
-            upstream_force_h2c,
-            upstream_timeout,
-            allow_paths,
-            ignore_paths,
-            auth_header_fields_enabled,
-            auth_header_user_field_name: auth_header_user_field_name
-                .unwrap_or_else(|| defaults::USER_HEADER.to_owned()),
-            auth_header_groups_field_name: auth_header_groups_field_name
-                .unwrap_or_else(|| defaults::GROUPS_HEADER.to_owned()),
-            auth_header_groups_field_separator: auth_header_groups_field_separator
-                .unwrap_or_else(|| defaults::GROUPS_SEPARATOR.to_owned()),
-        },
+    let args = entry.fields.args(&mut own);
+    let listener = validate(
+        args,
+        &Declared::File { path: file, entry },
+        tls_policy,
         &mut own,
     );
-    let source = serving::tls_source(path(tls_cert_file), path(tls_private_key_file), &mut own);
-    let config = match config_file {
-        Some(config_file) => {
-            if *authorization {
-                own.add("configFile and authorization: give one (configFile is a kube-rbac-proxy config file holding the same block)");
-            }
-            ConfigSource::File(PathBuf::from(config_file))
-        }
-        None => {
-            let listener = name.clone();
-            ConfigSource::Block {
-                file: file.to_owned(),
-                locate: authz::locate(move |docs| locate(docs, &listener)),
-            }
-        }
-    };
     let who = if name.is_empty() {
         "a listener".to_owned()
     } else {
         format!("listener {name}")
     };
-    let prefix = format!("{origin} line {line}: {who}");
-    // Its policy files are re-read only while its entry says what it says now.
-    let (startup, shown) = (fields.clone(), file.display().to_string());
-    let condition = Condition {
-        file: file.to_owned(),
-        holds: Arc::new(move |bytes| {
-            declares(bytes, &startup).map_err(|e| format!("{shown}: {e}"))
-        }),
-    };
+    let prefix = format!("{origin} line {}: {who}", entry.line);
     let Problems { errors, warnings } = own;
     for error in errors {
-        problems.add(format!("{prefix}: {}", in_keys(&error)));
+        problems.add(format!("{prefix}: {error}"));
     }
     for warning in warnings {
-        problems.warn(format!("{prefix}: {}", in_keys(&warning)));
+        problems.warn(format!("{prefix}: {warning}"));
     }
-    ListenerConfig {
-        name,
-        line: *line,
-        listen,
-        tls: TlsSettings {
-            source,
-            policy: tls_policy.clone(),
-            client_ca_file: path(client_ca_file),
-        },
-        paths,
-        upstream,
-        policy: PolicySettings {
-            config: Some(config),
-            rbac_files: rbac_file.into_iter().map(PathBuf::from).collect(),
-            condition: Some(condition),
-        },
-    }
-}
-
-/// The flags of the listener `--upstream` defines that are given (set to something
-/// other than their defaults), as they are spelt.
-pub(super) fn flags_given(
-    serving: &ServingArgs,
-    upstream: &UpstreamArgs,
-    policy: &PolicyArgs,
-) -> Vec<&'static str> {
-    let UpstreamArgs {
-        upstream: _,
-        upstream_ca_file,
-        upstream_client_cert_file,
-        upstream_client_key_file,
-        upstream_force_h2c,
-        upstream_timeout,
-        allow_paths,
-        ignore_paths,
-        auth_header_fields_enabled,
-        auth_header_user_field_name,
-        auth_header_groups_field_name,
-        auth_header_groups_field_separator,
-    } = upstream;
-    let timeout = parse_go_duration(defaults::UPSTREAM_TIMEOUT).ok();
-    [
-        (
-            "--secure-listen-address",
-            serving.secure_listen_address.is_some(),
-        ),
-        ("--tls-cert-file", serving.tls_cert_file.is_some()),
-        (
-            "--tls-private-key-file",
-            serving.tls_private_key_file.is_some(),
-        ),
-        ("--client-ca-file", serving.client_ca_file.is_some()),
-        ("--upstream-ca-file", upstream_ca_file.is_some()),
-        (
-            "--upstream-client-cert-file",
-            upstream_client_cert_file.is_some(),
-        ),
-        (
-            "--upstream-client-key-file",
-            upstream_client_key_file.is_some(),
-        ),
-        ("--upstream-force-h2c", *upstream_force_h2c),
-        ("--upstream-timeout", Some(*upstream_timeout) != timeout),
-        ("--allow-paths", !allow_paths.is_empty()),
-        ("--ignore-paths", !ignore_paths.is_empty()),
-        ("--auth-header-fields-enabled", *auth_header_fields_enabled),
-        (
-            "--auth-header-user-field-name",
-            auth_header_user_field_name != defaults::USER_HEADER,
-        ),
-        (
-            "--auth-header-groups-field-name",
-            auth_header_groups_field_name != defaults::GROUPS_HEADER,
-        ),
-        (
-            "--auth-header-groups-field-separator",
-            auth_header_groups_field_separator != defaults::GROUPS_SEPARATOR,
-        ),
-        ("--config-file", policy.config_file.is_some()),
-        ("--rbac-file", !policy.rbac_file.is_empty()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, given)| given.then_some(flag))
-    .collect()
+    listener
 }
 
 /// Whether two listen addresses would take the same socket. A wildcard host takes the
@@ -393,18 +403,21 @@ fn check_unique(
     for (i, listener) in listeners.iter().enumerate() {
         let at = format!(
             "{origin} line {}: listener {}",
-            listener.line, listener.name
+            listener.line(),
+            listener.name.as_deref().unwrap_or_default()
         );
         let earlier = &listeners[..i];
         if let Some(first) = earlier
             .iter()
-            .find(|l| l.name == listener.name && !l.name.is_empty())
+            .find(|l| l.name == listener.name && l.name.as_deref().is_some_and(|n| !n.is_empty()))
         {
             problems.add(format!(
                 "{at}: the name is taken by the listener at line {}",
-                first.line
+                first.line()
             ));
-        } else if listener.name == FLAGS_LISTENER && context.flags_listener.is_some() {
+        } else if listener.name.as_deref() == Some(FLAGS_LISTENER)
+            && context.flags_listener.is_some()
+        {
             problems.add(format!(
                 "{at}: \"{FLAGS_LISTENER}\" is the name of the listener the flags define \
                  (--upstream); choose another"
@@ -415,7 +428,12 @@ fn check_unique(
             .iter()
             .find(|l| overlap(&l.listen, &listener.listen))
         {
-            let _ = write!(taken, "listener {}'s (line {})", first.name, first.line);
+            let _ = write!(
+                taken,
+                "listener {}'s (line {})",
+                first.name.as_deref().unwrap_or_default(),
+                first.line()
+            );
         } else if context
             .flags_listener
             .is_some_and(|a| overlap(a, &listener.listen))
@@ -434,6 +452,16 @@ fn check_unique(
                 "{at}: secureListenAddress {} is {taken} too",
                 listener.listen
             ));
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The line of `--listeners-file` declaring it (0 for the flags').
+    fn line(&self) -> u64 {
+        match self.origin {
+            Origin::File { line, .. } => line,
+            Origin::Flags => 0,
         }
     }
 }

@@ -1,20 +1,25 @@
-//! The serving flag group: the listener, its TLS and its HTTP limits.
+//! The serving flag group: the process's TLS policy and HTTP limits, and the TLS files
+//! of a listener. (The flags' listener's own flags are read in `listeners.rs`.)
 
 use std::{path::PathBuf, time::Duration};
 
-use super::{args::ServingArgs, go::ListenAddress, Problems};
+use super::{
+    args::ServingArgs,
+    listeners::{key, Source},
+    Problems,
+};
 use crate::{
     server::HttpSettings,
-    tls::{Curves, TlsPolicy, TlsSettings, TlsSource},
+    tls::{Curves, TlsPolicy, TlsSource},
 };
 
-/// What the serving flags decide.
+/// What the serving flags decide for the whole process.
 pub(super) struct Serving {
-    pub(super) listen: ListenAddress,
     pub(super) proxy_endpoints_port: Option<u16>,
     pub(super) worker_threads: usize,
     pub(super) shutdown_grace: Duration,
-    pub(super) tls: TlsSettings,
+    /// Every listener's, the probe port's and the auth endpoint's.
+    pub(super) tls_policy: TlsPolicy,
     pub(super) http: HttpSettings,
     /// `--listeners-file`, read by `listeners.rs`.
     pub(super) listeners_file: Option<PathBuf>,
@@ -22,10 +27,11 @@ pub(super) struct Serving {
 
 pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
     let ServingArgs {
-        secure_listen_address,
-        tls_cert_file,
-        client_ca_file,
-        tls_private_key_file,
+        // The flags' listener's (`listeners::from_flags`).
+        secure_listen_address: _,
+        tls_cert_file: _,
+        client_ca_file: _,
+        tls_private_key_file: _,
         tls_min_version,
         tls_cipher_suites,
         tls_curve_preferences,
@@ -44,16 +50,11 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         listeners_file,
     } = args;
 
-    let source = tls_source(tls_cert_file, tls_private_key_file, problems);
     let policy =
         TlsPolicy::from_flags(&tls_min_version, &tls_cipher_suites, &mut problems.warnings);
     let policy = problems.or(policy, TlsPolicy::default());
     let policy = policy
         .with_curves(problems.or(Curves::from_flag(&tls_curve_preferences), Curves::default()));
-    let secure_listen_address = secure_listen_address.unwrap_or_else(|| ListenAddress {
-        host: "0.0.0.0".to_owned(),
-        port: 8443,
-    });
     let http2_disable = http2_disable.unwrap_or(false);
     let http2_max_concurrent_streams = http2_max_concurrent_streams.unwrap_or(100);
 
@@ -80,15 +81,10 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
     );
 
     Serving {
-        listen: secure_listen_address,
         proxy_endpoints_port: (proxy_endpoints_port != 0).then_some(proxy_endpoints_port),
         worker_threads: worker_threads.min(available_cpus()),
         shutdown_grace,
-        tls: TlsSettings {
-            source,
-            policy,
-            client_ca_file,
-        },
+        tls_policy: policy,
         listeners_file,
         http: HttpSettings {
             http2: !http2_disable,
@@ -108,22 +104,27 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
     }
 }
 
-/// `--tls-cert-file` and `--tls-private-key-file`: both, or neither for a self-signed
-/// pair.
+/// A listener's `--tls-cert-file` and `--tls-private-key-file`: both, or neither for a
+/// self-signed pair.
 pub(super) fn tls_source(
     cert: Option<PathBuf>,
-    key: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    source: Source,
     problems: &mut Problems,
 ) -> TlsSource {
-    match (cert, key) {
+    let (cert_name, key_name) = (
+        key::tls_cert_file.name(source),
+        key::tls_private_key_file.name(source),
+    );
+    match (cert, private_key) {
         (Some(cert), Some(key)) => TlsSource::Files { cert, key },
         (None, None) => TlsSource::SelfSigned,
         (Some(_), None) => {
-            problems.add("--tls-cert-file needs --tls-private-key-file");
+            problems.add(format!("{cert_name} needs {key_name}"));
             TlsSource::SelfSigned
         }
         (None, Some(_)) => {
-            problems.add("--tls-private-key-file needs --tls-cert-file");
+            problems.add(format!("{key_name} needs {cert_name}"));
             TlsSource::SelfSigned
         }
     }

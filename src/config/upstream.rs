@@ -5,98 +5,111 @@ use std::path::PathBuf;
 
 use http::{HeaderName, Uri};
 
-use super::{args::UpstreamArgs, Problems};
+use super::{
+    listeners::{in_keys, key, Key, ListenerArgs, Source},
+    Problems,
+};
 use crate::{
     paths::PathPolicy,
     upstream::{IdentityHeaders, UpstreamOptions, UpstreamSettings},
 };
 
+/// A listener's `upstream*`, `allowPaths`/`ignorePaths` and `authHeader*` settings;
+/// problems name them as `source` does.
 pub(super) fn validate(
-    args: UpstreamArgs,
+    args: &ListenerArgs,
+    source: Source,
     problems: &mut Problems,
 ) -> (UpstreamSettings, PathPolicy) {
-    let UpstreamArgs {
-        upstream,
-        upstream_ca_file,
-        upstream_client_cert_file,
-        upstream_client_key_file,
-        upstream_force_h2c,
-        upstream_timeout,
-        allow_paths,
-        ignore_paths,
-        auth_header_fields_enabled,
-        auth_header_user_field_name,
-        auth_header_groups_field_name,
-        auth_header_groups_field_separator,
-    } = args;
-
-    let (url, unix_socket) = match upstream.as_deref().map(parse_upstream) {
-        Some(parsed) => problems.or(parsed, (Uri::default(), None)),
+    let name = |key: Key| key.name(source);
+    let upstream_flag = name(key::upstream);
+    let (url, unix_socket) = match args.upstream.as_deref() {
+        Some(upstream) => problems.or(
+            parse_upstream(upstream).map_err(|e| format!("{upstream_flag} {e}")),
+            (Uri::default(), None),
+        ),
         None => {
-            problems.add("--upstream is required (e.g. http://127.0.0.1:9100/)");
+            problems.add(format!(
+                "{upstream_flag} is required (e.g. http://127.0.0.1:9100/)"
+            ));
             (Uri::default(), None)
         }
     };
     let https = url.scheme_str() == Some("https") && unix_socket.is_none();
-    if upstream_ca_file.is_some() && !https {
-        problems.add("--upstream-ca-file needs an https:// --upstream");
+    let (ca, cert, key) = (
+        name(key::upstream_ca_file),
+        name(key::upstream_client_cert_file),
+        name(key::upstream_client_key_file),
+    );
+    if args.upstream_ca_file.is_some() && !https {
+        problems.add(format!("{ca} needs an https:// {upstream_flag}"));
     }
-    let client_cert = match (upstream_client_cert_file, upstream_client_key_file) {
-        (Some(cert), Some(key)) => Some((cert, key)),
+    let client_cert = match (
+        &args.upstream_client_cert_file,
+        &args.upstream_client_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         (None, None) => None,
         (Some(_), None) => {
-            problems.add("--upstream-client-cert-file needs --upstream-client-key-file");
+            problems.add(format!("{cert} needs {key}"));
             None
         }
         (None, Some(_)) => {
-            problems.add("--upstream-client-key-file needs --upstream-client-cert-file");
+            problems.add(format!("{key} needs {cert}"));
             None
         }
     };
     if client_cert.is_some() && !https {
-        problems.add("--upstream-client-cert-file needs an https:// --upstream");
+        problems.add(format!("{cert} needs an https:// {upstream_flag}"));
     }
-    if upstream_force_h2c && https {
-        problems.add(
-            "--upstream-force-h2c is for http:// or unix:// upstreams (https negotiates h2 by ALPN)",
-        );
+    if args.upstream_force_h2c && https {
+        problems.add(format!(
+            "{} is for http:// or unix:// upstreams (https negotiates h2 by ALPN)",
+            name(key::upstream_force_h2c)
+        ));
     }
-    problems.positive("--upstream-timeout", upstream_timeout);
+    problems.positive(name(key::upstream_timeout), args.upstream_timeout);
 
-    let paths = problems.or(
-        PathPolicy::new(&allow_paths, &ignore_paths),
-        PathPolicy::default(),
-    );
+    // `paths` names the flags; a file's listener names its keys.
+    let paths = PathPolicy::new(&args.allow_paths, &args.ignore_paths).map_err(|e| match source {
+        Source::Flags => e,
+        Source::File => in_keys(&e),
+    });
+    let paths = problems.or(paths, PathPolicy::default());
 
-    let mut header_name = |flag: &str, value: &str, fallback: &'static str| {
-        let name = HeaderName::try_from(value.trim())
-            .map_err(|_| format!("{flag}: {value:?} is not a valid HTTP header name"));
+    let mut header_name = |key: Key, value: &str, fallback: &'static str| {
+        let name = HeaderName::try_from(value.trim()).map_err(|_| {
+            format!(
+                "{}: {value:?} is not a valid HTTP header name",
+                key.name(source)
+            )
+        });
         problems.or(name, HeaderName::from_static(fallback))
     };
     let identity = IdentityHeaders {
-        enabled: auth_header_fields_enabled,
+        enabled: args.auth_header_fields_enabled,
         user: header_name(
-            "--auth-header-user-field-name",
-            &auth_header_user_field_name,
+            key::auth_header_user_field_name,
+            &args.auth_header_user_field_name,
             "x-remote-user",
         ),
         groups: header_name(
-            "--auth-header-groups-field-name",
-            &auth_header_groups_field_name,
+            key::auth_header_groups_field_name,
+            &args.auth_header_groups_field_name,
             "x-remote-groups",
         ),
-        separator: auth_header_groups_field_separator,
+        separator: args.auth_header_groups_field_separator.clone(),
     };
 
     let settings = UpstreamSettings {
         url,
         options: UpstreamOptions {
-            ca_file: upstream_ca_file,
+            ca_file: args.upstream_ca_file.clone(),
             client_cert,
-            force_h2c: upstream_force_h2c,
+            force_h2c: args.upstream_force_h2c,
             unix_socket,
         },
-        timeout: upstream_timeout,
+        timeout: args.upstream_timeout,
         identity,
     };
     (settings, paths)
@@ -107,7 +120,7 @@ pub(super) fn validate(
 fn parse_upstream(s: &str) -> Result<(Uri, Option<PathBuf>), String> {
     if let Some(path) = s.strip_prefix("unix://") {
         if !path.starts_with('/') || path.len() < 2 {
-            return Err(format!("--upstream {s:?}: want unix:///absolute/path.sock"));
+            return Err(format!("{s:?}: want unix:///absolute/path.sock"));
         }
         return Ok((
             Uri::from_static("http://localhost/"),
@@ -118,25 +131,21 @@ fn parse_upstream(s: &str) -> Result<(Uri, Option<PathBuf>), String> {
 }
 
 fn parse_http_upstream(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s
-        .parse()
-        .map_err(|e| format!("--upstream {s:?} is not a URL: {e}"))?;
+    let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => {
             return Err(format!(
-                "--upstream {s:?} must start with http://, https:// or unix:// (e.g. \
+                "{s:?} must start with http://, https:// or unix:// (e.g. \
                  http://127.0.0.1:9100/ or unix:///run/exporter.sock)"
             ))
         }
     }
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("--upstream {s:?} has no host"))?;
+        .ok_or_else(|| format!("{s:?} has no host"))?;
     if authority.as_str().contains('@') {
-        return Err(format!(
-            "--upstream {s:?}: user info in the URL is not supported"
-        ));
+        return Err(format!("{s:?}: user info in the URL is not supported"));
     }
     // `http::Uri` takes any digits as a port (`:99999`); a connect would fail on it.
     let port = authority
@@ -146,9 +155,7 @@ fn parse_http_upstream(s: &str) -> Result<Uri, String> {
         .map(|(_, port)| port);
     if let Some(port) = port.filter(|p| !p.is_empty()) {
         if !matches!(port.parse::<u16>(), Ok(1..)) {
-            return Err(format!(
-                "--upstream {s:?}: port {port} is not between 1 and 65535"
-            ));
+            return Err(format!("{s:?}: port {port} is not between 1 and 65535"));
         }
     }
     Ok(uri)

@@ -5,44 +5,20 @@ use std::path::PathBuf;
 
 use serde_saphyr::Spanned;
 
-use super::KEYS;
+use super::keys::Fields;
 use crate::yaml::{self, join, take, Decoder, Node, Value};
 
 /// The listeners as the file declared them, for comparing with a later version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shape(pub(super) Vec<Fields>);
 
-/// One listener's values as written (`authorization:` aside).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Fields {
-    pub(super) name: String,
-    pub(super) secure_listen_address: Option<String>,
-    pub(super) upstream: Option<String>,
-    pub(super) upstream_ca_file: Option<String>,
-    pub(super) upstream_client_cert_file: Option<String>,
-    pub(super) upstream_client_key_file: Option<String>,
-    pub(super) upstream_force_h2c: bool,
-    pub(super) upstream_timeout: Option<String>,
-    pub(super) tls_cert_file: Option<String>,
-    pub(super) tls_private_key_file: Option<String>,
-    pub(super) client_ca_file: Option<String>,
-    pub(super) allow_paths: Vec<String>,
-    pub(super) ignore_paths: Vec<String>,
-    pub(super) auth_header_fields_enabled: bool,
-    pub(super) auth_header_user_field_name: Option<String>,
-    pub(super) auth_header_groups_field_name: Option<String>,
-    pub(super) auth_header_groups_field_separator: Option<String>,
-    pub(super) config_file: Option<String>,
-    pub(super) rbac_file: Vec<String>,
-}
-
 /// A listener as read from the file.
 #[derive(Debug)]
-pub(super) struct Entry {
-    pub(super) line: u64,
-    pub(super) fields: Fields,
+pub(in crate::config) struct Entry {
+    pub(in crate::config) line: u64,
+    pub(in crate::config) fields: Fields,
     /// Whether it has an `authorization:` block (read by `authz`).
-    pub(super) authorization: bool,
+    pub(in crate::config) authorization: bool,
 }
 
 /// `Ok` while the file (`files[0]`) still declares what `startup` did, its
@@ -211,63 +187,12 @@ fn entry(item: Value<'_>, at: &str, d: &mut Decoder) -> Result<Entry, String> {
             "line {line}: {at} must be a mapping (name, secureListenAddress, upstream, …)"
         ));
     }
-    let keys: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
-    let [name, secure_listen_address, upstream, upstream_ca_file, upstream_client_cert_file, upstream_client_key_file, upstream_force_h2c, upstream_timeout, tls_cert_file, tls_private_key_file, client_ca_file, allow_paths, ignore_paths, auth_header_fields_enabled, auth_header_user_field_name, auth_header_groups_field_name, auth_header_groups_field_separator, config_file, rbac_file, authorization] =
-        take(d.strict_fields(item, at, &keys)?);
-    let mut text = |values: Vec<Value<'_>>, key: &str| -> Result<Option<String>, String> {
-        Ok(d.string(&values, &join(at, key))?.map(|(text, _)| text))
-    };
-    let mut fields = Fields {
-        name: text(name, "name")?.unwrap_or_default(),
-        secure_listen_address: text(secure_listen_address, "secureListenAddress")?,
-        upstream: text(upstream, "upstream")?,
-        upstream_ca_file: text(upstream_ca_file, "upstreamCAFile")?,
-        upstream_client_cert_file: text(upstream_client_cert_file, "upstreamClientCertFile")?,
-        upstream_client_key_file: text(upstream_client_key_file, "upstreamClientKeyFile")?,
-        upstream_timeout: text(upstream_timeout, "upstreamTimeout")?,
-        tls_cert_file: text(tls_cert_file, "tlsCertFile")?,
-        tls_private_key_file: text(tls_private_key_file, "tlsPrivateKeyFile")?,
-        client_ca_file: text(client_ca_file, "clientCAFile")?,
-        auth_header_user_field_name: text(auth_header_user_field_name, "authHeaderUserFieldName")?,
-        auth_header_groups_field_name: text(
-            auth_header_groups_field_name,
-            "authHeaderGroupsFieldName",
-        )?,
-        auth_header_groups_field_separator: text(
-            auth_header_groups_field_separator,
-            "authHeaderGroupsFieldSeparator",
-        )?,
-        config_file: text(config_file, "configFile")?,
-        ..Fields::default()
-    };
-    fields.upstream_force_h2c = d.boolean(&upstream_force_h2c, &join(at, "upstreamForceH2C"))?;
-    fields.auth_header_fields_enabled = d.boolean(
-        &auth_header_fields_enabled,
-        &join(at, "authHeaderFieldsEnabled"),
-    )?;
-    fields.allow_paths = list(d, &allow_paths, &join(at, "allowPaths"))?;
-    fields.ignore_paths = list(d, &ignore_paths, &join(at, "ignorePaths"))?;
-    fields.rbac_file = list(d, &rbac_file, &join(at, "rbacFile"))?;
+    let keys = Fields::keys();
+    let values = d.strict_fields(item, at, &keys)?;
+    let (fields, authorization) = Fields::read(d, values.into_iter(), at)?;
     Ok(Entry {
         line,
         fields,
-        authorization: !authorization.is_empty(),
+        authorization,
     })
-}
-
-/// A list key: a YAML list, or a string with commas between the items, as the flag.
-fn list(d: &mut Decoder, values: &[Value<'_>], at: &str) -> Result<Vec<String>, String> {
-    match values.last().map(|v| &v.value) {
-        Some(Node::Seq(_) | Node::Map(_)) | None => d.strings(values, at),
-        Some(_) => Ok(d
-            .string(values, at)?
-            .map(|(text, _)| {
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()),
-    }
 }

@@ -51,15 +51,14 @@ fn each_listener_gets_its_own_settings_and_the_flags_tls_policy() {
         &["--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
     );
     let config = config.unwrap();
-    let file = config.listeners_file.unwrap();
     assert!(
-        !file.flags_listener,
+        config.listeners.iter().all(|l| l.origin != Origin::Flags),
         "no --upstream: the file declares them all"
     );
-    let [main, telemetry] = &file.listeners[..] else {
-        panic!("two listeners: {:?}", file.listeners)
+    let [main, telemetry] = &config.listeners[..] else {
+        panic!("two listeners: {:?}", config.listeners)
     };
-    assert_eq!((main.name.as_str(), main.line), ("main", 3));
+    assert_eq!((main.name.as_deref(), main.line()), (Some("main"), 3));
     assert_eq!(main.listen.to_string(), ":8443");
     assert_eq!(main.upstream.url.to_string(), "http://127.0.0.1:8081/");
     assert!(matches!(&main.tls.source, TlsSource::Files { cert, .. } if cert.ends_with("tls.crt")));
@@ -78,7 +77,8 @@ fn each_listener_gets_its_own_settings_and_the_flags_tls_policy() {
     assert!(main.policy.rbac_files.is_empty());
 
     assert_eq!(
-        telemetry.name, "telemetry",
+        telemetry.name.as_deref(),
+        Some("telemetry"),
         "keys in any case, as Go reads them"
     );
     assert_eq!(telemetry.listen.host, "::1");
@@ -109,11 +109,11 @@ fn with_upstream_the_flags_define_the_default_listener_too() {
     let yaml = "listeners:\n- {name: telemetry, secureListenAddress: ':9443', upstream: 'http://127.0.0.1:8082/'}\n";
     let (_dir, config) = parse(yaml, &["--upstream=http://127.0.0.1:8081/"]);
     let config = config.unwrap();
-    assert_eq!(config.upstream.url.to_string(), "http://127.0.0.1:8081/");
-    assert_eq!(config.listen.to_string(), "0.0.0.0:8443");
-    let file = config.listeners_file.unwrap();
-    assert!(file.flags_listener);
-    assert_eq!(file.listeners.len(), 1);
+    let flags = &config.listeners[0];
+    assert_eq!(flags.upstream.url.to_string(), "http://127.0.0.1:8081/");
+    assert_eq!(flags.listen.to_string(), "0.0.0.0:8443");
+    assert_eq!(flags.origin, Origin::Flags);
+    assert_eq!(config.listeners.len(), 1 + 1);
 }
 
 /// Fails naming the first of `wants` that `error` lacks.
@@ -335,7 +335,7 @@ fn only_a_change_outside_the_authorization_blocks_needs_a_restart() {
 #[test]
 fn a_listeners_policy_follows_its_entry_only_while_the_entry_is_as_at_startup() {
     let (_dir, config) = parse(TWO, &[]);
-    let listeners = config.unwrap().listeners_file.unwrap().listeners;
+    let listeners = config.unwrap().listeners;
     let holds = |listener: usize, yaml: &str| {
         let condition = listeners[listener].policy.condition.clone().unwrap();
         (condition.holds)(yaml.as_bytes())
@@ -427,4 +427,17 @@ fn flag_names_read_as_listener_keys() {
         in_keys("--rbac-file /r.yaml line 3: bad"),
         "rbacFile /r.yaml line 3: bad"
     );
+}
+
+#[test]
+fn every_declared_setting_has_a_default_that_parses_and_names_of_its_own() {
+    let mut problems = Problems::default();
+    let args = Fields::default().args(&mut problems);
+    assert!(problems.errors.is_empty(), "{:?}", problems.errors);
+    assert_eq!(args.given(), Vec::<Key>::new(), "unset is not given");
+    let mut names: Vec<&str> = KEYS.iter().flat_map(|k| [k.key, k.flag]).collect();
+    names.extend(["name", "authorization"]);
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 2 * KEYS.len() + 2);
 }
