@@ -84,16 +84,7 @@ fn cache_hit(c: &mut Criterion) {
             Arc::clone(&metrics),
         )
         .unwrap();
-        let authz = Authorizer::new(
-            &AuthzSettings {
-                config_file: None,
-                rbac_files: vec![],
-                cache,
-            },
-            Some(apiserver),
-            metrics,
-        )
-        .unwrap();
+        let authz = Authorizer::new(&AuthzSettings { cache }, Some(apiserver), metrics);
         // Warm both caches.
         let user = authn
             .authenticate(&scrape_headers(), Requester::Process)

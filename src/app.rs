@@ -123,8 +123,7 @@ pub(crate) async fn chain(
         .await?
         .map(Arc::new);
     let authn = Authenticator::new(&settings.authn, apiserver.clone(), Arc::clone(metrics))?;
-    let authz = Authorizer::new(&settings.authz, apiserver.clone(), Arc::clone(metrics))
-        .map_err(|e| RunError::Policy(e.to_string()))?;
+    let authz = Authorizer::new(&settings.authz, apiserver.clone(), Arc::clone(metrics));
     Ok(Chain {
         apiserver,
         authn,

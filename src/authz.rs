@@ -68,13 +68,10 @@ pub struct Outcome {
 /// Distinct SubjectAccessReview reasons shared between cached decisions.
 const INTERNED_REASONS: usize = 1024;
 
-/// How the authorizer is configured.
+/// How the shared part of the authorizer is configured (the local policy is each
+/// listener's: `PolicySettings`, given to `for_listener`).
 #[derive(Debug, Clone)]
 pub struct AuthzSettings {
-    /// `--config-file`: kube-rbac-proxy's authorization config.
-    pub config_file: Option<PathBuf>,
-    /// `--rbac-file`: RBAC objects evaluated locally.
-    pub rbac_files: Vec<PathBuf>,
     /// `--authz-allow-ttl`, `--authz-deny-ttl`, `--stale-if-error`.
     pub cache: CacheSettings,
 }
@@ -108,7 +105,7 @@ pub(crate) enum ConfigSource {
 /// listener's key of the same name), then why — the file, and the line where it is
 /// wrong, in the parser's words (`config_file`, `rbac` and `yaml` speak in sentences).
 #[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     /// `--config-file`, or a listener's `configFile`.
     #[error("--config-file {0}")]
     Config(ReloadError),
@@ -167,27 +164,24 @@ struct AccessReviews {
 }
 
 impl Authorizer {
-    /// Loads the local policy files (kept fresh from then on); an error names the flag,
-    /// file and line. `apiserver: None` is standalone mode: what local policy does not
-    /// allow is denied.
+    /// The SubjectAccessReview cache every listener shares, with no local policy of its
+    /// own (each listener's comes with `for_listener`). `apiserver: None` is standalone
+    /// mode: what local policy does not allow is denied.
     pub fn new(
         settings: &AuthzSettings,
         apiserver: Option<Arc<Apiserver>>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, PolicyError> {
-        let config = settings.config_file.clone().map(ConfigSource::File);
-        let local = LocalPolicy::load(config.as_ref(), &settings.rbac_files, None, &metrics)?;
-        local.spawn_reloaders();
+    ) -> Self {
         let reviews = AccessReviews {
             apiserver,
             cache: Verdicts::new(settings.cache),
             reasons: Interner::new(INTERNED_REASONS),
         };
-        Ok(Self {
-            local,
+        Self {
+            local: LocalPolicy::default(),
             reviews: Arc::new(reviews),
             metrics,
-        })
+        }
     }
 
     /// Another listener's authorizer: its own local policy (loaded now and kept fresh;
@@ -487,11 +481,9 @@ mod tests {
     #[tokio::test]
     async fn nothing_to_authorize_is_not_an_allow() {
         let settings = AuthzSettings {
-            config_file: None,
-            rbac_files: Vec::new(),
             cache: CacheSettings::one_shot(),
         };
-        let authz = Authorizer::new(&settings, None, Arc::default()).unwrap();
+        let authz = Authorizer::new(&settings, None, Arc::default());
         assert!(authz
             .authorize(&User::default(), &[], Requester::Process)
             .await

@@ -101,7 +101,7 @@ type Check = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
 /// Why a watched value could not be loaded. At startup it fails the load (and names the
 /// file); on a later look it is logged once and the last good value stays in force.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     /// A file could not be read (missing, unreadable).
     #[error("{}: {error}", path.display())]
     Read {

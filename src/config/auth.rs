@@ -129,8 +129,6 @@ pub(super) fn validate(
         // The local policy is each listener's (`listeners::policy`): the shared
         // authorizer has none.
         authz: AuthzSettings {
-            config_file: None,
-            rbac_files: Vec::new(),
             cache: caches.authz,
         },
     }
