@@ -30,8 +30,9 @@ pub(crate) use wait::eventually;
 use std::{
     collections::HashSet,
     net::TcpListener,
-    path::PathBuf,
-    sync::{Mutex, PoisonError},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock, PoisonError},
 };
 
 /// The service account scrape-guard talks to the apiserver as (bound by deploy/).
@@ -52,12 +53,50 @@ pub(crate) fn forbidden_message(user: &str) -> String {
     format!("forbidden: User \"{user}\" cannot get path \"/metrics\"")
 }
 
-/// The scrape-guard binary cargo built for this test target.
-pub(crate) const SCRAPE_GUARD_BIN: &str = env!("CARGO_BIN_EXE_scrape-guard");
+/// The scrape-guard binary the checks run: `$SCRAPE_GUARD_BIN` if set, else the
+/// workspace's own, built once per run with `cargo build --bin scrape-guard`. This suite
+/// is a package of its own, so Cargo sets no `CARGO_BIN_EXE_scrape-guard` for it and
+/// builds no binary of another package; Cargo holds no lock while tests run, so a test
+/// may build. An up-to-date binary costs that build under a second.
+pub(crate) fn scrape_guard_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SCRAPE_GUARD_BIN") {
+            return bin.into();
+        }
+        // This test binary is <target dir>/<profile>/deps/cluster-<hash>.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target dir>/<profile>/deps");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.current_dir(repo_path("")).args([
+            "build",
+            "--locked",
+            "--offline",
+            "--quiet",
+            "--bin",
+            "scrape-guard",
+        ]);
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cargo.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cargo.status().expect("running cargo build");
+        assert!(status.success(), "cargo build --bin scrape-guard: {status}");
+        profile_dir.join("scrape-guard")
+    })
+}
 
 /// The repository root (deploy/ and e2e/fixtures/ are read from there).
 pub(crate) fn repo_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ is inside the repository")
+        .join(relative)
 }
 
 /// One rustls crypto provider for the whole binary, the one the product uses.

@@ -23,7 +23,7 @@ use super::{
 /// node-exporter scrapes (~100 ms of node-exporter's CPU each). The burst is then 64
 /// keep-alive connections of scrapers that are let in, two scrapes each.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_memory_stays_under_the_limit() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;
