@@ -138,7 +138,7 @@ fn every_module_has_a_layer() {
     let missing: Vec<_> = graph().into_keys().filter(|m| layer(m).is_none()).collect();
     assert!(
         missing.is_empty(),
-        "give these modules a layer in tests/layout.rs (and ARCHITECTURE.md): {missing:?}"
+        "give these modules a layer in tests/integration/layout.rs (and ARCHITECTURE.md): {missing:?}"
     );
 }
 
