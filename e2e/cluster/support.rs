@@ -11,7 +11,6 @@ mod pki;
 mod process;
 mod prometheus;
 mod proxy;
-mod wait;
 
 pub(crate) use control_plane::{
     deploy_files, file_name, parse_manifests, Cluster, Reviews, Subject, METRICS_READER,
@@ -25,11 +24,12 @@ pub(crate) use pki::{write as write_file, Ca, KeyCert};
 pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
-pub(crate) use wait::eventually;
+// The fixtures every suite shares, from the testkit.
+pub(crate) use scrape_guard_testkit::{
+    eventually::awaiting as eventually, free_port, install_crypto,
+};
 
 use std::{
-    collections::HashSet,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
     sync::{Mutex, OnceLock, PoisonError},
@@ -97,33 +97,6 @@ pub(crate) fn repo_path(relative: &str) -> PathBuf {
         .parent()
         .expect("e2e/ is inside the repository")
         .join(relative)
-}
-
-/// One rustls crypto provider for the whole binary, the one the product uses.
-pub(crate) fn install_crypto_provider() {
-    // Err only means it is installed already.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-// === free ports ===
-
-static PORTS_GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A 127.0.0.1 port nothing listens on, never handed out twice in this test binary
-/// (tests run on parallel threads). Another program could still take it before the
-/// process meant for it binds it; on a test machine that is very unlikely.
-pub(crate) fn free_port() -> u16 {
-    let mut given = PORTS_GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-    let given = given.get_or_insert_with(HashSet::new);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("binding 127.0.0.1:0 for a free port")
-            .port();
-        if given.insert(port) {
-            return port;
-        }
-    }
 }
 
 // === secrets ===

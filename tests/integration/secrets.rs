@@ -8,20 +8,14 @@
 //! each token that the HMAC copies into its own buffer on a stack that is later reused,
 //! which is why the tokens here are as long as real service-account tokens.
 
+use scrape_guard_testkit::free_port;
+
 use std::{
     io::{Read, Seek, SeekFrom},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A token shaped like a service-account JWT (~900 characters), and the part of it
 /// that is unique to this run: what a memory search looks for.
