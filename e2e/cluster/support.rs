@@ -1,13 +1,14 @@
 //! What the checks stand on: the real processes (control plane, scrape-guard, exporters,
 //! Prometheus), each behind a guard that stops it by PID when dropped, plus the small
 //! helpers every check needs (free ports, an HTTPS client, bounded waits, the register
-//! of secrets that must never show up in a log).
+//! of secrets that must never show up in a log). Free ports, the test PKI, the crypto
+//! provider and the bounded wait are the testkit's (`tests/support`), shared with the
+//! integration tests.
 
 mod control_plane;
 mod exporter;
 mod http;
 mod node;
-mod pki;
 mod process;
 mod prometheus;
 mod proxy;
@@ -20,13 +21,14 @@ pub(crate) use http::{http_get_bearer, https_get_named, keep_alive_gets, peer_ce
 pub(crate) use node::{
     container_ids, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
 };
-pub(crate) use pki::{write as write_file, Ca, KeyCert};
 pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
 // The fixtures every suite shares, from the testkit.
 pub(crate) use scrape_guard_testkit::{
-    eventually::awaiting as eventually, free_port, install_crypto,
+    eventually::awaiting as eventually,
+    free_port, install_crypto, pki,
+    pki::{write as write_file, Ca, KeyCert},
 };
 
 use std::{
