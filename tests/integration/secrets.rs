@@ -8,7 +8,7 @@
 //! each token that the HMAC copies into its own buffer on a stack that is later reused,
 //! which is why the tokens here are as long as real service-account tokens.
 
-use scrape_guard_testkit::free_port;
+use scrape_guard_testkit::{free_port, KillOnDrop};
 
 use std::{
     io::{Read, Seek, SeekFrom},
@@ -78,15 +78,6 @@ fn wait_listening(port: u16, child: &mut Child) {
     }
 }
 
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn tokens_from_the_token_file_are_not_kept_in_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,9 +99,9 @@ fn tokens_from_the_token_file_are_not_kept_in_memory() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Stop(child);
-    wait_listening(port, &mut child.0);
-    let pid = child.0.id();
+    let mut child = KillOnDrop::new(child);
+    wait_listening(port, &mut child);
+    let pid = child.id();
     assert!(
         !contains(&memory(pid), &first_unique),
         "the token from the first load is in the process's memory"
