@@ -9,12 +9,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY benches ./benches
-COPY examples ./examples
-# Cargo reads every target the manifest declares even for --bin: the e2e test target
-# and the testkit (a workspace member and dev-dependency).
-COPY e2e ./e2e
-COPY tests/support ./tests/support
+# Cargo loads every workspace member's manifest, and builds none of them for --bin: the
+# testkit (tests/support), the end-to-end suite (e2e) and the benches.
+COPY tests/support/Cargo.toml ./tests/support/
+COPY e2e/Cargo.toml ./e2e/
+COPY benches/Cargo.toml ./benches/
 RUN cargo build --release --locked --bin scrape-guard
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -2,14 +2,14 @@
 .PHONY: build test lint fmt demo e2e provision image bench lint-docker ci
 
 build:
-	cargo build --release --locked
+	cargo build --release --locked --bin scrape-guard
 
 test:
 	cargo test
 
 lint:
 	cargo fmt --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
 	cargo fmt
@@ -31,9 +31,10 @@ image:
 # Both end-to-end suites, each in a network namespace of its own (e2e/netns.sh; root).
 e2e: provision
 	e2e/images.sh
-	cargo test --locked --test cluster --no-run
-	e2e/netns.sh cargo test --locked --offline --test cluster -- --ignored --skip cluster::node:: --test-threads=4
-	e2e/netns.sh cargo test --locked --offline --test cluster -- --ignored cluster::node:: --test-threads=8
+	cargo build --locked --bin scrape-guard
+	cargo test --locked -p scrape-guard-e2e --test cluster --no-run
+	e2e/netns.sh cargo test --locked --offline -p scrape-guard-e2e --test cluster -- --ignored --skip cluster::node:: --test-threads=4
+	e2e/netns.sh cargo test --locked --offline -p scrape-guard-e2e --test cluster -- --ignored cluster::node:: --test-threads=8
 
 bench:
 	cargo bench --bench hot_path

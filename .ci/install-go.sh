@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Go >= 1.24 for tests/tls_curves.rs: a real crypto/tls client that offers the
+# Go >= 1.24 for tests/integration/tls_curves.rs: a real crypto/tls client that offers the
 # post-quantum X25519MLKEM768 by default. Bookworm has Go 1.19 (and backports 1.23), so
 # this takes Debian trixie's golang-1.24-go, pinned so that nothing else comes from
 # trixie (the package needs nothing newer than bookworm's libc). Idempotent.

@@ -55,74 +55,9 @@ VG_ARGS=(--tool=callgrind --cache-sim=no --branch-sim=no --dump-instr=no --dump-
     --collect-atstart=yes --collect-systime=no --separate-threads=no --trace-children=no)
 
 START_TIME=$(date +%s)
-log() { printf '[callgrind.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "FAIL: $*"
-    local f
-    for f in "${WORK:-/nonexistent}"/logs/*; do
-        [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }
-    done
-    exit 1
-}
-
-# ------------------------------------------------------------------ tools
-apt_install() {
-    log "apt-get install $*"
-    # Do not let the nginx package start a system nginx on :80.
-    local made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null; then
-        apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
-    fi
-    if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-}
-
-install_tools() {
-    local missing=()
-    command -v valgrind >/dev/null || missing+=(valgrind)
-    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-    command -v openssl >/dev/null || missing+=(openssl)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v python3 >/dev/null || missing+=(python3)
-    if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-    export PATH="$HOME/.cargo/bin:$PATH"
-    if ! command -v oha >/dev/null; then
-        log "cargo install --locked oha (a few minutes, once)"
-        cargo install --locked oha >/dev/null
-    fi
-    OHA=$(command -v oha)
-}
-
-# ------------------------------------------------------------------ processes
-WORK=$(mktemp -d /tmp/sg-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() { # stopped: not ours to signal again at exit
-    local pid=$1 kept=() p
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-    PIDS=("${kept[@]}")
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+start_work sg-callgrind
 
 # wait_http PID SECONDS URL [curl args]: until URL answers (any status), at most SECONDS,
 # failing early if PID exits.
@@ -169,28 +104,7 @@ setup() {
     UP_PORT=$(free_port)
     # The upstream: nginx serving the page as a static file on plain HTTP (as load.sh);
     # not measured, not under valgrind.
-    cat >"$WORK/nginx-up/nginx.conf" <<NGINX_UP
-user root;
-worker_processes 2;
-daemon off;
-pid $WORK/nginx-up/nginx.pid;
-error_log $WORK/logs/nginx-up.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on; tcp_nopush on; tcp_nodelay on;
-    keepalive_requests 1000000; keepalive_timeout 120s;
-    open_file_cache max=16; open_file_cache_valid 600s;
-    default_type "text/plain; version=0.0.4; charset=utf-8";
-    client_body_temp_path $WORK/nginx-up/body; proxy_temp_path $WORK/nginx-up/proxy;
-    fastcgi_temp_path $WORK/nginx-up/fcgi; uwsgi_temp_path $WORK/nginx-up/uwsgi; scgi_temp_path $WORK/nginx-up/scgi;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        root $WORK/www;
-        location = /metrics { }
-    }
-}
-NGINX_UP
+    nginx_upstream_conf 1024 >"$WORK/nginx-up/nginx.conf"
     "$NGINX" -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" >"$WORK/logs/nginx-up.out" 2>&1 &
     PIDS+=($!)
     local up_pid=$!
@@ -219,31 +133,10 @@ pid $WORK/nginx-tls/nginx.$1.pid;
 error_log $WORK/logs/nginx-tls.err warn;
 events { worker_connections 1024; }
 http {
-    access_log off;
-    tcp_nodelay on;
-    keepalive_requests 1000000; keepalive_timeout 120s;
-    default_type "text/plain; version=0.0.4; charset=utf-8";
-    ssl_certificate $WORK/tls.crt;
-    ssl_certificate_key $WORK/tls.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    # As in load.sh: the server picks AES-128-GCM, as scrape-guard and Go's server do.
-    ssl_prefer_server_ciphers on;
-    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
-    client_body_temp_path $WORK/nginx-tls/body; proxy_temp_path $WORK/nginx-tls/proxy;
-    fastcgi_temp_path $WORK/nginx-tls/fcgi; uwsgi_temp_path $WORK/nginx-tls/uwsgi; scgi_temp_path $WORK/nginx-tls/scgi;
-    upstream exporter {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 128;
-        keepalive_requests 1000000;
-    }
+$(nginx_tls_http)
     server {
         listen 127.0.0.1:$1 ssl http2;
-        location / {
-            proxy_pass http://exporter;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;
-        }
+$(nginx_proxy_location off)
     }
 }
 NGINX_TLS
@@ -424,7 +317,7 @@ top_profiles() {
 
 # ------------------------------------------------------------------ main
 main() {
-    install_tools
+    install_tools valgrind
     if [ -z "${SG:-}" ] || [ -z "${BENCH_KIT:-}" ]; then
         log "cargo build --release --locked --bin scrape-guard --example bench_kit"
         cargo build --release --locked --bin scrape-guard --example bench_kit 2>&1 | tail -1 >&2 ||

@@ -27,65 +27,9 @@ CASES=${CASES:-h1 miss h2 newconn big burst cache}
 NGINX_BUFFERING=${NGINX_BUFFERING:-off}
 SG_ENV=${SG_ENV:-}
 
-log() { printf '[load.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "FAIL: $*"
-    local f
-    for f in "${WORK:-/nonexistent}"/logs/*; do
-        [ -s "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }
-    done
-    exit 1
-}
-
-# ------------------------------------------------------------------ tools
-install_tools() {
-    local missing=()
-    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-    command -v openssl >/dev/null || missing+=(openssl)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v python3 >/dev/null || missing+=(python3)
-    if [ ${#missing[@]} -gt 0 ]; then
-        log "apt-get install ${missing[*]}"
-        # Do not let the package start a system nginx on :80.
-        local made_policy=0
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-            chmod +x /usr/sbin/policy-rc.d
-            made_policy=1
-        fi
-        apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-        if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-    fi
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-    export PATH="$HOME/.cargo/bin:$PATH"
-    if ! command -v oha >/dev/null; then
-        log "cargo install --locked oha (a few minutes, once)"
-        cargo install --locked oha >/dev/null
-    fi
-    OHA=$(command -v oha)
-}
-
-# ------------------------------------------------------------------ processes
-WORK=$(mktemp -d /tmp/sg-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+start_work sg-bench
 
 # wait_http URL [curl args]: until it answers (any status), at most 20 s.
 wait_http() {
@@ -184,37 +128,9 @@ wait_quiet() {
 # ------------------------------------------------------------------ setup
 write_nginx_configs() {
     # Upstream: nginx serving the static pages on plain HTTP (the exporter).
-    cat >"$WORK/nginx-up/nginx.conf" <<NGINX_UP
-user root;
-worker_processes 2;
-daemon off;
-pid $WORK/nginx-up/nginx.pid;
-error_log $WORK/logs/nginx-up.err warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    sendfile on; tcp_nopush on; tcp_nodelay on;
-    keepalive_requests 1000000; keepalive_timeout 120s;
-    open_file_cache max=16; open_file_cache_valid 600s;
-    default_type "text/plain; version=0.0.4; charset=utf-8";
-    client_body_temp_path $WORK/nginx-up/body; proxy_temp_path $WORK/nginx-up/proxy;
-    fastcgi_temp_path $WORK/nginx-up/fcgi; uwsgi_temp_path $WORK/nginx-up/uwsgi; scgi_temp_path $WORK/nginx-up/scgi;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        root $WORK/www;
-        location = /metrics { }
-        location = /ksm/metrics { }
-    }
-}
-NGINX_UP
+    nginx_upstream_conf 8192 >"$WORK/nginx-up/nginx.conf"
     # nginx as a TLS reverse proxy with no auth: the baseline people already trust. The
     # same nginx also serves the files itself over TLS (STATIC_PORT): the TLS floor.
-    local buffering
-    if [ "$NGINX_BUFFERING" = on ]; then
-        buffering="proxy_buffering on; proxy_buffer_size 16k; proxy_buffers 64 16k; proxy_busy_buffers_size 64k;"
-    else
-        buffering="proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;"
-    fi
     cat >"$WORK/nginx-tls/nginx.conf" <<NGINX_TLS
 user root;
 worker_processes 2;
@@ -223,33 +139,10 @@ pid $WORK/nginx-tls/nginx.pid;
 error_log $WORK/logs/nginx-tls.err warn;
 events { worker_connections 8192; }
 http {
-    access_log off;
-    tcp_nodelay on;
-    keepalive_requests 1000000; keepalive_timeout 120s;
-    default_type "text/plain; version=0.0.4; charset=utf-8";
-    ssl_certificate $WORK/tls.crt;
-    ssl_certificate_key $WORK/tls.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    # The suite Prometheus (Go) gets from either server: AES-128-GCM. oha (rustls) lists
-    # AES-256-GCM first; scrape-guard, like Go's server, picks by its own order, so nginx
-    # is told to do the same.
-    ssl_prefer_server_ciphers on;
-    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
-    client_body_temp_path $WORK/nginx-tls/body; proxy_temp_path $WORK/nginx-tls/proxy;
-    fastcgi_temp_path $WORK/nginx-tls/fcgi; uwsgi_temp_path $WORK/nginx-tls/uwsgi; scgi_temp_path $WORK/nginx-tls/scgi;
-    upstream exporter {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 128;
-        keepalive_requests 1000000;
-    }
+$(nginx_tls_http)
     server {
         listen 127.0.0.1:$NGX_PORT ssl http2;
-        location / {
-            proxy_pass http://exporter;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            $buffering
-        }
+$(nginx_proxy_location "$NGINX_BUFFERING")
     }
     server {
         listen 127.0.0.1:$STATIC_PORT ssl http2;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Latency of a scrape (main port) and of /healthz (probe port) on a new connection from
 # 127.0.0.1 while hostile clients at other loopback addresses hold or flood the
-# connection slots: the tests in tests/hostile_connections.rs print one line per
+# connection slots: the tests in tests/integration/hostile_connections.rs print one line per
 # scrape or probe; this runs them ROUNDS times (default 5) and reports the median and
 # the worst per scenario. A debug build, in-process proxy: an upper bound for release.
 set -euo pipefail
@@ -10,7 +10,9 @@ rounds=${ROUNDS:-5}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for _ in $(seq "$rounds"); do
-    cargo test --test hostile_connections -- addresses reconnects --nocapture --test-threads=1 \
+    cargo test --test integration -- hostile_connections::two_addresses \
+        hostile_connections::sixteen_addresses hostile_connections::a_flood_that_reconnects \
+        --nocapture --test-threads=1 \
         2>&1 | grep -oE '(scrape|probe) [0-9]+ behind .*' >>"$out"
 done
 python3 - "$out" <<'PY'

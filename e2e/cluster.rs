@@ -7,8 +7,8 @@
 //! machine without them:
 //!
 //! ```sh
-//! e2e/provision.sh && cargo test --test cluster -- --ignored          # all of it
-//! cargo test --test cluster -- --ignored --nocapture token_audiences  # one check
+//! e2e/provision.sh && cargo test -p scrape-guard-e2e --test cluster -- --ignored          # all of it
+//! cargo test -p scrape-guard-e2e --test cluster -- --ignored --nocapture token_audiences  # one check
 //! ```
 //!
 //! Each test is one check a cluster operator would make. It starts the scrape-guard

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provision everything the end-to-end suite (cargo test --test cluster, e2e/cluster.rs)
+# Provision everything the end-to-end suite (cargo test -p scrape-guard-e2e --test cluster, e2e/cluster.rs)
 # needs, from Debian's package sources only. Idempotent: a second run installs nothing
 # and builds nothing.
 #

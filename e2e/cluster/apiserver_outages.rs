@@ -13,7 +13,7 @@ use super::support::{
 /// recording upstream, node-exporter keeps no request log). Restarted with the same
 /// flags and etcd data → the same token gets 200, without restarting scrape-guard.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn apiserver_outage() {
     let cluster = Cluster::private().await;
     let upstream = RecordingUpstream::start().await;
@@ -62,7 +62,7 @@ async fn apiserver_outage() {
 /// account gets 503. After the restart both get 200, and scrape-guard's own metrics
 /// count the stale decisions.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn stale_if_error_rides_out_an_outage() {
     let cluster = Cluster::private().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -183,7 +183,7 @@ fn sum(exposition: &str, metric: &str, labels: &[&str]) -> f64 {
 /// apiserver while `/healthz` stays 200 (liveness must not depend on the apiserver);
 /// 200 again after the restart.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn health_endpoints() {
     let cluster = Cluster::private().await;
     let exporter = NodeExporter::start(cluster.dir()).await;

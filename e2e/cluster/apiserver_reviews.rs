@@ -14,7 +14,7 @@ use super::support::{
 /// 20 scrapes with one fresh token: exactly one more TokenReview and one more
 /// SubjectAccessReview. A private control plane, so nothing else moves the counters.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn cache_one_review_per_token() {
     let cluster = Cluster::private().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -55,7 +55,7 @@ async fn cache_one_review_per_token() {
 /// SubjectAccessReview; an account not bound there falls through to a real
 /// SubjectAccessReview and gets the forbidden Status.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn local_rbac_skips_reviews() {
     let cluster = Cluster::private().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -147,7 +147,7 @@ fn bound_service_account(file: &std::path::Path) -> (String, String) {
 /// binding the metrics ClusterRole to the group → 200 once the 1 s deny TTL ran out.
 /// The same subject signed by a CA scrape-guard does not trust never gets in.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn client_certificate_identity() {
     let cluster = Cluster::private().await;
     let exporter = NodeExporter::start(cluster.dir()).await;

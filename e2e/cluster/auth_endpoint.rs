@@ -104,7 +104,7 @@ impl Drop for Nginx {
 }
 
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn auth_endpoint_behind_a_real_nginx() {
     let cluster = Cluster::private().await;
     let upstream = RecordingUpstream::start().await;
@@ -206,7 +206,7 @@ async fn raw_get(
 /// `X-Forwarded-For`), not everyone's; and a `#` in the request target is refused, not
 /// reviewed as the part before it.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn auth_endpoint_behind_nginx_per_client_caps_and_fragments() {
     let cluster = Cluster::shared().await;
     let upstream = RecordingUpstream::start().await;

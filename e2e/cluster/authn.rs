@@ -8,7 +8,7 @@ use super::support::{
 /// A bogus token and no token at all: 401 with `WWW-Authenticate: Bearer` and a
 /// Kubernetes Status body.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn unauthenticated_401() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -36,7 +36,7 @@ async fn unauthenticated_401() {
 /// `--auth-token-audiences=scrape-guard`: a TokenRequest token for audience
 /// scrape-guard is accepted, a token for the apiserver's default audience is not.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn token_audiences() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;

@@ -14,7 +14,7 @@ use super::support::{deploy_files, file_name, repo_path, run_to_end, snippet, Cl
 /// group/version/kind and envelope are validated, not their spec fields. (The node
 /// suite, e2e/cluster/node.rs, applies deploy/ for real in a cluster with a kubelet.)
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn deploy_manifests_dry_run() {
     let cluster = Cluster::shared().await;
     for (fixture, crd) in [
@@ -71,7 +71,7 @@ async fn deploy_manifests_dry_run() {
 /// it with SubjectAccessReviews; had it fallen short, setup applied
 /// e2e/fixtures/fallback-rbac-*.yaml so that the other checks could still run).
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn deploy_rbac_sufficient() {
     let cluster = Cluster::shared().await;
     let (applied, missing) = cluster.deploy_rbac();

@@ -4,8 +4,8 @@
 use std::{path::Path, time::Duration};
 
 use super::support::{
-    parse_manifests, repo_path, run_to_end, secrets_in, write_file, Cluster, METRICS_READER,
-    SCRAPE_GUARD_BIN,
+    parse_manifests, repo_path, run_to_end, scrape_guard_bin, secrets_in, write_file, Cluster,
+    METRICS_READER,
 };
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ const MARK: &str = "To allow it, apply this (kubectl apply -f -):";
 /// reason. Objects it created are deleted again; a ClusterRole that existed before
 /// (deploy/'s) is put back as deploy/ has it.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn doctor_can_i_fixes_a_deny() {
     let cluster = Cluster::shared().await;
     let sa = ("e2e", "doctor-scraper");
@@ -113,7 +113,7 @@ async fn doctor_can_i_fixes_a_deny() {
 
 /// Runs `scrape-guard can-i` with scrape-guard's kubeconfig: (exit code, output).
 async fn can_i(cluster: &Cluster, token_file: &Path, label: &str) -> (Option<i32>, String) {
-    let mut command = std::process::Command::new(SCRAPE_GUARD_BIN);
+    let mut command = std::process::Command::new(scrape_guard_bin());
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! e2e/provision.sh && e2e/images.sh
-//! e2e/netns.sh cargo test --test cluster -- --ignored node_ --test-threads=8
+//! e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_ --test-threads=8
 //! ```
 //!
 //! One file per theme: `ready.rs` (probes, Prometheus through the guard),

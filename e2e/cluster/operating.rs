@@ -10,7 +10,7 @@ use super::support::{
 /// that may `get /metrics` → 200 with scrape-guard's series; the unbound account → the
 /// forbidden Status.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn own_metrics_are_guarded() {
     let cluster = Cluster::shared().await;
     let upstream = RecordingUpstream::start().await;
@@ -76,7 +76,7 @@ async fn own_metrics_are_guarded() {
 /// `--log-format=json`: every line the instance writes (startup, allowed, forbidden
 /// and unauthenticated requests, at debug level) is a JSON object.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn json_log_format() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -119,7 +119,7 @@ async fn json_log_format() {
 /// its log. The same scan runs on every scrape-guard instance of every test when it
 /// stops (support/proxy.rs), and on every `can-i` output.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn tokens_never_logged() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;

@@ -8,7 +8,7 @@ use super::support::{eventually, Cluster, NodeExporter, ScrapeGuard, Subject};
 /// once the allow expires; recreate it → still 403 (cached deny), then 200 once the
 /// deny expires.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn rbac_change_respects_ttls() {
     let cluster = Cluster::shared().await;
     let sa = ("e2e", "rbac-flip");

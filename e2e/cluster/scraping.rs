@@ -57,7 +57,7 @@ async fn assert_scraped(prometheus: &Prometheus, job: &str) {
 /// verified against the CA: `up == 1` and node-exporter series arrive, through TLS, a
 /// real TokenReview and a real SubjectAccessReview.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn prometheus_scrape_allowed() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -76,7 +76,7 @@ async fn prometheus_scrape_allowed() {
 /// A job whose account has no binding: `up == 0`, the target's lastError says 403, and
 /// the body is the apiserver-style Status naming the service account.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn prometheus_scrape_forbidden() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;
@@ -138,7 +138,7 @@ async fn prometheus_scrape_forbidden() {
 /// insecure_skip_verify as kube-prometheus' ServiceMonitor does: `up == 1` with
 /// node-exporter series.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn dropin_kube_prometheus_args() {
     let cluster = Cluster::shared().await;
     let exporter = NodeExporter::start(cluster.dir()).await;

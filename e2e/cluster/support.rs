@@ -1,17 +1,17 @@
 //! What the checks stand on: the real processes (control plane, scrape-guard, exporters,
 //! Prometheus), each behind a guard that stops it by PID when dropped, plus the small
 //! helpers every check needs (free ports, an HTTPS client, bounded waits, the register
-//! of secrets that must never show up in a log).
+//! of secrets that must never show up in a log). Free ports, the test PKI, the crypto
+//! provider and the bounded wait are the testkit's (`tests/support`), shared with the
+//! integration tests.
 
 mod control_plane;
 mod exporter;
 mod http;
 mod node;
-mod pki;
 mod process;
 mod prometheus;
 mod proxy;
-mod wait;
 
 pub(crate) use control_plane::{
     deploy_files, file_name, parse_manifests, Cluster, Reviews, Subject, METRICS_READER,
@@ -21,17 +21,20 @@ pub(crate) use http::{http_get_bearer, https_get_named, keep_alive_gets, peer_ce
 pub(crate) use node::{
     container_ids, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
 };
-pub(crate) use pki::{write as write_file, Ca, KeyCert};
 pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
-pub(crate) use wait::eventually;
+// The fixtures every suite shares, from the testkit.
+pub(crate) use scrape_guard_testkit::{
+    eventually::awaiting as eventually,
+    free_port, install_crypto, pki,
+    pki::{write as write_file, Ca, KeyCert},
+};
 
 use std::{
-    collections::HashSet,
-    net::TcpListener,
-    path::PathBuf,
-    sync::{Mutex, PoisonError},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock, PoisonError},
 };
 
 /// The service account scrape-guard talks to the apiserver as (bound by deploy/).
@@ -52,39 +55,50 @@ pub(crate) fn forbidden_message(user: &str) -> String {
     format!("forbidden: User \"{user}\" cannot get path \"/metrics\"")
 }
 
-/// The scrape-guard binary cargo built for this test target.
-pub(crate) const SCRAPE_GUARD_BIN: &str = env!("CARGO_BIN_EXE_scrape-guard");
+/// The scrape-guard binary the checks run: `$SCRAPE_GUARD_BIN` if set, else the
+/// workspace's own, built once per run with `cargo build --bin scrape-guard`. This suite
+/// is a package of its own, so Cargo sets no `CARGO_BIN_EXE_scrape-guard` for it and
+/// builds no binary of another package; Cargo holds no lock while tests run, so a test
+/// may build. An up-to-date binary costs that build under a second.
+pub(crate) fn scrape_guard_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SCRAPE_GUARD_BIN") {
+            return bin.into();
+        }
+        // This test binary is <target dir>/<profile>/deps/cluster-<hash>.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target dir>/<profile>/deps");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.current_dir(repo_path("")).args([
+            "build",
+            "--locked",
+            "--offline",
+            "--quiet",
+            "--bin",
+            "scrape-guard",
+        ]);
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cargo.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cargo.status().expect("running cargo build");
+        assert!(status.success(), "cargo build --bin scrape-guard: {status}");
+        profile_dir.join("scrape-guard")
+    })
+}
 
 /// The repository root (deploy/ and e2e/fixtures/ are read from there).
 pub(crate) fn repo_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-/// One rustls crypto provider for the whole binary, the one the product uses.
-pub(crate) fn install_crypto_provider() {
-    // Err only means it is installed already.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-// === free ports ===
-
-static PORTS_GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A 127.0.0.1 port nothing listens on, never handed out twice in this test binary
-/// (tests run on parallel threads). Another program could still take it before the
-/// process meant for it binds it; on a test machine that is very unlikely.
-pub(crate) fn free_port() -> u16 {
-    let mut given = PORTS_GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-    let given = given.get_or_insert_with(HashSet::new);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("binding 127.0.0.1:0 for a free port")
-            .port();
-        if given.insert(port) {
-            return port;
-        }
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ is inside the repository")
+        .join(relative)
 }
 
 // === secrets ===

@@ -9,7 +9,7 @@ use super::support::{
 
 /// The upstream receives the allowed request without an `Authorization` header.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn token_not_forwarded_upstream() {
     let cluster = Cluster::shared().await;
     let upstream = RecordingUpstream::start().await;
@@ -41,7 +41,7 @@ async fn token_not_forwarded_upstream() {
 
 /// node-exporter stopped (by PID) → 502; started again on the same port → 200.
 #[tokio::test]
-#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test --test cluster -- --ignored"]
+#[ignore = "needs the real cluster: e2e/provision.sh, then cargo test -p scrape-guard-e2e --test cluster -- --ignored"]
 async fn exporter_outage() {
     let cluster = Cluster::shared().await;
     let mut exporter = NodeExporter::start(cluster.dir()).await;

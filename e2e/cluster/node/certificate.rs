@@ -12,7 +12,7 @@ use super::{
 /// A new certificate in the Secret reaches scrape-guard through the kubelet's volume
 /// update (`..data` swapped): new handshakes get it, and not one scrape fails.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_serving_certificate_rotates_through_the_secret() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;

@@ -19,7 +19,7 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 /// keeps working after the kubelet rotated that token and the old one expired: a
 /// brand-new scraper (no cache entry) is still reviewed and let in.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_proxy_uses_the_pods_rotating_token() {
     let t = NodeTest::start().await;
     // kube-state-metrics' pod: no other test replaces it (rollout.rs and memory.rs

@@ -23,7 +23,7 @@ use super::{
 /// node-exporter scrapes (~100 ms of node-exporter's CPU each). The burst is then 64
 /// keep-alive connections of scrapers that are let in, two scrapes each.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_memory_stays_under_the_limit() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;
@@ -90,7 +90,7 @@ async fn node_memory_stays_under_the_limit() {
     // Then the burst: 64 connections, 2 scrapes each, of 64 scrapers let in. They
     // are reviewed first, 8 at a time: 64 new identities at once would be a review
     // flood, and scrape-guard refuses its excess with 503 (fail closed, by design:
-    // tests/review_flood.rs), which is not what this test measures.
+    // tests/integration/review_flood.rs), which is not what this test measures.
     let burst = mint_many(&t, PROMETHEUS_SA, 64).await;
     let warm = scrape_with_each(&t, &burst, 8).await;
     assert!(

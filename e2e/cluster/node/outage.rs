@@ -17,7 +17,7 @@ use super::{
 /// token it has never seen gets 503, never a 200 (fail closed); afterwards everything
 /// is reviewed again.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_apiserver_restart_with_stale_if_error() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;

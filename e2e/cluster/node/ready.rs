@@ -19,7 +19,7 @@ use super::{
 /// scrape-guard (`up == 1`) with the credentials and CA the ServiceMonitors name; a
 /// scraper without RBAC sees 403 in `lastError`.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_pods_ready_and_scraped_through_the_guard() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;

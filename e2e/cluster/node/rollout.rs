@@ -18,7 +18,7 @@ use super::{
 /// and the new (on one node, a host-network pod's replacement cannot start before
 /// the old one freed the ports): measured and reported.
 #[tokio::test]
-#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test --test cluster -- --ignored node_"]
+#[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_rollout_restart_and_pod_deletion() {
     let t = NodeTest::start().await;
     let _turn = t.turn().await;

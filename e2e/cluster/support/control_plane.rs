@@ -92,7 +92,7 @@ struct ControlPlane {
 impl Cluster {
     /// The control plane shared by every test running at the moment.
     pub(crate) async fn shared() -> Self {
-        super::install_crypto_provider();
+        super::install_crypto();
         let plane = {
             let mut slot = SHARED.lock().await;
             match slot.upgrade() {
@@ -115,7 +115,7 @@ impl Cluster {
     /// A control plane for this test alone: it may stop the apiserver, and nothing else
     /// asks it for reviews.
     pub(crate) async fn private() -> Self {
-        super::install_crypto_provider();
+        super::install_crypto();
         let label = format!("{}-cluster", test_name());
         Self::attach(Arc::new(ControlPlane::start(true, &label).await)).await
     }

@@ -102,7 +102,7 @@ pub(crate) struct NodeTest {
 
 impl NodeTest {
     pub(crate) async fn start() -> Self {
-        super::install_crypto_provider();
+        super::install_crypto();
         let node = {
             let mut slot = SHARED.lock().await;
             match slot.upgrade() {

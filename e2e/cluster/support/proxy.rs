@@ -14,7 +14,7 @@ use super::{
     free_port,
     http::{self, Reply, Trust},
     process::{Process, Tail},
-    secrets_in, Cluster, KeyCert, SCRAPE_GUARD_BIN,
+    scrape_guard_bin, secrets_in, Cluster, KeyCert,
 };
 
 /// How scrape-guard is to be started; [`Launch::start`] starts it.
@@ -151,7 +151,7 @@ impl Launch {
     /// Starts it and waits (bounded) until its TLS listener answers with some HTTP
     /// status.
     pub(crate) async fn start(self) -> ScrapeGuard {
-        let mut command = Command::new(SCRAPE_GUARD_BIN);
+        let mut command = Command::new(scrape_guard_bin());
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

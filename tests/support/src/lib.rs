@@ -1,4 +1,4 @@
-//! Test doubles for scrape-guard's integration tests, benches and examples. They speak
+//! Test doubles for scrape-guard's integration tests, end-to-end suite and benches. They speak
 //! the real wire formats over real sockets on 127.0.0.1, so a test exercises the same
 //! TLS, HTTP and JSON code a cluster would:
 //! - [`pki`]: a CA and certificates generated into a temp dir (nothing checked in expires);
@@ -6,11 +6,14 @@
 //!   and can be told to fail, stall or go away;
 //! - [`echo`]: a plain-HTTP exporter that records what it received;
 //! - [`proxy`]: scrape-guard in-process, started from command-line flags;
-//! - [`process`]: the real binary as a child process;
+//! - [`process`]: the real binary as a child process, and [`free_port`];
 //! - [`https`]: clients trusting the test CA;
 //! - [`http1`], [`http2`]: requests written by hand, for what a client library would not send;
 //! - [`world`]: all of the above wired together;
 //! - [`eventually()`]: the one way to wait for something to happen.
+//!
+//! Which test uses them for what: ARCHITECTURE.md, "Where the tests live" (the one index
+//! of the tests).
 //!
 //! A crate of its own rather than a `mod support;` in every test: each test binary uses
 //! part of it, and only a library's unused `pub` items are not dead code. The items

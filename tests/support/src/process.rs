@@ -4,20 +4,33 @@
 //! the process still running (a failed assertion or a wait that ran out).
 
 use std::{
+    collections::HashSet,
     ops::{Deref, DerefMut},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::{Mutex, PoisonError},
     time::Duration,
 };
 
 use crate::{eventually, FakeApiserver, Pki};
 
-/// A free 127.0.0.1 port (bound, then released for the caller to use).
+/// A 127.0.0.1 port nothing listens on (bound, then released for the caller to use),
+/// never handed out twice in one test binary: tests run on parallel threads, and the
+/// kernel may give a just-released port again. Another program could still take it
+/// before the process meant for it binds it; on a test machine that is very unlikely.
+/// The one copy for every suite (the integration tests, the end-to-end suite).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("binding 127.0.0.1:0 for a free port")
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A child process that is killed (by PID) and reaped if it is still running when

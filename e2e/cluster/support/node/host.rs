@@ -33,7 +33,7 @@ pub(super) struct Host {
 /// namespace, whose `lo` carries `node_ip`. (Binding the address proves the second.)
 pub(super) fn check_namespace(node_ip: &str) {
     let hint = "the node suite runs in a network namespace of its own: \
-                e2e/netns.sh cargo test --test cluster -- --ignored node_ (as root; `make e2e` does it)";
+                e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_ (as root; `make e2e` does it)";
     assert_eq!(
         std::env::var("SCRAPE_GUARD_E2E_NETNS").as_deref(),
         Ok("1"),

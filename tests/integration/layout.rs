@@ -4,7 +4,10 @@
 //! (`use crate::x`, `crate::x::…`), and checks that
 //! - dependencies only point down the layers: leaves ← stages ← connection ← wiring;
 //! - there are no cycles between top-level modules, inside a layer either;
-//! - the crate root stays a thin facade and no file grows past what one person can hold.
+//! - the crate root stays a thin facade and no file grows past what one person can hold;
+//! - ARCHITECTURE.md's "Where the tests live", the one index of the tests, names every
+//!   test and fixture file;
+//! - the docs speak of the repo itself: no tracker numbers (`issue 12`, `#12`).
 //!
 //! A new top-level module must be given a layer here (the test says so), which is the
 //! moment to decide where it belongs.
@@ -37,7 +40,11 @@ const MAX_LIB_LINES: usize = 80;
 const MAX_FILE_LINES: usize = 600;
 
 fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    repo().join("src")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -138,7 +145,7 @@ fn every_module_has_a_layer() {
     let missing: Vec<_> = graph().into_keys().filter(|m| layer(m).is_none()).collect();
     assert!(
         missing.is_empty(),
-        "give these modules a layer in tests/layout.rs (and ARCHITECTURE.md): {missing:?}"
+        "give these modules a layer in tests/integration/layout.rs (and ARCHITECTURE.md): {missing:?}"
     );
 }
 
@@ -227,4 +234,140 @@ fn the_reader_finds_references() {
         code("use crate::{a::X, b, c::{d, e}};\n// crate::commented\nlet x = crate::f::g();");
     let found: Vec<_> = references(&code).into_iter().collect();
     assert_eq!(found, ["a", "b", "c", "f"]);
+}
+
+// === the index of the tests ===
+
+/// The directories whose `.rs` files are tests or fixtures, and the files in them that
+/// are only a target's root or a module list (named by their directory instead).
+const TEST_DIRS: &[(&str, &[&str])] = &[
+    ("tests/integration", &["main.rs"]),
+    ("tests/support/src", &["lib.rs"]),
+    ("e2e/cluster", &["support.rs"]),
+    ("e2e/cluster/node", &[]),
+    ("benches", &[]),
+];
+
+/// The "Where the tests live" section of ARCHITECTURE.md.
+fn test_index() -> String {
+    let text = fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
+    let start = text
+        .find("## Where the tests live")
+        .expect("ARCHITECTURE.md has a section \"Where the tests live\"");
+    let section = &text[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    section[..end].to_owned()
+}
+
+#[test]
+fn the_test_index_names_every_test_file() {
+    let index = test_index();
+    let mut missing = Vec::new();
+    for (dir, roots) in TEST_DIRS {
+        assert!(index.contains(dir), "the index never names {dir}/");
+        for entry in fs::read_dir(repo().join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let named =
+                index.contains(&format!("`{name}`")) || index.contains(&format!("/{name}`"));
+            if name.ends_with(".rs") && !roots.contains(&name.as_str()) && !named {
+                missing.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    for root in ["tests/integration/main.rs", "e2e/cluster.rs"] {
+        if !index.contains(root) {
+            missing.push(root.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "name these in ARCHITECTURE.md, \"Where the tests live\" (the index of the tests): {missing:?}"
+    );
+}
+
+// === tracker numbers ===
+
+/// Where a tracker reference starts in `line`: `issue 12`, `issue-12`, `issues #12`, or
+/// a `#12` that does not follow a letter or digit (`PKCS#8` is no reference).
+fn tracker_reference(line: &str) -> Option<usize> {
+    let lower = line.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let digit_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+    for (i, _) in lower.match_indices("issue") {
+        let mut j = i + "issue".len();
+        if bytes.get(j) == Some(&b's') {
+            j += 1;
+        }
+        if matches!(bytes.get(j), Some(b' ' | b'-')) {
+            j += 1;
+        }
+        if bytes.get(j) == Some(&b'#') {
+            j += 1;
+        }
+        if digit_at(j) && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
+            return Some(i);
+        }
+    }
+    lower
+        .match_indices('#')
+        .map(|(i, _)| i)
+        .find(|&i| digit_at(i + 1) && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()))
+}
+
+fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" {
+                markdown_files(&path, out);
+            }
+        } else if name.ends_with(".md") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_docs_name_no_tracker_numbers() {
+    let mut files = Vec::new();
+    markdown_files(&repo(), &mut files);
+    let found: Vec<String> = files
+        .iter()
+        .flat_map(|file| {
+            let text = fs::read_to_string(file).unwrap();
+            let relative = file.strip_prefix(repo()).unwrap().display().to_string();
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| tracker_reference(line).is_some())
+                .map(|(n, line)| format!("{relative}:{}: {line}", n + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the repo speaks of itself, not of the tracker: say what changed, not which issue asked:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_reader_finds_tracker_references() {
+    for line in [
+        "see issue 12",
+        "Issue-6 targets",
+        "(issues #3)",
+        "fixed in #12",
+        "#7",
+    ] {
+        assert!(tracker_reference(line).is_some(), "{line}");
+    }
+    for line in [
+        "PKCS#8 keys",
+        "## Heading",
+        "[link](#where-the-tests-live)",
+        "tissue 3",
+    ] {
+        assert!(tracker_reference(line).is_none(), "{line}");
+    }
 }

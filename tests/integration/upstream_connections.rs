@@ -674,7 +674,7 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 /// in flight (a 72,555-byte page, node-exporter's size; `MEASURE_AT_ONCE` of them at
 /// once, 8 unless set) sit idle, and after they close; two rounds. Prints one line per moment;
 /// figures in benches/RESULTS.md. Run with `SCRAPE_GUARD_BIN=target/release/scrape-guard
-/// cargo test --test upstream_connections -- --ignored --nocapture measure_idle`.
+/// cargo test --test integration -- --ignored --nocapture measure_idle`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: needs SCRAPE_GUARD_BIN (a release build)"]
 async fn measure_idle_http2_memory() {

@@ -8,20 +8,14 @@
 //! each token that the HMAC copies into its own buffer on a stack that is later reused,
 //! which is why the tokens here are as long as real service-account tokens.
 
+use scrape_guard_testkit::{free_port, KillOnDrop};
+
 use std::{
     io::{Read, Seek, SeekFrom},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A token shaped like a service-account JWT (~900 characters), and the part of it
 /// that is unique to this run: what a memory search looks for.
@@ -84,15 +78,6 @@ fn wait_listening(port: u16, child: &mut Child) {
     }
 }
 
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn tokens_from_the_token_file_are_not_kept_in_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,9 +99,9 @@ fn tokens_from_the_token_file_are_not_kept_in_memory() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Stop(child);
-    wait_listening(port, &mut child.0);
-    let pid = child.0.id();
+    let mut child = KillOnDrop::new(child);
+    wait_listening(port, &mut child);
+    let pid = child.id();
     assert!(
         !contains(&memory(pid), &first_unique),
         "the token from the first load is in the process's memory"
