@@ -93,7 +93,8 @@ async fn stale_if_error_rides_out_an_outage() {
     cluster.start_apiserver().await;
     println!(
         "apiserver down, {age:?} after A's reviews (TTLs 1s): A → {}, never-seen B → {}",
-        a_down.status, b_down.status
+        a_down.status.as_u16(),
+        b_down.status.as_u16()
     );
     assert_eq!(
         a_down.status,
@@ -103,7 +104,7 @@ async fn stale_if_error_rides_out_an_outage() {
     );
     assert!(
         a_down
-            .body
+            .text()
             .lines()
             .any(|l| l.starts_with("node_cpu_seconds_total")),
         "apiserver down, token A: 200 without node-exporter series: {}",
@@ -144,13 +145,14 @@ async fn stale_if_error_rides_out_an_outage() {
         "the instance's own /metrics: {}",
         own.describe()
     );
+    let own_body = own.text();
     let stale_allows = sum(
-        &own.body,
+        &own_body,
         "scrape_guard_authorization_total{",
         &["result=\"allowed\"", "source=\"stale\""],
     );
     let stale_authentications = sum(
-        &own.body,
+        &own_body,
         "scrape_guard_authentication_total{",
         &["source=\"stale\""],
     );
@@ -160,12 +162,12 @@ async fn stale_if_error_rides_out_an_outage() {
     assert!(
         stale_allows >= 1.0,
         "scrape_guard_authorization_total{{result=\"allowed\",source=\"stale\"}} = {stale_allows}, want >= 1:\n{}",
-        own.body
+        own_body
     );
     assert!(
         stale_authentications >= 1.0,
         "A's TokenReview had expired too (1s), but scrape_guard_authentication_total{{source=\"stale\"}} = {stale_authentications}, want >= 1:\n{}",
-        own.body
+        own_body
     );
 }
 

@@ -85,7 +85,7 @@ async fn local_rbac_skips_reviews() {
     println!(
         "{}: HTTP {}, the apiserver served {fall_through}",
         sa_user(UNBOUND_SA),
-        unbound.status
+        unbound.status.as_u16()
     );
 
     assert!(

@@ -42,17 +42,17 @@ async fn own_metrics_are_guarded() {
         "own /metrics, prometheus-k8s token: {}",
         reply.describe()
     );
+    let body = reply.text();
     for metric in ["scrape_guard_requests_total", "scrape_guard_build_info"] {
         assert!(
-            reply.body.lines().any(|l| l
+            body.lines().any(|l| l
                 .strip_prefix(metric)
                 .is_some_and(|rest| rest.starts_with(['{', ' ']))),
             "own /metrics (200) has no {metric} series:\n{}",
-            reply.body
+            body
         );
     }
-    let samples = reply
-        .body
+    let samples = body
         .lines()
         .filter(|l| l.starts_with("scrape_guard_"))
         .count();

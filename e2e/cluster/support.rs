@@ -3,13 +3,13 @@
 //! helpers every check needs (free ports, an HTTPS client, bounded waits, the register
 //! of secrets that must never show up in a log). Free ports, the test PKI, the crypto
 //! provider and the bounded wait are the testkit's (`tests/support`), shared with the
-//! integration tests.
+//! integration tests, and so are the one child-process guard (`Process`) and the one
+//! response type (`Reply`).
 
 mod control_plane;
 mod exporter;
 mod http;
 mod node;
-mod process;
 mod prometheus;
 mod proxy;
 
@@ -21,7 +21,6 @@ pub(crate) use http::{http_get_bearer, https_get_named, keep_alive_gets, peer_ce
 pub(crate) use node::{
     container_ids, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
 };
-pub(crate) use process::{run_to_end, Process, Tail};
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
 // The fixtures every suite shares, from the testkit.
@@ -29,6 +28,7 @@ pub(crate) use scrape_guard_testkit::{
     eventually::awaiting as eventually,
     free_port, install_crypto, pki,
     pki::{write as write_file, Ca, KeyCert},
+    process, run_to_end, snippet, Process, Reply, Tail,
 };
 
 use std::{
@@ -142,18 +142,6 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 /// Whether to keep every temp dir even when all went well (`E2E_KEEP=1`).
 pub(crate) fn keep_everything() -> bool {
     std::env::var_os("E2E_KEEP").is_some_and(|v| v == "1")
-}
-
-/// The first `max` characters of `text` on one line, for failure messages.
-pub(crate) fn snippet(text: &str, max: usize) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c == '\n' { ' ' } else { c })
-        .collect();
-    match one_line.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &one_line[..cut]),
-        None => one_line,
-    }
 }
 
 // === tools ===

@@ -27,7 +27,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use support::{
-    client, eventually, free_port, get, Echo, FakeApiserver, KillOnDrop, Mode, Pki, Proxy, World,
+    client, eventually, free_port, get, Echo, FakeApiserver, Mode, Pki, Process, Proxy, World,
     METRICS_PAGE,
 };
 use tokio::{
@@ -669,7 +669,7 @@ async fn sigterm_under_load_completes_every_in_flight_request() {
     let echo = Echo::start().await;
     let port = free_port();
     let log_path: PathBuf = pki.dir.path().join("scrape-guard.log");
-    let mut child = KillOnDrop::new(
+    let mut child = Process::kill_on_drop(
         Command::new(BIN)
             .args([
                 format!("--secure-listen-address=127.0.0.1:{port}"),

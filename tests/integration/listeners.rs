@@ -12,7 +12,7 @@ use std::{
 };
 
 use support::{
-    client, client_with, eventually, free_port, get, Echo, FakeApiserver, KillOnDrop, Pki, Proxy,
+    client, client_with, eventually, free_port, get, Echo, FakeApiserver, Pki, Process, Proxy,
     SCRAPER,
 };
 
@@ -513,7 +513,7 @@ async fn a_listeners_broken_config_keeps_its_last_good_version_and_the_others_st
 
 /// Runs the binary with `args` until it exits (bounded): exit code and stderr.
 fn run(args: &[String]) -> (i32, String) {
-    let mut child = KillOnDrop::new(
+    let mut child = Process::kill_on_drop(
         Command::new(BIN)
             .args(args)
             .env_remove("KUBECONFIG")
@@ -621,7 +621,7 @@ async fn each_listeners_name_is_in_its_logs_and_the_startup_lines() {
     );
     let mut args = standalone(pki.dir.path(), &yaml);
     args.extend(["--access-log".to_owned(), "--log-format=json".to_owned()]);
-    let child = KillOnDrop::new(
+    let child = Process::kill_on_drop(
         Command::new(BIN)
             .args(&args)
             .stdout(Stdio::null())

@@ -8,7 +8,7 @@
 //! each token that the HMAC copies into its own buffer on a stack that is later reused,
 //! which is why the tokens here are as long as real service-account tokens.
 
-use scrape_guard_testkit::{free_port, KillOnDrop};
+use scrape_guard_testkit::{free_port, Process};
 
 use std::{
     io::{Read, Seek, SeekFrom},
@@ -99,7 +99,7 @@ fn tokens_from_the_token_file_are_not_kept_in_memory() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = KillOnDrop::new(child);
+    let mut child = Process::kill_on_drop(child);
     wait_listening(port, &mut child);
     let pid = child.id();
     assert!(

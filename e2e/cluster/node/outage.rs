@@ -38,7 +38,7 @@ async fn node_apiserver_restart_with_stale_if_error() {
         .await
         .expect("a reply");
     assert!(
-        reply.status >= 500,
+        reply.status.as_u16() >= 500,
         "a token never seen, apiserver down: {}",
         reply.describe()
     );
@@ -63,8 +63,8 @@ async fn node_apiserver_restart_with_stale_if_error() {
         .await
         .expect("a reply");
     assert_eq!(metrics.status, 200, "{}", metrics.describe());
-    let stale: Vec<&str> = metrics
-        .body
+    let metrics_body = metrics.text();
+    let stale: Vec<&str> = metrics_body
         .lines()
         .filter(|l| l.contains("source=\"stale\"") && !l.starts_with('#'))
         .collect();
@@ -72,7 +72,7 @@ async fn node_apiserver_restart_with_stale_if_error() {
     assert!(
         stale.iter().any(|l| !l.ends_with(" 0")),
         "no answer was served stale during the outage:\n{}",
-        metrics.body
+        metrics_body
     );
     let pod_now = t.ready_pod("node-exporter", READY).await;
     assert_eq!(pod_now.metadata.uid, pod.metadata.uid);

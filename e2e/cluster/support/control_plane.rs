@@ -401,8 +401,8 @@ pub(super) async fn start_etcd(dir: &Path, port: u16, peer_port: u16) -> Process
     let addr = ([127, 0, 0, 1], port).into();
     etcd.await_ready(Duration::from_secs(20), "etcd /health", || async move {
         let reply = http::http_get(addr, "/health").await?;
-        match reply.status {
-            200 if reply.body.contains("true") => Ok(()),
+        match reply.status.as_u16() {
+            200 if reply.text().contains("true") => Ok(()),
             _ => Err(reply.describe()),
         }
     })

@@ -1,72 +1,27 @@
 //! A small HTTP/1.1 client: one fresh connection per request (as curl in a shell
 //! script would), plain for Prometheus' API and the exporters, TLS for scrape-guard
-//! and the apiserver, optionally with a client certificate. Every request is bounded.
+//! and the apiserver, optionally with a client certificate. Every request is bounded;
+//! each answer is collected into the testkit's `Reply`, the one every suite uses.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Request};
+use http::{header, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::{
     pki_types::{CertificateDer, ServerName},
     ClientConfig, RootCertStore,
 };
-use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
 };
 use tokio_rustls::TlsConnector;
 
-use super::{snippet, KeyCert};
+use super::{KeyCert, Reply};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A response, its body read to the end.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: String,
-}
-
-impl Reply {
-    /// The body as JSON, if it is.
-    pub(crate) fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.body).ok()
-    }
-
-    /// Whether the body is a Kubernetes `Status` with this code (and, if given, exactly
-    /// this message).
-    pub(crate) fn is_status(&self, code: u16, message: Option<&str>) -> bool {
-        let Some(status) = self.json() else {
-            return false;
-        };
-        status["kind"] == "Status"
-            && status["apiVersion"] == "v1"
-            && status["code"] == code
-            && message.is_none_or(|m| status["message"] == m)
-    }
-
-    /// `Ok` if the status is `code`, else what came instead (for [`super::eventually`]).
-    pub(crate) fn status_is(&self, code: u16) -> Result<(), String> {
-        if self.status == code {
-            Ok(())
-        } else {
-            Err(self.describe())
-        }
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// "HTTP 403: {body…}", for failure messages.
-    pub(crate) fn describe(&self) -> String {
-        format!("HTTP {}: {}", self.status, snippet(&self.body, 300))
-    }
-}
 
 /// Which servers a TLS client believes.
 pub(crate) enum Trust<'a> {
@@ -276,7 +231,8 @@ where
             .send_request(request)
             .await
             .map_err(|e| format!("GET {addr}{path}: {}", causes(&e)))?;
-        let status = response.status().as_u16();
+        let status = response.status();
+        let version = response.version();
         let headers = response.headers().clone();
         let body = response
             .into_body()
@@ -286,8 +242,9 @@ where
             .to_bytes();
         Ok(Reply {
             status,
+            version,
             headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body,
         })
     }
     .await;

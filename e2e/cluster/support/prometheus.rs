@@ -182,7 +182,7 @@ impl PrometheusApi {
     pub(crate) async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
         let reply = http::http_get(self.addr, &path).await?;
-        let json = reply.json().ok_or_else(|| reply.describe())?;
+        let json = reply.try_json().ok_or_else(|| reply.describe())?;
         match json["data"]["result"].as_array() {
             Some(result) if reply.status == 200 => Ok(result.clone()),
             _ => Err(reply.describe()),
@@ -207,7 +207,7 @@ impl PrometheusApi {
     /// The job's active target as the targets API shows it (health, lastError, …).
     pub(crate) async fn target(&self, job: &str) -> Result<Value, String> {
         let reply = http::http_get(self.addr, "/api/v1/targets?state=active").await?;
-        let json = reply.json().ok_or_else(|| reply.describe())?;
+        let json = reply.try_json().ok_or_else(|| reply.describe())?;
         json["data"]["activeTargets"]
             .as_array()
             .and_then(|targets| targets.iter().find(|t| t["labels"]["job"] == job))

@@ -6,15 +6,22 @@
 //! suite has seen: tokens are secrets, and this holds for every instance of every test,
 //! not only for the test that is about it.
 
-use std::{net::SocketAddr, path::PathBuf, process::Command, sync::Arc, thread, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    thread,
+    time::Duration,
+};
 
 use rustls::ClientConfig;
 
 use super::{
     free_port,
-    http::{self, Reply, Trust},
+    http::{self, Trust},
     process::{Process, Tail},
-    scrape_guard_bin, secrets_in, Cluster, KeyCert,
+    scrape_guard_bin, secrets_in, Cluster, KeyCert, Reply,
 };
 
 /// How scrape-guard is to be started; [`Launch::start`] starts it.
@@ -110,7 +117,7 @@ impl Drop for ScrapeGuard {
             panic!(
                 "scrape-guard '{}' logged secrets: {leaked:?} (log: {})",
                 self.process.name(),
-                self.process.log_path().display()
+                self.process.log_path().unwrap_or(Path::new("-")).display()
             );
         }
     }

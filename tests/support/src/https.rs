@@ -42,10 +42,11 @@ pub fn client_with(pki: &Pki, h2: bool, identity: Option<&(String, String)>) -> 
         .build(connector)
 }
 
-/// A response, collected.
+/// A response, collected: the one response type of every suite (the integration tests'
+/// hyper client here, the end-to-end suite's one-connection-per-request client).
 #[derive(Debug)]
 pub struct Reply {
-    /// The response status.
+    /// The response status (compares with a `u16`: `reply.status == 200`).
     pub status: StatusCode,
     /// The HTTP version it came over.
     pub version: http::Version,
@@ -64,6 +65,46 @@ impl Reply {
     /// The body as JSON (panics if it is not).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// The body as JSON, if it is.
+    pub fn try_json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// Whether the body is a Kubernetes `Status` with this code (and, if given, exactly
+    /// this message).
+    pub fn is_status(&self, code: u16, message: Option<&str>) -> bool {
+        let Some(status) = self.try_json() else {
+            return false;
+        };
+        status["kind"] == "Status"
+            && status["apiVersion"] == "v1"
+            && status["code"] == code
+            && message.is_none_or(|m| status["message"] == m)
+    }
+
+    /// `Ok` if the status is `code`, else what came instead (for a bounded wait).
+    pub fn status_is(&self, code: u16) -> Result<(), String> {
+        if self.status == code {
+            Ok(())
+        } else {
+            Err(self.describe())
+        }
+    }
+
+    /// The header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// "HTTP 403: {body…}", for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "HTTP {}: {}",
+            self.status.as_u16(),
+            crate::snippet(&self.text(), 300)
+        )
     }
 }
 

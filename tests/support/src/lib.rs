@@ -6,8 +6,9 @@
 //!   and can be told to fail, stall or go away;
 //! - [`echo`]: a plain-HTTP exporter that records what it received;
 //! - [`proxy`]: scrape-guard in-process, started from command-line flags;
-//! - [`process`]: the real binary as a child process, and [`free_port`];
-//! - [`https`]: clients trusting the test CA;
+//! - [`process`]: the one child-process guard ([`Process`]: SIGTERM then SIGKILL and a
+//!   log file, or SIGKILL at once), the real binary as a child, and [`free_port`];
+//! - [`https`]: clients trusting the test CA, and the one collected response, [`Reply`];
 //! - [`http1`], [`http2`]: requests written by hand, for what a client library would not send;
 //! - [`world`]: all of the above wired together;
 //! - [`eventually()`]: the one way to wait for something to happen.
@@ -35,6 +36,18 @@ pub use echo::{Echo, Seen, METRICS_PAGE};
 pub use eventually::eventually;
 pub use https::{client, client_with, get, send, HttpsClient, Reply};
 pub use pki::{install_crypto, Pki};
-pub use process::{free_port, spawn_binary, terminate, KillOnDrop};
+pub use process::{free_port, run_to_end, spawn_binary, terminate, Process, Tail};
 pub use proxy::Proxy;
 pub use world::{World, SCRAPER, UNBOUND};
+
+/// The first `max` characters of `text` on one line, for failure messages.
+pub fn snippet(text: &str, max: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    match one_line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
