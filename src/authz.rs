@@ -16,6 +16,7 @@
 mod attributes;
 mod config_file;
 mod local;
+mod plan;
 pub(crate) mod rbac;
 mod rewrite;
 
@@ -31,13 +32,14 @@ use crate::{
     cache::{CacheSettings, Interner, Key, Served, Verdict, Verdicts},
     error::ProxyError,
     identity::{Source, User},
-    metrics::{Authz, Metrics},
+    metrics::Metrics,
     reload::{Condition, ReloadError},
     yaml::Node,
 };
 use serde_saphyr::Spanned;
 
 pub use self::attributes::Attributes;
+pub(crate) use self::plan::{Authorizers, Combine, Plan};
 pub(crate) use self::{
     attributes::{verb_for, ResourceAttributes},
     local::LocalPolicy,
@@ -221,14 +223,10 @@ impl Authorizer {
         self.reviews.apiserver.is_none() && self.local.is_empty()
     }
 
-    /// The attributes this request is authorized as (400 if a rewrite finds no value).
-    pub fn attributes(
-        &self,
-        request: &http::request::Parts,
-        path: &str,
-    ) -> Result<Vec<Attributes>, ProxyError> {
+    /// What this request must be allowed to do (400 if a rewrite finds no value).
+    pub fn plan(&self, request: &http::request::Parts, path: &str) -> Result<Plan, ProxyError> {
         self.local
-            .attributes(&request.method, &request.uri, &request.headers, path)
+            .plan(&request.method, &request.uri, &request.headers, path)
     }
 
     /// `Ok` if every one of `attributes` is allowed; 403 with the apiserver-style
@@ -240,55 +238,44 @@ impl Authorizer {
         attributes: &[Attributes],
         requester: Requester,
     ) -> Result<(), ProxyError> {
-        // Every request asks for something; an empty list would otherwise pass the loop
-        // below without a single decision.
-        if attributes.is_empty() {
-            return Err(ProxyError::Internal("no attributes to authorize".into()));
-        }
-        for attrs in attributes {
-            let outcome = match self.decide(user, attrs, requester).await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    self.metrics.authorized(Authz::Error, Source::Apiserver);
-                    return Err(error);
-                }
-            };
-            let result = if outcome.allowed {
-                Authz::Allowed
-            } else {
-                Authz::Denied
-            };
-            self.metrics.authorized(result, outcome.source);
-            if outcome.source == Source::Stale {
-                tracing::warn!(
-                    user = user.name,
-                    action = attrs.action(),
-                    "apiserver unavailable: reusing a recent allow (--stale-if-error)"
-                );
-            }
-            if !outcome.allowed {
-                return Err(ProxyError::Forbidden {
-                    user: user.name.clone(),
-                    action: attrs.action(),
-                    reason: outcome.reason,
-                });
-            }
-        }
-        Ok(())
+        self.authorize_plan(user, &Plan::from(attributes.to_vec()), requester)
+            .await
     }
 
-    /// One decision, explained.
+    /// One decision by the whole chain, explained.
     pub async fn decide(
         &self,
         user: &User,
         attributes: &Attributes,
         requester: Requester,
     ) -> Result<Outcome, ProxyError> {
-        if let Some(reason) = self.local.allows(user, attributes) {
+        self.decide_by(user, attributes, Authorizers::default(), requester)
+            .await
+    }
+
+    /// One decision by those of the chain's `authorizers` that may decide, explained.
+    pub async fn decide_by(
+        &self,
+        user: &User,
+        attributes: &Attributes,
+        authorizers: Authorizers,
+        requester: Requester,
+    ) -> Result<Outcome, ProxyError> {
+        if let Some(reason) = self.local.allows(user, attributes, authorizers) {
             return Ok(Outcome {
                 allowed: true,
                 source: Source::Local,
                 reason,
+            });
+        }
+        if !authorizers.review {
+            return Ok(Outcome {
+                allowed: false,
+                source: Source::Local,
+                reason: format!(
+                    "no local rule allows it and only {} may decide here",
+                    authorizers.names().join(" and ")
+                ),
             });
         }
         let reviews = &*self.reviews;

@@ -89,6 +89,8 @@ pub(crate) struct CanIConfig {
     pub path: String,
     /// `--verb`.
     pub verb: String,
+    /// `--header`, as name and value.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Whom `can-i` asks about.
@@ -313,10 +315,21 @@ impl TryFrom<CanIArgs> for CanIConfig {
             as_groups,
             path,
             verb,
+            headers,
             kube,
             policy,
         } = args;
         let mut problems = Problems::default();
+        let headers = headers
+            .iter()
+            .filter_map(|h| match h.split_once(':') {
+                Some((name, value)) => Some((name.trim().to_owned(), value.trim().to_owned())),
+                None => {
+                    problems.add(format!("--header {h:?}: want NAME: VALUE"));
+                    None
+                }
+            })
+            .collect();
         // The flags' listener's local policy, made as the proxy makes it.
         let local = listeners::policy(
             &listeners::Declared::Flags,
@@ -355,6 +368,7 @@ impl TryFrom<CanIArgs> for CanIConfig {
             who,
             path,
             verb,
+            headers,
         })
     }
 }

@@ -6,13 +6,17 @@
 //! what was decided, by which rule — and, when denied, prints the exact RBAC that would
 //! allow it. `rbac` prints that RBAC directly.
 
+mod explain;
+
 use std::{fmt::Write as _, sync::Arc};
+
+use http::Method;
 
 use crate::{
     apiserver::Requester,
     app::{self, Chain},
     authn::BearerToken,
-    authz::Attributes,
+    authz::Plan,
     config::{CanIArgs, CanIConfig, RbacArgs, Who},
     error::ProxyError,
     identity::{Source, User},
@@ -212,7 +216,27 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         }
     };
 
-    let attributes = Attributes::non_resource(&config.verb, &config.path);
+    // The request the proxy would see: the method whose verb is --verb, --path with its
+    // query, --header; the config file decides what that asks (an endpoint, rewrites).
+    let request = request_for(&config.verb, &config.path, &config.headers)?;
+    let plan = match authz.plan(&request, request.uri.path()) {
+        Ok(plan) => plan,
+        Err(ProxyError::BadRequest(why)) => {
+            let _ = writeln!(out, "user:      {}", user.name);
+            let _ = writeln!(out, "decision:  denied with 400 Bad Request: {why}");
+            return Ok((out, DENIED));
+        }
+        Err(other) => return Err(other.to_string()),
+    };
+    let single = match &plan {
+        Plan::Check(checks) if checks.origin.is_none() && checks.records.len() == 1 => {
+            Some(checks.records[0].clone())
+        }
+        _ => None,
+    };
+    let Some(attributes) = single else {
+        return explain_plan(&authz, &user, &plan, &apiserver, out).await;
+    };
     let outcome = authz
         .decide(&user, &attributes, Requester::Process)
         .await
@@ -274,12 +298,77 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         ),
     };
     let _ = writeln!(out, "\nTo allow it, {how}:\n");
-    out.push_str(&rbac_yaml(
-        &Subject::for_user(&user.name),
-        std::slice::from_ref(&config.path),
-        &config.verb,
-    ));
+    let subject = Subject::for_user(&user.name);
+    if attributes.resource.is_some() {
+        out.push_str(&explain::resource_rbac_yaml(&subject, &attributes));
+    } else {
+        out.push_str(&rbac_yaml(
+            &subject,
+            std::slice::from_ref(&attributes.path.to_string()),
+            &attributes.verb,
+        ));
+    }
     Ok((out, DENIED))
+}
+
+/// `can-i` for a request decided by one of the config file's `endpoints`, or by
+/// several records at once (rewrites): each rule's decision, then the RBAC for the
+/// first denied one.
+async fn explain_plan(
+    authz: &crate::authz::Authorizer,
+    user: &User,
+    plan: &Plan,
+    apiserver: &Option<Arc<crate::apiserver::Apiserver>>,
+    mut out: String,
+) -> Result<(String, u8), String> {
+    let _ = writeln!(out, "user:      {}", user.name);
+    let explained = explain::explain(authz, user, plan, &mut out).await?;
+    if explained.allowed {
+        let _ = writeln!(out, "decision:  allowed");
+        return Ok((out, ALLOWED));
+    }
+    let _ = writeln!(out, "decision:  denied");
+    if let Some(record) = explained.grant.filter(|r| r.resource.is_some()) {
+        let how = if apiserver.is_some() {
+            "apply this (kubectl apply -f -)"
+        } else {
+            "add this to an --rbac-file"
+        };
+        let _ = writeln!(out, "\nTo allow it, {how}:\n");
+        out.push_str(&explain::resource_rbac_yaml(
+            &Subject::for_user(&user.name),
+            &record,
+        ));
+    }
+    Ok((out, DENIED))
+}
+
+/// The request `can-i` asks about: the method whose verb is `verb` (`get` is GET,
+/// `create` POST, ...; another verb is its own method in upper case).
+fn request_for(
+    verb: &str,
+    target: &str,
+    headers: &[(String, String)],
+) -> Result<http::request::Parts, String> {
+    let method = match verb {
+        "get" => Method::GET,
+        "create" => Method::POST,
+        "update" => Method::PUT,
+        "patch" => Method::PATCH,
+        "delete" => Method::DELETE,
+        "head" => Method::HEAD,
+        "options" => Method::OPTIONS,
+        other => Method::from_bytes(other.to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("--verb {other:?} is not a method name"))?,
+    };
+    let mut request = http::Request::builder().method(method).uri(target);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(())
+        .map_err(|e| format!("--path {target:?} or --header: {e}"))?;
+    Ok(request.into_parts().0)
 }
 
 fn describe_source(source: Source) -> &'static str {
@@ -352,6 +441,7 @@ fn sanitize_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authz::Attributes;
 
     #[test]
     fn service_account_users_become_service_account_subjects() {

@@ -103,10 +103,10 @@ impl Guard {
         // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
         let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
         peer.authenticated();
-        let attributes = self.authz.attributes(parts, path)?;
+        let plan = self.authz.plan(parts, path)?;
         // Reviews are capped per client address (`--max-reviews-per-peer`).
         let requester = Requester::Peer(peer.addr.ip());
-        self.authz.authorize(user, &attributes, requester).await?;
+        self.authz.authorize_plan(user, &plan, requester).await?;
         Ok(Some(Arc::clone(user)))
     }
 

@@ -91,7 +91,13 @@ impl Attributes {
             user.name.as_bytes(),
             user.uid.as_bytes(),
             self.verb.as_bytes(),
-            self.path.as_bytes(),
+            // A resource review does not carry the path: requests for different paths
+            // that ask the same resource question share one review.
+            if self.resource.is_none() {
+                self.path.as_bytes()
+            } else {
+                b""
+            },
             if self.resource.is_some() {
                 b"resource"
             } else {

@@ -25,6 +25,7 @@
 //! honoured (any listed group matches; upstream ignores it). As in kube-rbac-proxy, a
 //! request no static rule allows goes on to a SubjectAccessReview.
 
+mod endpoints;
 mod read;
 mod schema;
 mod template;
@@ -33,8 +34,8 @@ use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use self::template::Template;
-use super::{rewrite, verb_for, Attributes, ResourceAttributes};
+use self::{endpoints::Endpoints, template::Template};
+use super::{plan::Plan, rewrite, verb_for, Attributes, ResourceAttributes};
 use crate::{error::ProxyError, identity::User};
 
 /// The parsed config file.
@@ -48,6 +49,8 @@ struct Authorization {
     resource_attributes: Option<ResourceTemplate>,
     rewrites: Option<Rewrites>,
     static_rules: Vec<StaticRule>,
+    /// The fork's "Format 2": tried first; a path none matches gets the rest.
+    endpoints: Endpoints,
 }
 
 /// `resourceAttributes`: the resource every request is reviewed as.
@@ -94,6 +97,25 @@ struct UserMatch {
 }
 
 impl ConfigFile {
+    /// What a request must be allowed to do: the first endpoint matching its path
+    /// decides (`endpoints.rs`); otherwise `attributes`.
+    pub(super) fn plan(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Plan, ProxyError> {
+        match self
+            .authorization
+            .endpoints
+            .plan(method, uri, headers, path)
+        {
+            Some(plan) => plan,
+            None => self.attributes(method, uri, headers, path).map(Plan::from),
+        }
+    }
+
     /// The attributes to authorize for a request: one non-resource record (the path),
     /// one resource record, or with rewrites one per value — every one must be allowed.
     /// Rewrites with no value in the request are a 400, as in kube-rbac-proxy.

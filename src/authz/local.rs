@@ -13,7 +13,12 @@ use std::{path::PathBuf, sync::Arc};
 
 use http::{HeaderMap, Method, Uri};
 
-use super::{config_file::ConfigFile, rbac::Rbac, Attributes, ConfigSource, PolicyError};
+use super::{
+    config_file::ConfigFile,
+    plan::{Authorizers, Plan},
+    rbac::Rbac,
+    Attributes, ConfigSource, PolicyError,
+};
 use crate::{
     error::ProxyError,
     identity::User,
@@ -82,31 +87,39 @@ impl LocalPolicy {
         }
     }
 
-    /// The attributes a request is authorized as (see `ConfigFile::attributes`).
-    pub(crate) fn attributes(
+    /// What a request must be allowed to do (see `ConfigFile::plan`).
+    pub(crate) fn plan(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         path: &str,
-    ) -> Result<Vec<Attributes>, ProxyError> {
+    ) -> Result<Plan, ProxyError> {
         match &self.config {
-            Some(config) => config.get().attributes(method, uri, headers, path),
-            None => Ok(vec![Attributes::new(method, path)]),
+            Some(config) => config.get().plan(method, uri, headers, path),
+            None => Ok(Plan::from(vec![Attributes::new(method, path)])),
         }
     }
 
-    /// Which local rule allows this, if any: static rules first, then RBAC.
-    pub(crate) fn allows(&self, user: &User, attributes: &Attributes) -> Option<String> {
+    /// Which local rule allows this, if any: static rules first, then RBAC — those of
+    /// them that `authorizers` lets decide.
+    pub(crate) fn allows(
+        &self,
+        user: &User,
+        attributes: &Attributes,
+        authorizers: Authorizers,
+    ) -> Option<String> {
         if let Some(reason) = self
             .config
             .as_ref()
+            .filter(|_| authorizers.static_rules)
             .and_then(|c| c.get().static_allows(user, attributes))
         {
             return Some(reason);
         }
         self.rbac
             .as_ref()
+            .filter(|_| authorizers.rbac)
             .and_then(|r| r.get().allows(user, attributes))
     }
 

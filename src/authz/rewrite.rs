@@ -59,7 +59,7 @@ pub(super) fn values(
 /// Every value of `name` in a raw query string, percent-decoded (`+` is a space).
 /// `None` if a value of `name` does not decode to UTF-8: it could not be reviewed as
 /// the upstream will read it.
-fn query_values(query: &str, name: &str) -> Option<Vec<String>> {
+pub(super) fn query_values(query: &str, name: &str) -> Option<Vec<String>> {
     let mut values = Vec::new();
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));

@@ -180,6 +180,9 @@ pub struct CanIArgs {
     /// The verb (get for GET/HEAD, create for POST, ...).
     #[arg(long, default_value = "get")]
     pub verb: String,
+    /// A request header, for a config file's rewrites (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
     #[command(flatten)]

@@ -60,8 +60,12 @@ fn explained(config: ConfigFile, d: &mut Decoder) -> ConfigFile {
 
 fn authorization_of(maps: &[Value<'_>], d: &mut Decoder) -> Result<Authorization, String> {
     let at = "authorization";
-    let [rewrites, resource_attributes, statics] =
-        take(d.fields(maps, at, &["rewrites", "resourceAttributes", "static"])?);
+    let [rewrites, resource_attributes, statics, endpoints] = take(d.fields(
+        maps,
+        at,
+        &["rewrites", "resourceAttributes", "static", "endpoints"],
+    )?);
+    let endpoints = super::endpoints::endpoints(&endpoints, d)?;
     let rewrites = match d.objects(&rewrites, "authorization.rewrites")? {
         Some(maps) => Some(rewrites_of(&maps, d)?),
         None => None,
@@ -91,6 +95,7 @@ fn authorization_of(maps: &[Value<'_>], d: &mut Decoder) -> Result<Authorization
         resource_attributes,
         rewrites,
         static_rules,
+        endpoints,
     })
 }
 
@@ -263,7 +268,10 @@ fn explain(config: &ConfigFile, d: &mut Decoder) {
             Some("resource requests have no path")
         } else if !rule.resource_request && resource_fields.iter().any(|f| !f.is_empty()) {
             Some("resource fields only match with resourceRequest: true")
-        } else if !rule.resource_request && authz.resource_attributes.is_some() {
+        } else if !rule.resource_request
+            && authz.resource_attributes.is_some()
+            && authz.endpoints.list.is_empty()
+        {
             Some("resourceAttributes makes every request a resource request")
         } else {
             None
