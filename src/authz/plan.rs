@@ -43,10 +43,11 @@ pub struct Checks {
 }
 
 /// How the decisions of several records make one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Combine {
     /// Every record must be allowed; the first denied one decides (the fork's
     /// `resources`).
+    #[default]
     All,
     /// The first allowed record decides, tried in order; denied if none is (`anyOf`).
     Any,

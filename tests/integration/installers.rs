@@ -174,6 +174,168 @@ const NOTEBOOK_CONFIG: &str = "authorization:
     resourceName: my-workbench
     namespace: ds-project";
 
+// trustyai-explainability/trustyai-service-operator @ 11c335b879fcfcbd2acd9c572d12a06976d985d8:
+// controllers/evalhub/configmap.go generateAuthConfigData, the opendatahub fork's
+// "Format 2" (`authorization.endpoints`).
+const EVALHUB_CONFIG: &str = r#"authorization:
+  endpoints:
+    - path: /api/v1/evaluations/jobs/*/events
+      mappings:
+        - methods: [post]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: status-events
+                verb: create
+    - path: /api/v1/evaluations/jobs/*
+      mappings:
+        - methods: [get, delete, put, patch]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: evaluations
+                verb: "{{.FromMethod}}"
+    - path: /api/v1/evaluations/jobs
+      mappings:
+        - methods: [get]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: evaluations
+                verb: list
+        - methods: [post]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: evaluations
+                verb: create
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: mlflow.kubeflow.org
+                resource: experiments
+                verb: create
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: mlflow.kubeflow.org
+                resource: experiments
+                verb: get
+    - path: /api/v1/evaluations/collections/*
+      mappings:
+        - methods: [get, delete, put, patch]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: collections
+                verb: "{{.FromMethod}}"
+    - path: /api/v1/evaluations/collections
+      mappings:
+        - methods: [get]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: collections
+                verb: list
+        - methods: [post]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: collections
+                verb: create
+    - path: /api/v1/evaluations/providers/*
+      mappings:
+        - methods: [get, delete, put, patch]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: providers
+                verb: "{{.FromMethod}}"
+    - path: /api/v1/evaluations/providers
+      mappings:
+        - methods: [get]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: providers
+                verb: list
+        - methods: [post]
+          resources:
+            - rewrites:
+                byHttpHeader:
+                  name: X-Tenant
+              resourceAttributes:
+                namespace: "{{.FromHeader}}"
+                apiGroup: trustyai.opendatahub.io
+                resource: providers
+                verb: create
+"#;
+// controllers/evalhub/mcp_configmap.go generateMCPAuthConfigData, same commit, for the
+// EvalHub evalhub-ns/evalhub.
+const EVALHUB_MCP_CONFIG: &str = r#"authorization:
+  endpoints:
+    - path: /*
+      mappings:
+        - methods: [get]
+          resources:
+            - resourceAttributes:
+                namespace: "evalhub-ns"
+                apiGroup: trustyai.opendatahub.io
+                resource: evalhubs
+                subresource: proxy
+                name: "evalhub"
+                verb: get
+        - methods: [post]
+          resources:
+            - resourceAttributes:
+                namespace: "evalhub-ns"
+                apiGroup: trustyai.opendatahub.io
+                resource: evalhubs
+                subresource: proxy
+                name: "evalhub"
+                verb: create
+"#;
+
 const CATALOGUE: &[Sidecar] = &[
     Sidecar {
         name: "helm prometheus-node-exporter kube-rbac-proxy",
@@ -543,6 +705,53 @@ const CATALOGUE: &[Sidecar] = &[
         args: &["--secure-port=8443", "--upstream=http://127.0.0.1:8081/", "--v=10"],
         config: None,
         check: Check::Scrape("/metrics"),
+    },
+    // trustyai-service-operator (commit above): controllers/evalhub/deployment.go and
+    // mcp_deployment.go, the kube-rbac-proxy sidecars (evalHubAppPort 8444, mcpAppPort
+    // 8445, servicePort 8443, kubeRBACProxyHealthPort 9443).
+    Sidecar {
+        name: "trustyai EvalHub kube-rbac-proxy (Format 2 endpoints)",
+        args: &[
+            "--secure-listen-address=0.0.0.0:8443",
+            "--upstream=http://127.0.0.1:8444/",
+            "--config-file=/etc/kube-rbac-proxy/auth.yaml",
+            "--tls-cert-file=/etc/tls/private/tls.crt",
+            "--tls-private-key-file=/etc/tls/private/tls.key",
+            "--proxy-endpoints-port=9443",
+            "--ignore-paths=/api/v1/health",
+            "--auth-header-fields-enabled",
+            "--auth-header-user-field-name=X-User",
+            "--v=0",
+        ],
+        config: Some(EVALHUB_CONFIG),
+        check: Check::Resource {
+            path: "/api/v1/evaluations/jobs/j-1",
+            header: Some(("X-Tenant", "team-a")),
+            namespace: "team-a",
+            resource: "evaluations",
+        },
+    },
+    Sidecar {
+        name: "trustyai EvalHub MCP kube-rbac-proxy (Format 2 endpoints)",
+        args: &[
+            "--secure-listen-address=0.0.0.0:8443",
+            "--upstream=http://127.0.0.1:8445/",
+            "--config-file=/etc/kube-rbac-proxy/auth.yaml",
+            "--tls-cert-file=/etc/tls/private/tls.crt",
+            "--tls-private-key-file=/etc/tls/private/tls.key",
+            "--proxy-endpoints-port=9443",
+            "--ignore-paths=/health",
+            "--auth-header-fields-enabled",
+            "--auth-header-user-field-name=X-User",
+            "--v=0",
+        ],
+        config: Some(EVALHUB_MCP_CONFIG),
+        check: Check::Resource {
+            path: "/sse",
+            header: None,
+            namespace: "evalhub-ns",
+            resource: "evalhubs",
+        },
     },
 ];
 
@@ -1067,5 +1276,138 @@ async fn openshift_old_tls_profile_serves_tls12_up_and_says_so() {
     .await
     .unwrap();
     assert_eq!(reply.status, 200);
+    started.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn evalhub_endpoints_decide_as_the_opendatahub_fork_does() {
+    let cluster = Cluster::new().await;
+    let started = cluster
+        .start(sidecar(
+            "trustyai EvalHub kube-rbac-proxy (Format 2 endpoints)",
+        ))
+        .await
+        .unwrap();
+    let c = client(&cluster.pki, false);
+    let api = &cluster.api;
+    api.allow_resource(SCRAPER, "list", "team-a", "evaluations");
+    api.allow_resource(SCRAPER, "get", "team-a", "evaluations");
+    api.allow_resource(SCRAPER, "create", "team-a", "evaluations");
+    api.allow_resource(SCRAPER, "create", "team-a", "experiments");
+    api.allow_resource(SCRAPER, "create", "team-a", "status-events");
+    let tenant: &[(&str, &str)] = &[("X-Tenant", "team-a")];
+    let other: &[(&str, &str)] = &[("X-Tenant", "team-b")];
+    // (method, path, headers, status, the reviews it costs: verb and resource, in order)
+    type Headers = &'static [(&'static str, &'static str)];
+    let table: &[(&str, &str, Headers, u16, Headers)] = &[
+        (
+            "GET",
+            "/api/v1/evaluations/jobs",
+            tenant,
+            200,
+            &[("list", "evaluations")],
+        ),
+        (
+            "GET",
+            "/api/v1/evaluations/jobs/j-1",
+            tenant,
+            200,
+            &[("get", "evaluations")],
+        ),
+        (
+            "DELETE",
+            "/api/v1/evaluations/jobs/j-1",
+            tenant,
+            403,
+            &[("delete", "evaluations")],
+        ),
+        (
+            "POST",
+            "/api/v1/evaluations/jobs/j-1/events",
+            tenant,
+            200,
+            &[("create", "status-events")],
+        ),
+        // A job's events only take POST: 403 with no review.
+        (
+            "GET",
+            "/api/v1/evaluations/jobs/j-1/events",
+            tenant,
+            403,
+            &[],
+        ),
+        // Three rules, all must allow: the third (`get experiments`) is denied.
+        (
+            "POST",
+            "/api/v1/evaluations/jobs",
+            tenant,
+            403,
+            &[
+                ("create", "evaluations"),
+                ("create", "experiments"),
+                ("get", "experiments"),
+            ],
+        ),
+        (
+            "GET",
+            "/api/v1/evaluations/jobs",
+            other,
+            403,
+            &[("list", "evaluations")],
+        ),
+        // No X-Tenant: 400, no review.
+        ("GET", "/api/v1/evaluations/jobs", &[], 400, &[]),
+        // Deeper than `*`: no endpoint matches, so the path is reviewed as itself.
+        (
+            "GET",
+            "/api/v1/evaluations/jobs/j-1/x/y",
+            tenant,
+            403,
+            &[("get", "")],
+        ),
+        // The health path is not authorized at all.
+        ("GET", "/api/v1/health", &[], 200, &[]),
+    ];
+    for &(method, path, headers, want, reviews) in table {
+        let before = api.sar_specs().len();
+        let token = (path != "/api/v1/health").then_some("scraper");
+        let reply = send(
+            &c,
+            method,
+            &started.proxy.url(path),
+            token,
+            headers,
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            want,
+            "{method} {path} {headers:?}: {}",
+            reply.text()
+        );
+        let asked: Vec<(String, String)> = api.sar_specs()[before..]
+            .iter()
+            .map(|spec| {
+                let attrs = if spec["resourceAttributes"].is_object() {
+                    &spec["resourceAttributes"]
+                } else {
+                    &spec["nonResourceAttributes"]
+                };
+                let text = |k: &str| attrs[k].as_str().unwrap_or_default().to_owned();
+                (text("verb"), text("resource"))
+            })
+            .collect();
+        let reviews: Vec<(String, String)> = reviews
+            .iter()
+            .map(|(v, r)| (v.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(asked, reviews, "{method} {path}: the reviews asked");
+    }
+    let spec = api.last_sar_spec();
+    assert_eq!(
+        spec["resourceAttributes"]["group"],
+        "trustyai.opendatahub.io"
+    );
     started.proxy.shutdown().await;
 }

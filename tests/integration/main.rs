@@ -18,6 +18,7 @@
 
 mod auth_endpoint;
 mod cli;
+mod endpoints;
 mod faults;
 mod hostile_connections;
 mod hostile_h2;

@@ -77,12 +77,6 @@ pub(super) struct Mapping {
     pub(super) combine: Combine,
 }
 
-impl Default for Combine {
-    fn default() -> Self {
-        Self::All
-    }
-}
-
 /// One resource rule: one record to decide.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Rule {

@@ -195,6 +195,11 @@ impl FakeApiserver {
         self.sars.load(Ordering::SeqCst)
     }
 
+    /// The `spec` of every SubjectAccessReview so far, in order.
+    pub fn sar_specs(&self) -> Vec<Value> {
+        self.state.lock().unwrap().sar_specs.clone()
+    }
+
     /// The `spec` of the last SubjectAccessReview (panics if there was none).
     pub fn last_sar_spec(&self) -> Value {
         self.state

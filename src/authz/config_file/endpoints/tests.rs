@@ -60,8 +60,11 @@ authorization:
       - resourceAttributes: {resource: nodes, subresource: proxy, name: n}
 "#;
 
-/// (verb, namespace, resource, subresource) of each record.
-fn summary(plan: &Plan) -> Vec<(String, String, String, String)> {
+/// (verb, namespace, resource, subresource).
+type Record = (String, String, String, String);
+
+/// Each record of a plan, summarized.
+fn summary(plan: &Plan) -> Vec<Record> {
     plan.records()
         .iter()
         .map(|a| {
@@ -88,7 +91,7 @@ fn plan_for(
     config.plan(&method, &uri, &map, uri.path())
 }
 
-fn row(verb: &str, ns: &str, resource: &str, sub: &str) -> (String, String, String, String) {
+fn row(verb: &str, ns: &str, resource: &str, sub: &str) -> Record {
     (verb.into(), ns.into(), resource.into(), sub.into())
 }
 
@@ -97,7 +100,14 @@ fn the_first_matching_endpoint_and_mapping_decide() {
     let config = parse(CONFIG).unwrap();
     let events = "/api/v1/evaluations/jobs/j1/events";
     let tenant = [("x-tenant", "team-a")];
-    let table: Vec<(Method, &str, &[(&str, &str)], Vec<_>, Option<&str>)> = vec![
+    type Row<'a> = (
+        Method,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Vec<Record>,
+        Option<&'a str>,
+    );
+    let table: Vec<Row<'_>> = vec![
         (
             Method::POST,
             events,
