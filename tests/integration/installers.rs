@@ -1404,10 +1404,11 @@ async fn evalhub_endpoints_decide_as_the_opendatahub_fork_does() {
             .collect();
         assert_eq!(asked, reviews, "{method} {path}: the reviews asked");
     }
-    let spec = api.last_sar_spec();
+    let first = &api.sar_specs()[0];
     assert_eq!(
-        spec["resourceAttributes"]["group"],
+        first["resourceAttributes"]["group"],
         "trustyai.opendatahub.io"
     );
+    assert_eq!(first["resourceAttributes"]["namespace"], "team-a");
     started.proxy.shutdown().await;
 }
