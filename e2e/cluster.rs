@@ -34,6 +34,7 @@ mod cluster {
     mod authn;
     mod deploy;
     mod doctor;
+    mod endpoints;
     mod node;
     mod operating;
     mod rbac;
