@@ -146,7 +146,7 @@ pub(super) fn resource_rbac_yaml(subject: &Subject, record: &Attributes) -> Stri
         format!("\n    resourceNames: [{}]", quote(&r.name))
     };
     format!(
-        "# Grants `{}` on {} to {}.\n\
+        "# Grants `{}` to {}.\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: {kind}\n\
          metadata:\n  name: {role}{namespace}\n\
@@ -157,7 +157,6 @@ pub(super) fn resource_rbac_yaml(subject: &Subject, record: &Attributes) -> Stri
          metadata:\n  name: {}{namespace}\n\
          roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: {kind}\n  name: {role}\n\
          subjects:\n{}",
-        record.verb,
         short(record),
         super::describe(subject),
         serde_json::to_string(&r.group).unwrap_or_default(),

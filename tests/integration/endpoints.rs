@@ -348,3 +348,66 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+#[test]
+fn can_i_names_the_endpoint_mapping_and_rule_that_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "authorization:\n  endpoints:\n  - path: /api/{ns}/jobs\n    mappings:\n    - methods: \
+         [GET]\n      resources:\n      - rewrites: {byHttpHeader: {name: X-Tenant}}\n        \
+         resourceAttributes: {namespace: '{{ .PathParams.ns }}', apiGroup: \
+         trustyai.opendatahub.io, resource: evaluations, verb: list}\n",
+    )
+    .unwrap();
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(
+        &rbac,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: x}\n\
+         rules:\n- {apiGroups: [trustyai.opendatahub.io], resources: [evaluations], verbs: [list]}\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: r, \
+         namespace: x}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\n\
+         subjects:\n- {kind: ServiceAccount, name: client, namespace: team-a}\n",
+    )
+    .unwrap();
+    let can_i = |path: &str, header: Option<&str>| {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args([
+                "can-i".to_owned(),
+                format!("--as={SA}"),
+                format!("--config-file={}", config.display()),
+                format!("--rbac-file={}", rbac.display()),
+                format!("--path={path}"),
+            ])
+            .env_remove("KUBECONFIG");
+        if let Some(header) = header {
+            command.arg(format!("--header={header}"));
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = can_i("/api/x/jobs", Some("X-Tenant: t"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "endpoint 1 (/api/{ns}/jobs), mapping 1 (GET), rule 1: list \
+             evaluations.trustyai.opendatahub.io in ns=x: allowed by local policy"
+        ),
+        "{out}"
+    );
+    let (code, out) = can_i("/api/y/jobs", Some("X-Tenant: t"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("in ns=y: denied by"), "{out}");
+    assert!(
+        out.contains("kind: Role\n") && out.contains("namespace: y"),
+        "{out}"
+    );
+    let (code, out) = can_i("/api/x/jobs", None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("400 Bad Request"), "{out}");
+}
