@@ -73,9 +73,9 @@ pub struct ApiserverArgs {
     pub authentication_skip_lookup: Option<bool>,
 
     /// Another serving pair, for the names after ':' (`*.example.com`: one label) or
-    /// else its certificate's DNS names and CN; chosen by the name a client asks for
+    /// else its certificate's DNS names and CN, chosen by the name a client asks for
     /// (SNI): exact before wildcard, given names before the certificate's, earlier flags
-    /// first. No match or no SNI: --tls-cert-file's. Repeatable; reloaded on change.
+    /// first. No match or no SNI: the default pair. Repeatable; reloaded on change.
     #[arg(long, value_name = "CERT,KEY[:NAMES]")]
     pub tls_sni_cert_key: Vec<String>,
 
