@@ -172,6 +172,10 @@ async fn another_self_signed_certificate_is_a_502_whose_log_says_why() {
     );
 }
 
+// trustyai-explainability/trustyai-service-operator @ 11c335b879fcfcbd2acd9c572d12a06976d985d8:
+// controllers/nemo_guardrails/templates/deployment.tmpl.yaml and controllers/gorch's
+// gateway and built-in sidecars render `--upstream=http://localhost:…/` beside
+// `--upstream-ca-file`; kube-rbac-proxy's transport never uses it for http://.
 #[tokio::test]
 async fn tls_files_beside_an_http_upstream_are_accepted_with_a_warning_and_not_read() {
     let setup = Setup::new().await;
