@@ -4,6 +4,8 @@
 //! - `curves`: `--tls-curve-preferences`, Go's key exchange names mapped to rustls.
 //! - `serving`: the serving pair, reloaded on change; the last good pair keeps serving
 //!   while a Secret volume or cert-manager is mid-swap (kube-rbac-proxy exits then).
+//! - `sni`: `--tls-sni-cert-key`, more serving pairs chosen by the name a client asks
+//!   for, each reloaded like the default pair.
 //! - `client_ca`: `--client-ca-file`, reloaded on change, and the user a verified
 //!   client certificate names.
 //! - `pem`: PEM parsing shared with the upstream client.
@@ -15,6 +17,7 @@ mod curves;
 mod pem;
 mod policy;
 mod serving;
+mod sni;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -54,11 +57,34 @@ pub enum TlsSource {
     SelfSigned,
 }
 
+/// One `--tls-sni-cert-key` (`cert,key[:name,...]`): a serving pair for the names
+/// given, or else for its certificate's own DNS names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertKey {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Given after the files; empty: the certificate's names.
+    pub names: Vec<String>,
+}
+
+impl std::fmt::Display for SniCertKey {
+    /// As the flag is written.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{}", self.cert.display(), self.key.display())?;
+        if !self.names.is_empty() {
+            write!(f, ":{}", self.names.join(","))?;
+        }
+        Ok(())
+    }
+}
+
 /// How a listener serves TLS.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// `--tls-cert-file`/`--tls-private-key-file`, or a generated pair.
+    /// `--tls-cert-file`/`--tls-private-key-file`, or a generated pair: the default.
     pub source: TlsSource,
+    /// `--tls-sni-cert-key`, in flag order.
+    pub sni: Vec<SniCertKey>,
     /// `--tls-min-version`, `--tls-cipher-suites`, `--tls-curve-preferences`.
     pub policy: TlsPolicy,
     /// `--client-ca-file`.

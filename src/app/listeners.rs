@@ -96,7 +96,7 @@ impl Scoped {
         let tls = &self.config.tls;
         self.span
             .in_scope(|| {
-                let cert = ServingCert::load(&tls.source, &self.metrics)?;
+                let cert = ServingCert::load(tls, &self.metrics)?;
                 let client_ca = tls
                     .client_ca_file
                     .as_deref()

@@ -233,6 +233,11 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub tls_private_key_file: Option<PathBuf>,
 
+    /// `--tls-sni-cert-key` (a k8s.io/apiserver flag, `apiserver.rs`), moved here by
+    /// `dialect::resolve`: the flags' listener's SNI pairs.
+    #[arg(skip)]
+    pub tls_sni_cert_key: Vec<String>,
+
     /// Minimum TLS version: VersionTLS12 or VersionTLS13. VersionTLS10 and VersionTLS11
     /// serve TLS 1.2 and up, with a warning (rustls has neither).
     #[arg(

@@ -42,8 +42,8 @@ pub(super) fn resolve(
         // No lookup happens, so there is nothing to skip or tolerate.
         authentication_tolerate_lookup_failure: _,
         authentication_skip_lookup: _,
+        tls_sni_cert_key,
         // Refused above.
-        tls_sni_cert_key: _,
         permit_port_sharing: _,
         authorization_always_allow_paths: _,
         requestheader_client_ca_file: _,
@@ -60,6 +60,8 @@ pub(super) fn resolve(
         &mut serving.secure_listen_address,
         problems,
     );
+    // The flags' listener's, read with its other TLS files (`listeners::from_flags`).
+    serving.tls_sni_cert_key = tls_sni_cert_key;
     if let Some(dir) = cert_dir {
         cert_pair(&dir, serving, problems);
     }
@@ -337,7 +339,10 @@ mod tests {
     #[test]
     fn unsupported_apiserver_flags_say_what_to_use() {
         let table = [
-            ("--tls-sni-cert-key=a.crt,a.key", "--tls-cert-file"),
+            (
+                "--tls-sni-cert-key=a.crt",
+                "--tls-sni-cert-key \"a.crt\": expected",
+            ),
             ("--permit-port-sharing", "one proxy per port"),
             ("--requestheader-client-ca-file=/ca", "--client-ca-file"),
             (
@@ -356,6 +361,11 @@ mod tests {
             assert!(err.contains(needle), "{flag}: {err}");
         }
         assert!(parse(&["--permit-port-sharing=false"]).is_ok());
+        let config = parse(&["--tls-sni-cert-key=a.crt,a.key:a.test"]).unwrap();
+        assert_eq!(
+            config.listeners[0].tls.sni[0].to_string(),
+            "a.crt,a.key:a.test"
+        );
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub(super) fn from_flags(
         upstream_timeout,
         tls_cert_file: serving.tls_cert_file.clone(),
         tls_private_key_file: serving.tls_private_key_file.clone(),
+        tls_sni_cert_key: serving.tls_sni_cert_key.clone(),
         client_ca_file: serving.client_ca_file.clone(),
         allow_paths,
         ignore_paths,
@@ -175,6 +176,7 @@ pub(super) fn validate(
         secure_listen_address,
         tls_cert_file,
         tls_private_key_file,
+        tls_sni_cert_key,
         client_ca_file,
         config_file,
         rbac_file,
@@ -207,6 +209,7 @@ pub(super) fn validate(
         }
     };
     let tls_source = serving::tls_source(tls_cert_file, tls_private_key_file, source, problems);
+    let sni = serving::sni_pairs(&tls_sni_cert_key, source, problems);
     let policy = policy(declared, config_file, rbac_file, problems);
     let (name, origin) = match declared {
         Declared::Flags => (None, Origin::Flags),
@@ -224,6 +227,7 @@ pub(super) fn validate(
         listen,
         tls: TlsSettings {
             source: tls_source,
+            sni,
             policy: tls_policy.clone(),
             client_ca_file,
         },

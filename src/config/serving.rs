@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     server::HttpSettings,
-    tls::{Curves, TlsPolicy, TlsSource},
+    tls::{Curves, SniCertKey, TlsPolicy, TlsSource},
 };
 
 /// What the serving flags decide for the whole process.
@@ -32,6 +32,7 @@ pub(super) fn validate(args: ServingArgs, problems: &mut Problems) -> Serving {
         tls_cert_file: _,
         client_ca_file: _,
         tls_private_key_file: _,
+        tls_sni_cert_key: _,
         tls_min_version,
         tls_cipher_suites,
         tls_curve_preferences,
@@ -130,7 +131,113 @@ pub(super) fn tls_source(
     }
 }
 
+/// A listener's `--tls-sni-cert-key` values (`cert,key[:name,...]`, component-base's
+/// `NamedCertKey`); each malformed one is a problem naming the flag and the value.
+pub(super) fn sni_pairs(
+    values: &[String],
+    source: Source,
+    problems: &mut Problems,
+) -> Vec<SniCertKey> {
+    let flag = key::tls_sni_cert_key.name(source);
+    let mut pairs = Vec::new();
+    for value in values {
+        match parse_sni_cert_key(value) {
+            Ok(pair) => {
+                let addresses: Vec<&String> = pair
+                    .names
+                    .iter()
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect();
+                if !addresses.is_empty() {
+                    problems.warn(format!(
+                        "{flag} {value:?}: {addresses:?} never match: clients do not send an IP \
+                         address as SNI, and a connection without SNI gets the default \
+                         certificate (k8s.io/apiserver would serve this pair to connections \
+                         made to that local address)"
+                    ));
+                }
+                pairs.push(pair);
+            }
+            Err(e) => problems.add(format!("{flag} {value:?}: {e}")),
+        }
+    }
+    pairs
+}
+
+/// One `cert,key[:name,...]`, split as component-base's `NamedCertKey.Set` splits it:
+/// at the first `:`, then at commas, each part trimmed.
+fn parse_sni_cert_key(value: &str) -> Result<SniCertKey, String> {
+    let (files, names) = match value.split_once(':') {
+        Some((files, names)) => {
+            let names = names.trim();
+            if names.is_empty() {
+                return Err("empty names list after ':' (give names, or no ':')".into());
+            }
+            let names = names.split(',').map(|n| n.trim().to_owned()).collect();
+            (files, names)
+        }
+        None => (value, Vec::new()),
+    };
+    let files: Vec<&str> = files.trim().split(',').map(str::trim).collect();
+    match files[..] {
+        [cert, key] if !cert.is_empty() && !key.is_empty() => Ok(SniCertKey {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+            names,
+        }),
+        _ => Err(
+            "expected the certificate and key files separated by a comma \
+                  (CERT,KEY or CERT,KEY:NAME,...)"
+                .into(),
+        ),
+    }
+}
+
 /// CPUs this process may use: affinity and cgroup CPU quota included.
 pub(super) fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_cert_key_values_split_as_component_base_splits_them() {
+        let pair = parse_sni_cert_key(" a.crt , a.key : x.test, *.y.test ").unwrap();
+        assert_eq!(pair.cert, PathBuf::from("a.crt"));
+        assert_eq!(pair.key, PathBuf::from("a.key"));
+        assert_eq!(pair.names, ["x.test", "*.y.test"]);
+        assert_eq!(pair.to_string(), "a.crt,a.key:x.test,*.y.test");
+        assert!(parse_sni_cert_key("a.crt,a.key").unwrap().names.is_empty());
+        for bad in [
+            "a.crt",
+            "a.crt,a.key,b",
+            "a.crt,a.key:",
+            "a.crt,a.key: ",
+            ",a.key",
+            "",
+        ] {
+            assert!(parse_sni_cert_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn problems_name_the_flag_or_key_and_the_value() {
+        let mut problems = Problems::default();
+        let values = ["a.crt".to_owned(), "b.crt,b.key:10.0.0.1".to_owned()];
+        let pairs = sni_pairs(&values, Source::File, &mut problems);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(problems.errors.len(), 1);
+        assert!(
+            problems.errors[0].starts_with("tlsSNICertKey \"a.crt\""),
+            "{:?}",
+            problems.errors
+        );
+        assert!(
+            problems.warnings[0].contains("10.0.0.1"),
+            "{:?}",
+            problems.warnings
+        );
+    }
 }

@@ -41,27 +41,43 @@ pub(super) fn validate(
         name(key::upstream_client_cert_file),
         name(key::upstream_client_key_file),
     );
-    if args.upstream_ca_file.is_some() && !https {
-        problems.add(format!("{ca} needs an https:// {upstream_flag}"));
-    }
-    let client_cert = match (
-        &args.upstream_client_cert_file,
-        &args.upstream_client_key_file,
-    ) {
-        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-        (None, None) => None,
-        (Some(_), None) => {
-            problems.add(format!("{cert} needs {key}"));
-            None
+    let given = (
+        args.upstream_ca_file.clone(),
+        args.upstream_client_cert_file.clone(),
+        args.upstream_client_key_file.clone(),
+    );
+    let (ca_file, client_cert) = if https {
+        let client_cert = match (given.1, given.2) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.add(format!("{cert} needs {key}"));
+                None
+            }
+            (None, Some(_)) => {
+                problems.add(format!("{key} needs {cert}"));
+                None
+            }
+        };
+        (given.0, client_cert)
+    } else {
+        // kube-rbac-proxy's transport for an http:// upstream never uses them (TrustyAI's
+        // operator passes a CA file that way): accepted, said, and not read.
+        let scheme = if unix_socket.is_some() {
+            "a unix://"
+        } else {
+            "an http://"
+        };
+        for (flag, value) in [(ca, &given.0), (cert, &given.1), (key, &given.2)] {
+            if value.is_some() {
+                problems.warn(format!(
+                    "{flag} has no effect on {scheme} {upstream_flag}: the connection to it \
+                     is not TLS"
+                ));
+            }
         }
-        (None, Some(_)) => {
-            problems.add(format!("{key} needs {cert}"));
-            None
-        }
+        (None, None)
     };
-    if client_cert.is_some() && !https {
-        problems.add(format!("{cert} needs an https:// {upstream_flag}"));
-    }
     if args.upstream_force_h2c && https {
         problems.add(format!(
             "{} is for http:// or unix:// upstreams (https negotiates h2 by ALPN)",
@@ -104,7 +120,7 @@ pub(super) fn validate(
     let settings = UpstreamSettings {
         url,
         options: UpstreamOptions {
-            ca_file: args.upstream_ca_file.clone(),
+            ca_file,
             client_cert,
             force_h2c: args.upstream_force_h2c,
             unix_socket,

@@ -5,7 +5,8 @@
 //! re-read like every other watched file (`reload::Watched`): a new pair is installed
 //! only when it parses and the key matches the certificate, and a missing or
 //! half-written file (a Secret volume mid-swap, cert-manager mid-renewal) is logged once
-//! while the last good pair keeps serving.
+//! while the last good pair keeps serving. The `--tls-sni-cert-key` pairs beside it
+//! (`sni.rs`) are chosen by the name a client asks for; this pair answers the rest.
 
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ use rustls_pki_types::PrivateKeyDer;
 
 use super::{
     pem::{certified_key, not_after, parse_pair},
-    TlsError, TlsSource,
+    sni::SniPairs,
+    TlsError, TlsSettings, TlsSource,
 };
 use crate::{metrics::Metrics, reload::Watched};
 
@@ -42,13 +44,17 @@ impl Pair {
 #[derive(Debug)]
 pub(crate) struct ServingCert {
     pair: Arc<Watched<Pair>>,
+    /// `--tls-sni-cert-key`: chosen by SNI before `pair`.
+    sni: SniPairs,
 }
 
 impl ServingCert {
     /// Loads the files (or generates a self-signed pair), failing with the file's name,
     /// and re-reads them when they change from then on. Each pair's expiry goes to the
-    /// certificate-expiry gauge when it is swapped in.
-    pub(crate) fn load(source: &TlsSource, metrics: &Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
+    /// certificate-expiry gauge when it is swapped in. The `--tls-sni-cert-key` pairs
+    /// are loaded and watched the same way.
+    pub(crate) fn load(tls: &TlsSettings, metrics: &Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
+        let source = &tls.source;
         let expiry = Arc::clone(metrics);
         let on_swap = move |pair: &Pair| expiry.certificate_expires(pair.not_after);
         let pair = match source {
@@ -74,7 +80,8 @@ impl ServingCert {
             ),
         };
         pair.spawn_reloader();
-        Ok(Arc::new(Self { pair }))
+        let sni = SniPairs::load(&tls.sni, metrics)?;
+        Ok(Arc::new(Self { pair, sni }))
     }
 
     /// Whether the certificate in force is unexpired (for /readyz).
@@ -88,8 +95,11 @@ impl ServingCert {
 }
 
 impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.pair.get().key))
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // rustls passes no IP address as SNI: a client that connects by address gets
+        // the default pair.
+        let named = hello.server_name().and_then(|name| self.sni.for_name(name));
+        Some(named.unwrap_or_else(|| Arc::clone(&self.pair.get().key)))
     }
 }
 
@@ -116,7 +126,13 @@ mod tests {
 
     #[test]
     fn self_signed_is_usable() {
-        let cert = ServingCert::load(&TlsSource::SelfSigned, &Arc::default()).unwrap();
+        let settings = TlsSettings {
+            source: TlsSource::SelfSigned,
+            sni: Vec::new(),
+            policy: TlsPolicy::default(),
+            client_ca_file: None,
+        };
+        let cert = ServingCert::load(&settings, &Arc::default()).unwrap();
         assert!(cert.is_valid(), "rcgen's default validity runs to 4096");
         acceptor(&cert, &TlsPolicy::default(), Alpn::Http2AndHttp11, None).unwrap();
     }

@@ -154,7 +154,7 @@ fn apiserver_dialect_flags_are_aliases_and_may_not_contradict() {
         &[
             "--upstream=http://127.0.0.1:9100/",
             "--requestheader-client-ca-file=/ca.crt",
-            "--tls-sni-cert-key=a.crt,a.key",
+            "--tls-sni-cert-key=a.crt",
             "--permit-port-sharing",
         ],
         &[],
@@ -162,7 +162,7 @@ fn apiserver_dialect_flags_are_aliases_and_may_not_contradict() {
     assert_eq!(code, 2);
     for needle in [
         "--requestheader-client-ca-file is not supported: front-proxy",
-        "--tls-sni-cert-key is not supported",
+        "--tls-sni-cert-key \"a.crt\": expected the certificate and key files",
         "--permit-port-sharing is not supported",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");

@@ -33,5 +33,7 @@ mod policy;
 mod proxy;
 mod review_flood;
 mod secrets;
+mod sni;
 mod tls_curves;
 mod upstream_connections;
+mod upstream_tls;

@@ -1,8 +1,9 @@
 //! The flags of kube-rbac-proxy's planned rewrite (its `sig-auth-acceptance` branch),
 //! which reuses k8s.io/apiserver's secure-serving and delegating authentication and
 //! authorization options. Those that mean what a scrape-guard flag means are aliases
-//! of it (`config/dialect.rs` resolves them and refuses contradictions); the rest are
-//! refused with what to use instead.
+//! of it (`config/dialect.rs` resolves them and refuses contradictions);
+//! `--tls-sni-cert-key` is served as k8s.io/apiserver serves it (`tls/sni.rs`); the rest
+//! are refused with what to use instead.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -71,8 +72,11 @@ pub struct ApiserverArgs {
           value_parser = parse_go_bool, value_name = "BOOL")]
     pub authentication_skip_lookup: Option<bool>,
 
-    /// Refused: one serving certificate (--tls-cert-file) carries every name.
-    #[arg(long, hide = true, value_name = "CERT,KEY[:NAMES]")]
+    /// Another serving pair, for the names after ':' (`*.example.com`: one label) or
+    /// else its certificate's DNS names and CN, chosen by the name a client asks for
+    /// (SNI): exact before wildcard, given names before the certificate's, earlier flags
+    /// first. No match or no SNI: the default pair. Repeatable; reloaded on change.
+    #[arg(long, value_name = "CERT,KEY[:NAMES]")]
     pub tls_sni_cert_key: Vec<String>,
 
     /// Refused: the port is bound by one process.
@@ -102,14 +106,6 @@ impl ApiserverArgs {
     /// The flags that cannot be honoured, each with what to use instead.
     pub(crate) fn refused(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !self.tls_sni_cert_key.is_empty() {
-            problems.push(
-                "--tls-sni-cert-key is not supported: scrape-guard serves one certificate; give \
-                 it every name clients use (subjectAltName) and pass it as --tls-cert-file and \
-                 --tls-private-key-file"
-                    .to_owned(),
-            );
-        }
         if self.permit_port_sharing == Some(true) {
             problems.push(
                 "--permit-port-sharing is not supported: scrape-guard binds its port alone; run \

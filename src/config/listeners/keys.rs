@@ -67,6 +67,8 @@ pub(in crate::config) enum File {}
 pub(in crate::config) enum Files {}
 /// Strings: a YAML list or commas (`allowPaths`).
 pub(in crate::config) enum List {}
+/// Strings that hold commas: a YAML list, or one string as one item (`tlsSNICertKey`).
+pub(in crate::config) enum Items {}
 /// A Go boolean (`upstreamForceH2C`).
 pub(in crate::config) enum Bool {}
 /// A Go duration with a default (`upstreamTimeout`).
@@ -156,6 +158,23 @@ impl Kind for List {
     type Value = Vec<String>;
     fn read(d: &mut Decoder, values: &[Value<'_>], at: &str) -> Result<Self::Written, String> {
         list(d, values, at)
+    }
+    fn parse(written: Self::Written, _: &str) -> Result<Self::Value, String> {
+        Ok(written)
+    }
+    fn given(value: &Self::Value, _: &str) -> bool {
+        !value.is_empty()
+    }
+}
+
+impl Kind for Items {
+    type Written = Vec<String>;
+    type Value = Vec<String>;
+    fn read(d: &mut Decoder, values: &[Value<'_>], at: &str) -> Result<Self::Written, String> {
+        match values.last().map(|v| &v.value) {
+            Some(Node::Seq(_) | Node::Map(_)) | None => d.strings(values, at),
+            Some(_) => Ok(text(d, values, at)?.into_iter().collect()),
+        }
     }
     fn parse(written: Self::Written, _: &str) -> Result<Self::Value, String> {
         Ok(written)
@@ -301,6 +320,7 @@ listener_keys! {
     upstream_timeout: Time(defaults::UPSTREAM_TIMEOUT) = "upstreamTimeout", "--upstream-timeout";
     tls_cert_file: File = "tlsCertFile", "--tls-cert-file";
     tls_private_key_file: File = "tlsPrivateKeyFile", "--tls-private-key-file";
+    tls_sni_cert_key: Items = "tlsSNICertKey", "--tls-sni-cert-key";
     client_ca_file: File = "clientCAFile", "--client-ca-file";
     allow_paths: List = "allowPaths", "--allow-paths";
     ignore_paths: List = "ignorePaths", "--ignore-paths";
