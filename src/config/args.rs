@@ -2,6 +2,7 @@
 //! Validation into a `Config` is in `config.rs`; Go-compatible value parsers in `go.rs`.
 
 mod apiserver;
+mod deckhouse;
 mod endpoint;
 mod legacy;
 
@@ -9,7 +10,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
-pub(super) use self::{apiserver::ApiserverArgs, endpoint::AuthEndpointArgs, legacy::LegacyArgs};
+pub(super) use self::{
+    apiserver::ApiserverArgs, deckhouse::DeckhouseArgs, endpoint::AuthEndpointArgs,
+    legacy::LegacyArgs,
+};
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
@@ -45,6 +49,8 @@ pub struct Args {
     pub legacy: LegacyArgs,
     #[command(flatten)]
     pub apiserver: ApiserverArgs,
+    #[command(flatten)]
+    pub deckhouse: DeckhouseArgs,
 }
 
 // The command line: the proxy (no subcommand) or a helper command.

@@ -34,3 +34,4 @@ mod review_flood;
 mod secrets;
 mod tls_curves;
 mod upstream_connections;
+mod upstreams;
