@@ -115,7 +115,10 @@ impl Guard {
             return Ok(livez());
         };
         // Made from the authorized path before the request is let go of.
-        let target = routed.target.upstream.target_path(routed.tail(), parts.uri.query())?;
+        let target = routed
+            .target
+            .upstream
+            .target_path(routed.tail(), parts.uri.query())?;
         self.forward(routed.target, parts, target, body, user.as_deref(), peer)
             .await
     }

@@ -44,7 +44,9 @@ impl Pattern {
             return Err("is empty (Go's ServeMux refuses an empty pattern)".into());
         }
         if !path.starts_with('/') {
-            return Err(format!("{path:?} must start with '/' (a host or method pattern is not supported)"));
+            return Err(format!(
+                "{path:?} must start with '/' (a host or method pattern is not supported)"
+            ));
         }
         if path.contains(['{', '}']) || path.chars().any(char::is_whitespace) {
             return Err(format!(

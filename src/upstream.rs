@@ -317,7 +317,11 @@ impl Upstream {
 
     /// The path and query the upstream is sent: Go's `singleJoiningSlash` of the base
     /// path and `tail`, `&`-joined queries.
-    pub(crate) fn target_path(&self, tail: Tail<'_>, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    pub(crate) fn target_path(
+        &self,
+        tail: Tail<'_>,
+        query: Option<&str>,
+    ) -> Result<PathAndQuery, ProxyError> {
         let mut path = join_paths(&self.base_path, tail.rest);
         if tail.join == Join::Exact && path.ends_with('/') {
             path.pop();

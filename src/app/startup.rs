@@ -45,7 +45,9 @@ fn summary(listener: &ListenerConfig) -> Summary {
         true => url(&listener.upstream),
         false => {
             let routes = listener.routes.iter();
-            let routes: Vec<String> = routes.map(|r| format!("{}={}", r.pattern, url(&r.upstream))).collect();
+            let routes: Vec<String> = routes
+                .map(|r| format!("{}={}", r.pattern, url(&r.upstream)))
+                .collect();
             routes.join(",")
         }
     };

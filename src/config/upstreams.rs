@@ -116,7 +116,11 @@ pub(super) fn read(
                 ));
             }
             let bytes: Arc<[u8]> = Arc::from(contents.into_bytes());
-            (Text::Env(Arc::clone(&bytes)), ENV.to_owned(), bytes.to_vec())
+            (
+                Text::Env(Arc::clone(&bytes)),
+                ENV.to_owned(),
+                bytes.to_vec(),
+            )
         }
         (None, Some(file)) => match std::fs::read(file) {
             Ok(bytes) => (
@@ -125,9 +129,19 @@ pub(super) fn read(
                 bytes,
             ),
             // `authz` reports the file when it loads it.
-            Err(_) => return Deckhouse { livez, ..Deckhouse::default() },
+            Err(_) => {
+                return Deckhouse {
+                    livez,
+                    ..Deckhouse::default()
+                }
+            }
         },
-        (None, None) => return Deckhouse { livez, ..Deckhouse::default() },
+        (None, None) => {
+            return Deckhouse {
+                livez,
+                ..Deckhouse::default()
+            }
+        }
     };
     let shape = match decode(&bytes) {
         Ok((shape, notes)) => {
@@ -242,7 +256,9 @@ impl Deckhouse {
                 },
             };
             if let Some((pattern, upstream)) = route {
-                if routes.iter().any(|r| r.pattern == pattern) || self.livez.as_ref() == Some(&pattern) {
+                if routes.iter().any(|r| r.pattern == pattern)
+                    || self.livez.as_ref() == Some(&pattern)
+                {
                     own.add(format!(
                         "path {pattern} is registered twice (Go's ServeMux panics on it)"
                     ));
@@ -254,8 +270,12 @@ impl Deckhouse {
                 });
             }
             let Problems { errors, warnings } = own;
-            errors.into_iter().for_each(|e| problems.add(format!("{at}.{e}")));
-            warnings.into_iter().for_each(|w| problems.warn(format!("{at}.{w}")));
+            errors
+                .into_iter()
+                .for_each(|e| problems.add(format!("{at}.{e}")));
+            warnings
+                .into_iter()
+                .for_each(|w| problems.warn(format!("{at}.{w}")));
         }
         routes
     }
@@ -349,7 +369,9 @@ fn locate(index: usize) -> Locate {
         let [upstreams] = take(d.fields(&maps, "", &["upstreams"])?);
         let items = d.list(&upstreams, "upstreams")?.unwrap_or_default();
         let Some(item) = items.get(index) else {
-            return Err(format!("{at} is no longer there; removing a route takes a restart"));
+            return Err(format!(
+                "{at} is no longer there; removing a route takes a restart"
+            ));
         };
         let maps = d.objects(&[item], &at)?.unwrap_or_default();
         let [block] = take(d.fields(&maps, &at, &["authorization"])?);
@@ -369,11 +391,8 @@ fn decode(bytes: &[u8]) -> Result<(Shape, Vec<yaml::Note>), String> {
     let Some(maps) = d.objects(&[root], "the file")? else {
         return Ok((Shape::default(), Vec::new()));
     };
-    let [_authorization, exclude, upstreams] = take(d.fields(
-        &maps,
-        "",
-        &["authorization", "excludePaths", "upstreams"],
-    )?);
+    let [_authorization, exclude, upstreams] =
+        take(d.fields(&maps, "", &["authorization", "excludePaths", "upstreams"])?);
     // Unknown top-level keys are `authz`'s to warn about.
     d.notes.clear();
     let exclude_paths = d.strings(&exclude, "excludePaths")?;

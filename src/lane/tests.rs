@@ -140,7 +140,10 @@ fn a_client_connection_has_one_set_per_upstream() {
     let own = OwnConnections::default();
     let same = |x: &OwnConnections, y: &OwnConnections| Arc::ptr_eq(&x.0, &y.0);
     let to_a = own.to(&a);
-    assert!(same(&to_a, &own), "the first upstream claims the client's own set");
+    assert!(
+        same(&to_a, &own),
+        "the first upstream claims the client's own set"
+    );
     let to_b = own.to(&b);
     assert!(!same(&to_b, &to_a));
     assert!(same(&own.to(&b), &to_b), "and keeps it");

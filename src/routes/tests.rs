@@ -25,7 +25,10 @@ fn route(routes: &Routes<&'static str>, path: &str) -> String {
         Ok(Selected::Route(routed)) => {
             assert_eq!(routed.path(), path, "the authorized path is the request's");
             let tail = routed.tail();
-            assert!(path.ends_with(tail.rest), "the tail is a suffix of the path");
+            assert!(
+                path.ends_with(tail.rest),
+                "the tail is a suffix of the path"
+            );
             format!("{} {:?} {:?}", routed.target, tail.rest, tail.join)
         }
         Err(ProxyError::MovedPermanently(to)) => format!("301 {to}"),
@@ -57,8 +60,18 @@ fn servemux_rules_longest_pattern_wins_subtree_or_exact() {
 
 #[test]
 fn no_match_is_404() {
-    let routes = Routes::mux(vec![(p("/main/"), "main"), (p("/self/metrics"), "self")], None);
-    for path in ["/", "/metrics", "/self", "/self/metrics/", "/mainx", "/Main/metrics"] {
+    let routes = Routes::mux(
+        vec![(p("/main/"), "main"), (p("/self/metrics"), "self")],
+        None,
+    );
+    for path in [
+        "/",
+        "/metrics",
+        "/self",
+        "/self/metrics/",
+        "/mainx",
+        "/Main/metrics",
+    ] {
         assert_eq!(route(&routes, path), "404", "{path}");
     }
 }
@@ -102,7 +115,14 @@ fn patterns_go_would_read_otherwise_are_refused() {
     for ok in ["/", "/metrics", "/main/", "/a.b/c-d_e/"] {
         assert!(Pattern::new(ok).is_ok(), "{ok}");
     }
-    for bad in ["", "metrics", "example.com/", "GET /metrics", "/{name}", "/a b"] {
+    for bad in [
+        "",
+        "metrics",
+        "example.com/",
+        "GET /metrics",
+        "/{name}",
+        "/a b",
+    ] {
         assert!(Pattern::new(bad).is_err(), "{bad:?}");
     }
 }

@@ -88,13 +88,28 @@ async fn a_routes_tail_joins_the_upstreams_path_as_the_fork_does() {
     let upstream = |url: &str| Upstream::new(&settings(url), &Arc::default()).unwrap();
     let table = [
         // path: /main/ and upstream http://127.0.0.1:8081/: /main/metrics → /metrics
-        ("http://127.0.0.1:8081/", "metrics", Join::Subtree, "/metrics"),
+        (
+            "http://127.0.0.1:8081/",
+            "metrics",
+            Join::Subtree,
+            "/metrics",
+        ),
         ("http://127.0.0.1:8081/", "", Join::Subtree, "/"),
         ("http://127.0.0.1:8081", "a/b", Join::Subtree, "/a/b"),
-        ("http://127.0.0.1:8081/base", "x/", Join::Subtree, "/base/x/"),
+        (
+            "http://127.0.0.1:8081/base",
+            "x/",
+            Join::Subtree,
+            "/base/x/",
+        ),
         // path: /self/metrics and upstream http://127.0.0.1:8082/metrics → /metrics
         ("http://127.0.0.1:8082/metrics", "", Join::Exact, "/metrics"),
-        ("http://127.0.0.1:8082/metrics/", "", Join::Exact, "/metrics"),
+        (
+            "http://127.0.0.1:8082/metrics/",
+            "",
+            Join::Exact,
+            "/metrics",
+        ),
         ("http://127.0.0.1:8082/", "", Join::Exact, "/"),
         ("http://127.0.0.1:8082", "", Join::Exact, "/"),
         ("http://127.0.0.1:8082/m?a=1", "", Join::Exact, "/m?a=1"),
@@ -108,6 +123,8 @@ async fn a_routes_tail_joins_the_upstreams_path_as_the_fork_does() {
         rest: "metrics",
         join: Join::Subtree,
     };
-    let with_query = upstream("http://h:1/").target_path(tail, Some("x=1")).unwrap();
+    let with_query = upstream("http://h:1/")
+        .target_path(tail, Some("x=1"))
+        .unwrap();
     assert_eq!(with_query.as_str(), "/metrics?x=1");
 }

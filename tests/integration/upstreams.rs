@@ -92,13 +92,9 @@ async fn routes_strip_the_prefix_and_authorize_each_upstream_by_its_own_rules() 
     let (main, own) = (Echo::start().await, Echo::start().await);
     let file = pki.dir.path().join("config.yaml");
     std::fs::write(&file, config(&main, &own)).unwrap();
-    let guard = Guard::start(
-        &pki,
-        &api,
-        &[&format!("--config-file={}", file.display())],
-    )
-    .await
-    .unwrap();
+    let guard = Guard::start(&pki, &api, &[&format!("--config-file={}", file.display())])
+        .await
+        .unwrap();
     let c = client(&pki, false);
 
     // /main/metrics → the first exporter's /metrics, reviewed as ns-main's daemonset.
@@ -107,7 +103,10 @@ async fn routes_strip_the_prefix_and_authorize_each_upstream_by_its_own_rules() 
     assert_eq!(seen(&main), ["/metrics?x=1"]);
     let sar = api.last_sar_spec();
     assert_eq!(sar["resourceAttributes"]["namespace"], "ns-main");
-    assert_eq!(sar["resourceAttributes"]["subresource"], "prometheus-main-metrics");
+    assert_eq!(
+        sar["resourceAttributes"]["subresource"],
+        "prometheus-main-metrics"
+    );
     // /self/metrics → the second's /metrics (exact: no trailing slash), its own rules;
     // on the same client connection, so never on its connection to the first exporter.
     let reply = get(&c, &guard.url("/self/metrics"), Some("other"), &[]).await;
@@ -115,7 +114,10 @@ async fn routes_strip_the_prefix_and_authorize_each_upstream_by_its_own_rules() 
     assert_eq!(seen(&own), ["/metrics"]);
     let sar = api.last_sar_spec();
     assert_eq!(sar["resourceAttributes"]["namespace"], "ns-self");
-    assert_eq!(sar["resourceAttributes"]["subresource"], "prometheus-self-metrics");
+    assert_eq!(
+        sar["resourceAttributes"]["subresource"],
+        "prometheus-self-metrics"
+    );
     // Each token is allowed on its own route only.
     let reply = get(&c, &guard.url("/self/metrics"), Some("scraper"), &[]).await;
     assert_eq!(reply.status, 403);
@@ -156,7 +158,7 @@ async fn the_environments_config_and_the_livez_path_need_no_upstream_flag() {
     api.allow_resource(SCRAPER, "get", "ns-main", "daemonsets");
     let (main, own) = (Echo::start().await, Echo::start().await);
     // Through the flag the environment variable sets (KUBE_RBAC_PROXY_CONFIG), so that
-    // tests running at once do not share it; `cli.rs` proves the variable itself.
+    // tests running at once do not share it; the binary's test below reads the variable.
     let env = format!("--kube-rbac-proxy-config={}", config(&main, &own));
     let guard = Guard::start(&pki, &api, &[&env, "--livez-path=/livez"])
         .await
@@ -222,7 +224,13 @@ async fn a_routes_authorization_reloads_but_a_route_change_waits_for_a_restart()
         file.display()
     );
     eventually(WAIT, || async {
-        let reply = get(&c, &format!("https://localhost:{port}/metrics"), Some("scraper"), &[]).await;
+        let reply = get(
+            &c,
+            &format!("https://localhost:{port}/metrics"),
+            Some("scraper"),
+            &[],
+        )
+        .await;
         match reply.text().contains(&gauge) {
             true => Ok(()),
             false => Err(format!("no {gauge} in\n{}", reply.text())),
@@ -250,9 +258,35 @@ async fn what_cannot_be_served_as_the_fork_would_is_a_startup_error() {
                  - {upstream: 'http://127.0.0.1:1/', path: /a}\n\
                  - {upstream: 'http://127.0.0.1:2/', path: /a}\n";
     let error = Guard::start(&pki, &api, &[twice]).await.err().unwrap();
-    assert!(error.contains("upstreams[1].path /a is registered twice"), "{error}");
+    assert!(
+        error.contains("upstreams[1].path /a is registered twice"),
+        "{error}"
+    );
     let insecure = "--kube-rbac-proxy-config=upstreams:\n\
                     - {upstream: 'https://127.0.0.1:1/', path: /a, upstreamInsecureSkipVerify: true}\n";
     let error = Guard::start(&pki, &api, &[insecure]).await.err().unwrap();
     assert!(error.contains("upstreamInsecureSkipVerify"), "{error}");
+}
+
+/// The real binary reads `KUBE_RBAC_PROXY_CONFIG` itself (and needs no `--upstream`): a
+/// config with one path twice is refused naming the variable, before anything binds.
+#[test]
+fn the_binary_reads_kube_rbac_proxy_config_from_the_environment() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scrape-guard"))
+        .args(["--secure-listen-address=127.0.0.1:0"])
+        .env(
+            "KUBE_RBAC_PROXY_CONFIG",
+            "upstreams:\n- {upstream: 'http://127.0.0.1:1/', path: /a}\n\
+             - {upstream: 'http://127.0.0.1:2/', path: /a}\n",
+        )
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("KUBE_RBAC_PROXY_CONFIG: upstreams[1].path /a is registered twice"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--upstream is required"), "{stderr}");
 }

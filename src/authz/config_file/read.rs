@@ -26,11 +26,9 @@ impl ConfigFile {
         files: &[(PathBuf, Vec<u8>)],
         locate: &Locate,
     ) -> Result<Self, String> {
-        Self::parse_as(what, files, |docs, decoder| {
-            match locate(docs)? {
-                Some(block) => schema::block(block, decoder),
-                None => Ok(Self::default()),
-            }
+        Self::parse_as(what, files, |docs, decoder| match locate(docs)? {
+            Some(block) => schema::block(block, decoder),
+            None => Ok(Self::default()),
         })
     }
 
@@ -101,7 +99,11 @@ mod tests {
                 .map(|(_, v)| v))
         });
         let parse = |yaml: &str| {
-            ConfigFile::parse_block("--listeners-file", &[("l.yaml".into(), yaml.as_bytes().to_vec())], &locate)
+            ConfigFile::parse_block(
+                "--listeners-file",
+                &[("l.yaml".into(), yaml.as_bytes().to_vec())],
+                &locate,
+            )
         };
         let config =
             parse("other: 1\nhere:\n  static:\n  - {user: {name: a}, verb: get, path: /metrics}\n")

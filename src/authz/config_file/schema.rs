@@ -30,11 +30,8 @@ pub(super) fn config(
     };
     // `excludePaths` and `upstreams` are Deckhouse's fork's, read by `config` at startup
     // (its `upstreams.rs`); each upstream's `authorization:` is found by its route.
-    let [authorization, _exclude_paths, upstreams] = take(d.fields(
-        &maps,
-        "",
-        &["authorization", "excludePaths", "upstreams"],
-    )?);
+    let [authorization, _exclude_paths, upstreams] =
+        take(d.fields(&maps, "", &["authorization", "excludePaths", "upstreams"])?);
     let authorization = match d.objects(&authorization, "authorization")? {
         Some(maps) => authorization_of(&maps, d)?,
         None if !upstreams.is_empty() => Authorization::default(),

@@ -54,7 +54,11 @@ upstreams:
 fn upstreams_route_the_flags_listener_without_upstream() {
     let config_file = file(INGRESS_NGINX);
     let path = config_file.path().to_str().unwrap();
-    let config = parse(&[&format!("--config-file={path}"), "--stale-cache-interval=1h30m"]).unwrap();
+    let config = parse(&[
+        &format!("--config-file={path}"),
+        "--stale-cache-interval=1h30m",
+    ])
+    .unwrap();
     let listener = &config.listeners[0];
     let routes: Vec<(String, String)> = listener
         .routes
@@ -65,14 +69,26 @@ fn upstreams_route_the_flags_listener_without_upstream() {
         routes,
         [
             ("/controller/".into(), "http://127.0.0.1:10254/".into()),
-            ("/protobuf/metrics".into(), "http://127.0.0.1:9091/metrics".into()),
+            (
+                "/protobuf/metrics".into(),
+                "http://127.0.0.1:9091/metrics".into()
+            ),
         ]
     );
     for route in &listener.routes {
-        assert!(matches!(route.policy.config, Some(ConfigSource::Route { .. })));
-        assert!(route.policy.condition.is_some(), "re-read only while the routes stay");
+        assert!(matches!(
+            route.policy.config,
+            Some(ConfigSource::Route { .. })
+        ));
+        assert!(
+            route.policy.condition.is_some(),
+            "re-read only while the routes stay"
+        );
     }
-    assert_eq!(listener.paths.to_string(), "every path; unguarded: /controller/healthz");
+    assert_eq!(
+        listener.paths.to_string(),
+        "every path; unguarded: /controller/healthz"
+    );
     assert_eq!(config.auth.authz.cache.stale, Duration::from_secs(5400));
     assert_eq!(config.auth.authn.cache.stale, Duration::from_secs(5400));
 }
@@ -91,10 +107,16 @@ fn the_environment_is_read_instead_of_the_config_file() {
     assert_eq!(listener.routes.len(), 1);
     assert!(matches!(
         listener.routes[0].policy.config,
-        Some(ConfigSource::Env { locate: Some(_), .. })
+        Some(ConfigSource::Env {
+            locate: Some(_),
+            ..
+        })
     ));
     assert!(
-        config.warnings.iter().any(|w| w.contains("is not read: KUBE_RBAC_PROXY_CONFIG")),
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("is not read: KUBE_RBAC_PROXY_CONFIG")),
         "{:?}",
         config.warnings
     );
@@ -106,7 +128,10 @@ fn the_environment_is_read_instead_of_the_config_file() {
     ])
     .unwrap();
     assert!(config.listeners[0].routes.is_empty());
-    assert!(matches!(config.listeners[0].policy.config, Some(ConfigSource::File(_))));
+    assert!(matches!(
+        config.listeners[0].policy.config,
+        Some(ConfigSource::File(_))
+    ));
 }
 
 #[test]
@@ -123,7 +148,10 @@ fn without_upstreams_the_environments_authorization_is_the_flags_listeners() {
         listener.policy.config,
         Some(ConfigSource::Env { locate: None, .. })
     ));
-    assert_eq!(listener.paths.to_string(), "every path; unguarded: /healthz");
+    assert_eq!(
+        listener.paths.to_string(),
+        "every path; unguarded: /healthz"
+    );
     // Still --upstream is required when nothing routes.
     let error = parse(&[&format!("--kube-rbac-proxy-config={env}")]).unwrap_err();
     assert!(error.contains("--upstream is required"), "{error}");
@@ -164,7 +192,10 @@ fn what_the_fork_refuses_or_we_cannot_honour_is_a_startup_error() {
         "--kube-rbac-proxy-config=excludePaths: [/healthz]\nupstreams: [{upstream: 'http://h:1/', path: /}]\n",
     ])
     .unwrap_err();
-    assert!(error.contains("cannot be used with --allow-paths"), "{error}");
+    assert!(
+        error.contains("cannot be used with --allow-paths"),
+        "{error}"
+    );
     let error = parse(&[
         "--upstream=http://h:1/",
         "--stale-if-error=1m",
@@ -177,7 +208,8 @@ fn what_the_fork_refuses_or_we_cannot_honour_is_a_startup_error() {
 
 #[test]
 fn what_the_fork_ignores_is_warned_about() {
-    let env = "upstreams:\n- upstream: http://h:1/\n  path: /a\n  upstreamInsecureSkipVerify: true\n  \
+    let env =
+        "upstreams:\n- upstream: http://h:1/\n  path: /a\n  upstreamInsecureSkipVerify: true\n  \
                upstreamCaFile: /ca.crt\n  excludePaths: [/x]\n  unknownKey: 1\n";
     let config = parse(&[
         "--upstream=http://other:1/",
@@ -196,5 +228,8 @@ fn what_the_fork_ignores_is_warned_about() {
     ] {
         assert!(warnings.contains(want), "{want}: {warnings}");
     }
-    assert_eq!(config.listeners[0].routes[0].upstream.url.to_string(), "http://h:1/");
+    assert_eq!(
+        config.listeners[0].routes[0].upstream.url.to_string(),
+        "http://h:1/"
+    );
 }
