@@ -1082,8 +1082,11 @@ struct Deckhouse {
     config: &'static str,
     /// The scraper's grant: (namespace, resource).
     grant: (&'static str, &'static str),
-    requests: &'static [(&'static str, bool, u16, Option<(u16, &'static str)>)],
+    requests: &'static [Request],
 }
+
+/// (path, with the scraper's token, status, the upstream port and path it reaches).
+type Request = (&'static str, bool, u16, Option<(u16, &'static str)>);
 
 const DECKHOUSE: &[Deckhouse] = &[
     // modules/340-monitoring-kubernetes/templates/node-exporter/daemonset.yaml
