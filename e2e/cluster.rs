@@ -39,4 +39,5 @@ mod cluster {
     mod rbac;
     mod scraping;
     mod upstream;
+    mod upstreams;
 }

@@ -366,7 +366,8 @@ pub(super) mod defaults {
 pub struct UpstreamArgs {
     /// The exporter: http:// or https:// URL, optionally with a base path
     /// ("http://127.0.0.1:9100/"), or a Unix socket ("unix:///run/exporter.sock").
-    /// The request path is appended, the query kept.
+    /// The request path is appended, the query kept. Not needed when the config has
+    /// Deckhouse's upstreams: (routes by path, docs/upstreams.md).
     #[arg(long, env = "SCRAPE_GUARD_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
 
@@ -506,7 +507,8 @@ pub struct KubeArgs {
 #[command(next_help_heading = "Policy")]
 pub struct PolicyArgs {
     /// kube-rbac-proxy authorization config (resourceAttributes, rewrites, static
-    /// rules). Reloaded on change.
+    /// rules). Reloaded on change. Deckhouse's upstreams: and excludePaths are read too;
+    /// KUBE_RBAC_PROXY_CONFIG, when set, is read instead.
     #[arg(long, env = "SCRAPE_GUARD_CONFIG_FILE", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 
