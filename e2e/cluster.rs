@@ -40,4 +40,5 @@ mod cluster {
     mod rbac;
     mod scraping;
     mod upstream;
+    mod upstreams;
 }

@@ -287,7 +287,10 @@ fn admin(
             .map(|l| (l.scoped.config.name.clone(), Arc::clone(&l.tls.cert)))
             .collect(),
         apiserver: chain.apiserver,
-        authz: primary.guard.authz.with_metrics(metrics.unlabelled()),
+        authz: primary
+            .guard
+            .metrics_authorizer()
+            .with_metrics(metrics.unlabelled()),
         authn: chain.authn,
         metrics: Arc::clone(metrics),
     };

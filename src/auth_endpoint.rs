@@ -78,7 +78,11 @@ impl Handler for AuthEndpoint {
         };
         let mut user = None;
         let decision = match original(&parts, &self.settings.style) {
-            Ok(original) => self.guard.admit(&original, &peer, &mut user).await,
+            Ok(original) => self
+                .guard
+                .admit(&original, &peer, &mut user)
+                .await
+                .map(|admitted| admitted.user()),
             Err(error) => Err(error),
         };
         let response = match decision {

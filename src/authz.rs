@@ -101,6 +101,16 @@ pub(crate) enum ConfigSource {
     /// `--listeners-file`): `locate` finds it in the file's YAML documents each time the
     /// file is read; `Ok(None)` when there is none (nothing configured).
     Block { file: PathBuf, locate: Locate },
+    /// A route's `authorization:` block in `--config-file` (Deckhouse's `upstreams:`):
+    /// `locate` finds it each time the file is read.
+    Route { file: PathBuf, locate: Locate },
+    /// `KUBE_RBAC_PROXY_CONFIG` (Deckhouse's fork): a config file's contents in the
+    /// environment, read once; `locate` finds a route's block in it (`None`: the
+    /// top-level `authorization:`).
+    Env {
+        contents: Arc<[u8]>,
+        locate: Option<Locate>,
+    },
 }
 
 /// Why local policy (the flags', or a listener's) could not be loaded: the flag (or the
@@ -141,6 +151,8 @@ impl fmt::Debug for ConfigSource {
         match self {
             Self::File(path) => f.debug_tuple("File").field(path).finish(),
             Self::Block { file, .. } => f.debug_struct("Block").field("file", file).finish(),
+            Self::Route { file, .. } => f.debug_struct("Route").field("file", file).finish(),
+            Self::Env { .. } => f.write_str("Env"),
         }
     }
 }

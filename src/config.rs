@@ -21,6 +21,7 @@ mod go;
 mod listeners;
 mod serving;
 mod upstream;
+mod upstreams;
 
 use std::{fmt, path::PathBuf, time::Duration};
 
@@ -181,6 +182,7 @@ impl TryFrom<Args> for Config {
             logging,
             legacy,
             apiserver,
+            deckhouse,
         } = args;
         let LoggingArgs {
             log_format: _,
@@ -197,7 +199,15 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
-        let flags = listeners::from_flags(&serving, upstream, &policy);
+        // Deckhouse's fork: its config's upstreams: and excludePaths, its flags.
+        let deckhouse = upstreams::read(
+            deckhouse,
+            policy.config_file.as_deref(),
+            &mut cache,
+            &mut problems,
+        );
+        let mut flags = listeners::from_flags(&serving, upstream, &policy);
+        deckhouse.apply(&mut flags, &mut problems);
         // The flags define a listener unless --listeners-file declares them all.
         let flags_listener = flags.upstream.is_some() || serving.listeners_file.is_none();
         if !flags_listener {
@@ -213,7 +223,7 @@ impl TryFrom<Args> for Config {
         // Not served without --upstream beside the file, and what it could say is
         // reported above; its identity headers are still the auth endpoint's.
         let mut unserved = Problems::default();
-        let flags = listeners::validate(
+        let mut flags = listeners::validate(
             flags,
             &listeners::Declared::Flags,
             &serving.tls_policy,
@@ -223,6 +233,9 @@ impl TryFrom<Args> for Config {
                 &mut unserved
             },
         );
+        deckhouse.policy(&mut flags.policy);
+        flags.routes = deckhouse.routes(&flags.upstream, &flags.policy.rbac_files, &mut problems);
+        flags.livez = deckhouse.livez.clone();
         let caches = auth::caches(cache, &mut problems);
         let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
         let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);

@@ -33,9 +33,14 @@ pub enum ProxyError {
         reason: String,
     },
 
-    /// The path is outside `--allow-paths`.
-    #[error("path not in --allow-paths")]
+    /// The path is outside `--allow-paths`, or no route of `upstreams:` takes it.
+    #[error("path not in --allow-paths or any route")]
     NotFound,
+
+    /// Go's ServeMux redirect (`upstreams:`): an unclean path, or a subtree's root
+    /// without its slash. The location is a path (and query) on this host.
+    #[error("moved permanently to {0}")]
+    MovedPermanently(String),
 
     /// The apiserver could not give an answer: fail closed.
     #[error("apiserver unavailable: {0}")]
@@ -62,6 +67,7 @@ impl ProxyError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MovedPermanently(_) => StatusCode::MOVED_PERMANENTLY,
             Self::ApiserverUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -96,6 +102,14 @@ impl ProxyError {
             }
             // Go's http.NotFound body, which kube-rbac-proxy sends for --allow-paths misses.
             Self::NotFound => text(status, "404 page not found\n"),
+            Self::MovedPermanently(location) => {
+                let mut response = text(status, "301 moved permanently\n");
+                // A path of ours (the request's, cleaned); a bad one is left out.
+                if let Ok(value) = HeaderValue::from_str(location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                response
+            }
             Self::BadRequest(why) => text(status, &format!("400 bad request: {why}\n")),
             Self::UpstreamUnavailable(_) => text(status, "502 bad gateway: upstream unavailable\n"),
             Self::UpstreamTimeout(_) => text(status, "504 gateway timeout: upstream too slow\n"),

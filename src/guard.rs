@@ -6,11 +6,12 @@
 //! Each stage returns `ProxyError` on failure; `handle` turns that into the response
 //! (via `ProxyError::into_response`, the only mapping) and logs it. Nothing reaches
 //! `forward` that did not pass every stage before it, and the path the authorizer sees
-//! is the very string the upstream receives.
+//! is the very string the upstream receives — or, for a route of `upstreams:`, that
+//! string with the route's pattern stripped (`routes.rs`), computed from it once.
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use http::{header, Method, Request, Response, Uri};
+use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::{
@@ -23,6 +24,7 @@ use crate::{
     logging::{cut, UNAUTHENTICATED},
     metrics::Metrics,
     paths::{PathPolicy, Route},
+    routes::{Routed, Routes, Selected},
     server::{Handler, Peer},
     upstream::Upstream,
 };
@@ -31,11 +33,39 @@ use crate::{
 pub(crate) struct Guard {
     pub paths: PathPolicy,
     pub authn: Authenticator,
-    pub authz: Authorizer,
-    pub upstream: Upstream,
+    /// Which upstream, and whose authorization: the routes of `upstreams:`, or the one
+    /// `--upstream` for every path.
+    pub routes: Routes<Target>,
     pub metrics: Arc<Metrics>,
     /// `--access-log`: one line per request.
     pub access_log: bool,
+}
+
+/// What a route has of its own: its authorization and its upstream.
+pub(crate) struct Target {
+    pub authz: Authorizer,
+    pub upstream: Upstream,
+}
+
+/// What `admit` decided.
+pub(crate) enum Admitted<'r, 'p> {
+    /// `--livez-path`: answered here, nobody asked.
+    Livez,
+    /// To be forwarded on this route, as this user (`None`: an `--ignore-paths` path).
+    Route {
+        routed: Routed<'r, 'p, Target>,
+        user: Option<Arc<User>>,
+    },
+}
+
+impl Admitted<'_, '_> {
+    /// Who was admitted, if anyone was asked.
+    pub(crate) fn user(self) -> Option<Arc<User>> {
+        match self {
+            Admitted::Livez => None,
+            Admitted::Route { user, .. } => user,
+        }
+    }
 }
 
 impl Handler for Guard {
@@ -81,33 +111,57 @@ impl Guard {
         caller: &mut Option<Arc<User>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
-        let user = self.admit(&parts, peer, caller).await?;
-        self.forward(parts, body, user.as_deref(), peer).await
+        let Admitted::Route { routed, user } = self.admit(&parts, peer, caller).await? else {
+            return Ok(livez());
+        };
+        // Made from the authorized path before the request is let go of.
+        let target = routed
+            .target
+            .upstream
+            .target_path(routed.tail(), parts.uri.query())?;
+        self.forward(routed.target, parts, target, body, user.as_deref(), peer)
+            .await
     }
 
-    /// Path policy → authenticate → authorize: may this request reach the upstream, and
-    /// as whom (`None` for an `--ignore-paths` path, which nobody is asked about). The
-    /// proxy forwards what is admitted; the auth endpoint only answers.
-    pub(crate) async fn admit(
-        &self,
-        parts: &http::request::Parts,
+    /// Route → path policy → authenticate → authorize: may this request reach an
+    /// upstream, which one, and as whom (`None` for an `--ignore-paths` path, which
+    /// nobody is asked about). The proxy forwards what is admitted; the auth endpoint
+    /// only answers.
+    pub(crate) async fn admit<'r, 'p>(
+        &'r self,
+        parts: &'p http::request::Parts,
         peer: &Peer,
         caller: &mut Option<Arc<User>>,
-    ) -> Result<Option<Arc<User>>, ProxyError> {
+    ) -> Result<Admitted<'r, 'p>, ProxyError> {
         forwardable_method(&parts.method)?;
         let path = forwardable_path(&parts.uri)?;
-        if self.paths.route(path)? == Route::Ignore {
-            return Ok(None);
+        let routed = match self.routes.select(path, parts.uri.query())? {
+            Selected::Livez => return Ok(Admitted::Livez),
+            Selected::Route(routed) => routed,
+        };
+        let authz = &routed.target.authz;
+        if self.paths.route(routed.path())? == Route::Ignore {
+            return Ok(Admitted::Route { routed, user: None });
         }
         // Who first: what an unauthenticated caller asks (rewrite values and all) is not
         // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
         let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
         peer.authenticated();
-        let plan = self.authz.plan(parts, path)?;
+        let plan = authz.plan(parts, routed.path())?;
         // Reviews are capped per client address (`--max-reviews-per-peer`).
         let requester = Requester::Peer(peer.addr.ip());
-        self.authz.authorize_plan(user, &plan, requester).await?;
-        Ok(Some(Arc::clone(user)))
+        authz.authorize_plan(user, &plan, requester).await?;
+        let user = Some(Arc::clone(user));
+        Ok(Admitted::Route { routed, user })
+    }
+
+    /// The authorizer the probe port's `/metrics` is checked with: that of the route
+    /// `/metrics` would take, else the longest pattern's.
+    pub(crate) fn metrics_authorizer(&self) -> &Authorizer {
+        match self.routes.select("/metrics", None) {
+            Ok(Selected::Route(routed)) => &routed.target.authz,
+            _ => &self.routes.any().authz,
+        }
     }
 
     /// A verified client certificate first, then the bearer token (kube-rbac-proxy's order).
@@ -124,19 +178,31 @@ impl Guard {
 
     async fn forward(
         &self,
+        route: &Target,
         parts: http::request::Parts,
+        target: PathAndQuery,
         body: Incoming,
         user: Option<&User>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
-        let response = self
+        let response = route
             .upstream
-            .forward(parts, body, user, peer.addr, &peer.upstreams)
+            .forward(parts, target, body, user, peer.addr, &peer.upstreams)
             .await;
         self.metrics.upstream(started.elapsed().as_secs_f64());
         response
     }
+}
+
+/// `--livez-path`'s answer: Go's `w.Write([]byte("OK"))`.
+fn livez() -> Response<ProxyBody> {
+    let mut response = Response::new(crate::body::full("OK"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// `--access-log`. Bytes are the response's Content-Length when the upstream sent one

@@ -45,7 +45,7 @@
 use std::{
     future::{poll_fn, Future},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, OnceLock, PoisonError, Weak},
     task::{Context, Poll},
 };
 
@@ -140,6 +140,11 @@ pub(crate) const MAX_SPARES: usize = 16;
 
 /// The upstream connections of one client connection: one for HTTP/1.1, up to
 /// `MAX_PER_CLIENT` for HTTP/2 streams in flight together; one kept while idle.
+///
+/// Per upstream: a listener with several (Deckhouse's `upstreams:` routes) gives each
+/// upstream its own set, keyed by that upstream's `Spares`, so that a connection to one
+/// exporter never carries a request meant for another. Idle, that is one connection
+/// per upstream the client has used.
 #[derive(Clone, Default)]
 pub(crate) struct OwnConnections(Arc<Shared>);
 
@@ -148,6 +153,10 @@ struct Shared {
     slot: Mutex<Slot>,
     /// Wakes the client connection's waiting requests when one of its loans ends.
     freed: Notify,
+    /// The upstream these are connections to: the first to lend claims them.
+    upstream: OnceLock<Weak<Spares>>,
+    /// This client connection's sets for other upstreams of its listener.
+    others: Mutex<Vec<OwnConnections>>,
 }
 
 #[derive(Default)]
@@ -210,6 +219,30 @@ impl OwnConnections {
     /// waits for either; the caller bounds the wait (the upstream timeout).
     /// Cancel-safe: nothing is held until it returns.
     pub(crate) async fn lend(&self, spares: &Arc<Spares>, extras: &Extras) -> Lent {
+        self.to(spares).lend_own(spares, extras).await
+    }
+
+    /// This client connection's set for the upstream `spares` belongs to.
+    fn to(&self, spares: &Arc<Spares>) -> OwnConnections {
+        let ours = |own: &OwnConnections| {
+            let claimed = own.0.upstream.get_or_init(|| Arc::downgrade(spares));
+            std::ptr::eq(claimed.as_ptr(), Arc::as_ptr(spares))
+        };
+        if ours(self) {
+            return self.clone();
+        }
+        let mut others = self.0.others.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(own) = others.iter().find(|own| ours(own)) {
+            return own.clone();
+        }
+        let own = OwnConnections::default();
+        // A fresh set: claimed by `spares` here.
+        ours(&own);
+        others.push(own.clone());
+        own
+    }
+
+    async fn lend_own(&self, spares: &Arc<Spares>, extras: &Extras) -> Lent {
         let mut permit = None;
         let taken = loop {
             // Registered before looking, so that a loan ending meanwhile wakes us.

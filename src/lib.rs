@@ -35,6 +35,7 @@ mod logging;
 mod metrics;
 mod paths;
 mod reload;
+mod routes;
 mod server;
 mod tls;
 mod upstream;

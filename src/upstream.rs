@@ -95,6 +95,26 @@ pub struct UpstreamOptions {
     pub unix_socket: Option<PathBuf>,
 }
 
+/// What a request adds to the upstream's base path: the request path, or (a route of
+/// `upstreams:`) what is left of it once the route's pattern is stripped
+/// (`routes::Routed::tail`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail<'a> {
+    pub(crate) rest: &'a str,
+    pub(crate) join: Join,
+}
+
+/// How a tail is joined, as Deckhouse's fork of kube-rbac-proxy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// Go's `singleJoiningSlash(base, rest)`.
+    Subtree,
+    /// The same, then one trailing `/` dropped: an exact route's pattern was the
+    /// whole path, so `http://exporter/metrics` with `path: /self/metrics` is
+    /// `/metrics`, not `/metrics/`.
+    Exact,
+}
+
 /// The pooled client, over TCP (with TLS for https) or a Unix socket.
 enum Transport {
     Tcp(Client<HttpsConnector<HttpConnector>, Incoming>),
@@ -183,18 +203,19 @@ impl Upstream {
         })
     }
 
-    /// Sends the request upstream and returns its streamed response: on one of
+    /// Sends the request to `path_and_query` upstream (`target_path`, made from the
+    /// path that was authorized) and returns its streamed response: on one of
     /// `upstreams`, the client connection's own upstream connections, when the transport
     /// allows and one is free; through the pool otherwise.
     pub(crate) async fn forward(
         &self,
         mut parts: http::request::Parts,
+        path_and_query: PathAndQuery,
         body: Incoming,
         user: Option<&User>,
         peer: SocketAddr,
         upstreams: &OwnConnections,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let path_and_query = self.target_path(&parts.uri)?;
         one_host(&parts)?;
         // The upstream timeout covers the wait for a connection, the connect and the
         // response headers together.
@@ -287,13 +308,29 @@ impl Upstream {
     /// The upstream's URI for a request (tests).
     #[cfg(test)]
     fn target(&self, incoming: &Uri) -> Result<Uri, ProxyError> {
-        self.absolute(self.target_path(incoming)?)
+        let tail = Tail {
+            rest: incoming.path(),
+            join: Join::Subtree,
+        };
+        self.absolute(self.target_path(tail, incoming.query())?)
     }
 
-    /// Go's `singleJoiningSlash` on the path, `&`-joined queries.
-    fn target_path(&self, incoming: &Uri) -> Result<PathAndQuery, ProxyError> {
-        let path = join_paths(&self.base_path, incoming.path());
-        let query = match (self.base_query.as_deref(), incoming.query()) {
+    /// The path and query the upstream is sent: Go's `singleJoiningSlash` of the base
+    /// path and `tail`, `&`-joined queries.
+    pub(crate) fn target_path(
+        &self,
+        tail: Tail<'_>,
+        query: Option<&str>,
+    ) -> Result<PathAndQuery, ProxyError> {
+        let mut path = join_paths(&self.base_path, tail.rest);
+        if tail.join == Join::Exact && path.ends_with('/') {
+            path.pop();
+        }
+        if path.is_empty() {
+            // Go's `URL.RequestURI` sends an empty path as `/`.
+            path.push('/');
+        }
+        let query = match (self.base_query.as_deref(), query) {
             (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => Some(format!("{a}&{b}")),
             (Some(a), None) | (Some(a), Some("")) => Some(a.to_owned()),
             (_, b) => b.map(str::to_owned),

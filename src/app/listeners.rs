@@ -16,8 +16,9 @@ use tokio_rustls::TlsAcceptor;
 use super::{bind, Chain, RunError};
 use crate::{
     config::{in_listener_keys, ListenerConfig, Origin},
-    guard::Guard,
+    guard::{Guard, Target},
     metrics::Metrics,
+    routes::Routes,
     server::{self, HttpSettings},
     tls::{self, Alpn, ClientCa, ServingCert},
     upstream::Upstream,
@@ -120,24 +121,13 @@ impl Scoped {
             .span
             .in_scope(|| -> Result<Guard, RunError> {
                 let metrics = &self.metrics;
-                let authz = chain.authorizer(&self.config.policy, Arc::clone(metrics))?;
-                if authz.denies_everything() {
-                    tracing::warn!(
-                        "{}: every authenticated request will be denied",
-                        match self.config.origin {
-                            Origin::File { .. } => "standalone mode without rbacFile or static rules in its authorization",
-                            Origin::Flags => "standalone mode without --rbac-file or static rules in --config-file",
-                        }
-                    );
-                }
                 metrics.serving();
                 Ok(Guard {
                     metrics: Arc::clone(metrics),
                     access_log,
                     paths: self.config.paths.clone(),
                     authn: chain.authn.with_metrics(Arc::clone(metrics)),
-                    authz,
-                    upstream: Upstream::new(&self.config.upstream, metrics)?,
+                    routes: self.routes(chain)?,
                 })
             })
             .map_err(|error| self.error(error))?;
@@ -153,6 +143,42 @@ impl Scoped {
             acceptor,
             guard: Arc::new(guard),
         })
+    }
+}
+
+impl Scoped {
+    /// Its routes: `upstreams:`, or its one upstream for every path; each with its own
+    /// authorizer (`Chain::authorizer`, as every listener's) and upstream client.
+    fn routes(&self, chain: &Chain) -> Result<Routes<Target>, RunError> {
+        let metrics = &self.metrics;
+        let target = |policy, upstream, whose: &str| -> Result<Target, RunError> {
+            let authz = chain.authorizer(policy, Arc::clone(metrics))?;
+            if authz.denies_everything() {
+                tracing::warn!(
+                    "{whose}: standalone mode without an RBAC file or static rules: every \
+                     authenticated request will be denied"
+                );
+            }
+            let upstream = Upstream::new(upstream, metrics)?;
+            Ok(Target { authz, upstream })
+        };
+        let config = &self.config;
+        let livez = config.livez.clone();
+        if config.routes.is_empty() {
+            let whose = match config.origin {
+                Origin::File { .. } => "its authorization and rbacFile",
+                Origin::Flags => "--config-file and --rbac-file",
+            };
+            let only = target(&config.policy, &config.upstream, whose)?;
+            return Ok(Routes::single(only, livez));
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let whose = format!("the route of upstreams: for {}", route.pattern);
+            let routed = target(&route.policy, &route.upstream, &whose)?;
+            routes.push((route.pattern.clone(), routed));
+        }
+        Ok(Routes::mux(routes, livez))
     }
 }
 

@@ -36,9 +36,20 @@ fn duration(d: std::time::Duration) -> String {
 }
 
 fn summary(listener: &ListenerConfig) -> Summary {
-    let upstream = match &listener.upstream.options.unix_socket {
+    let url = |upstream: &crate::upstream::UpstreamSettings| match &upstream.options.unix_socket {
         Some(socket) => format!("unix://{}", socket.display()),
-        None => listener.upstream.url.to_string(),
+        None => upstream.url.to_string(),
+    };
+    // Deckhouse's upstreams: "PATH=URL" for each route.
+    let upstream = match listener.routes.is_empty() {
+        true => url(&listener.upstream),
+        false => {
+            let routes = listener.routes.iter();
+            let routes: Vec<String> = routes
+                .map(|r| format!("{}={}", r.pattern, url(&r.upstream)))
+                .collect();
+            routes.join(",")
+        }
     };
     let tls = match &listener.tls.source {
         TlsSource::Files { cert, .. } => cert.display().to_string(),
@@ -47,9 +58,10 @@ fn summary(listener: &ListenerConfig) -> Summary {
     let mut policy: Vec<String> = Vec::new();
     match &listener.policy.config {
         Some(ConfigSource::File(path)) => policy.push(path.display().to_string()),
-        Some(ConfigSource::Block { file, .. }) => {
+        Some(ConfigSource::Block { file, .. } | ConfigSource::Route { file, .. }) => {
             policy.push(format!("{} (authorization)", file.display()));
         }
+        Some(ConfigSource::Env { .. }) => policy.push("$KUBE_RBAC_PROXY_CONFIG".to_owned()),
         None => {}
     }
     let rbac_files = listener.policy.rbac_files.iter();

@@ -23,7 +23,7 @@ use crate::{
     error::ProxyError,
     identity::User,
     metrics::Metrics,
-    reload::{Condition, Watched},
+    reload::{Condition, ReloadError, Watched},
 };
 
 /// The local layers of the authorizer chain.
@@ -59,11 +59,31 @@ impl LocalPolicy {
                 }
                 ConfigSource::Block { file, locate } => {
                     let locate = Arc::clone(locate);
-                    let parse =
-                        move |files: &[(PathBuf, Vec<u8>)]| ConfigFile::parse_block(files, &locate);
+                    let parse = move |files: &[(PathBuf, Vec<u8>)]| {
+                        ConfigFile::parse_block("--listeners-file", files, &locate)
+                    };
                     let files = vec![file.clone()];
                     Watched::load_when("--listeners-file", files, condition, parse, metrics)
                         .map_err(PolicyError::Block)
+                }
+                ConfigSource::Route { file, locate } => {
+                    let locate = Arc::clone(locate);
+                    let parse = move |files: &[(PathBuf, Vec<u8>)]| {
+                        ConfigFile::parse_block("--config-file", files, &locate)
+                    };
+                    let files = vec![file.clone()];
+                    Watched::load_when("--config-file", files, condition, parse, metrics)
+                        .map_err(PolicyError::Config)
+                }
+                ConfigSource::Env { contents, locate } => {
+                    let files = [(PathBuf::from("KUBE_RBAC_PROXY_CONFIG"), contents.to_vec())];
+                    let parsed = match locate {
+                        Some(locate) => ConfigFile::parse_block("--config-file", &files, locate),
+                        None => ConfigFile::parse(&files),
+                    };
+                    parsed
+                        .map(|config| Watched::fixed("--config-file", config, |_| {}))
+                        .map_err(|e| PolicyError::Config(ReloadError::Parse(e)))
                 }
             })
             .transpose()?;

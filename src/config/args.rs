@@ -2,6 +2,7 @@
 //! Validation into a `Config` is in `config.rs`; Go-compatible value parsers in `go.rs`.
 
 mod apiserver;
+mod deckhouse;
 mod endpoint;
 mod legacy;
 
@@ -9,7 +10,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
-pub(super) use self::{apiserver::ApiserverArgs, endpoint::AuthEndpointArgs, legacy::LegacyArgs};
+pub(super) use self::{
+    apiserver::ApiserverArgs, deckhouse::DeckhouseArgs, endpoint::AuthEndpointArgs,
+    legacy::LegacyArgs,
+};
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
@@ -45,6 +49,8 @@ pub struct Args {
     pub legacy: LegacyArgs,
     #[command(flatten)]
     pub apiserver: ApiserverArgs,
+    #[command(flatten)]
+    pub deckhouse: DeckhouseArgs,
 }
 
 // The command line: the proxy (no subcommand) or a helper command.
@@ -368,7 +374,8 @@ pub(super) mod defaults {
 pub struct UpstreamArgs {
     /// The exporter: http:// or https:// URL, optionally with a base path
     /// ("http://127.0.0.1:9100/"), or a Unix socket ("unix:///run/exporter.sock").
-    /// The request path is appended, the query kept.
+    /// The request path is appended, the query kept. Not needed when the config has
+    /// Deckhouse's upstreams: (routes by path, docs/upstreams.md).
     #[arg(long, env = "SCRAPE_GUARD_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
 
@@ -508,7 +515,8 @@ pub struct KubeArgs {
 #[command(next_help_heading = "Policy")]
 pub struct PolicyArgs {
     /// kube-rbac-proxy authorization config (resourceAttributes, rewrites, static
-    /// rules). Reloaded on change.
+    /// rules). Reloaded on change. Deckhouse's upstreams: and excludePaths are read too;
+    /// KUBE_RBAC_PROXY_CONFIG, when set, is read instead.
     #[arg(long, env = "SCRAPE_GUARD_CONFIG_FILE", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 

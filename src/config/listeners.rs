@@ -46,6 +46,7 @@ use crate::{
     authz::{self, ConfigSource, PolicySettings},
     paths::PathPolicy,
     reload::Condition,
+    routes::Pattern,
     tls::{TlsPolicy, TlsSettings},
     upstream::UpstreamSettings,
 };
@@ -86,6 +87,20 @@ pub struct ListenerConfig {
     /// `--upstream*` and `--auth-header-*`.
     pub upstream: UpstreamSettings,
     /// `--config-file` or an `authorization:` block, and `--rbac-file`: its local policy.
+    pub(crate) policy: PolicySettings,
+    /// Deckhouse's `upstreams:` (the flags' listener only): routes by path, each with
+    /// its own upstream and authorization, in place of `upstream` and `policy`. Empty:
+    /// `upstream` takes every path.
+    pub(crate) routes: Vec<RouteConfig>,
+    /// `--livez-path` (the flags' listener only).
+    pub(crate) livez: Option<Pattern>,
+}
+
+/// A route of `upstreams:`: a listener's upstream and authorization without a socket.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteConfig {
+    pub(crate) pattern: Pattern,
+    pub(crate) upstream: UpstreamSettings,
     pub(crate) policy: PolicySettings,
 }
 
@@ -234,6 +249,8 @@ pub(super) fn validate(
         paths,
         upstream,
         policy,
+        routes: Vec::new(),
+        livez: None,
     }
 }
 

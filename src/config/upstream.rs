@@ -133,7 +133,7 @@ pub(super) fn validate(
 
 /// A `--upstream`: an http(s) URL with a host and no user info, or `unix:///socket`
 /// (then the requests go to `http://localhost` over that socket).
-fn parse_upstream(s: &str) -> Result<(Uri, Option<PathBuf>), String> {
+pub(super) fn parse_upstream(s: &str) -> Result<(Uri, Option<PathBuf>), String> {
     if let Some(path) = s.strip_prefix("unix://") {
         if !path.starts_with('/') || path.len() < 2 {
             return Err(format!("{s:?}: want unix:///absolute/path.sock"));

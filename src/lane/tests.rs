@@ -131,3 +131,21 @@ async fn a_connection_answered_before_its_body_was_sent_is_closed() {
     drop(loan);
     assert!(!own.has_idle() && spares.len() == 0, "closed, not kept");
 }
+
+/// A listener with several upstreams (Deckhouse's routes): a client connection's
+/// connections to one are never lent for another.
+#[test]
+fn a_client_connection_has_one_set_per_upstream() {
+    let (a, b) = (Arc::new(Spares::default()), Arc::new(Spares::default()));
+    let own = OwnConnections::default();
+    let same = |x: &OwnConnections, y: &OwnConnections| Arc::ptr_eq(&x.0, &y.0);
+    let to_a = own.to(&a);
+    assert!(
+        same(&to_a, &own),
+        "the first upstream claims the client's own set"
+    );
+    let to_b = own.to(&b);
+    assert!(!same(&to_b, &to_a));
+    assert!(same(&own.to(&b), &to_b), "and keeps it");
+    assert!(same(&own.to(&a), &to_a));
+}

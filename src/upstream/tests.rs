@@ -80,3 +80,51 @@ async fn identity_headers_are_set_when_enabled() {
         "system:serviceaccounts|system:authenticated"
     );
 }
+
+/// Deckhouse's fork: `singleJoiningSlash(upstream's path, request path minus the route's
+/// pattern)`, one trailing `/` dropped for an exact pattern.
+#[tokio::test]
+async fn a_routes_tail_joins_the_upstreams_path_as_the_fork_does() {
+    let upstream = |url: &str| Upstream::new(&settings(url), &Arc::default()).unwrap();
+    let table = [
+        // path: /main/ and upstream http://127.0.0.1:8081/: /main/metrics → /metrics
+        (
+            "http://127.0.0.1:8081/",
+            "metrics",
+            Join::Subtree,
+            "/metrics",
+        ),
+        ("http://127.0.0.1:8081/", "", Join::Subtree, "/"),
+        ("http://127.0.0.1:8081", "a/b", Join::Subtree, "/a/b"),
+        (
+            "http://127.0.0.1:8081/base",
+            "x/",
+            Join::Subtree,
+            "/base/x/",
+        ),
+        // path: /self/metrics and upstream http://127.0.0.1:8082/metrics → /metrics
+        ("http://127.0.0.1:8082/metrics", "", Join::Exact, "/metrics"),
+        (
+            "http://127.0.0.1:8082/metrics/",
+            "",
+            Join::Exact,
+            "/metrics",
+        ),
+        ("http://127.0.0.1:8082/", "", Join::Exact, "/"),
+        ("http://127.0.0.1:8082", "", Join::Exact, "/"),
+        ("http://127.0.0.1:8082/m?a=1", "", Join::Exact, "/m?a=1"),
+    ];
+    for (base, rest, join, want) in table {
+        let tail = Tail { rest, join };
+        let target = upstream(base).target_path(tail, None).unwrap();
+        assert_eq!(target.as_str(), want, "{base} + {rest:?} ({join:?})");
+    }
+    let tail = Tail {
+        rest: "metrics",
+        join: Join::Subtree,
+    };
+    let with_query = upstream("http://h:1/")
+        .target_path(tail, Some("x=1"))
+        .unwrap();
+    assert_eq!(with_query.as_str(), "/metrics?x=1");
+}

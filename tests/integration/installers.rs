@@ -1412,3 +1412,210 @@ async fn evalhub_endpoints_decide_as_the_opendatahub_fork_does() {
     assert_eq!(first["resourceAttributes"]["namespace"], "team-a");
     started.proxy.shutdown().await;
 }
+
+// === Deckhouse: its fork's KUBE_RBAC_PROXY_CONFIG, no --upstream ===
+
+/// A Deckhouse sidecar: its arguments and its `KUBE_RBAC_PROXY_CONFIG`, as rendered
+/// from github.com/deckhouse/deckhouse (the commit named), and the requests its
+/// Prometheus and kubelet make: (path, with the scraper's token, status, the path the
+/// exporter at that upstream port sees).
+struct Deckhouse {
+    name: &'static str,
+    args: &'static [&'static str],
+    config: &'static str,
+    /// The scraper's grant: (namespace, resource).
+    grant: (&'static str, &'static str),
+    requests: &'static [Request],
+}
+
+/// (path, with the scraper's token, status, the upstream port and path it reaches).
+type Request = (&'static str, bool, u16, Option<(u16, &'static str)>);
+
+const DECKHOUSE: &[Deckhouse] = &[
+    // modules/340-monitoring-kubernetes/templates/node-exporter/daemonset.yaml
+    // @ 012638451ea649314bb6a6c55ee28103438aac16. node-exporter listens on
+    // 127.0.0.1:9101, the sidecar on the pod IP's 9101.
+    Deckhouse {
+        name: "deckhouse node-exporter",
+        args: &[
+            "--secure-listen-address=$(KUBE_RBAC_PROXY_LISTEN_ADDRESS):9101",
+            "--client-ca-file=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            "--v=2",
+            "--logtostderr=true",
+            "--stale-cache-interval=1h30m",
+        ],
+        config: "upstreams:
+- upstream: http://127.0.0.1:9101/metrics
+  path: /metrics
+  authorization:
+    resourceAttributes:
+      namespace: d8-monitoring
+      apiGroup: apps
+      apiVersion: v1
+      resource: daemonsets
+      subresource: prometheus-metrics
+      name: node-exporter
+",
+        grant: ("d8-monitoring", "daemonsets"),
+        requests: &[
+            ("/metrics", true, 200, Some((9101, "/metrics"))),
+            ("/metrics/", true, 404, None),
+            ("/", true, 404, None),
+        ],
+    },
+    // modules/340-monitoring-kubernetes/templates/kube-state-metrics/deployment.yaml
+    // @ 2874603851a6d559896b860a2ce3ac4e77c1402d: kube-state-metrics on 127.0.0.1:8081
+    // (main) and :8082 (telemetry); the kubelet probes /main/healthz.
+    Deckhouse {
+        name: "deckhouse kube-state-metrics",
+        args: &[
+            "--secure-listen-address=$(KUBE_RBAC_PROXY_LISTEN_ADDRESS):8080",
+            "--v=2",
+            "--logtostderr=true",
+            "--stale-cache-interval=1h30m",
+        ],
+        config: "excludePaths:
+- /main/healthz
+upstreams:
+- upstream: http://127.0.0.1:8081/
+  path: /main/
+  authorization:
+    resourceAttributes:
+      namespace: d8-monitoring
+      apiGroup: apps
+      apiVersion: v1
+      resource: deployments
+      subresource: prometheus-main-metrics
+      name: kube-state-metrics
+- upstream: http://127.0.0.1:8082/metrics
+  path: /self/metrics
+  authorization:
+    resourceAttributes:
+      namespace: d8-monitoring
+      apiGroup: apps
+      apiVersion: v1
+      resource: deployments
+      subresource: prometheus-self-metrics
+      name: kube-state-metrics
+",
+        grant: ("d8-monitoring", "deployments"),
+        requests: &[
+            ("/main/metrics", true, 200, Some((8081, "/metrics"))),
+            ("/self/metrics", true, 200, Some((8082, "/metrics"))),
+            ("/main/healthz", false, 200, Some((8081, "/healthz"))),
+            ("/main/metrics", false, 401, None),
+            ("/metrics", true, 404, None),
+        ],
+    },
+    // The ingress-nginx controller pod as Deckhouse renders it (a hook test's fixture in
+    // modules/402-ingress-nginx, the indexed version): the controller on :10254, the
+    // protobuf exporter on :9091; the kubelet probes /controller/healthz.
+    Deckhouse {
+        name: "deckhouse ingress-nginx",
+        args: &[
+            "--secure-listen-address=$(KUBE_RBAC_PROXY_LISTEN_ADDRESS):10354",
+            "--v=2",
+            "--logtostderr=true",
+            "--stale-cache-interval=1h30m",
+        ],
+        config: "excludePaths:
+- /controller/healthz
+upstreams:
+- upstream: http://127.0.0.1:10254/
+  path: /controller/
+  authorization:
+    resourceAttributes:
+      namespace: d8-ingress-nginx
+      apiGroup: apps
+      apiVersion: v1
+      resource: daemonsets
+      subresource: prometheus-controller-metrics
+      name: ingress-nginx
+- upstream: http://127.0.0.1:9091/metrics
+  path: /protobuf/metrics
+  authorization:
+    resourceAttributes:
+      namespace: d8-ingress-nginx
+      apiGroup: apps
+      apiVersion: v1
+      resource: daemonsets
+      subresource: prometheus-protobuf-metrics
+      name: ingress-nginx
+",
+        grant: ("d8-ingress-nginx", "daemonsets"),
+        requests: &[
+            ("/controller/metrics", true, 200, Some((10254, "/metrics"))),
+            ("/protobuf/metrics", true, 200, Some((9091, "/metrics"))),
+            ("/controller/healthz", false, 200, Some((10254, "/healthz"))),
+            ("/controller", false, 301, None),
+            ("/protobuf/metrics", false, 401, None),
+            ("/statsd/metrics", true, 404, None),
+        ],
+    },
+];
+
+#[tokio::test]
+async fn deckhouse_sidecars_route_each_path_to_its_exporter_by_its_own_rules() {
+    support::install_crypto();
+    for sidecar in DECKHOUSE {
+        let name = sidecar.name;
+        let pki = Pki::new();
+        let api = FakeApiserver::start(&pki).await;
+        api.add_token("scraper", SCRAPER);
+        api.allow_resource(SCRAPER, "get", sidecar.grant.0, sidecar.grant.1);
+        // One echo exporter per upstream port of the config, at a free port.
+        let mut config = sidecar.config.to_owned();
+        let mut exporters = Vec::new();
+        for port in [9101, 8081, 8082, 10254, 9091] {
+            let written = format!("http://127.0.0.1:{port}/");
+            if config.contains(&written) || config.contains(&format!("{written}metrics")) {
+                let echo = Echo::start().await;
+                config = config.replace(
+                    &format!("127.0.0.1:{port}/"),
+                    &format!("127.0.0.1:{}/", echo.addr.port()),
+                );
+                exporters.push((port, echo));
+            }
+        }
+        let mut argv = vec![
+            "scrape-guard".to_owned(),
+            format!("--kubeconfig={}", api.kubeconfig.display()),
+            format!("--tls-cert-file={}", pki.cert_path.display()),
+            format!("--tls-private-key-file={}", pki.key_path.display()),
+            // KUBE_RBAC_PROXY_CONFIG, through the flag it sets (tests share the env).
+            format!("--kube-rbac-proxy-config={config}"),
+        ];
+        for arg in sidecar.args {
+            argv.push(match arg.split_once('=') {
+                Some(("--secure-listen-address", _)) => {
+                    "--secure-listen-address=127.0.0.1:0".into()
+                }
+                Some(("--client-ca-file", _)) => {
+                    format!("--client-ca-file={}", pki.ca_path.display())
+                }
+                _ => arg.to_string(),
+            });
+        }
+        let args = scrape_guard::Args::try_parse_from(&argv).unwrap();
+        let config = scrape_guard::Config::try_from(args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let running = scrape_guard::start(config).await.unwrap();
+        let c = client(&pki, false);
+        for &(path, token, status, forwarded) in sidecar.requests {
+            let url = format!("https://localhost:{}{path}", running.addr.port());
+            let before: Vec<usize> = exporters.iter().map(|(_, e)| e.seen().len()).collect();
+            let reply = get(&c, &url, token.then_some("scraper"), &[]).await;
+            assert_eq!(reply.status, status, "{name} {path}: {}", reply.text());
+            for ((port, echo), before) in exporters.iter().zip(before) {
+                let seen = echo.seen();
+                match forwarded {
+                    Some((to, want)) if to == *port => {
+                        assert_eq!(seen.len(), before + 1, "{name} {path} reaches :{port}");
+                        assert_eq!(seen[before].uri, want, "{name} {path}");
+                    }
+                    _ => assert_eq!(seen.len(), before, "{name} {path} does not reach :{port}"),
+                }
+            }
+        }
+        running.shutdown().await;
+    }
+}

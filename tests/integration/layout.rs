@@ -28,7 +28,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "stage",
-        &["paths", "apiserver", "authn", "authz", "tls", "upstream"],
+        &[
+            "paths",
+            "routes",
+            "apiserver",
+            "authn",
+            "authz",
+            "tls",
+            "upstream",
+        ],
     ),
     ("connection", &["server", "guard", "admin", "auth_endpoint"]),
     ("wiring", &["config", "app", "doctor"]),

@@ -37,3 +37,4 @@ mod sni;
 mod tls_curves;
 mod upstream_connections;
 mod upstream_tls;
+mod upstreams;

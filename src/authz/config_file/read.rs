@@ -22,14 +22,13 @@ impl ConfigFile {
     /// `parse` for an `authorization:` block that `locate` finds in a file of ours (a
     /// listener's in `--listeners-file`); no block is an empty config.
     pub(in crate::authz) fn parse_block(
+        what: &str,
         files: &[(PathBuf, Vec<u8>)],
         locate: &Locate,
     ) -> Result<Self, String> {
-        Self::parse_as("--listeners-file", files, |docs, decoder| {
-            match locate(docs)? {
-                Some(block) => schema::block(block, decoder),
-                None => Ok(Self::default()),
-            }
+        Self::parse_as(what, files, |docs, decoder| match locate(docs)? {
+            Some(block) => schema::block(block, decoder),
+            None => Ok(Self::default()),
         })
     }
 
@@ -100,7 +99,11 @@ mod tests {
                 .map(|(_, v)| v))
         });
         let parse = |yaml: &str| {
-            ConfigFile::parse_block(&[("l.yaml".into(), yaml.as_bytes().to_vec())], &locate)
+            ConfigFile::parse_block(
+                "--listeners-file",
+                &[("l.yaml".into(), yaml.as_bytes().to_vec())],
+                &locate,
+            )
         };
         let config =
             parse("other: 1\nhere:\n  static:\n  - {user: {name: a}, verb: get, path: /metrics}\n")

@@ -28,9 +28,13 @@ pub(super) fn config(
     let Some(maps) = root_maps else {
         return Ok(ConfigFile::default());
     };
-    let [authorization] = take(d.fields(&maps, "", &["authorization"])?);
+    // `excludePaths` and `upstreams` are Deckhouse's fork's, read by `config` at startup
+    // (its `upstreams.rs`); each upstream's `authorization:` is found by its route.
+    let [authorization, _exclude_paths, upstreams] =
+        take(d.fields(&maps, "", &["authorization", "excludePaths", "upstreams"])?);
     let authorization = match d.objects(&authorization, "authorization")? {
         Some(maps) => authorization_of(&maps, d)?,
+        None if !upstreams.is_empty() => Authorization::default(),
         None => {
             d.warn(
                 root.referenced.line(),

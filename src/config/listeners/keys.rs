@@ -248,7 +248,7 @@ macro_rules! listener_keys {
 
         /// One listener's settings, typed as the flags give them: from the flags, or
         /// from an entry of the file ([`Fields::args`]).
-        #[derive(Debug)]
+        #[derive(Debug, Clone)]
         pub(in crate::config) struct ListenerArgs {
             $( pub(in crate::config) $field: <$kind as Kind>::Value, )*
         }
