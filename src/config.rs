@@ -17,6 +17,7 @@
 mod args;
 mod auth;
 mod dialect;
+mod front_proxy;
 mod go;
 mod listeners;
 mod serving;
@@ -35,7 +36,7 @@ pub(crate) use self::{
 use crate::{
     apiserver::ApiserverSettings,
     auth_endpoint::{AuthEndpointSettings, Style},
-    authn::AuthnSettings,
+    authn::{lookup::FrontProxySettings, AuthnSettings},
     authz::{AuthzSettings, PolicySettings},
     server::HttpSettings,
     upstream::IdentityHeaders,
@@ -76,6 +77,8 @@ pub struct AuthSettings {
     pub apiserver: ApiserverSettings,
     pub authn: AuthnSettings,
     pub authz: AuthzSettings,
+    /// `--requestheader-*` and the cluster lookup.
+    pub front_proxy: FrontProxySettings,
 }
 
 /// `scrape-guard can-i`, validated.
@@ -188,7 +191,7 @@ impl TryFrom<Args> for Config {
             errors: legacy.refused(),
             warnings: Vec::new(),
         };
-        dialect::resolve(
+        let (front_proxy, rewrite) = dialect::resolve(
             apiserver,
             &mut serving,
             &mut kube,
@@ -222,7 +225,8 @@ impl TryFrom<Args> for Config {
             },
         );
         let caches = auth::caches(cache, &mut problems);
-        let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        let mut auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        auth.front_proxy = front_proxy::settings(front_proxy, rewrite, &mut problems);
         let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
             proxy_endpoints_port,

@@ -9,7 +9,11 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
-pub(super) use self::{apiserver::ApiserverArgs, endpoint::AuthEndpointArgs, legacy::LegacyArgs};
+pub(super) use self::{
+    apiserver::{ApiserverArgs, FrontProxyArgs},
+    endpoint::AuthEndpointArgs,
+    legacy::LegacyArgs,
+};
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.

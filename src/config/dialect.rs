@@ -7,7 +7,7 @@
 use std::{fmt, net::IpAddr, path::PathBuf};
 
 use super::{
-    args::{ApiserverArgs, CacheArgs, KubeArgs, ServingArgs},
+    args::{ApiserverArgs, CacheArgs, FrontProxyArgs, KubeArgs, ServingArgs},
     go::ListenAddress,
     Problems,
 };
@@ -18,13 +18,17 @@ const APISERVER_SECURE_PORT: u16 = 443;
 /// The serving pair k8s.io/apiserver looks for in `--cert-dir`.
 const CERT_DIR_PAIR: (&str, &str) = ("apiserver.crt", "apiserver.key");
 
+/// Folds the aliases into the scrape-guard flags; returns the front-proxy flags, and
+/// whether the invocation is written for kube-rbac-proxy's rewrite (any flag of its
+/// dialect given), for `front_proxy::settings`.
 pub(super) fn resolve(
     apiserver: ApiserverArgs,
     serving: &mut ServingArgs,
     kube: &mut KubeArgs,
     cache: &mut CacheArgs,
     problems: &mut Problems,
-) {
+) -> (FrontProxyArgs, bool) {
+    let rewrite = apiserver.any_given();
     for problem in apiserver.refused() {
         problems.add(problem);
     }
@@ -39,19 +43,11 @@ pub(super) fn resolve(
         authentication_token_webhook_cache_ttl,
         authorization_webhook_cache_authorized_ttl,
         authorization_webhook_cache_unauthorized_ttl,
-        // No lookup happens, so there is nothing to skip or tolerate.
-        authentication_tolerate_lookup_failure: _,
-        authentication_skip_lookup: _,
+        front_proxy,
         // Refused above.
         tls_sni_cert_key: _,
         permit_port_sharing: _,
         authorization_always_allow_paths: _,
-        requestheader_client_ca_file: _,
-        requestheader_allowed_names: _,
-        requestheader_username_headers: _,
-        requestheader_group_headers: _,
-        requestheader_extra_headers_prefix: _,
-        requestheader_uid_headers: _,
     } = apiserver;
 
     listen(
@@ -136,6 +132,7 @@ pub(super) fn resolve(
             authorization_webhook_cache_unauthorized_ttl,
         ),
     );
+    (front_proxy, rewrite)
 }
 
 /// `--bind-address` and `--secure-port` as a `--secure-listen-address`; each one given
