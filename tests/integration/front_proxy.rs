@@ -32,6 +32,20 @@ fn identity(ca: &Ca, cn: &str) -> (String, String) {
     (cert.cert_pem, cert.key_pem)
 }
 
+/// The identity headers the proxy sets, under names no front proxy uses.
+const SEEN: [&str; 3] = [
+    "--auth-header-fields-enabled",
+    "--auth-header-user-field-name=X-Seen-User",
+    "--auth-header-groups-field-name=X-Seen-Groups",
+];
+
+/// The user the upstream was told of last.
+fn last_user(echo: &Echo) -> String {
+    let seen = echo.seen();
+    let last = seen.last().expect("nothing forwarded");
+    last.headers["x-seen-user"].to_str().unwrap().to_owned()
+}
+
 /// No front-proxy header reached the upstream.
 fn assert_unseen(echo: &Echo) {
     for seen in echo.seen() {
@@ -68,6 +82,9 @@ async fn a_front_proxy_names_the_user_and_its_headers_stay_here() {
             "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             "--authentication-skip-lookup",
+            SEEN[0],
+            SEEN[1],
+            SEEN[2],
         ],
     )
     .await;
@@ -91,17 +108,28 @@ async fn a_front_proxy_names_the_user_and_its_headers_stay_here() {
     // so the token decides (the apiserver's union: requestheader, x509, token).
     let reply = get(&front, &url, Some("good"), &[("X-Remote-Group", "devs")]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(api.last_sar_spec()["user"], SA);
+    assert_eq!(last_user(&echo), SA);
     assert_eq!(get(&front, &url, None, &[]).await.status, 401);
 
     // A token beside the headers: the front proxy wins, as in the apiserver.
     let reply = get(&front, &url, Some("good"), NAMED).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(api.last_sar_spec()["user"], "alice");
+    assert_eq!(last_user(&echo), "alice");
+    assert_eq!(
+        echo.seen().last().unwrap().headers["x-seen-groups"],
+        "devs|system:authenticated"
+    );
 
     // A user the apiserver does not allow is refused under its own name.
     let reply = get(&front, &url, None, &[("X-Remote-User", "mallory")]).await;
-    assert!(reply.is_status(403, Some("User \"mallory\" cannot get path \"/metrics\"")));
+    assert!(
+        reply.is_status(
+            403,
+            Some("forbidden: User \"mallory\" cannot get path \"/metrics\"")
+        ),
+        "{}",
+        reply.describe()
+    );
 
     assert_eq!(echo.seen().len(), 3);
     assert_unseen(&echo);
@@ -128,6 +156,9 @@ async fn without_a_front_proxy_certificate_the_headers_are_ignored() {
             &format!("--client-ca-file={}", pki.ca_path.display()),
             &format!("--requestheader-client-ca-file={}", proxies_path.display()),
             "--requestheader-allowed-names=front-proxy",
+            SEEN[0],
+            SEEN[1],
+            SEEN[2],
         ],
     )
     .await;
@@ -136,20 +167,20 @@ async fn without_a_front_proxy_certificate_the_headers_are_ignored() {
     // No certificate: the token's user, whatever the headers say.
     let plain = client(&pki, false);
     assert_eq!(get(&plain, &url, Some("good"), NAMED).await.status, 200);
-    assert_eq!(api.last_sar_spec()["user"], SA);
+    assert_eq!(last_user(&echo), SA);
     assert_eq!(get(&plain, &url, None, NAMED).await.status, 401);
 
     // A certificate of the client CA (the wrong CA for a front proxy): its own CN.
     let cert_user = client_with(&pki, false, Some(&pki.client_cert("cert-user", &[])));
     assert_eq!(get(&cert_user, &url, None, NAMED).await.status, 200);
-    assert_eq!(api.last_sar_spec()["user"], "cert-user");
+    assert_eq!(last_user(&echo), "cert-user");
 
     // The right CA, a CN not in --requestheader-allowed-names: the headers are
     // ignored, and the CN names nobody either; the token decides.
     let intruder = client_with(&pki, false, Some(&identity(&proxies, "intruder")));
     assert_eq!(get(&intruder, &url, None, NAMED).await.status, 401);
     assert_eq!(get(&intruder, &url, Some("good"), NAMED).await.status, 200);
-    assert_eq!(api.last_sar_spec()["user"], SA);
+    assert_eq!(last_user(&echo), SA);
 
     assert_eq!(echo.seen().len(), 3);
     assert_unseen(&echo);
