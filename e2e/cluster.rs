@@ -34,6 +34,7 @@ mod cluster {
     mod authn;
     mod deploy;
     mod doctor;
+    mod front_proxy;
     mod node;
     mod operating;
     mod rbac;

@@ -115,9 +115,9 @@ impl ApiserverArgs {
     next_help_heading = "Front-proxy authentication and the cluster lookup (k8s.io/apiserver)"
 )]
 pub struct FrontProxyArgs {
-    /// CA bundle of front proxies: a client certificate it verifies (with a CN in
-    /// --requestheader-allowed-names, if set) may name the user in the headers below.
-    /// Without it, the cluster's (the lookup), if any.
+    /// CA bundle of front proxies: a client certificate it verifies, with an allowed
+    /// CN, may name the user in the headers below. Without it: the cluster's, if looked
+    /// up.
     #[arg(long, value_name = "FILE")]
     pub requestheader_client_ca_file: Option<String>,
 
