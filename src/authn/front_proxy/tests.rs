@@ -24,9 +24,12 @@ fn settings() -> RequestHeaders {
     .normalized()
 }
 
+/// Request headers, and the user they should name.
+type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+
 #[test]
 fn the_user_is_the_first_username_header_set_in_the_configured_order() {
-    let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+    let cases: &[Case<'_>] = &[
         (&[("x-remote-user", "alice")], Some("alice")),
         (
             &[("x-other-user", "bob"), ("x-remote-user", "alice")],
