@@ -336,11 +336,6 @@ mod tests {
         let table = [
             ("--tls-sni-cert-key=a.crt,a.key", "--tls-cert-file"),
             ("--permit-port-sharing", "one proxy per port"),
-            ("--requestheader-client-ca-file=/ca", "--client-ca-file"),
-            (
-                "--requestheader-username-headers=X-Remote-User",
-                "bearer token",
-            ),
             (
                 "--authorization-always-allow-paths=/healthz",
                 "--ignore-paths",
@@ -353,6 +348,80 @@ mod tests {
             assert!(err.contains(needle), "{flag}: {err}");
         }
         assert!(parse(&["--permit-port-sharing=false"]).is_ok());
+    }
+
+    #[test]
+    fn the_lookup_happens_for_the_rewrites_flags_only() {
+        use crate::authn::lookup::{Lookup, OnFailure};
+        let lookup = |args: &[&str]| parse(args).unwrap().auth.front_proxy.lookup;
+        // kube-rbac-proxy v0.x's flags (and ours): never.
+        assert_eq!(lookup(&[]), Lookup::Off);
+        assert_eq!(
+            lookup(&["--kubeconfig=/k", "--client-ca-file=/ca"]),
+            Lookup::Off
+        );
+        // Any flag of the rewrite's dialect: as the rewrite does.
+        assert_eq!(
+            lookup(&["--authentication-skip-lookup=false"]),
+            Lookup::On(OnFailure::Fatal)
+        );
+        assert_eq!(
+            lookup(&["--authentication-kubeconfig=/k"]),
+            Lookup::On(OnFailure::Fatal)
+        );
+        assert_eq!(
+            lookup(&["--authentication-tolerate-lookup-failure"]),
+            Lookup::On(OnFailure::Tolerate)
+        );
+        assert_eq!(
+            lookup(&[
+                "--authentication-kubeconfig=/k",
+                "--authentication-skip-lookup"
+            ]),
+            Lookup::Off
+        );
+    }
+
+    #[test]
+    fn requestheader_flags_are_the_whole_front_proxy_configuration() {
+        let config = parse(&["--requestheader-client-ca-file=/ca"]).unwrap();
+        let flags = config.auth.front_proxy.flags.unwrap();
+        assert_eq!(flags.ca_file, std::path::Path::new("/ca"));
+        assert_eq!(
+            flags.headers,
+            crate::authn::front_proxy::RequestHeaders::flag_defaults()
+        );
+        let config = parse(&[
+            "--requestheader-client-ca-file=/ca",
+            "--requestheader-username-headers=X-A,X-B",
+            "--requestheader-allowed-names=front-proxy",
+            "--requestheader-uid-headers=X-Remote-Uid",
+        ])
+        .unwrap();
+        let headers = config.auth.front_proxy.flags.unwrap().headers;
+        assert_eq!(headers.username, ["X-A", "X-B"]);
+        assert_eq!(headers.allowed_names, ["front-proxy"]);
+        assert_eq!(headers.uid, ["X-Remote-Uid"]);
+        // Without the CA file the header flags do nothing (the cluster's settings, if
+        // any, are taken whole): a warning says so.
+        let config = parse(&["--requestheader-username-headers=X-A"]).unwrap();
+        assert!(config.auth.front_proxy.flags.is_none());
+        assert!(
+            config.warnings.iter().any(|w| w.contains(
+                "--requestheader-username-headers has no effect without --requestheader-client-ca-file"
+            )),
+            "{:?}",
+            config.warnings
+        );
+        let err = parse(&[
+            "--requestheader-client-ca-file=/ca",
+            "--requestheader-group-headers=a, ,b",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("empty value in --requestheader-group-headers"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl ApiserverArgs {
 /// authentication settings (`authn::lookup`, docs/front-proxy.md).
 #[derive(Debug, Default, ClapArgs)]
 #[command(
-    next_help_heading = "Front-proxy authentication and the cluster lookup (k8s.io/apiserver)"
+    next_help_heading = "Compatibility: front-proxy authentication and the cluster lookup (k8s.io/apiserver flags)"
 )]
 pub struct FrontProxyArgs {
     /// CA bundle of front proxies: a client certificate it verifies, with an allowed
