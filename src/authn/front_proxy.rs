@@ -12,7 +12,8 @@
 //!   and %-unescaped (a malformed escape keeps the remainder as it is), every value.
 //!
 //! Header names are compared case-insensitively (hyper already lowercases them). The
-//! headers are removed from every request before it is forwarded, honoured or not
+//! headers are removed from every request before it is forwarded, honoured or not,
+//! with the apiserver's standard `X-Remote-User`, `-Uid`, `-Group` and `-Extra-*`
 //! (`FrontProxy::strip`): the upstream never sees a name a client made up. The
 //! configuration comes from the `--requestheader-*` flags or from the cluster lookup
 //! (`authn::lookup`), which may change it while the proxy runs; each request reads the
@@ -226,9 +227,17 @@ impl FrontProxy {
         settings.user(headers)
     }
 
-    /// Removes the headers in force from a request about to be forwarded.
+    /// Removes the headers in force, and the apiserver's standard ones, from a request
+    /// about to be forwarded. The standard ones too: while the lookup has found nothing
+    /// no names are in force, and the cluster may name them at any moment.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
+        static STANDARD: std::sync::LazyLock<RequestHeaders> =
+            std::sync::LazyLock::new(|| RequestHeaders {
+                uid: vec!["x-remote-uid".into()],
+                ..RequestHeaders::flag_defaults()
+            });
         self.headers().strip(headers);
+        STANDARD.strip(headers);
     }
 }
 

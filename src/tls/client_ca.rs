@@ -208,8 +208,11 @@ impl ClientCa {
 }
 
 impl ClientCertVerifier for ClientCa {
+    /// Asked on every handshake: while no bundle is in force (the lookup has found
+    /// none yet), no certificate is asked for, so a client that would send one it has
+    /// is not refused for it: the listener behaves as one without a client CA.
     fn offer_client_auth(&self) -> bool {
-        true
+        self.bundles().next().is_some()
     }
 
     fn client_auth_mandatory(&self) -> bool {
@@ -352,6 +355,11 @@ mod tests {
         assert!(empty
             .verify_client_cert(&proxy.chain()[0], &[], now)
             .is_err());
+        assert!(
+            !empty.offer_client_auth(),
+            "nothing in force: no certificate asked for"
+        );
+        assert!(both.offer_client_auth());
         assert!(ClientCa::new(None, None).is_none());
     }
 

@@ -298,6 +298,24 @@ async fn a_failed_lookup_is_fatal_unless_tolerated_and_an_absent_configmap_is_no
     // Absent: no error (nothing is trusted from it), as in k8s.io/apiserver.
     assert_eq!(start_error(&pki, &api, &[]).await, None);
     assert_eq!(api.config_map_reads(), 1);
+    // And while nothing is in force no certificate is asked for: a client that has one
+    // of an unknown CA is not refused for it, its token decides.
+    api.add_token("good", SA);
+    api.allow(SA, "get", "/metrics");
+    let echo = Echo::start().await;
+    let proxy = Proxy::start(
+        &pki,
+        &api,
+        &echo.url(),
+        &["--authentication-skip-lookup=false"],
+    )
+    .await;
+    let stranger = identity(&Ca::new("nobody's CA"), "front-proxy");
+    let with_cert = client_with(&pki, false, Some(&stranger));
+    let url = proxy.url("/metrics");
+    assert_eq!(get(&with_cert, &url, Some("good"), NAMED).await.status, 200);
+    assert_unseen(&echo);
+    proxy.shutdown().await;
 
     // Forbidden: the Role is not bound. Fatal by default, naming the fix.
     api.forbid_config_maps();

@@ -205,3 +205,22 @@ fn a_front_proxy_with_a_cn_not_allowed_names_nobody() {
         "alice"
     );
 }
+
+#[test]
+fn the_standard_headers_are_stripped_while_no_names_are_in_force() {
+    // The lookup has found nothing yet: no names in force.
+    let front_proxy = FrontProxy::new(crate::tls::CaBundle::published(), RequestHeaders::default());
+    let mut map = headers(&[
+        ("x-remote-user", "alice"),
+        ("x-remote-uid", "1"),
+        ("x-remote-group", "a"),
+        ("x-remote-extra-scopes", "read"),
+        ("accept", "text/plain"),
+    ]);
+    front_proxy.strip(&mut map);
+    let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+    assert_eq!(left, ["accept"]);
+    assert!(front_proxy
+        .user("front-proxy", &headers(&[("x-remote-user", "alice")]))
+        .is_none());
+}
