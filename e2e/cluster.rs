@@ -35,6 +35,7 @@ mod cluster {
     mod deploy;
     mod doctor;
     mod endpoints;
+    mod front_proxy;
     mod node;
     mod operating;
     mod rbac;

@@ -44,7 +44,7 @@ impl Admin {
         let requester = Requester::Peer(peer.addr.ip());
         let user = match self
             .authn
-            .authenticate_caller(request.headers(), peer.certificate_user.as_ref(), requester)
+            .authenticate_caller(request.headers(), &peer.certificate, requester)
             .await
         {
             Ok(user) => user,

@@ -225,6 +225,21 @@ impl Apiserver {
             .await
     }
 
+    /// GETs a ConfigMap (the cluster's authentication settings, `authn::lookup`);
+    /// `Ok(None)` if there is none. Not a review: no rate limit, no retries (the lookup
+    /// reads it again soon), bounded by `--apiserver-timeout`.
+    pub async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, ReviewError> {
+        let api = kube::Api::namespaced(self.client.clone(), namespace);
+        match tokio::time::timeout(self.timeout, api.get_opt(name)).await {
+            Ok(result) => result.map_err(ReviewError::Api),
+            Err(_) => Err(ReviewError::Timeout(self.timeout)),
+        }
+    }
+
     /// False once the apiserver has failed every review and probe for
     /// `UNREACHABLE_GRACE` (for `/readyz`).
     pub fn is_reachable(&self) -> bool {

@@ -29,13 +29,16 @@ use crate::{
     admin::Admin,
     apiserver::{Apiserver, ClientError},
     auth_endpoint::AuthEndpoint,
-    authn::{Authenticator, AuthnError},
+    authn::{
+        lookup::{self, ClusterTrust, LookupError},
+        Authenticator, AuthnError,
+    },
     authz::{Authorizer, PolicySettings},
     config::{listeners_unchanged, AuthSettings, Config, ListenAddress},
     metrics::Metrics,
     reload::Watched,
     server::{self, Handler, HttpSettings},
-    tls::{self, Alpn, ClientCa, TlsError},
+    tls::{self, Alpn, CaBundle, ClientCa, TlsError},
     upstream::UpstreamError,
 };
 
@@ -50,6 +53,9 @@ pub enum RunError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Authn(#[from] AuthnError),
+    /// The cluster lookup (`--authentication-skip-lookup`), or `--requestheader-client-ca-file`.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     /// A policy file (`--config-file`, `--rbac-file`); the message names file and line.
     #[error("{0}")]
     Policy(String),
@@ -112,6 +118,8 @@ pub(crate) struct Chain {
     pub(crate) apiserver: Option<Arc<Apiserver>>,
     pub(crate) authn: Authenticator,
     authz: Authorizer,
+    /// The cluster's client CA and front-proxy authentication (flags or lookup).
+    trust: ClusterTrust,
 }
 
 /// Builds the shared chain from its settings: the proxy's and `can-i`'s only way to do it.
@@ -122,16 +130,26 @@ pub(crate) async fn chain(
     let apiserver = Apiserver::connect(&settings.apiserver, Arc::clone(metrics))
         .await?
         .map(Arc::new);
-    let authn = Authenticator::new(&settings.authn, apiserver.clone(), Arc::clone(metrics))?;
+    let trust = lookup::trust(&settings.front_proxy, apiserver.as_ref(), metrics).await?;
+    let authn = Authenticator::new(&settings.authn, apiserver.clone(), Arc::clone(metrics))?
+        .with_front_proxy(trust.front_proxy.clone());
     let authz = Authorizer::new(&settings.authz, apiserver.clone(), Arc::clone(metrics));
     Ok(Chain {
         apiserver,
         authn,
         authz,
+        trust,
     })
 }
 
 impl Chain {
+    /// The client certificates a listener accepts: its own client CA (else the
+    /// cluster's, when looked up) and the requestheader CA.
+    pub(crate) fn client_ca(&self, own: Option<Arc<CaBundle>>) -> Option<Arc<ClientCa>> {
+        let front_proxy = self.trust.front_proxy.as_ref().map(|f| Arc::clone(f.ca()));
+        ClientCa::new(own.or_else(|| self.trust.client_ca.clone()), front_proxy)
+    }
+
     /// A listener's authorizer: its local policy (loaded now, then kept fresh) on the
     /// shared reviews, recording in `metrics`. Every listener's, and `can-i`'s.
     pub(crate) fn authorizer(

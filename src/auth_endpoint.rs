@@ -72,7 +72,7 @@ impl Handler for AuthEndpoint {
         // user's: reviews are capped per client it serves, not per fronting proxy.
         let peer = Peer {
             addr: client_address(&parts.headers, peer.addr),
-            certificate_user: None,
+            certificate: Default::default(),
             upstreams: peer.upstreams.clone(),
             connection: Arc::clone(&peer.connection),
         };

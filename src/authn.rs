@@ -14,6 +14,8 @@
 //! a scraper whose token authenticated never waits behind a junk flood. That review
 //! holds its own copy of the token, like any TokenReview, and drops it with the request.
 
+pub(crate) mod front_proxy;
+pub(crate) mod lookup;
 pub(crate) mod token_file;
 
 use std::{fmt, path::PathBuf, sync::Arc};
@@ -28,9 +30,10 @@ use crate::{
     identity::{Source, User},
     metrics::{Authn, Metrics},
     reload::Watched,
+    tls::PeerCertificate,
 };
 
-use self::token_file::TokenFile;
+use self::{front_proxy::FrontProxy, token_file::TokenFile};
 
 /// A bearer token, borrowed from the request's headers: the only owned copy is the one
 /// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.
@@ -147,6 +150,8 @@ pub enum AuthnError {
 pub struct Authenticator {
     reviews: Arc<TokenReviews>,
     metrics: Arc<Metrics>,
+    /// Front-proxy (requestheader) authentication, asked first (`front_proxy.rs`).
+    front_proxy: Option<Arc<FrontProxy>>,
 }
 
 /// What every listener's authenticator shares.
@@ -196,7 +201,24 @@ impl Authenticator {
         Ok(Self {
             reviews: Arc::new(reviews),
             metrics,
+            front_proxy: None,
         })
+    }
+
+    /// The same, with front-proxy authentication asked first.
+    pub(crate) fn with_front_proxy(self, front_proxy: Option<Arc<FrontProxy>>) -> Self {
+        Self {
+            front_proxy,
+            ..self
+        }
+    }
+
+    /// Removes the front-proxy headers in force from a request about to be forwarded,
+    /// whether or not they were honoured.
+    pub(crate) fn strip_front_proxy_headers(&self, headers: &mut HeaderMap) {
+        if let Some(front_proxy) = &self.front_proxy {
+            front_proxy.strip(headers);
+        }
     }
 
     /// The same token file and caches, recording outcomes in `metrics` (another
@@ -205,21 +227,28 @@ impl Authenticator {
         Self {
             reviews: Arc::clone(&self.reviews),
             metrics,
+            front_proxy: self.front_proxy.clone(),
         }
     }
 
-    /// Who is calling: the user a verified client certificate names, else the bearer
-    /// token's (kube-rbac-proxy's order).
+    /// Who is calling, in k8s.io/apiserver's order (its union authenticator): a front
+    /// proxy's headers (a certificate of the requestheader CA with an allowed CN, and
+    /// a username header), else the user a certificate of the client CA names, else
+    /// the bearer token's.
     pub(crate) async fn authenticate_caller(
         &self,
         headers: &HeaderMap,
-        certificate_user: Option<&Arc<User>>,
+        certificate: &PeerCertificate,
         requester: Requester,
     ) -> Result<Arc<User>, ProxyError> {
-        if let Some(user) = certificate_user {
+        let proxied = match (&self.front_proxy, &certificate.front_proxy) {
+            (Some(front_proxy), Some(cn)) => front_proxy.user(cn, headers),
+            _ => None,
+        };
+        if let Some(user) = proxied.map(Arc::new).or_else(|| certificate.user.clone()) {
             self.metrics
                 .authenticated(Authn::Authenticated, Source::Certificate);
-            return Ok(Arc::clone(user));
+            return Ok(user);
         }
         self.authenticate(headers, requester).await
     }

@@ -17,6 +17,7 @@
 mod args;
 mod auth;
 mod dialect;
+mod front_proxy;
 mod go;
 mod listeners;
 mod serving;
@@ -36,7 +37,7 @@ pub(crate) use self::{
 use crate::{
     apiserver::ApiserverSettings,
     auth_endpoint::{AuthEndpointSettings, Style},
-    authn::AuthnSettings,
+    authn::{lookup::FrontProxySettings, AuthnSettings},
     authz::{AuthzSettings, PolicySettings},
     server::HttpSettings,
     upstream::IdentityHeaders,
@@ -77,6 +78,8 @@ pub struct AuthSettings {
     pub apiserver: ApiserverSettings,
     pub authn: AuthnSettings,
     pub authz: AuthzSettings,
+    /// `--requestheader-*` and the cluster lookup.
+    pub front_proxy: FrontProxySettings,
 }
 
 /// `scrape-guard can-i`, validated.
@@ -192,7 +195,7 @@ impl TryFrom<Args> for Config {
             errors: legacy.refused(),
             warnings: Vec::new(),
         };
-        dialect::resolve(
+        let (front_proxy, rewrite) = dialect::resolve(
             apiserver,
             &mut serving,
             &mut kube,
@@ -237,7 +240,8 @@ impl TryFrom<Args> for Config {
         flags.routes = deckhouse.routes(&flags.upstream, &flags.policy.rbac_files, &mut problems);
         flags.livez = deckhouse.livez.clone();
         let caches = auth::caches(cache, &mut problems);
-        let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        let mut auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        auth.front_proxy = front_proxy::settings(front_proxy, rewrite, &mut problems);
         let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
             proxy_endpoints_port,

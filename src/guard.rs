@@ -172,19 +172,21 @@ impl Guard {
     ) -> Result<Arc<User>, ProxyError> {
         let requester = Requester::Peer(peer.addr.ip());
         self.authn
-            .authenticate_caller(headers, peer.certificate_user.as_ref(), requester)
+            .authenticate_caller(headers, &peer.certificate, requester)
             .await
     }
 
     async fn forward(
         &self,
         route: &Target,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         target: PathAndQuery,
         body: Incoming,
         user: Option<&User>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // Honoured or not, a front proxy's headers are not the upstream's to read.
+        self.authn.strip_front_proxy_headers(&mut parts.headers);
         let started = Instant::now();
         let response = route
             .upstream

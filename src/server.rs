@@ -28,10 +28,9 @@ use tracing::Instrument;
 
 use crate::{
     body::ProxyBody,
-    identity::User,
     lane::OwnConnections,
     metrics::{self, Metrics},
-    tls::ClientCa,
+    tls::{ClientCa, PeerCertificate},
 };
 
 /// How long a connection told to close may take to finish before it is dropped.
@@ -41,8 +40,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub addr: SocketAddr,
-    /// The user named by a client certificate verified against `--client-ca-file`.
-    pub certificate_user: Option<Arc<User>>,
+    /// What its client certificate says: the user the client CA vouches for, or a
+    /// front proxy the requestheader CA vouches for.
+    pub certificate: PeerCertificate,
     /// This connection's own upstream connections (plain HTTP/1.1 upstreams).
     pub upstreams: OwnConnections,
     /// What the connection slots know of it (see `Peer::authenticated`).
@@ -288,17 +288,16 @@ async fn serve_connection<H: Handler>(
         }
     };
     let session = tls.get_ref().1;
-    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    let certificate_user = match (&shared.client_ca, session.peer_certificates()) {
-        (Some(client_ca), Some(chain)) => client_ca.user(chain, resumed).map(Arc::new),
-        _ => None,
+    let certificate = match (&shared.client_ca, session.peer_certificates()) {
+        (Some(client_ca), Some(chain)) => client_ca.identify(chain),
+        _ => PeerCertificate::default(),
     };
     // Counted from here: the handshake's bytes are not the client talking.
     let activity = Arc::new(idle::Activity::new());
     slot.connection().established(Arc::clone(&activity));
     let peer = Arc::new(Peer {
         addr: peer,
-        certificate_user,
+        certificate,
         upstreams: OwnConnections::default(),
         connection: Arc::clone(slot.connection()),
     });

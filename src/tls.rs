@@ -6,8 +6,9 @@
 //!   while a Secret volume or cert-manager is mid-swap (kube-rbac-proxy exits then).
 //! - `sni`: `--tls-sni-cert-key`, more serving pairs chosen by the name a client asks
 //!   for, each reloaded like the default pair.
-//! - `client_ca`: `--client-ca-file`, reloaded on change, and the user a verified
-//!   client certificate names.
+//! - `client_ca`: `--client-ca-file` and the requestheader CA (files reloaded on
+//!   change, or published by the cluster lookup), and what a verified client
+//!   certificate says about the caller.
 //! - `pem`: PEM parsing shared with the upstream client.
 //!
 //! `acceptor` puts them together for one listener.
@@ -32,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) use rustls::crypto::aws_lc_rs as provider;
 
 pub(crate) use self::{
-    client_ca::ClientCa,
+    client_ca::{CaBundle, ClientCa, PeerCertificate},
     curves::Curves,
     pem::{ca_bundle, parse_pair},
     policy::TlsPolicy,

@@ -17,7 +17,10 @@ pub(crate) use control_plane::{
     deploy_files, file_name, parse_manifests, Cluster, Reviews, Subject, METRICS_READER,
 };
 pub(crate) use exporter::{NodeExporter, RecordingUpstream};
-pub(crate) use http::{http_get_bearer, https_get_named, keep_alive_gets, peer_certificate};
+pub(crate) use http::{
+    http_get_bearer, https_get_named, https_get_with_headers, keep_alive_gets, peer_certificate,
+    tls_config, Trust,
+};
 pub(crate) use node::{
     container_ids, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
 };

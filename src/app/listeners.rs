@@ -20,7 +20,7 @@ use crate::{
     metrics::Metrics,
     routes::Routes,
     server::{self, HttpSettings},
-    tls::{self, Alpn, ClientCa, ServingCert},
+    tls::{self, Alpn, CaBundle, ClientCa, ServingCert},
     upstream::Upstream,
 };
 
@@ -35,6 +35,10 @@ pub(super) struct Scoped {
 /// A listener's TLS files, loaded (and kept fresh from then on).
 pub(super) struct TlsFiles {
     pub(super) cert: Arc<ServingCert>,
+    /// Its own client CA (`--client-ca-file`, `clientCAFile`).
+    pub(super) own_ca: Option<Arc<CaBundle>>,
+    /// The client certificates it accepts: its own CA or the cluster's, and the
+    /// requestheader CA (`Chain::client_ca`, once the chain is built).
     pub(super) client_ca: Option<Arc<ClientCa>>,
 }
 
@@ -98,12 +102,16 @@ impl Scoped {
         self.span
             .in_scope(|| {
                 let cert = ServingCert::load(tls, &self.metrics)?;
-                let client_ca = tls
+                let own_ca = tls
                     .client_ca_file
                     .as_deref()
-                    .map(|path| ClientCa::load(path, &self.metrics))
+                    .map(|path| CaBundle::load("--client-ca-file", path, &self.metrics))
                     .transpose()?;
-                Ok(TlsFiles { cert, client_ca })
+                Ok(TlsFiles {
+                    cert,
+                    own_ca,
+                    client_ca: None,
+                })
             })
             .map_err(|error| self.error(error))
     }
@@ -112,7 +120,7 @@ impl Scoped {
     /// its own metrics, with its own local policy (loaded now); and its TLS acceptor.
     pub(super) fn load(
         self,
-        tls: TlsFiles,
+        mut tls: TlsFiles,
         chain: &Chain,
         access_log: bool,
         alpn: Alpn,
@@ -131,6 +139,7 @@ impl Scoped {
                 })
             })
             .map_err(|error| self.error(error))?;
+        tls.client_ca = chain.client_ca(tls.own_ca.clone());
         let acceptor = tls::acceptor(
             &tls.cert,
             &self.config.tls.policy,

@@ -11,7 +11,9 @@ use std::{path::PathBuf, time::Duration};
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
 pub(super) use self::{
-    apiserver::ApiserverArgs, deckhouse::DeckhouseArgs, endpoint::AuthEndpointArgs,
+    apiserver::{ApiserverArgs, FrontProxyArgs},
+    deckhouse::DeckhouseArgs,
+    endpoint::AuthEndpointArgs,
     legacy::LegacyArgs,
 };
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};

@@ -99,6 +99,8 @@ pub(super) fn validate(
         problems.add("--kube-api-qps must be a number");
     }
     AuthSettings {
+        // Filled in by `front_proxy::settings` (the proxy's flags only).
+        front_proxy: Default::default(),
         apiserver: ApiserverSettings {
             kubeconfig,
             // Outside a cluster, without --kubeconfig, local files mean offline: a token

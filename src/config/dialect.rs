@@ -7,7 +7,7 @@
 use std::{fmt, net::IpAddr, path::PathBuf};
 
 use super::{
-    args::{ApiserverArgs, CacheArgs, KubeArgs, ServingArgs},
+    args::{ApiserverArgs, CacheArgs, FrontProxyArgs, KubeArgs, ServingArgs},
     go::ListenAddress,
     Problems,
 };
@@ -18,13 +18,17 @@ const APISERVER_SECURE_PORT: u16 = 443;
 /// The serving pair k8s.io/apiserver looks for in `--cert-dir`.
 const CERT_DIR_PAIR: (&str, &str) = ("apiserver.crt", "apiserver.key");
 
+/// Folds the aliases into the scrape-guard flags; returns the front-proxy flags, and
+/// whether the invocation is written for kube-rbac-proxy's rewrite (any flag of its
+/// dialect given), for `front_proxy::settings`.
 pub(super) fn resolve(
     apiserver: ApiserverArgs,
     serving: &mut ServingArgs,
     kube: &mut KubeArgs,
     cache: &mut CacheArgs,
     problems: &mut Problems,
-) {
+) -> (FrontProxyArgs, bool) {
+    let rewrite = apiserver.any_given();
     for problem in apiserver.refused() {
         problems.add(problem);
     }
@@ -39,19 +43,11 @@ pub(super) fn resolve(
         authentication_token_webhook_cache_ttl,
         authorization_webhook_cache_authorized_ttl,
         authorization_webhook_cache_unauthorized_ttl,
-        // No lookup happens, so there is nothing to skip or tolerate.
-        authentication_tolerate_lookup_failure: _,
-        authentication_skip_lookup: _,
         tls_sni_cert_key,
+        front_proxy,
         // Refused above.
         permit_port_sharing: _,
         authorization_always_allow_paths: _,
-        requestheader_client_ca_file: _,
-        requestheader_allowed_names: _,
-        requestheader_username_headers: _,
-        requestheader_group_headers: _,
-        requestheader_extra_headers_prefix: _,
-        requestheader_uid_headers: _,
     } = apiserver;
 
     listen(
@@ -138,6 +134,7 @@ pub(super) fn resolve(
             authorization_webhook_cache_unauthorized_ttl,
         ),
     );
+    (front_proxy, rewrite)
 }
 
 /// `--bind-address` and `--secure-port` as a `--secure-listen-address`; each one given
@@ -344,11 +341,6 @@ mod tests {
                 "--tls-sni-cert-key \"a.crt\": expected",
             ),
             ("--permit-port-sharing", "one proxy per port"),
-            ("--requestheader-client-ca-file=/ca", "--client-ca-file"),
-            (
-                "--requestheader-username-headers=X-Remote-User",
-                "bearer token",
-            ),
             (
                 "--authorization-always-allow-paths=/healthz",
                 "--ignore-paths",
@@ -365,6 +357,80 @@ mod tests {
         assert_eq!(
             config.listeners[0].tls.sni[0].to_string(),
             "a.crt,a.key:a.test"
+        );
+    }
+
+    #[test]
+    fn the_lookup_happens_for_the_rewrites_flags_only() {
+        use crate::authn::lookup::{Lookup, OnFailure};
+        let lookup = |args: &[&str]| parse(args).unwrap().auth.front_proxy.lookup;
+        // kube-rbac-proxy v0.x's flags (and ours): never.
+        assert_eq!(lookup(&[]), Lookup::Off);
+        assert_eq!(
+            lookup(&["--kubeconfig=/k", "--client-ca-file=/ca"]),
+            Lookup::Off
+        );
+        // Any flag of the rewrite's dialect: as the rewrite does.
+        assert_eq!(
+            lookup(&["--authentication-skip-lookup=false"]),
+            Lookup::On(OnFailure::Fatal)
+        );
+        assert_eq!(
+            lookup(&["--authentication-kubeconfig=/k"]),
+            Lookup::On(OnFailure::Fatal)
+        );
+        assert_eq!(
+            lookup(&["--authentication-tolerate-lookup-failure"]),
+            Lookup::On(OnFailure::Tolerate)
+        );
+        assert_eq!(
+            lookup(&[
+                "--authentication-kubeconfig=/k",
+                "--authentication-skip-lookup"
+            ]),
+            Lookup::Off
+        );
+    }
+
+    #[test]
+    fn requestheader_flags_are_the_whole_front_proxy_configuration() {
+        let config = parse(&["--requestheader-client-ca-file=/ca"]).unwrap();
+        let flags = config.auth.front_proxy.flags.unwrap();
+        assert_eq!(flags.ca_file, std::path::Path::new("/ca"));
+        assert_eq!(
+            flags.headers,
+            crate::authn::front_proxy::RequestHeaders::flag_defaults()
+        );
+        let config = parse(&[
+            "--requestheader-client-ca-file=/ca",
+            "--requestheader-username-headers=X-A,X-B",
+            "--requestheader-allowed-names=front-proxy",
+            "--requestheader-uid-headers=X-Remote-Uid",
+        ])
+        .unwrap();
+        let headers = config.auth.front_proxy.flags.unwrap().headers;
+        assert_eq!(headers.username, ["X-A", "X-B"]);
+        assert_eq!(headers.allowed_names, ["front-proxy"]);
+        assert_eq!(headers.uid, ["X-Remote-Uid"]);
+        // Without the CA file the header flags do nothing (the cluster's settings, if
+        // any, are taken whole): a warning says so.
+        let config = parse(&["--requestheader-username-headers=X-A"]).unwrap();
+        assert!(config.auth.front_proxy.flags.is_none());
+        assert!(
+            config.warnings.iter().any(|w| w.contains(
+                "--requestheader-username-headers has no effect without --requestheader-client-ca-file"
+            )),
+            "{:?}",
+            config.warnings
+        );
+        let err = parse(&[
+            "--requestheader-client-ca-file=/ca",
+            "--requestheader-group-headers=a, ,b",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("empty value in --requestheader-group-headers"),
+            "{err}"
         );
     }
 

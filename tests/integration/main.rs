@@ -20,6 +20,7 @@ mod auth_endpoint;
 mod cli;
 mod endpoints;
 mod faults;
+mod front_proxy;
 mod hostile_connections;
 mod hostile_h2;
 mod hostile_headers;

@@ -75,6 +75,8 @@ struct ControlPlane {
     dir: Option<TempDir>,
     ca: Ca,
     ca_path: PathBuf,
+    /// The requestheader CA the apiserver publishes (front-proxy tests sign with it).
+    front_proxy_ca: Ca,
     api_tls: Arc<ClientConfig>,
     api_port: u16,
     apiserver_args: Vec<String>,
@@ -145,6 +147,12 @@ impl Cluster {
     /// The CA that signed the apiserver's certificate; tests sign theirs with it too.
     pub(crate) fn ca(&self) -> &Ca {
         &self.plane.ca
+    }
+
+    /// The front-proxy (requestheader) CA the apiserver publishes in
+    /// kube-system/extension-apiserver-authentication; allowed CN `front-proxy-client`.
+    pub(crate) fn front_proxy_ca(&self) -> &Ca {
+        &self.plane.front_proxy_ca
     }
 
     /// The CA certificate as a PEM file.
@@ -270,6 +278,8 @@ impl ControlPlane {
             "--v=0".into(),
         ];
         apiserver_args.extend(service_account_args(&path));
+        let front_proxy_ca = Ca::new("scrape-guard-e2e-front-proxy-ca");
+        apiserver_args.extend(front_proxy_args(&path, &front_proxy_ca));
         let admin_kubeconfig = path.join("admin.kubeconfig");
         pki::write(
             &admin_kubeconfig,
@@ -282,6 +292,7 @@ impl ControlPlane {
             api_tls: http::tls_config(http::Trust::Ca(ca.der()), None),
             ca,
             ca_path,
+            front_proxy_ca,
             api_port,
             apiserver_args,
             admin_token,
@@ -440,4 +451,24 @@ pub(super) fn temp_dir(label: &str) -> TempDir {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Front-proxy (requestheader) authentication, as kubeadm configures it: the apiserver
+/// then publishes the requestheader settings in kube-system/extension-apiserver-authentication.
+/// Harmless to every test that does not act as a front proxy.
+fn front_proxy_args(dir: &Path, ca: &Ca) -> Vec<String> {
+    let ca_path = dir.join("front-proxy-ca.crt");
+    pki::write(&ca_path, ca.pem());
+    let (cert, key) = ca
+        .client("front-proxy-client", &[])
+        .write(dir, "front-proxy-client");
+    vec![
+        format!("--requestheader-client-ca-file={}", ca_path.display()),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        format!("--proxy-client-cert-file={}", cert.display()),
+        format!("--proxy-client-key-file={}", key.display()),
+    ]
 }

@@ -78,7 +78,25 @@ pub(crate) async fn https_get_named(
             .connect(server_name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;
-        exchange(stream, addr, path, bearer).await
+        exchange(stream, addr, path, bearer, &[]).await
+    };
+    bounded(addr, path, exchange).await
+}
+
+/// GET `https://{addr}{path}` with these request headers (a front proxy's), no token.
+pub(crate) async fn https_get_with_headers(
+    tls: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    let exchange = async {
+        let tcp = connect(addr).await?;
+        let stream = TlsConnector::from(Arc::clone(tls))
+            .connect(ServerName::from(addr.ip()), tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {}", causes(&e)))?;
+        exchange(stream, addr, path, None, headers).await
     };
     bounded(addr, path, exchange).await
 }
@@ -172,7 +190,7 @@ pub(crate) async fn http_get_bearer(
 ) -> Result<Reply, String> {
     let exchange = async {
         let tcp = connect(addr).await?;
-        exchange(tcp, addr, path, bearer).await
+        exchange(tcp, addr, path, bearer, &[]).await
     };
     bounded(addr, path, exchange).await
 }
@@ -181,7 +199,7 @@ pub(crate) async fn http_get_bearer(
 pub(crate) async fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<Reply, String> {
     let exchange = async {
         let tcp = connect(addr).await?;
-        exchange(tcp, addr, path_and_query, None).await
+        exchange(tcp, addr, path_and_query, None, &[]).await
     };
     bounded(addr, path_and_query, exchange).await
 }
@@ -211,6 +229,7 @@ async fn exchange<S>(
     addr: SocketAddr,
     path: &str,
     bearer: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> Result<Reply, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -222,6 +241,9 @@ where
     let mut request = Request::get(path).header(header::HOST, addr.to_string());
     if let Some(token) = bearer {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let request = request
         .body(Empty::<Bytes>::new())

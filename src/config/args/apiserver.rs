@@ -2,8 +2,9 @@
 //! which reuses k8s.io/apiserver's secure-serving and delegating authentication and
 //! authorization options. Those that mean what a scrape-guard flag means are aliases
 //! of it (`config/dialect.rs` resolves them and refuses contradictions);
-//! `--tls-sni-cert-key` is served as k8s.io/apiserver serves it (`tls/sni.rs`); the rest
-//! are refused with what to use instead.
+//! `--tls-sni-cert-key` is served as k8s.io/apiserver serves it (`tls/sni.rs`); front-proxy
+//! authentication and the cluster lookup are settings of their own (`FrontProxyArgs`,
+//! `config/front_proxy.rs`); the rest are refused with what to use instead.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -60,17 +61,9 @@ pub struct ApiserverArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
     pub authorization_webhook_cache_unauthorized_ttl: Option<Duration>,
 
-    /// Accepted, no effect: scrape-guard never looks up front-proxy configuration in the
-    /// cluster, so there is no lookup to fail.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          value_parser = parse_go_bool, value_name = "BOOL")]
-    pub authentication_tolerate_lookup_failure: Option<bool>,
-
-    /// Accepted, no effect: scrape-guard never looks up front-proxy configuration in the
-    /// cluster (the lookup is always skipped).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          value_parser = parse_go_bool, value_name = "BOOL")]
-    pub authentication_skip_lookup: Option<bool>,
+    /// Front-proxy (requestheader) authentication and the cluster lookup.
+    #[command(flatten)]
+    pub front_proxy: FrontProxyArgs,
 
     /// Another serving pair, for the names after ':' (`*.example.com`: one label) or
     /// else its certificate's DNS names and CN, chosen by the name a client asks for
@@ -87,19 +80,6 @@ pub struct ApiserverArgs {
     /// Refused: see --ignore-paths.
     #[arg(long, hide = true, value_delimiter = ',')]
     pub authorization_always_allow_paths: Vec<String>,
-
-    #[arg(long, hide = true)]
-    pub requestheader_client_ca_file: Option<String>,
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub requestheader_allowed_names: Vec<String>,
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub requestheader_username_headers: Vec<String>,
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub requestheader_group_headers: Vec<String>,
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub requestheader_extra_headers_prefix: Vec<String>,
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub requestheader_uid_headers: Vec<String>,
 }
 
 impl ApiserverArgs {
@@ -120,41 +100,108 @@ impl ApiserverArgs {
                     .to_owned(),
             );
         }
-        let requestheader = [
-            (
-                "--requestheader-client-ca-file",
-                self.requestheader_client_ca_file.is_some(),
-            ),
-            (
-                "--requestheader-allowed-names",
-                !self.requestheader_allowed_names.is_empty(),
-            ),
-            (
-                "--requestheader-username-headers",
-                !self.requestheader_username_headers.is_empty(),
-            ),
-            (
-                "--requestheader-group-headers",
-                !self.requestheader_group_headers.is_empty(),
-            ),
-            (
-                "--requestheader-extra-headers-prefix",
-                !self.requestheader_extra_headers_prefix.is_empty(),
-            ),
-            (
-                "--requestheader-uid-headers",
-                !self.requestheader_uid_headers.is_empty(),
-            ),
-        ];
-        for (flag, given) in requestheader {
-            if given {
-                problems.push(format!(
-                    "{flag} is not supported: front-proxy (requestheader) authentication is not \
-                     implemented; callers authenticate with a bearer token (TokenReview) or a \
-                     client certificate (--client-ca-file)"
-                ));
-            }
-        }
         problems
+    }
+}
+
+/// k8s.io/apiserver's front-proxy (requestheader) flags and its lookup of the cluster's
+/// authentication settings (`authn::lookup`, docs/front-proxy.md).
+#[derive(Debug, Default, ClapArgs)]
+#[command(
+    next_help_heading = "Compatibility: front-proxy authentication and the cluster lookup (k8s.io/apiserver flags)"
+)]
+pub struct FrontProxyArgs {
+    /// CA bundle of front proxies: a client certificate it verifies, with an allowed
+    /// CN, may name the user in the headers below. Without it: the cluster's, if looked
+    /// up.
+    #[arg(long, value_name = "FILE")]
+    pub requestheader_client_ca_file: Option<String>,
+
+    /// CNs a front proxy's certificate may have; empty: any it verifies.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub requestheader_allowed_names: Vec<String>,
+
+    /// Headers naming the user, the first one set wins [default: x-remote-user].
+    #[arg(long, value_delimiter = ',', value_name = "HEADERS")]
+    pub requestheader_username_headers: Vec<String>,
+
+    /// Headers naming the groups, every value of each [default: x-remote-group].
+    #[arg(long, value_delimiter = ',', value_name = "HEADERS")]
+    pub requestheader_group_headers: Vec<String>,
+
+    /// Prefixes of headers naming extras (the rest of the name, lowercased and
+    /// %-unescaped, is the key) [default: x-remote-extra-].
+    #[arg(long, value_delimiter = ',', value_name = "PREFIXES")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+
+    /// Headers naming the uid, the first one set wins [default: none].
+    #[arg(long, value_delimiter = ',', value_name = "HEADERS")]
+    pub requestheader_uid_headers: Vec<String>,
+
+    /// Do not read kube-system/extension-apiserver-authentication. The lookup happens
+    /// only for an invocation in kube-rbac-proxy's rewrite's flags (any flag of this
+    /// dialect, =false included), as that rewrite does; never for v0.x flags.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_go_bool, value_name = "BOOL")]
+    pub authentication_skip_lookup: Option<bool>,
+
+    /// A failed first read of the cluster's settings is a warning, not a startup error
+    /// (an absent ConfigMap never is one).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_go_bool, value_name = "BOOL")]
+    pub authentication_tolerate_lookup_failure: Option<bool>,
+}
+
+impl ApiserverArgs {
+    /// Whether any flag of this dialect was given: kube-rbac-proxy v0.x refuses every
+    /// one of them, so such an invocation is written for its rewrite.
+    pub(crate) fn any_given(&self) -> bool {
+        let Self {
+            bind_address,
+            secure_port,
+            cert_dir,
+            http2_max_streams_per_connection,
+            disable_http2_serving,
+            authentication_kubeconfig,
+            authorization_kubeconfig,
+            authentication_token_webhook_cache_ttl,
+            authorization_webhook_cache_authorized_ttl,
+            authorization_webhook_cache_unauthorized_ttl,
+            front_proxy,
+            tls_sni_cert_key,
+            permit_port_sharing,
+            authorization_always_allow_paths,
+        } = self;
+        let FrontProxyArgs {
+            requestheader_client_ca_file,
+            requestheader_allowed_names,
+            requestheader_username_headers,
+            requestheader_group_headers,
+            requestheader_extra_headers_prefix,
+            requestheader_uid_headers,
+            authentication_skip_lookup,
+            authentication_tolerate_lookup_failure,
+        } = front_proxy;
+        bind_address.is_some()
+            || secure_port.is_some()
+            || cert_dir.is_some()
+            || http2_max_streams_per_connection.is_some()
+            || disable_http2_serving.is_some()
+            || authentication_kubeconfig.is_some()
+            || authorization_kubeconfig.is_some()
+            || authentication_token_webhook_cache_ttl.is_some()
+            || authorization_webhook_cache_authorized_ttl.is_some()
+            || authorization_webhook_cache_unauthorized_ttl.is_some()
+            || !tls_sni_cert_key.is_empty()
+            || permit_port_sharing.is_some()
+            || !authorization_always_allow_paths.is_empty()
+            || requestheader_client_ca_file.is_some()
+            || !requestheader_allowed_names.is_empty()
+            || !requestheader_username_headers.is_empty()
+            || !requestheader_group_headers.is_empty()
+            || !requestheader_extra_headers_prefix.is_empty()
+            || !requestheader_uid_headers.is_empty()
+            || authentication_skip_lookup.is_some()
+            || authentication_tolerate_lookup_failure.is_some()
     }
 }

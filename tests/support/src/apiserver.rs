@@ -1,5 +1,6 @@
 //! An in-process HTTPS apiserver that speaks the real TokenReview and
-//! SubjectAccessReview JSON from a table of tokens and grants. It counts reviews, keeps
+//! SubjectAccessReview JSON from a table of tokens and grants (and serves ConfigMaps
+//! for the cluster lookup). It counts reviews, keeps
 //! the specs it was sent, and can be told to fail, stall, slow down or go away — the
 //! faults a real apiserver has, on demand and without a cluster. The real
 //! kube-apiserver in the end-to-end suite is the judge of fidelity; this is for speed.
@@ -59,6 +60,11 @@ struct ApiState {
     allowed: HashSet<(String, String, String)>,
     sar_specs: Vec<Value>,
     token_review_specs: Vec<Value>,
+    /// ConfigMaps by (namespace, name): their `data`.
+    config_maps: HashMap<(String, String), Value>,
+    /// Every ConfigMap read is answered 403.
+    config_maps_forbidden: bool,
+    config_map_reads: usize,
 }
 
 /// An HTTPS apiserver that answers TokenReview and SubjectAccessReview like the real
@@ -131,6 +137,29 @@ impl FakeApiserver {
             }
         });
         server
+    }
+
+    /// Serves ConfigMap `namespace/name` with this `data` (replacing any before).
+    pub fn set_config_map(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        self.state
+            .lock()
+            .unwrap()
+            .config_maps
+            .insert((namespace.into(), name.into()), Value::Object(data));
+    }
+
+    /// Answers every ConfigMap read with 403, as for a service account without the Role.
+    pub fn forbid_config_maps(&self) {
+        self.state.lock().unwrap().config_maps_forbidden = true;
+    }
+
+    /// ConfigMap reads so far.
+    pub fn config_map_reads(&self) -> usize {
+        self.state.lock().unwrap().config_map_reads
     }
 
     /// A token that authenticates as `name` (groups: system:authenticated).
@@ -252,6 +281,9 @@ impl FakeApiserver {
                        "goVersion": "go1.19", "compiler": "gc", "platform": "linux/amd64"}),
             );
         }
+        if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
+            return self.config_map(rest);
+        }
         let body: Value =
             serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes())
                 .unwrap_or(Value::Null);
@@ -298,6 +330,40 @@ impl FakeApiserver {
         let mut answer = body;
         answer["status"] = status;
         json_response(StatusCode::CREATED, answer)
+    }
+
+    /// GET /api/v1/namespaces/{namespace}/configmaps/{name}, as the apiserver answers it.
+    fn config_map(&self, rest: &str) -> Response<Full<Bytes>> {
+        let mut state = self.state.lock().unwrap();
+        state.config_map_reads += 1;
+        let Some((namespace, name)) = rest.split_once("/configmaps/") else {
+            return json_response(StatusCode::NOT_FOUND, json!({"kind": "Status"}));
+        };
+        if state.config_maps_forbidden {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": format!("configmaps \"{name}\" is forbidden: User \"system:serviceaccount:monitoring:scrape-guard\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"{namespace}\""),
+                       "reason": "Forbidden", "code": 403}),
+            );
+        }
+        match state
+            .config_maps
+            .get(&(namespace.to_owned(), name.to_owned()))
+        {
+            Some(data) => json_response(
+                StatusCode::OK,
+                json!({"kind": "ConfigMap", "apiVersion": "v1",
+                       "metadata": {"name": name, "namespace": namespace},
+                       "data": data}),
+            ),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "message": format!("configmaps \"{name}\" not found"),
+                       "reason": "NotFound", "code": 404}),
+            ),
+        }
     }
 
     fn token_review_status(&self, review: &Value) -> Value {
