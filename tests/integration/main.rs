@@ -32,5 +32,6 @@ mod policy;
 mod proxy;
 mod review_flood;
 mod secrets;
+mod service_accounts;
 mod tls_curves;
 mod upstream_connections;
