@@ -34,6 +34,7 @@ mod cluster {
     mod authn;
     mod deploy;
     mod doctor;
+    mod local_verification;
     mod node;
     mod operating;
     mod rbac;
