@@ -60,7 +60,7 @@ async fn fleet(proxies: usize, mode: &str) -> (usize, usize) {
     let flag = format!("--service-account-token-verification={mode}");
     let mut fleet = Vec::new();
     for _ in 0..proxies {
-        fleet.push(Proxy::start(&pki, &api, &echo.url(), &[&flag]).await);
+        fleet.push(Proxy::start(&pki, &api, &echo.url(), &[flag.as_str()]).await);
     }
     let scrapers: Vec<ServiceAccountToken> = (0..SCRAPERS)
         .map(|i| {

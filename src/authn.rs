@@ -36,11 +36,11 @@ use crate::{
     reload::Watched,
 };
 
+pub use self::service_account::ServiceAccountVerification;
 use self::{
     service_account::{LocalVerifier, Outcome},
     token_file::TokenFile,
 };
-pub use self::service_account::ServiceAccountVerification;
 
 /// A bearer token, borrowed from the request's headers: the only owned copy is the one
 /// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.

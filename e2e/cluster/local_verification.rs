@@ -29,9 +29,18 @@ async fn local_verification_is_a_token_review_without_the_review() {
     let cluster = Cluster::private().await;
     let pod = create_pod(&cluster, "local-verification").await;
     let tokens = [
-        ("bound to nothing", request_token(&cluster, None, 3600).await),
-        ("bound to a pod", request_token(&cluster, Some(&pod), 3601).await),
-        ("the kubelet's extended kind", request_token(&cluster, Some(&pod), 3607).await),
+        (
+            "bound to nothing",
+            request_token(&cluster, None, 3600).await,
+        ),
+        (
+            "bound to a pod",
+            request_token(&cluster, Some(&pod), 3601).await,
+        ),
+        (
+            "the kubelet's extended kind",
+            request_token(&cluster, Some(&pod), 3607).await,
+        ),
     ];
 
     let authn = local_authenticator(&cluster).await;
@@ -45,7 +54,10 @@ async fn local_verification_is_a_token_review_without_the_review() {
         }
     }
     let reviews = cluster.reviews().await - before;
-    println!("local verification of {} tokens: the apiserver served {reviews}", tokens.len());
+    println!(
+        "local verification of {} tokens: the apiserver served {reviews}",
+        tokens.len()
+    );
     assert_eq!(reviews.token_reviews, 0, "verified without a TokenReview");
 
     for ((what, token), user) in tokens.iter().zip(&verified) {
@@ -65,7 +77,9 @@ async fn local_verification_is_a_token_review_without_the_review() {
         );
     }
     assert!(
-        verified[1].extra.contains_key("authentication.kubernetes.io/pod-name"),
+        verified[1]
+            .extra
+            .contains_key("authentication.kubernetes.io/pod-name"),
         "a pod-bound token names its pod: {:?}",
         verified[1].extra
     );
@@ -84,14 +98,20 @@ async fn local_verification_is_a_token_review_without_the_review() {
     let reviews = cluster.reviews().await - before;
     println!("3 scrapes with 3 tokens, local: the apiserver served {reviews}");
     assert_eq!(reviews.token_reviews, 0, "no TokenReview from the proxy");
-    assert_eq!(reviews.access_reviews, 3, "one SubjectAccessReview per user");
+    assert_eq!(
+        reviews.access_reviews, 3,
+        "one SubjectAccessReview per user"
+    );
 
     // A token that is no JWT still gets its TokenReview.
     let before = cluster.reviews().await;
     let reply = guard.get("/metrics", Some("not-a-jwt")).await;
     assert_eq!(reply.status, 401, "{}", reply.describe());
     let reviews = cluster.reviews().await - before;
-    assert_eq!(reviews.token_reviews, 1, "a TokenReview for a token that is no JWT");
+    assert_eq!(
+        reviews.token_reviews, 1,
+        "a TokenReview for a token that is no JWT"
+    );
 }
 
 /// The proxy's authenticator, in local mode, on the proxy's own credentials (its

@@ -19,7 +19,9 @@
 //! without this flag — static tokens, other issuers, legacy Secret tokens, keys that
 //! cannot be fetched. Keys are at most `KEYS_MAX_AGE` old, fetched again when a token
 //! names an unknown `kid` (a key rotation), and fetched at most once per
-//! `MIN_REFETCH`, so junk naming random keys cannot make us hammer the apiserver.
+//! `MIN_REFETCH` — plus one spare for an unknown `kid` in between, so that a rotation
+//! soon after a fetch is not missed — so junk naming random keys cannot make us hammer
+//! the apiserver.
 
 mod claims;
 mod keys;
@@ -87,19 +89,45 @@ pub(crate) struct LocalVerifier {
     audiences: Vec<String>,
     max_lifetime: Duration,
     issuer: RwLock<Option<Arc<Issuer>>>,
-    /// When the last fetch started; held while one is under way, so that concurrent
-    /// misses share it.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while a fetch is under way, so that concurrent misses share it.
+    fetching: tokio::sync::Mutex<Fetches>,
+}
+
+/// The fetch budget: one per `MIN_REFETCH`, and a spare for an unknown `kid`, so at
+/// most two per `MIN_REFETCH`.
+#[derive(Default)]
+struct Fetches {
+    last: Option<Instant>,
+    /// Given by each fetch that was due, spent by the next unknown `kid` before the
+    /// next one is due.
+    spare: bool,
+}
+
+impl Fetches {
+    /// Whether a fetch may start now; if so, it is counted.
+    fn take(&mut self, unknown_key: bool) -> bool {
+        let due = self.last.is_none_or(|at| at.elapsed() >= MIN_REFETCH);
+        let spare = !due && unknown_key && self.spare;
+        if due || spare {
+            self.last = Some(Instant::now());
+            self.spare = due;
+        }
+        due || spare
+    }
 }
 
 impl LocalVerifier {
-    pub(crate) fn new(apiserver: Arc<Apiserver>, audiences: &[String], max_lifetime: Duration) -> Self {
+    pub(crate) fn new(
+        apiserver: Arc<Apiserver>,
+        audiences: &[String],
+        max_lifetime: Duration,
+    ) -> Self {
         Self {
             apiserver,
             audiences: audiences.to_vec(),
             max_lifetime,
             issuer: RwLock::new(None),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(Fetches::default()),
         }
     }
 
@@ -159,16 +187,15 @@ impl LocalVerifier {
             }
         }
         let asked = Instant::now();
-        let mut last = self.fetching.lock().await;
+        let mut fetches = self.fetching.lock().await;
         let current = self.current();
         // Fetched by another request while this one waited.
         if current.as_ref().is_some_and(|i| i.fetched >= asked) {
             return current;
         }
-        if last.is_some_and(|at| at.elapsed() < MIN_REFETCH) {
+        if !fetches.take(unknown_key) {
             return usable(&current);
         }
-        *last = Some(Instant::now());
         match self.fetch().await {
             Ok(issuer) => {
                 let issuer = Arc::new(issuer);
@@ -188,7 +215,10 @@ impl LocalVerifier {
     }
 
     fn current(&self) -> Option<Arc<Issuer>> {
-        self.issuer.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.issuer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The discovery document (for the issuer) and the keys, from the apiserver.
@@ -201,9 +231,9 @@ impl LocalVerifier {
             .filter(|u| !u.is_empty())
             .ok_or_else(|| format!("{DISCOVERY_PATH} names no issuer"))?
             .to_owned();
-        let keys = KeySet::parse(&self.get(JWKS_PATH).await?)
-            .map_err(|e| format!("{JWKS_PATH}: {e}"))?;
-        tracing::info!(issuer = url, "service-account issuer keys fetched");
+        let keys =
+            KeySet::parse(&self.get(JWKS_PATH).await?).map_err(|e| format!("{JWKS_PATH}: {e}"))?;
+        tracing::info!(issuer = %url, "service-account issuer keys fetched");
         Ok(Issuer {
             url,
             keys,
@@ -226,5 +256,23 @@ impl LocalVerifier {
             };
             format!("GET {path}: {error}{hint}")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_two_fetches_per_window() {
+        let mut fetches = Fetches::default();
+        assert!(fetches.take(false), "the first");
+        assert!(!fetches.take(false), "too soon");
+        assert!(fetches.take(true), "the spare, for an unknown kid");
+        assert!(!fetches.take(true), "the spare is spent");
+        tokio::time::advance(MIN_REFETCH).await;
+        assert!(fetches.take(true), "due again");
+        assert!(fetches.take(true), "with a spare again");
+        assert!(!fetches.take(true));
     }
 }

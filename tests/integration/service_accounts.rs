@@ -22,6 +22,7 @@ async fn scrape(world: &World, token: &str) -> u16 {
     )
     .await
     .status
+    .as_u16()
 }
 
 /// The scraper's projected token: bound to its pod, as the kubelet mounts it.
@@ -61,7 +62,10 @@ async fn the_user_is_the_one_a_token_review_returns() {
         let token = world.api.mint_service_account_token(&spec);
         assert_eq!(scrape(&world, &token).await, 200, "{flags:?}");
         let sar = world.api.last_sar_spec();
-        seen.push((world.api.token_reviews(), [&sar["user"], &sar["uid"], &sar["groups"], &sar["extra"]].map(Clone::clone)));
+        seen.push((
+            world.api.token_reviews(),
+            [&sar["user"], &sar["uid"], &sar["groups"], &sar["extra"]].map(Clone::clone),
+        ));
     }
     assert_eq!(seen[0].0, 1, "tokenreview mode reviews the token");
     assert_eq!(seen[1].0, 0, "local mode does not");
@@ -88,7 +92,11 @@ async fn other_tokens_still_get_a_token_review() {
     long.lifetime = Duration::from_secs(24 * 3600);
     let long = world.api.mint_service_account_token(&long);
     assert_eq!(scrape(&world, &long).await, 200);
-    assert_eq!(world.api.token_reviews(), 4, "a token above the max lifetime");
+    assert_eq!(
+        world.api.token_reviews(),
+        4,
+        "a token above the max lifetime"
+    );
 
     let mut other_audience = scraper_token();
     other_audience.audiences = vec!["vault".into()];
@@ -110,7 +118,11 @@ async fn an_extended_kubelet_token_is_local_until_its_warnafter() {
 
 #[tokio::test]
 async fn configured_audiences_are_checked_locally() {
-    let world = World::start("static-token", &[LOCAL, "--auth-token-audiences=prometheus"]).await;
+    let world = World::start(
+        "static-token",
+        &[LOCAL, "--auth-token-audiences=prometheus"],
+    )
+    .await;
     let mut spec = scraper_token();
     spec.audiences = vec!["prometheus".into()];
     let ok = world.api.mint_service_account_token(&spec);
@@ -131,13 +143,26 @@ async fn a_rotated_key_is_fetched() {
         .mint_service_account_token(&scraper_token().bound_to_pod("prometheus-1"));
     assert_eq!(scrape(&world, &after).await, 200);
     assert_eq!(world.api.token_reviews(), 0);
-    assert_eq!(world.api.issuer_fetches(), 4, "fetched again for the new kid");
-    // A forged kid does not make the proxy fetch again within 30 s.
+    assert_eq!(
+        world.api.issuer_fetches(),
+        4,
+        "fetched again for the new kid"
+    );
+    // Tokens naming unknown keys: one more fetch at most (the spare after a fetch that
+    // worked, or the next one after 30 s), however many arrive; each gets a TokenReview.
     let (_header, rest) = after.split_once('.').unwrap();
-    let forged = format!("{}.{rest}", base64_url(r#"{"alg":"ES256","kid":"key-9"}"#));
-    assert_eq!(scrape(&world, &forged).await, 401, "the fake rejects it too");
-    assert_eq!(world.api.issuer_fetches(), 4);
-    assert_eq!(world.api.token_reviews(), 1, "declined: a TokenReview");
+    for kid in 0..5 {
+        let header = format!(r#"{{"alg":"ES256","kid":"forged-{kid}"}}"#);
+        let forged = format!("{}.{rest}", base64_url(&header));
+        assert_eq!(
+            scrape(&world, &forged).await,
+            401,
+            "the fake rejects it too"
+        );
+    }
+    let fetches = world.api.issuer_fetches();
+    assert!(fetches <= 6, "{fetches} GETs of the issuer's documents");
+    assert_eq!(world.api.token_reviews(), 5, "declined: TokenReviews");
 }
 
 #[tokio::test]
@@ -157,9 +182,13 @@ fn max_lifetime_needs_local_verification() {
         "--service-account-token-max-lifetime=1h",
     ])
     .unwrap();
-    let error = scrape_guard::Config::try_from(args).unwrap_err().to_string();
+    let error = scrape_guard::Config::try_from(args)
+        .unwrap_err()
+        .to_string();
     assert!(
-        error.contains("--service-account-token-max-lifetime needs --service-account-token-verification=local"),
+        error.contains(
+            "--service-account-token-max-lifetime needs --service-account-token-verification=local"
+        ),
         "{error}"
     );
 }

@@ -91,7 +91,9 @@ fn judge_inner(claims: &Value, now: u64, policy: &Policy<'_>) -> Result<User, Ju
     let name = non_empty(&account["name"]).ok_or(Decline("no service account claim"))?;
     let uid = non_empty(&account["uid"]).ok_or(Decline("no service account uid"))?;
     if !kube["secret"].is_null() {
-        return Err(Decline("bound to a Secret, which only the apiserver can check"));
+        return Err(Decline(
+            "bound to a Secret, which only the apiserver can check",
+        ));
     }
     let pod = match &kube["pod"] {
         Value::Null => None,
@@ -102,7 +104,9 @@ fn judge_inner(claims: &Value, now: u64, policy: &Policy<'_>) -> Result<User, Ju
     };
     let node = &kube["node"];
     if pod.is_none() && !node.is_null() {
-        return Err(Decline("bound to a Node, which only the apiserver can check"));
+        return Err(Decline(
+            "bound to a Node, which only the apiserver can check",
+        ));
     }
 
     if now > exp.saturating_add(LEEWAY) {
@@ -112,7 +116,9 @@ fn judge_inner(claims: &Value, now: u64, policy: &Policy<'_>) -> Result<User, Ju
         return Err(Reject("service account token is not valid yet".into()));
     }
     if iat > now.saturating_add(LEEWAY) {
-        return Err(Reject("service account token is issued in the future".into()));
+        return Err(Reject(
+            "service account token is issued in the future".into(),
+        ));
     }
     // An extended token (a kubelet's 1h token the apiserver made valid for a year) is
     // trusted here only until its `warnafter`, when the kubelet should have replaced it.
@@ -122,7 +128,9 @@ fn judge_inner(claims: &Value, now: u64, policy: &Policy<'_>) -> Result<User, Ju
         None => exp,
     };
     if local_end.saturating_sub(iat) > policy.max_lifetime.as_secs() {
-        return Err(Decline("lifetime above --service-account-token-max-lifetime"));
+        return Err(Decline(
+            "lifetime above --service-account-token-max-lifetime",
+        ));
     }
     check_audiences(&claims["aud"], policy)?;
 
@@ -172,7 +180,10 @@ fn check_audiences(aud: &Value, policy: &Policy<'_>) -> Result<(), Judgement> {
             false => Err(Judgement::Decline("aud does not name the issuer")),
         };
     }
-    match token.iter().any(|a| policy.audiences.iter().any(|w| w == a)) {
+    match token
+        .iter()
+        .any(|a| policy.audiences.iter().any(|w| w == a))
+    {
         true => Ok(()),
         false => Err(Judgement::Reject(format!(
             "token audiences {token:?} is invalid for the target audiences {:?}",

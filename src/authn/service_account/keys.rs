@@ -30,9 +30,15 @@ struct Jwk {
 
 #[derive(Debug, Clone)]
 enum PublicKey {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// An uncompressed point (`04 || x || y`) and the curve's JWS name.
-    Ec { alg: &'static str, point: Vec<u8> },
+    Ec {
+        alg: &'static str,
+        point: Vec<u8>,
+    },
 }
 
 /// The issuer's keys.
@@ -188,11 +194,18 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_and_a_tampered_one_does_not() {
         let (key, set) = key_and_set("k1");
-        let token = sign(&key, json!({"alg": "ES256", "kid": "k1"}), json!({"iss": "me"}));
+        let token = sign(
+            &key,
+            json!({"alg": "ES256", "kid": "k1"}),
+            json!({"iss": "me"}),
+        );
         assert_eq!(set.verify(&token).unwrap()["iss"], "me");
         let (head, rest) = token.split_once('.').unwrap();
         let (_, signature) = rest.split_once('.').unwrap();
-        let forged = format!("{head}.{}.{signature}", URL_SAFE_NO_PAD.encode(r#"{"iss":"you"}"#));
+        let forged = format!(
+            "{head}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(r#"{"iss":"you"}"#)
+        );
         assert_eq!(set.verify(&forged), Err(SignatureError::Invalid));
     }
 

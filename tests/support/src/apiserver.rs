@@ -407,7 +407,11 @@ impl FakeApiserver {
             "user": {"username": user.name, "uid": user.uid, "groups": user.groups},
             "audiences": audiences,
         });
-        if let Some(extra) = state.extras.get(token).filter(|e| e.as_object().is_some_and(|o| !o.is_empty())) {
+        if let Some(extra) = state
+            .extras
+            .get(token)
+            .filter(|e| e.as_object().is_some_and(|o| !o.is_empty()))
+        {
             answer["user"]["extra"] = extra.clone();
         }
         answer

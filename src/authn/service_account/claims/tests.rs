@@ -31,8 +31,15 @@ fn pod_token() -> Value {
     })
 }
 
+/// `claims` with the key at `pointer` set (added if missing).
 fn with(mut claims: Value, pointer: &str, value: Value) -> Value {
-    *claims.pointer_mut(pointer).unwrap() = value;
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    claims
+        .pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .insert(key.to_owned(), value);
     claims
 }
 
@@ -91,7 +98,11 @@ fn newer_claims_add_the_extras_newer_apiservers_add() {
         ])
     );
     // A node name without a uid: the name only, as the apiserver does.
-    let claims = with(pod_token(), "/kubernetes.io/node", json!({"name": "node-1"}));
+    let claims = with(
+        pod_token(),
+        "/kubernetes.io/node",
+        json!({"name": "node-1"}),
+    );
     let Judgement::User(user) = judge(&claims, NOW, &policy(&[])) else {
         panic!("not accepted");
     };
@@ -119,30 +130,126 @@ fn refusals_table() {
         "sub": "system:serviceaccount:default:old",
         "kubernetes.io/serviceaccount/namespace": "default",
     });
-    let configured = vec!["prometheus".to_owned()];
-    let table: Vec<(&str, Value, &[String], &str)> = vec![
-        ("legacy Secret token", legacy, &[], "decline"),
-        ("another issuer", with(pod_token(), "/iss", json!("https://elsewhere")), &[], "decline"),
-        ("no exp", without(pod_token(), "", "exp"), &[], "decline"),
-        ("no iat", without(pod_token(), "", "iat"), &[], "decline"),
-        ("no namespace", without(pod_token(), "/kubernetes.io", "namespace"), &[], "decline"),
-        ("empty sa uid", with(pod_token(), "/kubernetes.io/serviceaccount/uid", json!("")), &[], "decline"),
-        ("secret-bound", with(pod_token(), "/kubernetes.io/secret", json!({"name": "s", "uid": "u"})), &[], "decline"),
-        ("node-bound", with(without(pod_token(), "/kubernetes.io", "pod"), "/kubernetes.io/node", json!({"name": "n", "uid": "u"})), &[], "decline"),
-        ("pod without uid", with(pod_token(), "/kubernetes.io/pod", json!({"name": "p"})), &[], "decline"),
-        ("past warnafter", with(pod_token(), "/kubernetes.io/warnafter", json!(NOW - 1)), &[], "decline"),
-        ("a day-long token", with(without(pod_token(), "/kubernetes.io", "warnafter"), "/exp", json!(NOW + 24 * 3600)), &[], "decline"),
-        ("no aud", without(pod_token(), "", "aud"), &[], "decline"),
-        ("aud not the issuer", aud(json!(["vault"])), &[], "decline"),
-        ("expired", with(with(pod_token(), "/exp", json!(NOW - 61)), "/kubernetes.io/warnafter", json!(NOW + 10)), &[], "reject"),
-        ("not yet valid", with(pod_token(), "/nbf", json!(NOW + 61)), &[], "reject"),
-        ("issued in the future", with(with(pod_token(), "/iat", json!(NOW + 61)), "/nbf", json!(NOW)), &[], "reject"),
-        ("configured audience missing", pod_token(), &configured, "reject"),
-        ("configured audience present", aud(json!("prometheus")), &configured, "accept"),
-        ("expired within the leeway", with(with(pod_token(), "/exp", json!(NOW - 59)), "/iat", json!(NOW - 3600)), &[], "accept"),
-        ("aud as one string", aud(json!(ISSUER)), &[], "accept"),
+    // (case, claims, whether --auth-token-audiences=prometheus, outcome)
+    let table: Vec<(&str, Value, bool, &str)> = vec![
+        ("legacy Secret token", legacy, false, "decline"),
+        (
+            "another issuer",
+            with(pod_token(), "/iss", json!("https://elsewhere")),
+            false,
+            "decline",
+        ),
+        ("no exp", without(pod_token(), "", "exp"), false, "decline"),
+        ("no iat", without(pod_token(), "", "iat"), false, "decline"),
+        (
+            "no namespace",
+            without(pod_token(), "/kubernetes.io", "namespace"),
+            false,
+            "decline",
+        ),
+        (
+            "empty sa uid",
+            with(pod_token(), "/kubernetes.io/serviceaccount/uid", json!("")),
+            false,
+            "decline",
+        ),
+        (
+            "secret-bound",
+            with(
+                pod_token(),
+                "/kubernetes.io/secret",
+                json!({"name": "s", "uid": "u"}),
+            ),
+            false,
+            "decline",
+        ),
+        (
+            "node-bound",
+            with(
+                without(pod_token(), "/kubernetes.io", "pod"),
+                "/kubernetes.io/node",
+                json!({"name": "n", "uid": "u"}),
+            ),
+            false,
+            "decline",
+        ),
+        (
+            "pod without uid",
+            with(pod_token(), "/kubernetes.io/pod", json!({"name": "p"})),
+            false,
+            "decline",
+        ),
+        (
+            "past warnafter",
+            with(pod_token(), "/kubernetes.io/warnafter", json!(NOW - 1)),
+            false,
+            "decline",
+        ),
+        (
+            "a day-long token",
+            with(
+                without(pod_token(), "/kubernetes.io", "warnafter"),
+                "/exp",
+                json!(NOW + 24 * 3600),
+            ),
+            false,
+            "decline",
+        ),
+        ("no aud", without(pod_token(), "", "aud"), false, "decline"),
+        (
+            "aud not the issuer",
+            aud(json!(["vault"])),
+            false,
+            "decline",
+        ),
+        (
+            "expired",
+            with(
+                with(pod_token(), "/exp", json!(NOW - 61)),
+                "/kubernetes.io/warnafter",
+                json!(NOW + 10),
+            ),
+            false,
+            "reject",
+        ),
+        (
+            "not yet valid",
+            with(pod_token(), "/nbf", json!(NOW + 61)),
+            false,
+            "reject",
+        ),
+        (
+            "issued in the future",
+            with(
+                with(pod_token(), "/iat", json!(NOW + 61)),
+                "/nbf",
+                json!(NOW),
+            ),
+            false,
+            "reject",
+        ),
+        ("configured audience missing", pod_token(), true, "reject"),
+        (
+            "configured audience present",
+            aud(json!("prometheus")),
+            true,
+            "accept",
+        ),
+        (
+            "expired within the leeway",
+            with(
+                with(pod_token(), "/exp", json!(NOW - 59)),
+                "/iat",
+                json!(NOW - 3600),
+            ),
+            false,
+            "accept",
+        ),
+        ("aud as one string", aud(json!(ISSUER)), false, "accept"),
     ];
-    for (case, claims, audiences, want) in table {
+    let configured = ["prometheus".to_owned()];
+    for (case, claims, with_audiences, want) in table {
+        let audiences: &[String] = if with_audiences { &configured } else { &[] };
         let got = match judge(&claims, NOW, &policy(audiences)) {
             Judgement::User(_) => "accept",
             Judgement::Reject(_) => "reject",
@@ -168,7 +275,13 @@ fn only_three_base64url_parts_of_json_are_a_jwt() {
     let payload = part(&json!({"iss": ISSUER}));
     let jwt = format!("{}.{payload}.c2ln", part(&json!({"alg": "RS256"})));
     assert_eq!(unverified_payload(&jwt).unwrap()["iss"], ISSUER);
-    for junk in ["static-token", "a.b", "a.b.c.d", &format!("x.{payload}=.y"), "x.bm90IGpzb24.y"] {
+    for junk in [
+        "static-token",
+        "a.b",
+        "a.b.c.d",
+        &format!("x.{payload}=.y"),
+        "x.bm90IGpzb24.y",
+    ] {
         assert!(unverified_payload(junk).is_none(), "{junk}");
     }
 }
