@@ -14,6 +14,7 @@
 //! a scraper whose token authenticated never waits behind a junk flood. That review
 //! holds its own copy of the token, like any TokenReview, and drops it with the request.
 
+pub mod jwt;
 pub(crate) mod token_file;
 
 use std::{fmt, path::PathBuf, sync::Arc};
