@@ -19,6 +19,7 @@
 //! verified against its keys and cached like a TokenReview's answer; any other token
 //! still gets its TokenReview.
 
+pub mod jwt;
 pub(crate) mod service_account;
 pub(crate) mod token_file;
 
