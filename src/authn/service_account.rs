@@ -24,20 +24,17 @@
 //! the apiserver.
 
 mod claims;
-mod keys;
 
 use std::{
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use self::{
-    claims::{Judgement, Policy},
-    keys::{KeySet, SignatureError},
-};
+use self::claims::{Judgement, Policy};
+use super::jwt::{Algorithm, Claims, Expectations, Jwks, JwtError, Verifier};
 use crate::{
     apiserver::{Apiserver, ReviewError},
     identity::User,
@@ -53,6 +50,13 @@ const JWKS_PATH: &str = "/openid/v1/jwks";
 const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// At most one fetch per this long, whatever tokens arrive.
 const MIN_REFETCH: Duration = Duration::from_secs(30);
+/// What kube-apiserver signs service-account tokens with.
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::ES512,
+];
 
 /// How bearer tokens of the cluster's service accounts are verified
 /// (`--service-account-token-verification`).
@@ -79,7 +83,7 @@ pub(crate) enum Outcome {
 /// The cluster's issuer and its keys, as last fetched.
 struct Issuer {
     url: String,
-    keys: KeySet,
+    keys: Jwks,
     fetched: Instant,
 }
 
@@ -142,19 +146,18 @@ impl LocalVerifier {
         if payload["iss"].as_str() != Some(issuer.url.as_str()) {
             return Outcome::Declined("another issuer");
         }
-        let claims = match issuer.keys.verify(token) {
-            Ok(claims) => claims,
+        let claims = match verify(token, &issuer) {
             // A key the apiserver has added since we fetched: fetch again, once.
-            Err(SignatureError::UnknownKey) => match self.issuer(true).await {
-                Some(issuer) => match issuer.keys.verify(token) {
-                    Ok(claims) => claims,
-                    Err(_) => return Outcome::Declined("no key of the issuer signed it"),
-                },
+            Err(JwtError::UnknownKey { .. }) => match self.issuer(true).await {
+                Some(issuer) => verify(token, &issuer),
                 None => return Outcome::Declined("the issuer's keys are not available"),
             },
-            Err(_) => return Outcome::Declined("no key of the issuer signed it"),
+            verified => verified,
         };
-        self.judge(&claims, &issuer.url)
+        match claims {
+            Ok(claims) => self.judge(&Value::Object(claims), &issuer.url),
+            Err(error) => refused(&error),
+        }
     }
 
     fn judge(&self, claims: &Value, issuer: &str) -> Outcome {
@@ -231,8 +234,8 @@ impl LocalVerifier {
             .filter(|u| !u.is_empty())
             .ok_or_else(|| format!("{DISCOVERY_PATH} names no issuer"))?
             .to_owned();
-        let keys =
-            KeySet::parse(&self.get(JWKS_PATH).await?).map_err(|e| format!("{JWKS_PATH}: {e}"))?;
+        let keys = Jwks::parse(self.get(JWKS_PATH).await?.as_bytes())
+            .map_err(|e| format!("{JWKS_PATH}: {e}"))?;
         tracing::info!(issuer = %url, "service-account issuer keys fetched");
         Ok(Issuer {
             url,
@@ -257,6 +260,35 @@ impl LocalVerifier {
             format!("GET {path}: {error}{hint}")
         })
     }
+}
+
+/// The JWT core's check of `token` against the issuer's keys: signature (with the
+/// algorithms the apiserver uses), `iss`, `exp`, `nbf` and `iat` (60 s leeway). The
+/// audience is `claims.rs`'s, whose rules differ with and without
+/// `--auth-token-audiences`.
+fn verify(token: &str, issuer: &Issuer) -> Result<Claims, JwtError> {
+    let expect = Expectations {
+        issuer: issuer.url.clone(),
+        audiences: None,
+        algorithms: ALGORITHMS.to_vec(),
+        now: SystemTime::now(),
+    };
+    Verifier::verify(token, &issuer.keys, &expect)
+}
+
+/// A token of the issuer the JWT core did not accept: what the apiserver would refuse
+/// for the same reason is refused in its words; the rest goes to a TokenReview.
+fn refused(error: &JwtError) -> Outcome {
+    let why = match error {
+        JwtError::Expired => "service account token has expired",
+        JwtError::NotYetValid => "service account token is not valid yet",
+        JwtError::IssuedInFuture => "service account token is issued in the future",
+        other => {
+            tracing::trace!(error = %other, "service-account token not verified locally");
+            return Outcome::Declined("not verified with the issuer's keys");
+        }
+    };
+    Outcome::Rejected(why.into())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::identity::User;
 
 /// go-jose's `DefaultLeeway`, which the apiserver allows on `exp`, `nbf` and `iat`.
-pub(crate) const LEEWAY: u64 = 60;
+const LEEWAY: u64 = 60;
 
 const PREFIX_USER: &str = "system:serviceaccount:";
 const ALL_SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
@@ -62,7 +62,7 @@ pub(crate) fn unverified_payload(token: &str) -> Option<Value> {
 }
 
 /// Unpadded base64url (RFC 7515 section 2), as JWTs use it; `None` on anything else.
-pub(crate) fn base64url(text: &str) -> Option<Vec<u8>> {
+fn base64url(text: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
