@@ -252,10 +252,8 @@ impl LocalVerifier {
                      proxy's service account (deploy/rbac-proxy.yaml does)"
                 }
                 ReviewError::Api(kube::Error::Api(status)) if status.code == 404 => {
-                    ": the apiserver serves no issuer discovery (it needs \
-                     --service-account-issuer and --service-account-jwks-uri, or 1.21+)"
-                }
-                _ => "",
+                    ": the apiserver does not serve issuer discovery (its \
+                     ServiceAccountIssuerDiscovery feature: on by default from 1.20)"",
             };
             format!("GET {path}: {error}{hint}")
         })
