@@ -253,7 +253,9 @@ impl LocalVerifier {
                 }
                 ReviewError::Api(kube::Error::Api(status)) if status.code == 404 => {
                     ": the apiserver does not serve issuer discovery (its \
-                     ServiceAccountIssuerDiscovery feature: on by default from 1.20)"",
+                     ServiceAccountIssuerDiscovery feature: on by default from 1.20)"
+                }
+                _ => "",
             };
             format!("GET {path}: {error}{hint}")
         })
