@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use scrape_guard::{
     add_forwarding_headers, clean_request_headers, forwardable_path, Apiserver, ApiserverSettings,
     Attributes, Authenticator, AuthnSettings, Authorizer, AuthzSettings, CacheSettings, Fallback,
-    IdentityHeaders, Metrics, PathPolicy, RateLimit, Requester,
+    IdentityHeaders, Metrics, PathPolicy, RateLimit, Requester, ServiceAccountVerification,
 };
 
 const SA: &str = "system:serviceaccount:monitoring:prometheus-k8s";
@@ -79,6 +79,7 @@ fn cache_hit(c: &mut Criterion) {
                 audiences: vec![],
                 token_file: None,
                 cache,
+                service_accounts: ServiceAccountVerification::TokenReview,
             },
             Some(Arc::clone(&apiserver)),
             Arc::clone(&metrics),

@@ -36,6 +36,7 @@ mod cluster {
     mod doctor;
     mod endpoints;
     mod front_proxy;
+    mod local_verification;
     mod node;
     mod operating;
     mod rbac;

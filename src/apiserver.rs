@@ -240,6 +240,19 @@ impl Apiserver {
         }
     }
 
+    /// GETs `path` (the service-account issuer's discovery document and key set) with
+    /// the proxy's own credentials, within --apiserver-timeout. Not rate limited: the
+    /// caller fetches rarely and limits how often.
+    pub(crate) async fn get_text(&self, path: &str) -> Result<String, ReviewError> {
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| ReviewError::Api(kube::Error::HttpError(e)))?;
+        match tokio::time::timeout(self.timeout, self.client.request_text(request)).await {
+            Ok(answer) => answer.map_err(ReviewError::Api),
+            Err(_) => Err(ReviewError::Timeout(self.timeout)),
+        }
+    }
+
     /// False once the apiserver has failed every review and probe for
     /// `UNREACHABLE_GRACE` (for `/readyz`).
     pub fn is_reachable(&self) -> bool {

@@ -13,9 +13,16 @@
 //! one TokenReview in the background, at the renewals' turn (`Requester::Renewal`), so
 //! a scraper whose token authenticated never waits behind a junk flood. That review
 //! holds its own copy of the token, like any TokenReview, and drops it with the request.
+//!
+//! With `--service-account-token-verification=local` (`service_account.rs`), a miss is
+//! first judged in the proxy: a service-account token of the cluster's issuer is
+//! verified against its keys and cached like a TokenReview's answer; any other token
+//! still gets its TokenReview.
 
 pub(crate) mod front_proxy;
+pub mod jwt;
 pub(crate) mod lookup;
+pub(crate) mod service_account;
 pub(crate) mod token_file;
 
 use std::{fmt, path::PathBuf, sync::Arc};
@@ -33,7 +40,12 @@ use crate::{
     tls::PeerCertificate,
 };
 
-use self::{front_proxy::FrontProxy, token_file::TokenFile};
+pub use self::service_account::ServiceAccountVerification;
+use self::{
+    front_proxy::FrontProxy,
+    service_account::{LocalVerifier, Outcome},
+    token_file::TokenFile,
+};
 
 /// A bearer token, borrowed from the request's headers: the only owned copy is the one
 /// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.
@@ -107,12 +119,14 @@ fn unauthenticated(why: &str) -> ProxyError {
 #[derive(Debug, Clone)]
 enum Identity {
     Authenticated(Arc<User>),
+    /// A service-account token verified in the proxy, without a TokenReview.
+    Verified(Arc<User>),
     Rejected(Arc<str>),
 }
 
 impl Verdict for Identity {
     fn is_positive(&self) -> bool {
-        matches!(self, Self::Authenticated(_))
+        matches!(self, Self::Authenticated(_) | Self::Verified(_))
     }
 }
 
@@ -130,6 +144,8 @@ pub struct AuthnSettings {
     pub token_file: Option<PathBuf>,
     /// `--auth-cache-ttl`, `--auth-negative-cache-ttl`, `--stale-if-error`.
     pub cache: CacheSettings,
+    /// `--service-account-token-verification`, `--service-account-token-max-lifetime`.
+    pub service_accounts: ServiceAccountVerification,
 }
 
 /// Why the authenticator could not be built.
@@ -159,6 +175,8 @@ struct TokenReviews {
     apiserver: Option<Arc<Apiserver>>,
     tokens: Option<Arc<Watched<TokenFile>>>,
     audiences: Vec<String>,
+    /// `--service-account-token-verification=local` with an apiserver to fetch keys from.
+    local: Option<LocalVerifier>,
     hasher: Arc<TokenHasher>,
     cache: Verdicts<Identity, ReviewError>,
     groups: Interner<[String]>,
@@ -189,8 +207,15 @@ impl Authenticator {
             }
             None => None,
         };
+        let local = match (settings.service_accounts, &apiserver) {
+            (ServiceAccountVerification::Local { max_lifetime }, Some(apiserver)) => Some(
+                LocalVerifier::new(Arc::clone(apiserver), &settings.audiences, max_lifetime),
+            ),
+            _ => None,
+        };
         let reviews = TokenReviews {
             apiserver,
+            local,
             tokens,
             audiences: settings.audiences.clone(),
             hasher,
@@ -297,6 +322,7 @@ impl Authenticator {
             }
         };
         let source = match served {
+            Served::Reviewed if matches!(identity, Identity::Verified(_)) => Source::Local,
             Served::Cached => Source::Cache,
             Served::Ageing => {
                 self.renew(apiserver, key, &token);
@@ -306,7 +332,7 @@ impl Authenticator {
             Served::Stale => Source::Stale,
         };
         match identity {
-            Identity::Authenticated(user) => {
+            Identity::Authenticated(user) | Identity::Verified(user) => {
                 if served == Served::Stale {
                     tracing::warn!(
                         user = user.name,
@@ -362,10 +388,30 @@ impl TokenReviews {
         request: TokenReview,
         requester: Requester,
     ) -> Result<Identity, ReviewError> {
+        if let Some(identity) = self.verify_locally(&request).await {
+            return Ok(identity);
+        }
         let answer = apiserver.token_review(&request, requester).await;
         // The request (and with it the token copy) is dropped here, before caching.
         drop(request);
         Ok(self.judge(answer?))
+    }
+
+    /// The token judged in the proxy (`--service-account-token-verification=local`);
+    /// `None`: it needs a TokenReview.
+    async fn verify_locally(&self, request: &TokenReview) -> Option<Identity> {
+        let (local, token) = (self.local.as_ref()?, request.spec.token.as_deref()?);
+        match local.verify(token).await {
+            Outcome::Verified(user) => Some(Identity::Verified(Arc::new(User {
+                groups: self.groups.intern(&user.groups),
+                ..user
+            }))),
+            Outcome::Rejected(why) => Some(self.rejected(&why)),
+            Outcome::Declined(why) => {
+                tracing::trace!(why, "not verified locally: sending a TokenReview");
+                None
+            }
+        }
     }
 
     /// A negative answer; the reasons repeat ("invalid bearer token"), so they are shared.

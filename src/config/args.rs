@@ -509,6 +509,25 @@ pub struct KubeArgs {
     /// client arrives from one address (a service mesh sidecar, SNAT).
     #[arg(long, env = "SCRAPE_GUARD_MAX_REVIEWS_PER_PEER", default_value_t = 8)]
     pub max_reviews_per_peer: usize,
+
+    /// How service-account tokens are verified: tokenreview (a TokenReview for each new
+    /// token) or local (against the cluster issuer's keys, read from the apiserver; any
+    /// other token still gets a TokenReview). Local accepts the token of a deleted pod or
+    /// service account until it expires: see docs/service-account-tokens.md.
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_SERVICE_ACCOUNT_TOKEN_VERIFICATION",
+        default_value = "tokenreview",
+        value_parser = clap::builder::PossibleValuesParser::new(["tokenreview", "local"]),
+        value_name = "tokenreview|local"
+    )]
+    pub service_account_token_verification: String,
+
+    /// With --service-account-token-verification=local: the longest lifetime (from iat
+    /// to exp, or to warnafter) of a token verified locally; longer-lived tokens get a
+    /// TokenReview. Default: 2h.
+    #[arg(long, env = "SCRAPE_GUARD_SERVICE_ACCOUNT_TOKEN_MAX_LIFETIME", value_name = "DURATION", value_parser = parse_go_duration)]
+    pub service_account_token_max_lifetime: Option<Duration>,
 }
 
 /// Local authentication and authorization: kube-rbac-proxy's config file, the

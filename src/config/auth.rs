@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     apiserver::{ApiserverSettings, Fallback, RateLimit},
-    authn::AuthnSettings,
+    authn::{AuthnSettings, ServiceAccountVerification},
     authz::AuthzSettings,
     cache::CacheSettings,
 };
@@ -86,6 +86,8 @@ pub(super) fn validate(
         apiserver_timeout,
         max_inflight_reviews,
         max_reviews_per_peer,
+        service_account_token_verification,
+        service_account_token_max_lifetime,
     } = kube;
     let PolicyArgs {
         config_file,
@@ -98,6 +100,11 @@ pub(super) fn validate(
     if !kube_api_qps.is_finite() {
         problems.add("--kube-api-qps must be a number");
     }
+    let service_accounts = service_accounts(
+        &service_account_token_verification,
+        service_account_token_max_lifetime,
+        problems,
+    );
     AuthSettings {
         // Filled in by `front_proxy::settings` (the proxy's flags only).
         front_proxy: Default::default(),
@@ -127,11 +134,39 @@ pub(super) fn validate(
                 .collect(),
             token_file: token_auth_file,
             cache: caches.authn,
+            service_accounts,
         },
         // The local policy is each listener's (`listeners::policy`): the shared
         // authorizer has none.
         authz: AuthzSettings {
             cache: caches.authz,
         },
+    }
+}
+
+/// The default `--service-account-token-max-lifetime`: the kubelet asks for 3607 s
+/// tokens (and the apiserver sets their `warnafter` there), so 1h would turn every
+/// projected token away; day- and year-long tokens still get a TokenReview.
+const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+
+fn service_accounts(
+    verification: &str,
+    max_lifetime: Option<Duration>,
+    problems: &mut Problems,
+) -> ServiceAccountVerification {
+    match (verification, max_lifetime) {
+        ("local", max_lifetime) => {
+            let max_lifetime = max_lifetime.unwrap_or(DEFAULT_MAX_LIFETIME);
+            problems.positive("--service-account-token-max-lifetime", max_lifetime);
+            ServiceAccountVerification::Local { max_lifetime }
+        }
+        (_, Some(_)) => {
+            problems.add(
+                "--service-account-token-max-lifetime needs \
+                 --service-account-token-verification=local",
+            );
+            ServiceAccountVerification::TokenReview
+        }
+        (_, None) => ServiceAccountVerification::TokenReview,
     }
 }

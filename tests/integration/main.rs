@@ -34,6 +34,7 @@ mod policy;
 mod proxy;
 mod review_flood;
 mod secrets;
+mod service_accounts;
 mod sni;
 mod tls_curves;
 mod upstream_connections;

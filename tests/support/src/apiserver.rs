@@ -4,6 +4,8 @@
 //! the specs it was sent, and can be told to fail, stall, slow down or go away — the
 //! faults a real apiserver has, on demand and without a cluster. The real
 //! kube-apiserver in the end-to-end suite is the judge of fidelity; this is for speed.
+//! It is also a service-account issuer (`issuer.rs`): it serves the discovery document
+//! and keys, and mints tokens a TokenReview of it then describes like kube-apiserver.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,7 +13,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -28,7 +30,10 @@ use hyper_util::{
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, task::JoinSet};
 
-use crate::Pki;
+use crate::{
+    issuer::{Issuer, ServiceAccountToken},
+    Pki,
+};
 
 /// How the fake apiserver answers reviews.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +70,8 @@ struct ApiState {
     /// Every ConfigMap read is answered 403.
     config_maps_forbidden: bool,
     config_map_reads: usize,
+    /// `status.user.extra` of service-account tokens, by token.
+    extras: HashMap<String, Value>,
 }
 
 /// An HTTPS apiserver that answers TokenReview and SubjectAccessReview like the real
@@ -81,6 +88,9 @@ pub struct FakeApiserver {
     delay: Arc<Mutex<Duration>>,
     state: Arc<Mutex<ApiState>>,
     tasks: Mutex<JoinSet<()>>,
+    issuer: Issuer,
+    issuer_fetches: AtomicUsize,
+    issuer_forbidden: AtomicBool,
 }
 
 impl FakeApiserver {
@@ -112,6 +122,9 @@ impl FakeApiserver {
             delay: Arc::new(Mutex::new(Duration::ZERO)),
             state: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
+            issuer: Issuer::new(),
+            issuer_fetches: AtomicUsize::new(0),
+            issuer_forbidden: AtomicBool::new(false),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(&[b"http/1.1"])));
         let this = Arc::clone(&server);
@@ -188,6 +201,59 @@ impl FakeApiserver {
             .unwrap()
             .allowed
             .insert((user.into(), verb.into(), path.into()));
+    }
+
+    /// A service-account token signed by this apiserver's issuer, which its
+    /// TokenReviews then describe as kube-apiserver would (user, uid, groups, extra).
+    pub fn mint_service_account_token(&self, spec: &ServiceAccountToken) -> String {
+        let token = self.issuer.mint(spec);
+        self.add_service_account(&token, spec);
+        token
+    }
+
+    /// A legacy (Secret) token of `namespace/name`, which TokenReviews accept.
+    pub fn mint_legacy_token(&self, namespace: &str, name: &str) -> String {
+        let token = self.issuer.legacy(namespace, name);
+        self.add_service_account(&token, &ServiceAccountToken::new(namespace, name));
+        token
+    }
+
+    fn add_service_account(&self, token: &str, spec: &ServiceAccountToken) {
+        let namespace = &spec.namespace;
+        self.add_user(
+            token,
+            FakeUser {
+                name: spec.username(),
+                uid: spec.uid.clone(),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated".into(),
+                ],
+                audiences: spec.audiences.clone(),
+            },
+        );
+        self.state
+            .lock()
+            .unwrap()
+            .extras
+            .insert(token.into(), spec.extra());
+    }
+
+    /// A new issuer signing key (with a new `kid`); the old ones stay published.
+    pub fn rotate_issuer_key(&self) {
+        self.issuer.rotate();
+    }
+
+    /// GETs of the issuer's discovery document and keys so far.
+    pub fn issuer_fetches(&self) -> usize {
+        self.issuer_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Answers the issuer's documents 403, as to a proxy without the
+    /// `system:service-account-issuer-discovery` binding.
+    pub fn forbid_issuer_discovery(&self, forbidden: bool) {
+        self.issuer_forbidden.store(forbidden, Ordering::SeqCst);
     }
 
     /// The token no longer authenticates anybody (it was revoked).
@@ -283,6 +349,21 @@ impl FakeApiserver {
         }
         if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
             return self.config_map(rest);
+        }
+        if path == "/.well-known/openid-configuration" || path == "/openid/v1/jwks" {
+            self.issuer_fetches.fetch_add(1, Ordering::SeqCst);
+            if self.issuer_forbidden.load(Ordering::SeqCst) {
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": format!("forbidden: User \"system:serviceaccount:monitoring:proxy\" cannot get path \"{path}\""),
+                           "reason": "Forbidden", "code": 403}),
+                );
+            }
+            return match path.as_str() {
+                "/openid/v1/jwks" => json_response(StatusCode::OK, self.issuer.jwks()),
+                _ => json_response(StatusCode::OK, self.issuer.discovery()),
+            };
         }
         let body: Value =
             serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes())
@@ -392,11 +473,19 @@ impl FakeApiserver {
         if audiences.is_empty() {
             return json!({"user": {}, "error": "token audiences are invalid for the target audiences"});
         }
-        json!({
+        let mut answer = json!({
             "authenticated": true,
             "user": {"username": user.name, "uid": user.uid, "groups": user.groups},
             "audiences": audiences,
-        })
+        });
+        if let Some(extra) = state
+            .extras
+            .get(token)
+            .filter(|e| e.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            answer["user"]["extra"] = extra.clone();
+        }
+        answer
     }
 
     fn sar_status(&self, review: &Value) -> Value {

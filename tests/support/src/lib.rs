@@ -4,6 +4,7 @@
 //! - [`pki`]: a CA and certificates generated into a temp dir (nothing checked in expires);
 //! - [`apiserver`]: HTTPS, the real TokenReview/SubjectAccessReview JSON; counts reviews
 //!   and can be told to fail, stall or go away;
+//! - [`issuer`]: the fake apiserver's service-account issuer (keys, discovery, tokens);
 //! - [`echo`]: a plain-HTTP exporter that records what it received;
 //! - [`proxy`]: scrape-guard in-process, started from command-line flags;
 //! - [`process`]: the one child-process guard ([`Process`]: SIGTERM then SIGKILL and a
@@ -26,6 +27,7 @@ pub mod eventually;
 pub mod http1;
 pub mod http2;
 pub mod https;
+pub mod issuer;
 pub mod pki;
 pub mod process;
 pub mod proxy;
@@ -35,6 +37,7 @@ pub use apiserver::{FakeApiserver, FakeUser, Mode};
 pub use echo::{Echo, Seen, METRICS_PAGE};
 pub use eventually::eventually;
 pub use https::{client, client_with, get, send, HttpsClient, Reply};
+pub use issuer::{ServiceAccountToken, ISSUER};
 pub use pki::{install_crypto, Pki};
 pub use process::{free_port, run_to_end, spawn_binary, terminate, Process, Tail};
 pub use proxy::Proxy;
