@@ -89,6 +89,11 @@ impl Admin {
                 if let Some(apiserver) = &self.apiserver {
                     checks.push(("apiserver".to_owned(), apiserver.is_reachable()));
                 }
+                match self.authn.oidc_ready() {
+                    Some(Err(why)) => checks.push((format!("oidc (no key set: {why})"), false)),
+                    Some(Ok(())) => checks.push(("oidc".to_owned(), true)),
+                    None => {}
+                }
                 let mut body = String::new();
                 for (name, ok) in &checks {
                     let ok = *ok;

@@ -15,6 +15,7 @@
 //! holds its own copy of the token, like any TokenReview, and drops it with the request.
 
 pub mod jwt;
+mod oidc;
 pub(crate) mod token_file;
 
 use std::{fmt, path::PathBuf, sync::Arc};
@@ -31,7 +32,8 @@ use crate::{
     reload::Watched,
 };
 
-use self::token_file::TokenFile;
+pub use self::oidc::OidcSettings;
+use self::{oidc::Oidc, token_file::TokenFile};
 
 /// A bearer token, borrowed from the request's headers: the only owned copy is the one
 /// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.
@@ -128,6 +130,8 @@ pub struct AuthnSettings {
     pub token_file: Option<PathBuf>,
     /// `--auth-cache-ttl`, `--auth-negative-cache-ttl`, `--stale-if-error`.
     pub cache: CacheSettings,
+    /// `--oidc-*`: tokens are verified as ID tokens of this issuer instead of reviewed.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// Why the authenticator could not be built.
@@ -138,6 +142,9 @@ pub enum AuthnError {
     TokenFile(String),
     #[error("no randomness for the token cache key")]
     Randomness,
+    /// The message names the flag.
+    #[error("{0}")]
+    Oidc(String),
 }
 
 /// Bearer token → `User`: the static token file first, then a cached TokenReview.
@@ -159,6 +166,8 @@ struct TokenReviews {
     cache: Verdicts<Identity, ReviewError>,
     groups: Interner<[String]>,
     rejections: Interner<str>,
+    /// Replaces the TokenReview when set.
+    oidc: Option<Oidc>,
 }
 
 impl Authenticator {
@@ -185,7 +194,12 @@ impl Authenticator {
             }
             None => None,
         };
+        let oidc = match &settings.oidc {
+            Some(oidc) => Some(Oidc::start(oidc, &metrics)?),
+            None => None,
+        };
         let reviews = TokenReviews {
+            oidc,
             apiserver,
             tokens,
             audiences: settings.audiences.clone(),
@@ -210,14 +224,15 @@ impl Authenticator {
     }
 
     /// Who is calling: the user a verified client certificate names, else the bearer
-    /// token's (kube-rbac-proxy's order).
+    /// token's (kube-rbac-proxy's order). With OIDC only the token counts, as in
+    /// kube-rbac-proxy, whose OIDC authenticator reads nothing else.
     pub(crate) async fn authenticate_caller(
         &self,
         headers: &HeaderMap,
         certificate_user: Option<&Arc<User>>,
         requester: Requester,
     ) -> Result<Arc<User>, ProxyError> {
-        if let Some(user) = certificate_user {
+        if let Some(user) = certificate_user.filter(|_| self.reviews.oidc.is_none()) {
             self.metrics
                 .authenticated(Authn::Authenticated, Source::Certificate);
             return Ok(Arc::clone(user));
@@ -249,6 +264,9 @@ impl Authenticator {
             self.metrics
                 .authenticated(Authn::Authenticated, Source::Local);
             return Ok(user);
+        }
+        if let Some(oidc) = &reviews.oidc {
+            return self.oidc(oidc, &token).await;
         }
         let Some(apiserver) = &reviews.apiserver else {
             self.metrics
@@ -293,6 +311,31 @@ impl Authenticator {
                 Err(ProxyError::Unauthenticated(why.to_string()))
             }
         }
+    }
+
+    /// Verifies `token` as an OIDC ID token: 401 if it is not a good one, 503 while the
+    /// issuer's keys cannot be had.
+    async fn oidc(&self, oidc: &Oidc, token: &BearerToken<'_>) -> Result<Arc<User>, ProxyError> {
+        match oidc.authenticate(token.0).await {
+            Ok(user) => {
+                self.metrics
+                    .authenticated(Authn::Authenticated, Source::Oidc);
+                Ok(Arc::new(user))
+            }
+            Err(oidc::Refusal::Invalid(why)) => {
+                self.metrics.authenticated(Authn::Rejected, Source::Oidc);
+                Err(ProxyError::Unauthenticated(why))
+            }
+            Err(oidc::Refusal::Unavailable(why)) => {
+                self.metrics.authenticated(Authn::Error, Source::Oidc);
+                Err(ProxyError::ApiserverUnavailable(why))
+            }
+        }
+    }
+
+    /// `None` without OIDC; else whether its key set has loaded, and if not why.
+    pub(crate) fn oidc_ready(&self) -> Option<Result<(), String>> {
+        self.reviews.oidc.as_ref().map(Oidc::ready)
     }
 
     /// Reviews `token` again in the background, unless its renewal is under way.

@@ -19,6 +19,7 @@ mod auth;
 mod dialect;
 mod go;
 mod listeners;
+mod oidc;
 mod serving;
 mod upstream;
 
@@ -174,6 +175,7 @@ impl TryFrom<Args> for Config {
             upstream,
             mut kube,
             policy,
+            oidc,
             mut cache,
             endpoint,
             logging,
@@ -222,7 +224,8 @@ impl TryFrom<Args> for Config {
             },
         );
         let caches = auth::caches(cache, &mut problems);
-        let auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        let mut auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
+        auth.authn.oidc = oidc::validate(oidc, &mut problems);
         let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
             proxy_endpoints_port,
@@ -315,6 +318,7 @@ impl TryFrom<CanIArgs> for CanIConfig {
             verb,
             kube,
             policy,
+            oidc,
         } = args;
         let mut problems = Problems::default();
         // The flags' listener's local policy, made as the proxy makes it.
@@ -328,13 +332,14 @@ impl TryFrom<CanIArgs> for CanIConfig {
             Some(_) => auth::Purpose::CanIAsUser,
             None => auth::Purpose::Proxy,
         };
-        let auth = auth::validate(
+        let mut auth = auth::validate(
             kube,
             policy,
             auth::Caches::one_shot(),
             purpose,
             &mut problems,
         );
+        auth.authn.oidc = oidc::validate(*oidc, &mut problems);
         let who = match (as_user, token_file) {
             (Some(name), _) => Who::User {
                 name,

@@ -4,12 +4,15 @@
 mod apiserver;
 mod endpoint;
 mod legacy;
+mod oidc;
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args as ClapArgs, Parser};
 
-pub(super) use self::{apiserver::ApiserverArgs, endpoint::AuthEndpointArgs, legacy::LegacyArgs};
+pub(super) use self::{
+    apiserver::ApiserverArgs, endpoint::AuthEndpointArgs, legacy::LegacyArgs, oidc::OidcArgs,
+};
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
 /// scrape-guard: a kube-rbac-proxy compatible auth proxy for Prometheus exporters.
@@ -35,6 +38,8 @@ pub struct Args {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -184,6 +189,9 @@ pub struct CanIArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Boxed: it would make `can-i` the large variant of `Command`.
+    #[command(flatten)]
+    pub oidc: Box<OidcArgs>,
 }
 
 /// `scrape-guard rbac`.

@@ -125,6 +125,8 @@ pub(super) fn validate(
                 .collect(),
             token_file: token_auth_file,
             cache: caches.authn,
+            // Filled in from `--oidc-*` (`config/oidc.rs`).
+            oidc: None,
         },
         // The local policy is each listener's (`listeners::policy`): the shared
         // authorizer has none.
