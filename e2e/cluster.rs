@@ -35,6 +35,7 @@ mod cluster {
     mod deploy;
     mod doctor;
     mod node;
+    mod oidc;
     mod operating;
     mod rbac;
     mod scraping;

@@ -333,8 +333,9 @@ async fn discover(client: &HttpsClient, issuer: &str) -> Result<String, String> 
 
 /// GET `url`; the body if the answer is 200 and at most `limit` bytes.
 async fn get(client: &HttpsClient, url: &str, limit: usize) -> Result<Vec<u8>, String> {
+    // No Accept header, as Go's client sends none: the apiserver answers a key set
+    // request accepting only application/json with 406 (it is application/jwk-set+json).
     let request = http::Request::get(url)
-        .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
         .map_err(|e| format!("{url}: {e}"))?;
     let exchange = async {
