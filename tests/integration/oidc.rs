@@ -2,7 +2,8 @@
 //! a good ID token reaches the exporter, authorized by a SubjectAccessReview and never
 //! sent in a TokenReview; every kind of bad token is 401; a client certificate alone
 //! does not authenticate (kube-rbac-proxy's behaviour); an unreachable issuer is 503
-//! and `/readyz` says why until the key set loads; a rotated key is fetched.
+//! and `/readyz` says why until the key set loads; a rotated key is fetched; flag
+//! validation and aliases; `scrape-guard can-i` authenticates through OIDC too.
 
 use std::{sync::Arc, time::Duration};
 
@@ -248,4 +249,33 @@ async fn client_id_is_required_and_aliases_must_agree() {
         "--oidc-sign-alg=RS256",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn can_i_authenticates_a_token_through_oidc() {
+    let s = setup(true, &[]).await;
+    let can_i = |token: String| {
+        let token_file = s.pki.dir.path().join("id-token");
+        std::fs::write(&token_file, token).unwrap();
+        let mut argv = vec![
+            "scrape-guard".to_owned(),
+            "can-i".into(),
+            format!("--token-file={}", token_file.display()),
+            format!("--kubeconfig={}", s.api.kubeconfig.display()),
+        ];
+        argv.extend(s.issuer.flags(&s.pki));
+        let cli = <scrape_guard::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let Some(scrape_guard::Command::CanI(args)) = cli.command else {
+            panic!("not can-i");
+        };
+        scrape_guard::doctor::can_i(args)
+    };
+    let (out, code) = can_i(s.issuer.token(&s.issuer.claims(JANE))).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(JANE) && out.contains("allowed"), "{out}");
+    let (out, code) = can_i(s.issuer.token_with(JANE, json!({"aud": "other"}))).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("audiences"), "{out}");
+    assert_eq!(s.api.token_reviews(), 0);
+    s.proxy.shutdown().await;
 }
