@@ -3,7 +3,8 @@
 //! Separate from the proxied port so probes never go through authentication and never
 //! reach the exporter. `/healthz` says only that the process serves requests;
 //! `/readyz` says whether it could do its job right now: every listener's certificate
-//! is loaded and unexpired, and the apiserver answered the last review or probe. A proxy that cannot
+//! is loaded and unexpired, and the apiserver answered the last review or probe (and,
+//! with `--oidc-issuer`, the issuer's key set has loaded). A proxy that cannot
 //! reach the apiserver can only answer 503, so it should be taken out of rotation.
 //! `/metrics` (scrape-guard's own) is guarded like any scrape: authentication, then
 //! authorization of `get` on `/metrics`.
