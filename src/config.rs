@@ -197,6 +197,7 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
+        let client_ca_given = serving.client_ca_file.is_some();
         let flags = listeners::from_flags(&serving, upstream, &policy);
         // The flags define a listener unless --listeners-file declares them all.
         let flags_listener = flags.upstream.is_some() || serving.listeners_file.is_none();
@@ -226,6 +227,12 @@ impl TryFrom<Args> for Config {
         let caches = auth::caches(cache, &mut problems);
         let mut auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
         auth.authn.oidc = oidc::validate(oidc, &mut problems);
+        if client_ca_given && auth.authn.oidc.is_some() {
+            problems.warn(
+                "--client-ca-file: client certificates do not authenticate while --oidc-issuer \
+                 is set (as in kube-rbac-proxy); only OIDC bearer tokens do",
+            );
+        }
         let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
             proxy_endpoints_port,

@@ -51,7 +51,10 @@ async fn setup(issuer_up: bool, extra: &[&str]) -> Setup {
 
 #[tokio::test]
 async fn a_good_id_token_is_forwarded_and_bad_ones_are_401() {
-    let s = setup(true, &[]).await;
+    install_crypto();
+    let ca = Pki::new();
+    let client_ca = format!("--client-ca-file={}", ca.ca_path.display());
+    let s = setup(true, &[&client_ca]).await;
     let c = client(&s.pki, false);
     let url = s.proxy.url("/metrics");
     let good = s.issuer.token(&s.issuer.claims(JANE));
@@ -103,8 +106,9 @@ async fn a_good_id_token_is_forwarded_and_bad_ones_are_401() {
         let challenge = reply.header("www-authenticate").unwrap_or_default();
         assert!(challenge.starts_with("Bearer"), "{name}: {challenge}");
     }
-    // A client certificate does not authenticate while OIDC is on.
-    let identity = s.pki.client_cert(JANE, &[]);
+    // A client certificate (verified: --client-ca-file) does not authenticate while
+    // OIDC is on.
+    let identity = ca.client_cert(JANE, &[]);
     let reply = get(
         &client_with(&s.pki, false, Some(&identity)),
         &url,
