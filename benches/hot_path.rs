@@ -76,6 +76,7 @@ fn cache_hit(c: &mut Criterion) {
         };
         let authn = Authenticator::new(
             &AuthnSettings {
+                oidc: None,
                 audiences: vec![],
                 token_file: None,
                 cache,

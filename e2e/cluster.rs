@@ -38,6 +38,7 @@ mod cluster {
     mod front_proxy;
     mod local_verification;
     mod node;
+    mod oidc;
     mod operating;
     mod rbac;
     mod scraping;

@@ -3,7 +3,8 @@
 //! Separate from the proxied port so probes never go through authentication and never
 //! reach the exporter. `/healthz` says only that the process serves requests;
 //! `/readyz` says whether it could do its job right now: every listener's certificate
-//! is loaded and unexpired, and the apiserver answered the last review or probe. A proxy that cannot
+//! is loaded and unexpired, and the apiserver answered the last review or probe (and,
+//! with `--oidc-issuer`, the issuer's key set has loaded). A proxy that cannot
 //! reach the apiserver can only answer 503, so it should be taken out of rotation.
 //! `/metrics` (scrape-guard's own) is guarded like any scrape: authentication, then
 //! authorization of `get` on `/metrics`.
@@ -88,6 +89,11 @@ impl Admin {
                     .collect();
                 if let Some(apiserver) = &self.apiserver {
                     checks.push(("apiserver".to_owned(), apiserver.is_reachable()));
+                }
+                match self.authn.oidc_ready() {
+                    Some(Err(why)) => checks.push((format!("oidc (no key set: {why})"), false)),
+                    Some(Ok(())) => checks.push(("oidc".to_owned(), true)),
+                    None => {}
                 }
                 let mut body = String::new();
                 for (name, ok) in &checks {

@@ -22,6 +22,7 @@
 pub(crate) mod front_proxy;
 pub mod jwt;
 pub(crate) mod lookup;
+mod oidc;
 pub(crate) mod service_account;
 pub(crate) mod token_file;
 
@@ -40,9 +41,10 @@ use crate::{
     tls::PeerCertificate,
 };
 
-pub use self::service_account::ServiceAccountVerification;
+pub use self::{oidc::OidcSettings, service_account::ServiceAccountVerification};
 use self::{
     front_proxy::FrontProxy,
+    oidc::Oidc,
     service_account::{LocalVerifier, Outcome},
     token_file::TokenFile,
 };
@@ -146,6 +148,8 @@ pub struct AuthnSettings {
     pub cache: CacheSettings,
     /// `--service-account-token-verification`, `--service-account-token-max-lifetime`.
     pub service_accounts: ServiceAccountVerification,
+    /// `--oidc-*`: tokens are verified as ID tokens of this issuer instead of reviewed.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// Why the authenticator could not be built.
@@ -156,6 +160,9 @@ pub enum AuthnError {
     TokenFile(String),
     #[error("no randomness for the token cache key")]
     Randomness,
+    /// The message names the flag.
+    #[error("{0}")]
+    Oidc(String),
 }
 
 /// Bearer token → `User`: the static token file first, then a cached TokenReview.
@@ -181,6 +188,8 @@ struct TokenReviews {
     cache: Verdicts<Identity, ReviewError>,
     groups: Interner<[String]>,
     rejections: Interner<str>,
+    /// Replaces the TokenReview when set.
+    oidc: Option<Oidc>,
 }
 
 impl Authenticator {
@@ -213,7 +222,12 @@ impl Authenticator {
             ),
             _ => None,
         };
+        let oidc = match &settings.oidc {
+            Some(oidc) => Some(Oidc::start(oidc, &metrics)?),
+            None => None,
+        };
         let reviews = TokenReviews {
+            oidc,
             apiserver,
             local,
             tokens,
@@ -259,7 +273,8 @@ impl Authenticator {
     /// Who is calling, in k8s.io/apiserver's order (its union authenticator): a front
     /// proxy's headers (a certificate of the requestheader CA with an allowed CN, and
     /// a username header), else the user a certificate of the client CA names, else
-    /// the bearer token's.
+    /// the bearer token's. With OIDC a client-CA certificate does not count, as in
+    /// kube-rbac-proxy, whose OIDC authenticator reads nothing but the token.
     pub(crate) async fn authenticate_caller(
         &self,
         headers: &HeaderMap,
@@ -270,7 +285,12 @@ impl Authenticator {
             (Some(front_proxy), Some(cn)) => front_proxy.user(cn, headers),
             _ => None,
         };
-        if let Some(user) = proxied.map(Arc::new).or_else(|| certificate.user.clone()) {
+        if let Some(user) = proxied.map(Arc::new).or_else(|| {
+            certificate
+                .user
+                .clone()
+                .filter(|_| self.reviews.oidc.is_none())
+        }) {
             self.metrics
                 .authenticated(Authn::Authenticated, Source::Certificate);
             return Ok(user);
@@ -302,6 +322,9 @@ impl Authenticator {
             self.metrics
                 .authenticated(Authn::Authenticated, Source::Local);
             return Ok(user);
+        }
+        if let Some(oidc) = &reviews.oidc {
+            return self.oidc(oidc, &token).await;
         }
         let Some(apiserver) = &reviews.apiserver else {
             self.metrics
@@ -347,6 +370,31 @@ impl Authenticator {
                 Err(ProxyError::Unauthenticated(why.to_string()))
             }
         }
+    }
+
+    /// Verifies `token` as an OIDC ID token: 401 if it is not a good one, 503 while the
+    /// issuer's keys cannot be had.
+    async fn oidc(&self, oidc: &Oidc, token: &BearerToken<'_>) -> Result<Arc<User>, ProxyError> {
+        match oidc.authenticate(token.0).await {
+            Ok(user) => {
+                self.metrics
+                    .authenticated(Authn::Authenticated, Source::Oidc);
+                Ok(Arc::new(user))
+            }
+            Err(oidc::Refusal::Invalid(why)) => {
+                self.metrics.authenticated(Authn::Rejected, Source::Oidc);
+                Err(ProxyError::Unauthenticated(why))
+            }
+            Err(oidc::Refusal::Unavailable(why)) => {
+                self.metrics.authenticated(Authn::Error, Source::Oidc);
+                Err(ProxyError::ApiserverUnavailable(why))
+            }
+        }
+    }
+
+    /// `None` without OIDC; else whether its key set has loaded, and if not why.
+    pub(crate) fn oidc_ready(&self) -> Option<Result<(), String>> {
+        self.reviews.oidc.as_ref().map(Oidc::ready)
     }
 
     /// Reviews `token` again in the background, unless its renewal is under way.

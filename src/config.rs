@@ -20,6 +20,7 @@ mod dialect;
 mod front_proxy;
 mod go;
 mod listeners;
+mod oidc;
 mod serving;
 mod upstream;
 mod upstreams;
@@ -180,6 +181,7 @@ impl TryFrom<Args> for Config {
             upstream,
             mut kube,
             policy,
+            oidc,
             mut cache,
             endpoint,
             logging,
@@ -202,6 +204,7 @@ impl TryFrom<Args> for Config {
             &mut cache,
             &mut problems,
         );
+        let client_ca_given = serving.client_ca_file.is_some();
         // Deckhouse's fork: its config's upstreams: and excludePaths, its flags.
         let deckhouse = upstreams::read(
             deckhouse,
@@ -242,6 +245,13 @@ impl TryFrom<Args> for Config {
         let caches = auth::caches(cache, &mut problems);
         let mut auth = auth::validate(kube, policy, caches, auth::Purpose::Proxy, &mut problems);
         auth.front_proxy = front_proxy::settings(front_proxy, rewrite, &mut problems);
+        auth.authn.oidc = oidc::validate(oidc, &mut problems);
+        if client_ca_given && auth.authn.oidc.is_some() {
+            problems.warn(
+                "--client-ca-file: client certificates do not authenticate while --oidc-issuer \
+                 is set (as in kube-rbac-proxy); only OIDC bearer tokens do",
+            );
+        }
         let auth_endpoint = auth_endpoint(endpoint, &flags.upstream.identity, &mut problems);
         let serving::Serving {
             proxy_endpoints_port,
@@ -335,6 +345,7 @@ impl TryFrom<CanIArgs> for CanIConfig {
             headers,
             kube,
             policy,
+            oidc,
         } = args;
         let mut problems = Problems::default();
         let headers = headers
@@ -358,13 +369,14 @@ impl TryFrom<CanIArgs> for CanIConfig {
             Some(_) => auth::Purpose::CanIAsUser,
             None => auth::Purpose::Proxy,
         };
-        let auth = auth::validate(
+        let mut auth = auth::validate(
             kube,
             policy,
             auth::Caches::one_shot(),
             purpose,
             &mut problems,
         );
+        auth.authn.oidc = oidc::validate(*oidc, &mut problems);
         let who = match (as_user, token_file) {
             (Some(name), _) => Who::User {
                 name,

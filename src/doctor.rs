@@ -378,6 +378,7 @@ fn describe_source(source: Source) -> &'static str {
         Source::Stale => "apiserver (stale)",
         Source::Standalone => "standalone",
         Source::Certificate => "client certificate",
+        Source::Oidc => "OIDC issuer",
     }
 }
 

@@ -29,6 +29,8 @@ pub enum Source {
     Standalone,
     /// A client certificate verified against `--client-ca-file`.
     Certificate,
+    /// An ID token verified with the `--oidc-issuer`'s keys.
+    Oidc,
 }
 
 impl Source {
@@ -40,6 +42,7 @@ impl Source {
             Self::Stale => "stale",
             Self::Standalone => "standalone",
             Self::Certificate => "client_certificate",
+            Self::Oidc => "oidc",
         }
     }
 }

@@ -48,7 +48,9 @@ pub use logging::init as init_logging;
 
 // The request path's building blocks, for benches and fuzz targets.
 pub use apiserver::{Apiserver, ApiserverSettings, Fallback, RateLimit, Requester};
-pub use authn::{jwt, Authenticator, AuthnSettings, BearerToken, ServiceAccountVerification};
+pub use authn::{
+    jwt, Authenticator, AuthnSettings, BearerToken, OidcSettings, ServiceAccountVerification,
+};
 pub use authz::{Attributes, Authorizer, AuthzSettings};
 pub use cache::CacheSettings;
 pub use error::ProxyError;

@@ -126,6 +126,13 @@ label_values! {
     }
 }
 
+label_values! {
+    /// Which JWT key set (`key_set` of `scrape_guard_key_set_loaded`).
+    pub(crate) enum KeySet {
+        Oidc => "oidc",
+    }
+}
+
 impl EncodeLabelValue for Source {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
         self.as_str().encode(encoder)
@@ -209,6 +216,11 @@ impl<R: EncodeLabelValue + Copy> EncodeLabelSet for ReasonLabels<R> {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeySetLabels {
+    key_set: KeySet,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -287,6 +299,11 @@ families! {
     connections_evicted: Family<ReasonLabels<Eviction>, Counter>, "connections_evicted",
         "Connections closed to make room for a new one at --max-connections, by reason \
          (handshake, unauthenticated, idle)";
+    key_set_loaded: Family<KeySetLabels, Gauge>, "key_set_loaded",
+        "Whether a JWT key set (key_set: oidc, the --oidc-issuer's) has loaded; while 0, \
+         tokens it would verify are answered 503";
+    key_set_fetch_failures: Family<KeySetLabels, Counter>, "key_set_fetch_failures",
+        "Failed fetches of a JWT key set (discovery or JWKS: unreachable, not 200, invalid)";
 }
 
 /// A new, empty family: counters and gauges start at zero, latency histograms get
@@ -466,6 +483,28 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// A key set is in use: its series exist from now on, not loaded, no failures.
+    pub(crate) fn key_set_expected(&self, key_set: KeySet) {
+        let labels = KeySetLabels { key_set };
+        // The handles are dropped: creating the series is the point.
+        let _ = self.families.key_set_loaded.get_or_create(&labels);
+        let _ = self.families.key_set_fetch_failures.get_or_create(&labels);
+    }
+
+    /// A key set was fetched (`ok`), or failed to be. A loaded set stays loaded when a
+    /// later fetch fails: the last good one is still used.
+    pub(crate) fn key_set_fetched(&self, key_set: KeySet, ok: bool) {
+        let labels = KeySetLabels { key_set };
+        if ok {
+            self.families.key_set_loaded.get_or_create(&labels).set(1);
+        } else {
+            self.families
+                .key_set_fetch_failures
+                .get_or_create(&labels)
+                .inc();
+        }
     }
 
     /// The serving certificate in force expires at `not_after` (Unix seconds).

@@ -5,6 +5,7 @@ mod apiserver;
 mod deckhouse;
 mod endpoint;
 mod legacy;
+mod oidc;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -15,6 +16,7 @@ pub(super) use self::{
     deckhouse::DeckhouseArgs,
     endpoint::AuthEndpointArgs,
     legacy::LegacyArgs,
+    oidc::OidcArgs,
 };
 use super::go::{parse_go_bool, parse_go_duration, parse_listen_address, ListenAddress};
 
@@ -41,6 +43,8 @@ pub struct Args {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -195,6 +199,9 @@ pub struct CanIArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Boxed: it would make `can-i` the large variant of `Command`.
+    #[command(flatten)]
+    pub oidc: Box<OidcArgs>,
 }
 
 /// `scrape-guard rbac`.

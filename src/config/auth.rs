@@ -135,6 +135,8 @@ pub(super) fn validate(
             token_file: token_auth_file,
             cache: caches.authn,
             service_accounts,
+            // Filled in from `--oidc-*` (`config/oidc.rs`).
+            oidc: None,
         },
         // The local policy is each listener's (`listeners::policy`): the shared
         // authorizer has none.

@@ -206,7 +206,7 @@ fn cert_pair(dir: &std::path::Path, serving: &mut ServingArgs, problems: &mut Pr
 }
 
 /// One setting under two names: the alias fills it, or must agree with it.
-fn alias<T: PartialEq + fmt::Debug>(
+pub(super) fn alias<T: PartialEq + fmt::Debug>(
     problems: &mut Problems,
     (ours, slot): (&str, &mut Option<T>),
     (theirs, value): (&str, Option<T>),

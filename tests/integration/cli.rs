@@ -193,9 +193,9 @@ fn bad_flags_exit_2_naming_each_flag() {
     );
     assert_eq!(
         code, 2,
-        "an auth flag we do not implement is refused, not ignored"
+        "OIDC without its client ID is refused, not ignored"
     );
-    assert!(err.contains("--oidc-issuer"), "{err}");
+    assert!(err.contains("--oidc-clientID is required"), "{err}");
 }
 
 #[test]

@@ -753,6 +753,23 @@ const CATALOGUE: &[Sidecar] = &[
             resource: "evalhubs",
         },
     },
+    // Not a real installer: no public installer's kube-rbac-proxy sidecar with --oidc-*
+    // was found. kube-rbac-proxy's own example, brancz/kube-rbac-proxy @ 898a9f44:
+    // examples/oidc/deployment.yaml, placeholders as written. It listens in plain
+    // HTTP, so it is refused for that; tests/integration/oidc.rs runs the --oidc-* flags.
+    Sidecar {
+        name: "kube-rbac-proxy OIDC example (not an installer; plain HTTP)",
+        args: &[
+            "--insecure-listen-address=0.0.0.0:8444",
+            "--upstream=http://127.0.0.1:8081/",
+            "--logtostderr=true",
+            "--v=10",
+            "--oidc-issuer={ISSUER}",
+            "--oidc-clientID={CLIENT_ID}",
+        ],
+        config: None,
+        check: Check::Refused("--insecure-listen-address is not supported"),
+    },
 ];
 
 fn sidecar(name: &str) -> &'static Sidecar {

@@ -29,6 +29,7 @@ mod installers;
 mod layout;
 mod listeners;
 mod log_flood;
+mod oidc;
 mod operations;
 mod policy;
 mod proxy;

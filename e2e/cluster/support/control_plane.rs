@@ -105,7 +105,8 @@ impl Cluster {
                         "the shared control plane failed to start in an earlier test (see its output)"
                     );
                     let _attempt = StartAttempt;
-                    let plane = Arc::new(ControlPlane::start(false, "cluster").await);
+                    let plane =
+                        Arc::new(ControlPlane::start(false, "cluster", Issuer::Fixed).await);
                     *slot = Arc::downgrade(&plane);
                     plane
                 }
@@ -119,7 +120,27 @@ impl Cluster {
     pub(crate) async fn private() -> Self {
         super::install_crypto();
         let label = format!("{}-cluster", test_name());
-        Self::attach(Arc::new(ControlPlane::start(true, &label).await)).await
+        Self::attach(Arc::new(
+            ControlPlane::start(true, &label, Issuer::Fixed).await,
+        ))
+        .await
+    }
+
+    /// A private control plane whose service-account issuer is its own URL
+    /// (`https://127.0.0.1:<port>`), so that it serves OIDC discovery for itself.
+    pub(crate) async fn private_own_issuer() -> Self {
+        super::install_crypto();
+        let label = format!("{}-cluster", test_name());
+        Self::attach(Arc::new(
+            ControlPlane::start(true, &label, Issuer::Own).await,
+        ))
+        .await
+    }
+
+    /// The apiserver's URL, `https://127.0.0.1:<port>` (with `private_own_issuer`, also
+    /// its service-account issuer).
+    pub(crate) fn api_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.plane.api_port)
     }
 
     async fn attach(plane: Arc<ControlPlane>) -> Self {
@@ -209,6 +230,15 @@ impl Cluster {
     }
 }
 
+/// The service-account issuer a control plane is started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Issuer {
+    /// [`ISSUER`], as in a cluster: what every test but the OIDC one uses.
+    Fixed,
+    /// The apiserver's own https URL, which it then serves discovery for.
+    Own,
+}
+
 /// Marks the shared start as failed if it panics (dropped while unwinding).
 struct StartAttempt;
 
@@ -241,7 +271,7 @@ impl Drop for Cluster {
 // === impl ControlPlane ===
 
 impl ControlPlane {
-    async fn start(private: bool, label: &str) -> Self {
+    async fn start(private: bool, label: &str, issuer: Issuer) -> Self {
         let started = std::time::Instant::now();
         let dir = temp_dir(label);
         let path = dir.path().to_owned();
@@ -280,6 +310,13 @@ impl ControlPlane {
         apiserver_args.extend(service_account_args(&path));
         let front_proxy_ca = Ca::new("scrape-guard-e2e-front-proxy-ca");
         apiserver_args.extend(front_proxy_args(&path, &front_proxy_ca));
+        if issuer == Issuer::Own {
+            for arg in &mut apiserver_args {
+                if arg.starts_with("--service-account-issuer=") {
+                    *arg = format!("--service-account-issuer={api_url}");
+                }
+            }
+        }
         let admin_kubeconfig = path.join("admin.kubeconfig");
         pki::write(
             &admin_kubeconfig,

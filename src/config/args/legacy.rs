@@ -7,7 +7,7 @@ use clap::Args as ClapArgs;
 use super::super::go::parse_go_bool;
 
 /// kube-rbac-proxy and klog flags that manifests in the wild pass. Accepted so those
-/// manifests start; ignored with one warning. The unsupported ones are refused.
+/// manifests start; ignored with one warning. The unsupported one is refused.
 #[derive(Debug, ClapArgs)]
 #[command(next_help_heading = "Compatibility: accepted and ignored (klog, kube-rbac-proxy)")]
 pub struct LegacyArgs {
@@ -60,22 +60,6 @@ pub struct LegacyArgs {
     /// Not supported: scrape-guard never serves plain HTTP. Startup error.
     #[arg(long, hide = true)]
     pub insecure_listen_address: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_issuer: Option<String>,
-    #[arg(long = "oidc-clientID", hide = true)]
-    pub oidc_client_id: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_ca_file: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_username_claim: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_groups_claim: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_username_prefix: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_groups_prefix: Option<String>,
-    #[arg(long, hide = true)]
-    pub oidc_sign_alg: Option<String>,
 }
 
 impl LegacyArgs {
@@ -112,24 +96,6 @@ impl LegacyArgs {
                  (use --secure-listen-address)"
                     .to_owned(),
             );
-        }
-        let oidc = [
-            ("--oidc-issuer", &self.oidc_issuer),
-            ("--oidc-clientID", &self.oidc_client_id),
-            ("--oidc-ca-file", &self.oidc_ca_file),
-            ("--oidc-username-claim", &self.oidc_username_claim),
-            ("--oidc-groups-claim", &self.oidc_groups_claim),
-            ("--oidc-username-prefix", &self.oidc_username_prefix),
-            ("--oidc-groups-prefix", &self.oidc_groups_prefix),
-            ("--oidc-sign-alg", &self.oidc_sign_alg),
-        ];
-        for (name, value) in oidc {
-            if value.is_some() {
-                problems.push(format!(
-                    "{name} is not supported: OIDC authentication is not implemented; \
-                     tokens are authenticated with TokenReview"
-                ));
-            }
         }
         problems
     }

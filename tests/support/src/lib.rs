@@ -9,6 +9,7 @@
 //! - [`proxy`]: scrape-guard in-process, started from command-line flags;
 //! - [`process`]: the one child-process guard ([`Process`]: SIGTERM then SIGKILL and a
 //!   log file, or SIGKILL at once), the real binary as a child, and [`free_port`];
+//! - [`oidc_issuer`]: an OpenID issuer over HTTPS (discovery, key set, ID tokens) that can rotate and fail;
 //! - [`https`]: clients trusting the test CA, and the one collected response, [`Reply`];
 //! - [`http1`], [`http2`]: requests written by hand, for what a client library would not send;
 //! - [`world`]: all of the above wired together;
@@ -28,6 +29,7 @@ pub mod http1;
 pub mod http2;
 pub mod https;
 pub mod issuer;
+pub mod oidc_issuer;
 pub mod pki;
 pub mod process;
 pub mod proxy;
@@ -38,6 +40,7 @@ pub use echo::{Echo, Seen, METRICS_PAGE};
 pub use eventually::eventually;
 pub use https::{client, client_with, get, send, HttpsClient, Reply};
 pub use issuer::{ServiceAccountToken, ISSUER};
+pub use oidc_issuer::FakeIssuer;
 pub use pki::{install_crypto, Pki};
 pub use process::{free_port, run_to_end, spawn_binary, terminate, Process, Tail};
 pub use proxy::Proxy;
