@@ -116,6 +116,7 @@ async fn verification_cost() {
             service_accounts: ServiceAccountVerification::Local {
                 max_lifetime: Duration::from_secs(7200),
             },
+            oidc: None,
         },
         Some(Arc::new(apiserver)),
         metrics,

@@ -41,13 +41,13 @@ use crate::{
     tls::PeerCertificate,
 };
 
-pub use self::{oidc::OidcSettings, service_account::ServiceAccountVerification};
 use self::{
     front_proxy::FrontProxy,
     oidc::Oidc,
     service_account::{LocalVerifier, Outcome},
     token_file::TokenFile,
 };
+pub use self::{oidc::OidcSettings, service_account::ServiceAccountVerification};
 
 /// A bearer token, borrowed from the request's headers: the only owned copy is the one
 /// sent in a TokenReview, and it is dropped with that request. `Debug` never shows it.

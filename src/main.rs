@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime(1) else {
                 return ExitCode::from(doctor::ERROR);
             };
-            let (report, code) = runtime.block_on(doctor::can_i(args));
+            let (report, code) = runtime.block_on(doctor::can_i(*args));
             print!("{report}");
             let _ = std::io::stdout().flush();
             ExitCode::from(code)

@@ -138,6 +138,7 @@ async fn local_authenticator(cluster: &Cluster) -> Authenticator {
         service_accounts: ServiceAccountVerification::Local {
             max_lifetime: Duration::from_secs(2 * 3600),
         },
+        oidc: None,
     };
     Authenticator::new(&authn, Some(Arc::new(apiserver)), metrics).expect("an authenticator")
 }

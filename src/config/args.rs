@@ -163,7 +163,7 @@ pub enum Command {
     /// authorization chain, explains the decision and, when denied, prints the RBAC
     /// that would allow it. Exit 0 allowed, 1 denied, 2 error.
     #[command(name = "can-i")]
-    CanI(CanIArgs),
+    CanI(Box<CanIArgs>),
     /// Print the ClusterRole and ClusterRoleBinding that let a subject scrape paths.
     Rbac(RbacArgs),
 }

@@ -96,6 +96,7 @@ fn authorizer(source: Source) -> &'static str {
         Source::Apiserver | Source::Cache | Source::Stale => "SubjectAccessReview",
         Source::Standalone => "the standalone default (no apiserver)",
         Source::Certificate => "client certificate",
+        Source::Oidc => "OIDC issuer",
     }
 }
 
