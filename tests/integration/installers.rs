@@ -336,6 +336,46 @@ const EVALHUB_MCP_CONFIG: &str = r#"authorization:
                 verb: create
 "#;
 
+// The same commit, controllers/nemo_guardrails/templates/kube-rbac-proxy-config.tmpl.yaml
+// and controllers/gorch/templates/kube-rbac-proxy/{gateway,built-in}-config.tmpl.yaml, for
+// a NemoGuardrails or GuardrailsOrchestrator `guardrails` in namespace `guardrails-ns`.
+// Not Format 2: one `resourceAttributes` question, as kube-rbac-proxy's "Format 1".
+// `resourceName`, `upstreamConfig` and `tlsConfig` are no kube-rbac-proxy keys: the fork
+// ignores them (the review has no name, the upstream is `--upstream`), and so do we, with
+// a warning. The three files differ only in `upstreamConfig.url`.
+macro_rules! guardrails_config {
+    ($url:literal) => {
+        concat!(
+            r#"authorization:
+  resourceAttributes:
+    namespace: "guardrails-ns"
+    resource: "services"
+    resourceName: "guardrails-service"
+    verb: "get"
+    apiGroup: ""
+upstreamConfig:
+  url: ""#,
+            $url,
+            r#""
+  proxyTimeout: "30s"
+tlsConfig:
+  minVersion: "VersionTLS12"
+  # FIPS 140-2 approved cipher suites only
+  cipherSuites:
+    - "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    - "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+    - "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+    - "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+    - "TLS_RSA_WITH_AES_128_GCM_SHA256"
+    - "TLS_RSA_WITH_AES_256_GCM_SHA384"
+"#
+        )
+    };
+}
+const NEMO_GUARDRAILS_CONFIG: &str = guardrails_config!("http://127.0.0.1:8000");
+const GORCH_GATEWAY_CONFIG: &str = guardrails_config!("http://127.0.0.1:8090");
+const GORCH_BUILT_IN_CONFIG: &str = guardrails_config!("http://127.0.0.1:8080");
+
 const CATALOGUE: &[Sidecar] = &[
     Sidecar {
         name: "helm prometheus-node-exporter kube-rbac-proxy",
@@ -751,6 +791,75 @@ const CATALOGUE: &[Sidecar] = &[
             header: None,
             namespace: "evalhub-ns",
             resource: "evalhubs",
+        },
+    },
+    // trustyai-service-operator (commit above): controllers/nemo_guardrails/
+    // templates/deployment.tmpl.yaml "kubeRBACProxy" with deployment.go setAuthConfig
+    // (DownstreamPort 8443, HealthPort 9444, http://localhost:8000). The CA file is for
+    // an http:// upstream: no effect there, in kube-rbac-proxy and here (a warning).
+    Sidecar {
+        name: "trustyai NemoGuardrails kube-rbac-proxy",
+        args: &[
+            "--secure-listen-address=0.0.0.0:8443",
+            "--upstream=http://localhost:8000/",
+            "--config-file=/etc/kube-rbac-proxy/config.yaml",
+            "--tls-cert-file=/etc/tls/private/tls.crt",
+            "--tls-private-key-file=/etc/tls/private/tls.key",
+            "--upstream-ca-file=/etc/ssl/certs/ca-certificates.crt",
+            "--proxy-endpoints-port=9444",
+            "--v=0",
+        ],
+        config: Some(NEMO_GUARDRAILS_CONFIG),
+        check: Check::Resource {
+            path: "/v1/chat/completions",
+            header: None,
+            namespace: "guardrails-ns",
+            resource: "services",
+        },
+    },
+    // controllers/gorch/templates/deployment.tmpl.yaml "kubeRBACProxy" with auth.go
+    // configureKubeRBACProxy: the gateway (8490, 9444, http://localhost:8090) and the
+    // built-in detectors (8480, 9445, http://localhost:8080). The orchestrator's own
+    // sidecar (https://<name>-service.<ns>.svc:8032/) is not here: its upstream is
+    // https, and the echo exporter is plain http.
+    Sidecar {
+        name: "trustyai guardrails orchestrator gateway kube-rbac-proxy",
+        args: &[
+            "--secure-listen-address=0.0.0.0:8490",
+            "--upstream=http://localhost:8090/",
+            "--config-file=/etc/kube-rbac-proxy/config.yaml",
+            "--tls-cert-file=/etc/tls/private/tls.crt",
+            "--tls-private-key-file=/etc/tls/private/tls.key",
+            "--upstream-ca-file=/etc/tls/ca/service-ca.crt",
+            "--proxy-endpoints-port=9444",
+            "--v=0",
+        ],
+        config: Some(GORCH_GATEWAY_CONFIG),
+        check: Check::Resource {
+            path: "/pii/v1/chat/completions",
+            header: None,
+            namespace: "guardrails-ns",
+            resource: "services",
+        },
+    },
+    Sidecar {
+        name: "trustyai guardrails orchestrator built-in detectors kube-rbac-proxy",
+        args: &[
+            "--secure-listen-address=0.0.0.0:8480",
+            "--upstream=http://localhost:8080/",
+            "--config-file=/etc/kube-rbac-proxy/config.yaml",
+            "--tls-cert-file=/etc/tls/private/tls.crt",
+            "--tls-private-key-file=/etc/tls/private/tls.key",
+            "--upstream-ca-file=/etc/tls/ca/service-ca.crt",
+            "--proxy-endpoints-port=9445",
+            "--v=0",
+        ],
+        config: Some(GORCH_BUILT_IN_CONFIG),
+        check: Check::Resource {
+            path: "/api/v1/text/contents?detector_id=regex",
+            header: None,
+            namespace: "guardrails-ns",
+            resource: "services",
         },
     },
     // Not a real installer: no public installer's kube-rbac-proxy sidecar with --oidc-*
@@ -1428,6 +1537,57 @@ async fn evalhub_endpoints_decide_as_the_opendatahub_fork_does() {
     );
     assert_eq!(first["resourceAttributes"]["namespace"], "team-a");
     started.proxy.shutdown().await;
+}
+
+/// TrustyAI's guardrails sidecars ask one question whatever the request: `get services`
+/// in the owner's namespace, with no name (`resourceName` is not a kube-rbac-proxy key).
+#[tokio::test]
+async fn trustyai_guardrails_sidecars_ask_get_services_for_every_method() {
+    for name in [
+        "trustyai NemoGuardrails kube-rbac-proxy",
+        "trustyai guardrails orchestrator gateway kube-rbac-proxy",
+        "trustyai guardrails orchestrator built-in detectors kube-rbac-proxy",
+    ] {
+        let cluster = Cluster::new().await;
+        let c = client(&cluster.pki, false);
+        let started = cluster.start(sidecar(name)).await.unwrap();
+        assert!(
+            started
+                .warnings
+                .iter()
+                .any(|w| w.contains("--upstream-ca-file has no effect")),
+            "{name}: {:?}",
+            started.warnings
+        );
+        let url = started.proxy.url("/v1/chat/completions");
+        let body = || Bytes::from_static(br#"{"messages": []}"#);
+        // Allowed `get services` in another namespace only: denied.
+        cluster
+            .api
+            .allow_resource(TELEMETER, "get", "other-ns", "services");
+        let reply = send(&c, "POST", &url, Some("telemeter"), &[], body()).await;
+        assert_eq!(reply.status, 403, "{name}: {}", reply.text());
+        // Allowed `get services` in the namespace: a POST passes, reviewed as `get`.
+        cluster
+            .api
+            .allow_resource(SCRAPER, "get", "guardrails-ns", "services");
+        let reply = send(&c, "POST", &url, Some("scraper"), &[], body()).await;
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+        let spec = cluster.api.last_sar_spec();
+        let attrs = &spec["resourceAttributes"];
+        assert_eq!(
+            (&attrs["verb"], &attrs["resource"], &attrs["namespace"]),
+            (&"get".into(), &"services".into(), &"guardrails-ns".into()),
+            "{name}: {spec}"
+        );
+        assert_eq!(attrs["name"].as_str().unwrap_or_default(), "", "{name}");
+        // No token: 401, nothing forwarded.
+        let seen = cluster.echo.seen().len();
+        let reply = send(&c, "POST", &url, None, &[], body()).await;
+        assert_eq!(reply.status, 401, "{name}");
+        assert_eq!(cluster.echo.seen().len(), seen, "{name}");
+        started.proxy.shutdown().await;
+    }
 }
 
 // === Deckhouse: its fork's KUBE_RBAC_PROXY_CONFIG, no --upstream ===
