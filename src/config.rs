@@ -28,7 +28,7 @@ mod upstreams;
 use std::{fmt, path::PathBuf, time::Duration};
 
 pub use self::args::{Args, Cli, Command, VersionFlag};
-use self::args::{AuthEndpointArgs, LoggingArgs};
+use self::args::{AuthEndpointArgs, CacheArgs, LoggingArgs};
 pub(crate) use self::listeners::{ListenerConfig, ListenersFile, Origin};
 pub(crate) use self::{
     args::{CanIArgs, RbacArgs},
@@ -40,6 +40,7 @@ use crate::{
     auth_endpoint::{AuthEndpointSettings, Style},
     authn::{lookup::FrontProxySettings, AuthnSettings},
     authz::{AuthzSettings, PolicySettings},
+    routes::Pattern,
     server::HttpSettings,
     upstream::IdentityHeaders,
 };
@@ -96,6 +97,11 @@ pub(crate) struct CanIConfig {
     pub verb: String,
     /// `--header`, as name and value.
     pub headers: Vec<(String, String)>,
+    /// `upstreams:` of `KUBE_RBAC_PROXY_CONFIG` or `--config-file`: each route's pattern
+    /// and authorization (empty: `policy` decides every path).
+    pub routes: Vec<(Pattern, PolicySettings)>,
+    /// `--livez-path`, beside the routes.
+    pub livez: Option<Pattern>,
 }
 
 /// Whom `can-i` asks about.
@@ -345,9 +351,30 @@ impl TryFrom<CanIArgs> for CanIConfig {
             headers,
             kube,
             policy,
+            livez_path,
+            kube_rbac_proxy_config,
             oidc,
         } = args;
         let mut problems = Problems::default();
+        // Deckhouse's config as the proxy reads it; no cache to fold a flag into here.
+        let deckhouse = args::DeckhouseArgs {
+            stale_cache_interval: None,
+            livez_path,
+            kube_rbac_proxy_config,
+        };
+        let deckhouse = upstreams::read(
+            deckhouse,
+            policy.config_file.as_deref(),
+            &mut CacheArgs {
+                auth_cache_ttl: None,
+                auth_negative_cache_ttl: None,
+                authz_allow_ttl: None,
+                authz_deny_ttl: None,
+                cache_max_entries: 0,
+                stale_if_error: Duration::ZERO,
+            },
+            &mut problems,
+        );
         let headers = headers
             .iter()
             .filter_map(|h| match h.split_once(':') {
@@ -359,12 +386,14 @@ impl TryFrom<CanIArgs> for CanIConfig {
             })
             .collect();
         // The flags' listener's local policy, made as the proxy makes it.
-        let local = listeners::policy(
+        let mut local = listeners::policy(
             &listeners::Declared::Flags,
             policy.config_file.clone(),
             policy.rbac_file.clone(),
             &mut problems,
         );
+        deckhouse.policy(&mut local);
+        let routes = deckhouse.route_policies(&local.rbac_files, &mut problems);
         let purpose = match as_user {
             Some(_) => auth::Purpose::CanIAsUser,
             None => auth::Purpose::Proxy,
@@ -398,6 +427,8 @@ impl TryFrom<CanIArgs> for CanIConfig {
             path,
             verb,
             headers,
+            routes,
+            livez: deckhouse.livez.clone(),
         })
     }
 }

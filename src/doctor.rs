@@ -16,11 +16,12 @@ use crate::{
     apiserver::Requester,
     app::{self, Chain},
     authn::BearerToken,
-    authz::Plan,
+    authz::{Authorizer, Plan},
     config::{CanIArgs, CanIConfig, RbacArgs, Who},
     error::ProxyError,
     identity::{Source, User},
     metrics::Metrics,
+    routes::{Pattern, Routes, Selected},
 };
 
 /// Exit codes, as documented in `--help`.
@@ -180,13 +181,29 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     let chain = app::chain(&config.auth, &metrics)
         .await
         .map_err(|e| e.to_string())?;
-    let authz = chain
+    // With `upstreams:`, each route's own authorizer, on the proxy's ServeMux.
+    let mut routed = Vec::with_capacity(config.routes.len());
+    for (pattern, policy) in &config.routes {
+        let authz = chain
+            .authorizer(policy, Arc::clone(&metrics))
+            .map_err(|e| e.to_string())?;
+        routed.push((pattern.clone(), (pattern.clone(), authz)));
+    }
+    let own = chain
         .authorizer(&config.policy, metrics)
         .map_err(|e| e.to_string())?;
     let Chain {
         apiserver, authn, ..
     } = chain;
     let mut out = String::new();
+    let routes = (!routed.is_empty()).then(|| Routes::mux(routed, config.livez.clone()));
+    let authz = match &routes {
+        None => &own,
+        Some(routes) => match route(routes, &config.path, &mut out) {
+            Some(authz) => authz,
+            None => return Ok((out, DENIED)),
+        },
+    };
 
     let user = match &config.who {
         Who::User { name, groups } => Arc::new(User {
@@ -235,7 +252,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         _ => None,
     };
     let Some(attributes) = single else {
-        return explain_plan(&authz, &user, &plan, &apiserver, out).await;
+        return explain_plan(authz, &user, &plan, &apiserver, out).await;
     };
     let outcome = authz
         .decide(&user, &attributes, Requester::Process)
@@ -309,6 +326,41 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         ));
     }
     Ok((out, DENIED))
+}
+
+/// The route of `upstreams:` the proxy would give `target` (a path and query), named
+/// in `out`; `None` when the proxy answers without authorizing (404, 301, `--livez-path`),
+/// said in `out`.
+fn route<'r>(
+    routes: &'r Routes<(Pattern, Authorizer)>,
+    target: &str,
+    out: &mut String,
+) -> Option<&'r Authorizer> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let said = match routes.select(path, query) {
+        Ok(Selected::Route(routed)) => {
+            let (pattern, authz) = routed.target;
+            let _ = writeln!(out, "route:     upstreams: path {pattern}");
+            return Some(authz);
+        }
+        Ok(Selected::Livez) => {
+            "route:     --livez-path\ndecision:  allowed: the proxy answers OK, no authentication"
+                .to_owned()
+        }
+        Err(ProxyError::MovedPermanently(to)) => format!(
+            "route:     none yet: the proxy redirects it\n\
+             decision:  301 Moved Permanently to {to}: ask about that path"
+        ),
+        Err(_) => format!(
+            "route:     no path of upstreams: matches {path}\n\
+             decision:  denied with 404 Not Found: the proxy routes it nowhere"
+        ),
+    };
+    let _ = writeln!(out, "{said}");
+    None
 }
 
 /// `can-i` for a request decided by one of the config file's `endpoints`, or by

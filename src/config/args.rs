@@ -137,6 +137,13 @@ pub struct CanIArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// The proxy's --livez-path, if it has one: answered OK there, not authorized.
+    #[arg(long, value_name = "PATH")]
+    pub livez_path: Option<String>,
+
+    /// Deckhouse's config, read as the proxy reads it: its `upstreams:` route the path.
+    #[arg(long, env = "KUBE_RBAC_PROXY_CONFIG", hide = true, value_name = "YAML")]
+    pub kube_rbac_proxy_config: Option<String>,
     /// Boxed: it would make `can-i` the large variant of `Command`.
     #[command(flatten)]
     pub oidc: Box<OidcArgs>,

@@ -237,24 +237,7 @@ impl Deckhouse {
             let at = format!("{origin}: upstreams[{i}]");
             let mut own = Problems::default();
             let route = route(written, listener, &mut own);
-            let locate = locate(i);
-            let policy = PolicySettings {
-                config: Some(match text {
-                    Text::File(file) => ConfigSource::Route {
-                        file: file.clone(),
-                        locate,
-                    },
-                    Text::Env(contents) => ConfigSource::Env {
-                        contents: Arc::clone(contents),
-                        locate: Some(locate),
-                    },
-                }),
-                rbac_files: rbac_files.to_vec(),
-                condition: match text {
-                    Text::File(file) => Some(self.condition(file)),
-                    Text::Env(_) => None,
-                },
-            };
+            let policy = self.route_policy(text, i, rbac_files);
             if let Some((pattern, upstream)) = route {
                 if routes.iter().any(|r| r.pattern == pattern)
                     || self.livez.as_ref() == Some(&pattern)
@@ -278,6 +261,49 @@ impl Deckhouse {
                 .for_each(|w| problems.warn(format!("{at}.{w}")));
         }
         routes
+    }
+
+    /// Each route's pattern and authorization, as `routes` makes them, for `can-i`:
+    /// the upstreams are not validated (the proxy does that).
+    pub(super) fn route_policies(
+        &self,
+        rbac_files: &[PathBuf],
+        problems: &mut Problems,
+    ) -> Vec<(Pattern, PolicySettings)> {
+        let Some(text) = &self.text else {
+            return Vec::new();
+        };
+        let origin = self.origin();
+        let mut routes = Vec::new();
+        for (i, written) in self.shape.upstreams.iter().enumerate() {
+            match Pattern::new(&written.path) {
+                Ok(pattern) => routes.push((pattern, self.route_policy(text, i, rbac_files))),
+                Err(e) => problems.add(format!("{origin}: upstreams[{i}].path {e}")),
+            }
+        }
+        routes
+    }
+
+    /// The `authorization:` of entry `i`, with the listener's RBAC files.
+    fn route_policy(&self, text: &Text, i: usize, rbac_files: &[PathBuf]) -> PolicySettings {
+        let locate = locate(i);
+        PolicySettings {
+            config: Some(match text {
+                Text::File(file) => ConfigSource::Route {
+                    file: file.clone(),
+                    locate,
+                },
+                Text::Env(contents) => ConfigSource::Env {
+                    contents: Arc::clone(contents),
+                    locate: Some(locate),
+                },
+            }),
+            rbac_files: rbac_files.to_vec(),
+            condition: match text {
+                Text::File(file) => Some(self.condition(file)),
+                Text::Env(_) => None,
+            },
+        }
     }
 
     fn origin(&self) -> String {

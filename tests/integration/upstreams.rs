@@ -290,3 +290,79 @@ fn the_binary_reads_kube_rbac_proxy_config_from_the_environment() {
     );
     assert!(!stderr.contains("--upstream is required"), "{stderr}");
 }
+
+/// `can-i` decides a routed path as the proxy does: by its route's own `authorization:`,
+/// read from `KUBE_RBAC_PROXY_CONFIG` or `--config-file`, and names the route; a path no
+/// route matches is the proxy's 404.
+#[test]
+fn can_i_decides_each_path_by_its_routes_authorization() {
+    let dir = tempfile::tempdir().unwrap();
+    // Standalone: alice may get ns-main's daemonset subresource, nothing in ns-self.
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(
+        &rbac,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: \
+         ns-main}\nrules:\n- {apiGroups: [apps], resources: [daemonsets/prometheus-main-metrics], \
+         resourceNames: [exporter], verbs: [get]}\n---\napiVersion: rbac.authorization.k8s.io/v1\n\
+         kind: RoleBinding\nmetadata: {name: r, namespace: ns-main}\nroleRef: {apiGroup: \
+         rbac.authorization.k8s.io, kind: Role, name: r}\nsubjects:\n- {apiGroup: \
+         rbac.authorization.k8s.io, kind: User, name: alice}\n",
+    )
+    .unwrap();
+    let config = format!(
+        "upstreams:\n- upstream: http://127.0.0.1:10254/\n  path: /main/\n{}\
+         - upstream: http://127.0.0.1:9091/metrics\n  path: /self/metrics\n{}",
+        resource("ns-main", "prometheus-main-metrics"),
+        resource("ns-self", "prometheus-self-metrics"),
+    );
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, &config).unwrap();
+    let can_i = |path: &str, from_env: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_scrape-guard"));
+        command
+            .args([
+                "can-i".to_owned(),
+                "--as=alice".to_owned(),
+                format!("--rbac-file={}", rbac.display()),
+                format!("--path={path}"),
+            ])
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBE_RBAC_PROXY_CONFIG");
+        if from_env {
+            command.env("KUBE_RBAC_PROXY_CONFIG", &config);
+        } else {
+            command.arg(format!("--config-file={}", file.display()));
+        }
+        let output = command.output().unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let err = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code().unwrap_or(-1), format!("{out}{err}"))
+    };
+    for from_env in [true, false] {
+        let (code, out) = can_i("/main/metrics", from_env);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("route:     upstreams: path /main/\n"), "{out}");
+        assert!(out.contains("decision:  allowed"), "{out}");
+        assert!(
+            out.contains("prometheus-main-metrics") && out.contains("ns-main"),
+            "the request is the route's: {out}"
+        );
+        let (code, out) = can_i("/self/metrics", from_env);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("route:     upstreams: path /self/metrics\n"),
+            "{out}"
+        );
+        assert!(out.contains("decision:  denied"), "{out}");
+        // The grant printed is for the route's own question.
+        assert!(
+            out.contains("namespace: ns-self")
+                && out.contains("daemonsets/prometheus-self-metrics"),
+            "{out}"
+        );
+        let (code, out) = can_i("/metrics", from_env);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("404 Not Found"), "{out}");
+        assert!(!out.contains("user:"), "no one is asked about a 404: {out}");
+    }
+}
