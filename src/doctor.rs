@@ -200,8 +200,8 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
     let authz = match &routes {
         None => &own,
         Some(routes) => match route(routes, &config.path, &mut out) {
-            Some(authz) => authz,
-            None => return Ok((out, DENIED)),
+            Ok(authz) => authz,
+            Err(code) => return Ok((out, code)),
         },
     };
 
@@ -329,38 +329,46 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
 }
 
 /// The route of `upstreams:` the proxy would give `target` (a path and query), named
-/// in `out`; `None` when the proxy answers without authorizing (404, 301, `--livez-path`),
-/// said in `out`.
+/// in `out`; when the proxy answers without authorizing (404, 301, `--livez-path`), what
+/// it answers, said in `out`, and the exit code.
 fn route<'r>(
     routes: &'r Routes<(Pattern, Authorizer)>,
     target: &str,
     out: &mut String,
-) -> Option<&'r Authorizer> {
+) -> Result<&'r Authorizer, u8> {
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    let said = match routes.select(path, query) {
+    let (said, code) = match routes.select(path, query) {
         Ok(Selected::Route(routed)) => {
             let (pattern, authz) = routed.target;
             let _ = writeln!(out, "route:     upstreams: path {pattern}");
-            return Some(authz);
+            return Ok(authz);
         }
-        Ok(Selected::Livez) => {
+        Ok(Selected::Livez) => (
             "route:     --livez-path\ndecision:  allowed: the proxy answers OK, no authentication"
-                .to_owned()
-        }
-        Err(ProxyError::MovedPermanently(to)) => format!(
-            "route:     none yet: the proxy redirects it\n\
-             decision:  301 Moved Permanently to {to}: ask about that path"
+                .to_owned(),
+            ALLOWED,
         ),
-        Err(_) => format!(
-            "route:     no path of upstreams: matches {path}\n\
-             decision:  denied with 404 Not Found: the proxy routes it nowhere"
+        Err(ProxyError::MovedPermanently(to)) => (
+            format!(
+                "route:     none yet: the proxy redirects it\n\
+                 decision:  301 Moved Permanently to {to}: ask about that path"
+            ),
+            DENIED,
+        ),
+        // `select` answers nothing else: no route.
+        Err(_) => (
+            format!(
+                "route:     no path of upstreams: matches {path}\n\
+                 decision:  denied with 404 Not Found: the proxy routes it nowhere"
+            ),
+            DENIED,
         ),
     };
     let _ = writeln!(out, "{said}");
-    None
+    Err(code)
 }
 
 /// `can-i` for a request decided by one of the config file's `endpoints`, or by

@@ -317,7 +317,7 @@ fn can_i_decides_each_path_by_its_routes_authorization() {
     );
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, &config).unwrap();
-    let can_i = |path: &str, from_env: bool| {
+    let can_i_with = |path: &str, from_env: bool, extra: &[&str]| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_scrape-guard"));
         command
             .args([
@@ -326,6 +326,7 @@ fn can_i_decides_each_path_by_its_routes_authorization() {
                 format!("--rbac-file={}", rbac.display()),
                 format!("--path={path}"),
             ])
+            .args(extra)
             .env_remove("KUBECONFIG")
             .env_remove("KUBE_RBAC_PROXY_CONFIG");
         if from_env {
@@ -338,6 +339,7 @@ fn can_i_decides_each_path_by_its_routes_authorization() {
         let err = String::from_utf8_lossy(&output.stderr).into_owned();
         (output.status.code().unwrap_or(-1), format!("{out}{err}"))
     };
+    let can_i = |path: &str, from_env: bool| can_i_with(path, from_env, &[]);
     for from_env in [true, false] {
         let (code, out) = can_i("/main/metrics", from_env);
         assert_eq!(code, 0, "{out}");
@@ -364,5 +366,12 @@ fn can_i_decides_each_path_by_its_routes_authorization() {
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("404 Not Found"), "{out}");
         assert!(!out.contains("user:"), "no one is asked about a 404: {out}");
+        // ServeMux's redirect, and --livez-path: answered before any authorization.
+        let (code, out) = can_i("/main", from_env);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("301 Moved Permanently to /main/"), "{out}");
+        let (code, out) = can_i_with("/livez", from_env, &["--livez-path=/livez"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("route:     --livez-path"), "{out}");
     }
 }
