@@ -7,7 +7,8 @@
 //! with `--oidc-issuer`, the issuer's key set has loaded). A proxy that cannot
 //! reach the apiserver can only answer 503, so it should be taken out of rotation.
 //! `/metrics` (scrape-guard's own) is guarded like any scrape: authentication, then
-//! authorization of `get` on `/metrics`.
+//! authorization of `get` on `/metrics`; it answers OpenMetrics or the text format
+//! 0.0.4 as the scraper's `Accept` asks (`metrics::Format`).
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::{
     authn::Authenticator,
     authz::{Attributes, Authorizer},
     body::ProxyBody,
-    metrics::Metrics,
+    metrics::{Format, Metrics},
     server::{Handler, Peer},
     tls::ServingCert,
 };
@@ -55,13 +56,18 @@ impl Admin {
         if let Err(error) = self.authz.authorize(&user, &attributes, requester).await {
             return error.into_response();
         }
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let format = Format::negotiate(accept);
         let text = self
             .metrics
-            .encode(self.authn.cached(), self.authz.cached());
+            .encode_as(format, self.authn.cached(), self.authz.cached());
         let mut response = Response::new(crate::body::full(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(format.content_type()),
         );
         response
     }

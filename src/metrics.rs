@@ -1,9 +1,12 @@
-//! scrape-guard's own metrics, in Prometheus text format, at `/metrics` on
-//! `--proxy-endpoints-port` (behind the same authentication and authorization as
-//! scrapes: these numbers say who is calling and who is denied).
+//! scrape-guard's own metrics at `/metrics` on `--proxy-endpoints-port` (behind the
+//! same authentication and authorization as scrapes: these numbers say who is calling
+//! and who is denied), in the format the scraper's `Accept` asks for: OpenMetrics or
+//! the Prometheus text format 0.0.4 (`exposition.rs`).
 //!
 //! Counters are updated on the request path with relaxed atomics (prometheus-client);
-//! gauges that describe state (cache sizes, certificate expiry) are read at scrape time.
+//! gauges that describe state (cache sizes, certificate expiry) are read at scrape time,
+//! and so are the `process_*` metrics and the cgroup's memory limit (`process.rs`,
+//! `cgroup.rs`).
 //!
 //! With `--listeners-file` the series about one listener (its requests, decisions,
 //! handshakes, certificate and files) carry a `listener` label: each listener's stages
@@ -26,6 +29,12 @@ use prometheus_client::{
 };
 
 use crate::identity::Source;
+
+mod cgroup;
+mod exposition;
+mod process;
+
+pub use exposition::{Format, OpenMetricsVersion};
 
 /// An enum of label values, each exported as the text given (`Variant => "text"`).
 macro_rules! label_values {
@@ -115,6 +124,16 @@ label_values! {
         Handshake => "handshake",
         Unauthenticated => "unauthenticated",
         Idle => "idle",
+    }
+}
+
+label_values! {
+    /// The protocol a TLS connection agreed on with ALPN (`alpn` of
+    /// `scrape_guard_tls_connections_total`); `none` when the client offered none.
+    pub(crate) enum Alpn {
+        H2 => "h2",
+        Http11 => "http/1.1",
+        None => "none",
     }
 }
 
@@ -216,6 +235,13 @@ impl<R: EncodeLabelValue + Copy> EncodeLabelSet for ReasonLabels<R> {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlpnLabels {
+    #[prometheus(flatten)]
+    listener: ListenerLabel,
+    alpn: Alpn,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeySetLabels {
     key_set: KeySet,
 }
@@ -243,13 +269,16 @@ macro_rules! families {
     ($($field:ident: $family:ty, $name:literal, $help:literal;)+) => {
         #[derive(Debug)]
         struct Families {
-            registry: Registry,
+            /// The `process_*` metrics, and ours in a sub-registry prefixed `scrape_guard`.
+            root: Registry,
             $($field: $family,)+
         }
 
         impl Families {
             fn new() -> Self {
-                let mut registry = Registry::with_prefix("scrape_guard");
+                let mut root = Registry::default();
+                root.register_collector(Box::new(process::ProcessCollector));
+                let registry = root.sub_registry_with_prefix("scrape_guard");
                 $(
                     let $field = <$family>::fresh();
                     registry.register($name, $help, $field.clone());
@@ -258,7 +287,8 @@ macro_rules! families {
                 let version = env!("CARGO_PKG_VERSION");
                 build_info.get_or_create(&BuildLabels { version }).set(1);
                 registry.register("build_info", "scrape-guard's version", build_info);
-                Self { registry, $($field,)+ }
+                registry.register_collector(Box::new(process::MemoryLimitCollector));
+                Self { root, $($field,)+ }
             }
         }
     };
@@ -296,6 +326,9 @@ families! {
          incompatible, not_tls, closed, timeout, other)";
     connections_refused: Family<ReasonLabels<Refusal>, Counter>, "connections_refused",
         "Connections closed at once, by reason (per_peer_limit)";
+    tls_connections: Family<AlpnLabels, Counter>, "tls_connections",
+        "TLS connections established, by the protocol agreed with ALPN (h2, http/1.1, \
+         none)";
     connections_evicted: Family<ReasonLabels<Eviction>, Counter>, "connections_evicted",
         "Connections closed to make room for a new one at --max-connections, by reason \
          (handshake, unauthenticated, idle)";
@@ -474,6 +507,17 @@ impl Metrics {
             .inc();
     }
 
+    /// A TLS handshake succeeded, agreeing on `alpn`.
+    pub(crate) fn tls_connection(&self, alpn: Alpn) {
+        self.families
+            .tls_connections
+            .get_or_create(&AlpnLabels {
+                listener: self.listener.clone(),
+                alpn,
+            })
+            .inc();
+    }
+
     /// A connection was closed to make room for a new one, for `reason`.
     pub(crate) fn connection_evicted(&self, reason: Eviction) {
         self.families
@@ -515,8 +559,14 @@ impl Metrics {
             .set(not_after);
     }
 
-    /// The text exposition, with state gauges refreshed first.
+    /// The OpenMetrics exposition, with state gauges refreshed first.
     pub fn encode(&self, authn_entries: u64, authz_entries: u64) -> String {
+        self.encode_as(Format::OPEN_METRICS, authn_entries, authz_entries)
+    }
+
+    /// The exposition in `format`, with state gauges refreshed first; `process_*` and
+    /// the memory limit are read now.
+    pub fn encode_as(&self, format: Format, authn_entries: u64, authz_entries: u64) -> String {
         let set = |cache, n: u64| {
             self.families
                 .cache_entries
@@ -527,8 +577,11 @@ impl Metrics {
         set(Cache::Authorization, authz_entries);
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.families.registry);
-        out
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.families.root);
+        match format {
+            Format::OpenMetrics { .. } => out,
+            Format::Text => exposition::to_text(&out),
+        }
     }
 }
 

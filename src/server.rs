@@ -288,6 +288,13 @@ async fn serve_connection<H: Handler>(
         }
     };
     let session = tls.get_ref().1;
+    shared
+        .metrics
+        .tls_connection(match session.alpn_protocol() {
+            Some(b"h2") => metrics::Alpn::H2,
+            Some(_) => metrics::Alpn::Http11,
+            None => metrics::Alpn::None,
+        });
     let certificate = match (&shared.client_ca, session.peer_certificates()) {
         (Some(client_ca), Some(chain)) => client_ca.identify(chain),
         _ => PeerCertificate::default(),

@@ -65,7 +65,17 @@ fn a_listener_view_labels_its_series_and_shares_the_registry() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
-    assert_eq!(main.unlabelled().encode(1, 2), text, "one registry");
+    // The process's own numbers move between two readings.
+    let ours = |text: &str| -> String {
+        text.lines()
+            .filter(|line| !line.contains("process_"))
+            .collect()
+    };
+    assert_eq!(
+        ours(&main.unlabelled().encode(1, 2)),
+        ours(&text),
+        "one registry"
+    );
 }
 
 #[test]
@@ -84,4 +94,49 @@ fn a_serving_view_exports_its_latencies_before_the_first_request() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
+}
+
+#[test]
+fn both_formats_carry_the_same_samples() {
+    let metrics = Metrics::new();
+    metrics.request(200, 0.01);
+    metrics.tls_connection(Alpn::H2);
+    metrics.certificate_expires(1_900_000_000);
+    let open_metrics = metrics.encode_as(Format::OPEN_METRICS, 1, 2);
+    let text = metrics.encode_as(Format::Text, 1, 2);
+    for needle in [
+        "# TYPE scrape_guard_requests counter\n",
+        "# TYPE process_cpu_seconds counter\n",
+        "scrape_guard_tls_connections_total{alpn=\"h2\"} 1\n",
+    ] {
+        assert!(
+            open_metrics.contains(needle),
+            "missing {needle:?} in\n{open_metrics}"
+        );
+    }
+    assert!(open_metrics.ends_with("# EOF\n"), "{open_metrics}");
+    for needle in [
+        "# HELP scrape_guard_requests_total Requests answered, by status code.\n",
+        "# TYPE scrape_guard_requests_total counter\n",
+        "# TYPE process_cpu_seconds_total counter\n",
+        "# TYPE scrape_guard_request_duration_seconds histogram\n",
+        "# TYPE process_resident_memory_bytes gauge\n",
+        "scrape_guard_tls_connections_total{alpn=\"h2\"} 1\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert!(!text.contains("# EOF"), "{text}");
+    // Every family is of a type the text format has, and named as its samples are.
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').expect("name and type");
+        assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+        assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+    }
+    let samples = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(samples(&text), samples(&open_metrics));
 }
