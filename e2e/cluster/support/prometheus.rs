@@ -75,6 +75,11 @@ impl Prometheus {
     /// Starts Prometheus with `config` (written to `dir`/prometheus.yml) on a free
     /// 127.0.0.1 port and waits until it is ready.
     pub(crate) async fn launch(dir: &Path, config: &str) -> Self {
+        Self::launch_with(dir, config, &[]).await
+    }
+
+    /// [`Prometheus::launch`] with more flags (`--enable-feature=…`).
+    pub(crate) async fn launch_with(dir: &Path, config: &str, flags: &[&str]) -> Self {
         let config_file = dir.join("prometheus.yml");
         pki::write(&config_file, config);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -85,7 +90,8 @@ impl Prometheus {
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.join("prometheus-data").display()
-            ));
+            ))
+            .args(flags);
         let log = dir.join("prometheus.log");
         let mut process = Process::spawn("prometheus", command, &log, Tail::Lines(20));
         process

@@ -81,6 +81,12 @@ impl ScrapeGuard {
         http::https_get(&tls, self.addr, path, None).await
     }
 
+    /// The `--proxy-endpoints-port` listener's address.
+    pub(crate) fn endpoints_addr(&self) -> SocketAddr {
+        self.endpoints
+            .expect("started without with_endpoints_port()")
+    }
+
     /// GET on the `--proxy-endpoints-port` listener (/healthz, /readyz, /metrics).
     pub(crate) async fn endpoints_get(
         &self,
