@@ -34,7 +34,7 @@ mod cgroup;
 mod exposition;
 mod process;
 
-pub use exposition::{Format, OpenMetricsVersion};
+pub(crate) use exposition::Format;
 
 /// An enum of label values, each exported as the text given (`Variant => "text"`).
 macro_rules! label_values {
@@ -566,7 +566,12 @@ impl Metrics {
 
     /// The exposition in `format`, with state gauges refreshed first; `process_*` and
     /// the memory limit are read now.
-    pub fn encode_as(&self, format: Format, authn_entries: u64, authz_entries: u64) -> String {
+    pub(crate) fn encode_as(
+        &self,
+        format: Format,
+        authn_entries: u64,
+        authz_entries: u64,
+    ) -> String {
         let set = |cache, n: u64| {
             self.families
                 .cache_entries

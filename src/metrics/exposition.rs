@@ -12,7 +12,7 @@
 
 /// An exposition format we can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// The Prometheus text format, version 0.0.4.
     Text,
     /// OpenMetrics 1.0.0 (also sent to a scraper asking for 0.0.1: same body).
@@ -21,21 +21,21 @@ pub enum Format {
 
 /// The OpenMetrics version named in the response's `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMetricsVersion {
+pub(crate) enum OpenMetricsVersion {
     V1_0_0,
     V0_0_1,
 }
 
 impl Format {
     /// OpenMetrics 1.0.0.
-    pub const OPEN_METRICS: Self = Self::OpenMetrics {
+    pub(crate) const OPEN_METRICS: Self = Self::OpenMetrics {
         version: OpenMetricsVersion::V1_0_0,
     };
 
     /// The format for a request's `Accept` header (`None`: no header, or not text).
     /// Entries are taken by `q` (highest first; equal ones in the order given), and the
     /// first one we can write wins, as in client_golang; nothing suitable → text.
-    pub fn negotiate(accept: Option<&str>) -> Self {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Self {
         let Some(accept) = accept else {
             return Self::Text;
         };
@@ -51,7 +51,7 @@ impl Format {
     }
 
     /// The `Content-Type` of a body in this format (client_golang's spelling).
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Text => "text/plain; version=0.0.4; charset=utf-8",
             Self::OpenMetrics {
