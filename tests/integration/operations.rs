@@ -156,7 +156,35 @@ async fn own_metrics_are_guarded_like_a_scrape() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
-    assert_eq!(echo.seen().len(), 1, "own metrics never touch the exporter");
+    assert_eq!(
+        reply.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        text.contains("# TYPE scrape_guard_requests_total counter\n") && !text.contains("# EOF")
+    );
+    // Asked for OpenMetrics (as Prometheus asks), it gets it; an HTTP/2 scrape is
+    // counted by its ALPN.
+    let h2 = client(&pki, true);
+    let scrape = get(&h2, &proxy.url("/metrics"), Some("good"), &[]).await;
+    assert_eq!(scrape.version, http::Version::HTTP_2);
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let reply = get(&c, &url, Some("good"), &[("accept", accept)]).await;
+    assert_eq!(
+        reply.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = reply.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for needle in [
+        "# TYPE scrape_guard_requests counter\n",
+        "scrape_guard_tls_connections_total{alpn=\"h2\"} 1\n",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert_eq!(echo.seen().len(), 2, "own metrics never touch the exporter");
 }
 
 #[test]
