@@ -81,6 +81,12 @@ impl ScrapeGuard {
         http::https_get(&tls, self.addr, path, None).await
     }
 
+    /// The `--proxy-endpoints-port` listener's address (own /metrics), if started
+    /// `with_endpoints_port()`.
+    pub(crate) fn endpoints_addr(&self) -> Option<SocketAddr> {
+        self.endpoints
+    }
+
     /// GET on the `--proxy-endpoints-port` listener (/healthz, /readyz, /metrics).
     pub(crate) async fn endpoints_get(
         &self,
