@@ -108,15 +108,19 @@ async fn mixin_alert_fires_on_a_broken_config_file() {
 
     // The file is good and Prometheus sees it so, through the guarded /metrics.
     let reload_ok = "scrape_guard_config_last_reload_successful{flag=\"--config-file\"}";
-    eventually(Duration::from_secs(30), "the --config-file gauge at 1", || async {
-        match prometheus.query(reload_ok).await?.as_slice() {
-            [sample] if sample["value"][1] == "1" => Ok(()),
-            other => Err(format!(
-                "{reload_ok}: {other:?}; target: {}",
-                prometheus.last_error("scrape-guard").await
-            )),
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the --config-file gauge at 1",
+        || async {
+            match prometheus.query(reload_ok).await?.as_slice() {
+                [sample] if sample["value"][1] == "1" => Ok(()),
+                other => Err(format!(
+                    "{reload_ok}: {other:?}; target: {}",
+                    prometheus.last_error("scrape-guard").await
+                )),
+            }
+        },
+    )
     .await;
     let alerts = prometheus.alerts().await.expect("/api/v1/alerts");
     assert!(
