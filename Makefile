@@ -1,5 +1,5 @@
 # The handful of commands people actually type. CI runs .ci/run, which calls these.
-.PHONY: build test lint fmt demo e2e provision image bench lint-docker ci
+.PHONY: build test lint fmt demo e2e provision image bench lint-docker mixin ci
 
 build:
 	cargo build --release --locked --bin scrape-guard
@@ -35,6 +35,11 @@ e2e: provision
 	cargo test --locked -p scrape-guard-e2e --test cluster --no-run
 	e2e/netns.sh cargo test --locked --offline -p scrape-guard-e2e --test cluster -- --ignored --skip cluster::node:: --test-threads=4
 	e2e/netns.sh cargo test --locked --offline -p scrape-guard-e2e --test cluster -- --ignored cluster::node:: --test-threads=8
+
+# The alerts and dashboard in deploy/mixin/: promtool check rules and test rules
+# (promtool: Debian's prometheus package, which provision installs).
+mixin:
+	deploy/mixin/check.sh
 
 bench:
 	cargo bench --bench hot_path

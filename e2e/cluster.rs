@@ -37,6 +37,7 @@ mod cluster {
     mod endpoints;
     mod front_proxy;
     mod local_verification;
+    mod mixin;
     mod negotiation;
     mod node;
     mod oidc;

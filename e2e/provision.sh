@@ -9,6 +9,8 @@
 #   - kube-apiserver v1.20.2 built from Debian bookworm's `kubernetes` source package
 #   - kubectl v1.20.2 from Debian's kubernetes-client package, unpacked into the cache
 #     (not installed: /usr/bin/kubectl may belong to another package on a dev machine)
+#   - kustomize 5 from Debian trixie's package, unpacked into the cache likewise
+#     (kubectl 1.20's own kustomize has no components: deploy/kube-prometheus/)
 #
 # Results land in ${E2E_CACHE:-/var/cache/scrape-guard-e2e}/bin/{kube-apiserver,kubectl},
 # keyed by the source package version so reruns skip the build.
@@ -110,6 +112,27 @@ else
   install -m 755 "$tmp/x/usr/bin/kubectl" "$KUBECTL"
   rm -rf "$tmp"
   "$KUBECTL" version --client --short
+fi
+
+# ------------------------------------------------------------------ kustomize
+# kubectl 1.20's embedded kustomize (v2.0.3) predates components (kustomize 3.7), which
+# deploy/kube-prometheus/ is: the node suite renders it with a standalone kustomize,
+# Debian trixie's package (bookworm has none), unpacked into the cache like kubectl.
+# Trixie's apt source is the one .ci/install-go.sh adds (pinned: nothing else comes
+# from it); without it, this step says so and the suite's kube-prometheus test fails.
+KUSTOMIZE="$E2E_CACHE/bin/kustomize"
+if [[ -x $KUSTOMIZE ]] && "$KUSTOMIZE" version >/dev/null 2>&1; then
+  log "kustomize cached: $KUSTOMIZE ($("$KUSTOMIZE" version 2>/dev/null))"
+elif [[ $(apt-cache policy kustomize 2>/dev/null) == *"Candidate: "[0-9]* ]]; then
+  tmp=$(mktemp -d)
+  log "apt-get download kustomize, unpacking it into $E2E_CACHE/bin"
+  (cd "$tmp" && apt-get download -qq kustomize/trixie >/dev/null 2>&1 || apt-get download -qq kustomize)
+  dpkg-deb -x "$tmp"/kustomize_*.deb "$tmp/x"
+  install -m 755 "$tmp/x/usr/bin/kustomize" "$KUSTOMIZE"
+  rm -rf "$tmp"
+  "$KUSTOMIZE" version
+else
+  log "WARNING: no kustomize package in the apt sources (it is in Debian trixie: run .ci/install-go.sh, which adds trixie pinned, then this again)"
 fi
 
 # ------------------------------------------------------ kube-apiserver (1.20.2)

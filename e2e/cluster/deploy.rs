@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use super::support::{deploy_files, file_name, repo_path, run_to_end, snippet, Cluster};
 
-/// Every file in deploy/ and deploy/cert-manager/ passes `kubectl apply
-/// --dry-run=server` (what users run, judged by the real apiserver), and so does
-/// `kubectl apply -k deploy/`. deploy/servicemonitor.yaml and
-/// deploy/cert-manager/certificates.yaml need the ServiceMonitor and Certificate kinds:
-/// minimal CRDs (e2e/fixtures/{servicemonitor,certificate}-crd.yaml, schema
+/// Every file in deploy/, deploy/cert-manager/ and the mixin's PrometheusRule passes
+/// `kubectl apply --dry-run=server` (what users run, judged by the real apiserver), and
+/// so does `kubectl apply -k deploy/`. deploy/servicemonitor.yaml,
+/// deploy/cert-manager/certificates.yaml and deploy/mixin/prometheusrule.yaml need the
+/// ServiceMonitor, Certificate and PrometheusRule kinds: minimal CRDs
+/// (e2e/fixtures/{servicemonitor,certificate,prometheusrule}-crd.yaml, schema
 /// `x-kubernetes-preserve-unknown-fields`) are installed first, so those files'
 /// group/version/kind and envelope are validated, not their spec fields. (The node
 /// suite, e2e/cluster/node.rs, applies deploy/ for real in a cluster with a kubelet.)
@@ -23,6 +24,10 @@ async fn deploy_manifests_dry_run() {
             "servicemonitors.monitoring.coreos.com",
         ),
         ("certificate-crd.yaml", "certificates.cert-manager.io"),
+        (
+            "prometheusrule-crd.yaml",
+            "prometheusrules.monitoring.coreos.com",
+        ),
     ] {
         let path = repo_path("e2e/fixtures").join(fixture);
         if let Err(e) = cluster.apply_file(&path).await {

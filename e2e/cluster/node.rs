@@ -14,12 +14,14 @@
 //!
 //! One file per theme: `ready.rs` (probes, Prometheus through the guard),
 //! `certificate.rs` and `credentials.rs` (what the kubelet rotates), `rollout.rs`,
-//! `memory.rs` (the cgroup limit) and `outage.rs` (the apiserver restarts).
+//! `memory.rs` (the cgroup limit), `outage.rs` (the apiserver restarts) and
+//! `kube_prometheus.rs` (deploy/kube-prometheus/ on kube-prometheus' own manifests).
 //! (`credentials.rs` waits ~11 min for the kubelet to rotate the pod's token; the
 //! others take turns meanwhile.)
 
 mod certificate;
 mod credentials;
+mod kube_prometheus;
 mod memory;
 mod outage;
 mod ready;

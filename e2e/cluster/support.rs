@@ -22,7 +22,7 @@ pub(crate) use http::{
     tls_config, Trust,
 };
 pub(crate) use node::{
-    container_ids, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
+    container_ids, is_ready, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
 };
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
@@ -159,6 +159,7 @@ pub(crate) enum Tool {
     KubeScheduler,
     Kubelet,
     Kubectl,
+    Kustomize,
     Etcd,
     Prometheus,
     NodeExporter,
@@ -181,6 +182,7 @@ impl Tool {
             Self::KubeScheduler => ("KUBE_SCHEDULER", cache().join("kube-scheduler")),
             Self::Kubelet => ("KUBELET", cache().join("kubelet")),
             Self::Kubectl => ("KUBECTL", cache().join("kubectl")),
+            Self::Kustomize => ("KUSTOMIZE", cache().join("kustomize")),
             Self::Etcd => ("ETCD", "etcd".into()),
             Self::Prometheus => ("PROMETHEUS", "prometheus".into()),
             Self::NodeExporter => ("NODE_EXPORTER", "prometheus-node-exporter".into()),

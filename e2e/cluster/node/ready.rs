@@ -16,8 +16,9 @@ use super::{
 
 /// The pods become Ready through the kubelet's own probes, run the shipped image as
 /// 65532 on a read-only root, and a real Prometheus scrapes every target through
-/// scrape-guard (`up == 1`) with the credentials and CA the ServiceMonitors name; a
-/// scraper without RBAC sees 403 in `lastError`.
+/// scrape-guard, and scrape-guard's own /metrics on the probes ports (`up == 1`), with
+/// the credentials and CA the ServiceMonitors name; a scraper without RBAC sees 403 in
+/// `lastError`.
 #[tokio::test]
 #[ignore = "needs the node cluster: e2e/provision.sh, e2e/images.sh, then e2e/netns.sh cargo test -p scrape-guard-e2e --test cluster -- --ignored node_"]
 async fn node_pods_ready_and_scraped_through_the_guard() {
@@ -53,10 +54,14 @@ async fn node_pods_ready_and_scraped_through_the_guard() {
     }
 
     let prometheus = t.prometheus();
+    // (the last two: scrape-guard's own /metrics on each pod's probes port, the
+    // ServiceMonitors deploy/mixin/'s alerts read)
     for job in [
         "node-exporter",
         "kube-state-metrics-main",
         "kube-state-metrics-self",
+        "scrape-guard-node-exporter",
+        "scrape-guard-kube-state-metrics",
     ] {
         eventually(
             Duration::from_secs(60),

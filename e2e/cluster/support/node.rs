@@ -34,11 +34,11 @@ mod pods;
 mod scraping;
 
 pub(crate) use exits::TaskExits;
-pub(crate) use pods::{container_ids, pod_summary, restarts};
+pub(crate) use pods::{container_ids, is_ready, pod_summary, restarts};
 
 use self::{
     cluster::{lock, put_serving_secret, Node, StartTimes},
-    pods::{container_id, is_ready},
+    pods::container_id,
 };
 pub(crate) use scraping::ScrapeLoop;
 

@@ -210,6 +210,26 @@ impl PrometheusApi {
         Ok(self.query(selector).await?.len())
     }
 
+    /// The alerts Prometheus' rules have pending or firing now (`/api/v1/alerts`).
+    pub(crate) async fn alerts(&self) -> Result<Vec<Value>, String> {
+        self.data_list("/api/v1/alerts", "alerts").await
+    }
+
+    /// The rule groups Prometheus loaded (`/api/v1/rules`).
+    pub(crate) async fn rule_groups(&self) -> Result<Vec<Value>, String> {
+        self.data_list("/api/v1/rules", "groups").await
+    }
+
+    /// `data.<field>` of a 200 answer, a list.
+    async fn data_list(&self, path: &str, field: &str) -> Result<Vec<Value>, String> {
+        let reply = http::http_get(self.addr, path).await?;
+        let json = reply.try_json().ok_or_else(|| reply.describe())?;
+        match json["data"][field].as_array() {
+            Some(list) if reply.status == 200 => Ok(list.clone()),
+            _ => Err(reply.describe()),
+        }
+    }
+
     /// The job's active target as the targets API shows it (health, lastError, …).
     pub(crate) async fn target(&self, job: &str) -> Result<Value, String> {
         let reply = http::http_get(self.addr, "/api/v1/targets?state=active").await?;

@@ -293,7 +293,8 @@ pub(crate) async fn mint_token(
 
 // === manifests ===
 
-/// The manifest files directly in deploy/, sorted.
+/// The manifest files directly in deploy/ and deploy/cert-manager/, and the mixin's
+/// PrometheusRule, sorted.
 pub(crate) fn deploy_files() -> Vec<std::path::PathBuf> {
     // deploy/*.yaml (what kustomization.yaml lists, and the file itself is not an
     // object) and deploy/cert-manager/*.yaml (applied by hand, beside cert-manager).
@@ -311,6 +312,9 @@ pub(crate) fn deploy_files() -> Vec<std::path::PathBuf> {
                 }),
         );
     }
+    // The mixin's PrometheusRule (applied by hand too; its neighbours are promtool's
+    // tests and a Grafana dashboard, not objects).
+    files.push(repo_path("deploy/mixin/prometheusrule.yaml"));
     files.sort();
     files
 }
