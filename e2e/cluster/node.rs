@@ -29,8 +29,9 @@ mod rollout;
 
 use std::time::Duration;
 
-pub(super) const NODE_EXPORTER_NAME: &str = "node-exporter.monitoring.svc";
-pub(super) const KSM_NAME: &str = "kube-state-metrics.monitoring.svc";
+/// The serving certificates' names (deploy/servicemonitor.yaml's `serverName`s).
+pub(super) const NODE_EXPORTER_NAME: &str = "scrape-guard-node-exporter.scrape-guard.svc";
+pub(super) const KSM_NAME: &str = "scrape-guard-kube-state-metrics.scrape-guard.svc";
 /// How long a test waits for its pod to be Ready (a restart of the apiserver by
 /// another test may be in progress).
 pub(super) const READY: Duration = Duration::from_secs(120);

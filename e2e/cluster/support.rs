@@ -22,7 +22,8 @@ pub(crate) use http::{
     tls_config, Trust,
 };
 pub(crate) use node::{
-    container_ids, is_ready, pod_summary, restarts, NodeTest, ScrapeLoop, NODE_IP, NO_RBAC_SA,
+    container_ids, is_ready, pod_summary, restarts, NodeTest, ScrapeLoop, NAMESPACE, NODE_IP,
+    NO_RBAC_SA,
 };
 pub(crate) use prometheus::{Job, Prometheus, ScrapeTls};
 pub(crate) use proxy::ScrapeGuard;
@@ -41,9 +42,10 @@ use std::{
 };
 
 /// The service account scrape-guard talks to the apiserver as (bound by deploy/).
-pub(crate) const PROXY_SA: (&str, &str) = ("monitoring", "scrape-guard");
-/// The scraper deploy/rbac-scraper.yaml lets in.
-pub(crate) const PROMETHEUS_SA: (&str, &str) = ("monitoring", "prometheus-k8s");
+pub(crate) const PROXY_SA: (&str, &str) = ("scrape-guard", "scrape-guard");
+/// The scraper account deploy/rbac-scraper.yaml creates and lets in (the
+/// ServiceMonitors hand Prometheus its token).
+pub(crate) const PROMETHEUS_SA: (&str, &str) = ("scrape-guard", "scraper");
 /// A service account with no binding at all.
 pub(crate) const UNBOUND_SA: (&str, &str) = ("e2e", "unbound-scraper");
 

@@ -28,7 +28,7 @@ async fn node_serving_certificate_rotates_through_the_secret() {
     let window = Instant::now();
 
     let new = t
-        .put_serving_secret("node-exporter-tls", NODE_EXPORTER_NAME)
+        .put_serving_secret("scrape-guard-node-exporter-tls", NODE_EXPORTER_NAME)
         .await;
     assert_ne!(new.cert_der(), before.as_slice());
     let started = Instant::now();
@@ -71,7 +71,7 @@ async fn node_serving_certificate_rotates_through_the_secret() {
     let scrapes = scrapes.stop().await;
     let (failed, all) = t
         .prometheus()
-        .failed_scrapes("node-exporter", window.elapsed())
+        .failed_scrapes("scrape-guard-node-exporter", window.elapsed())
         .await
         .expect("a query");
     println!("direct scrapes: {scrapes:?}; Prometheus: {failed} of {all} failed");

@@ -36,7 +36,7 @@ async fn node_proxy_uses_the_pods_rotating_token() {
         .unwrap_or_else(|e| panic!("the pod's token {}: {e}", token_file.display()));
     let claims = jwt_claims(&first);
     assert_eq!(
-        claims["sub"], "system:serviceaccount:monitoring:kube-state-metrics",
+        claims["sub"], "system:serviceaccount:scrape-guard:scrape-guard-kube-state-metrics",
         "{claims}"
     );
     let (iat, exp) = (

@@ -16,8 +16,9 @@ use super::{
     READY,
 };
 
-/// The namespace the test's kustomization puts kube-prometheus' objects in.
-const NAMESPACE: &str = "kube-prometheus";
+/// kube-prometheus' own namespace (its manifests', unchanged): deploy/ runs beside it
+/// in scrape-guard, under names of its own.
+const NAMESPACE: &str = "monitoring";
 
 /// kube-prometheus' node-exporter DaemonSet with the component: every
 /// kube-rbac-proxy image is scrape-guard's, kube-rbac-proxy's own args (listen

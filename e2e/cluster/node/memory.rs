@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     super::support::{
-        eventually, keep_alive_gets, pod_summary, restarts, NodeTest, NODE_IP, NO_RBAC_SA,
+        eventually, keep_alive_gets, pod_summary, restarts, NodeTest, NAMESPACE, NODE_IP, NO_RBAC_SA,
         PROMETHEUS_SA,
     },
     NODE_EXPORTER_NAME, READY,
@@ -35,9 +35,9 @@ async fn node_memory_stays_under_the_limit() {
     let old = t.ready_pod("node-exporter", READY).await;
     t.kubectl_ok(&[
         "-n",
-        "monitoring",
+        NAMESPACE,
         "patch",
-        "daemonset/node-exporter",
+        "daemonset/scrape-guard-node-exporter",
         "--type=strategic",
         "-p",
         &patch("2000", "2"),
@@ -116,10 +116,10 @@ async fn node_memory_stays_under_the_limit() {
     // Back to the manifest's values first, whatever the verdict.
     t.kubectl_ok(&[
         "-n",
-        "monitoring",
+        NAMESPACE,
         "rollout",
         "undo",
-        "daemonset/node-exporter",
+        "daemonset/scrape-guard-node-exporter",
     ])
     .await;
     eventually(

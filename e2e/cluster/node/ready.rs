@@ -57,11 +57,11 @@ async fn node_pods_ready_and_scraped_through_the_guard() {
     // (the last two: scrape-guard's own /metrics on each pod's probes port, the
     // ServiceMonitors deploy/mixin/'s alerts read)
     for job in [
-        "node-exporter",
-        "kube-state-metrics-main",
-        "kube-state-metrics-self",
         "scrape-guard-node-exporter",
-        "scrape-guard-kube-state-metrics",
+        "scrape-guard-kube-state-metrics-main",
+        "scrape-guard-kube-state-metrics-self",
+        "scrape-guard-node-exporter-proxy",
+        "scrape-guard-kube-state-metrics-proxy",
     ] {
         eventually(
             Duration::from_secs(60),
@@ -81,9 +81,9 @@ async fn node_pods_ready_and_scraped_through_the_guard() {
     // What came through is the exporters' own data: node-exporter read the host's
     // /proc through its hostPath mount, and both kube-state-metrics ports answered.
     for selector in [
-        "node_boot_time_seconds{job=\"node-exporter\"}",
-        "kube_state_metrics_standin{job=\"kube-state-metrics-main\"}",
-        "kube_state_metrics_standin_scrapes_total{job=\"kube-state-metrics-self\"}",
+        "node_boot_time_seconds{job=\"scrape-guard-node-exporter\"}",
+        "kube_state_metrics_standin{job=\"scrape-guard-kube-state-metrics-main\"}",
+        "kube_state_metrics_standin_scrapes_total{job=\"scrape-guard-kube-state-metrics-self\"}",
     ] {
         eventually(Duration::from_secs(30), selector, || async {
             match prometheus.series(selector).await? {

@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, WatchEvent, WatchParams};
 
 use super::{
-    super::support::{container_ids, eventually, NodeTest, ScrapeLoop, PROMETHEUS_SA},
+    super::support::{
+        container_ids, eventually, NodeTest, ScrapeLoop, NAMESPACE, PROMETHEUS_SA,
+    },
     NODE_EXPORTER_NAME, READY,
 };
 
@@ -40,17 +42,17 @@ async fn node_rollout_restart_and_pod_deletion() {
             "rollout restart" => {
                 t.kubectl_ok(&[
                     "-n",
-                    "monitoring",
+                    NAMESPACE,
                     "rollout",
                     "restart",
-                    "daemonset/node-exporter",
+                    "daemonset/scrape-guard-node-exporter",
                 ])
                 .await;
             }
             _ => {
                 t.kubectl_ok(&[
                     "-n",
-                    "monitoring",
+                    NAMESPACE,
                     "delete",
                     "pod",
                     &old_name,
@@ -171,7 +173,7 @@ async fn node_rollout_restart_and_pod_deletion() {
 /// version of it the apiserver sends (a watch, not a poll: the kubelet's last status,
 /// with the exit codes, can come a few milliseconds before the deletion).
 fn watch_exit_codes(t: &NodeTest, pod: &str) -> tokio::task::JoinHandle<Vec<(String, i32)>> {
-    let pods: Api<Pod> = Api::namespaced(t.client().clone(), "monitoring");
+    let pods: Api<Pod> = Api::namespaced(t.client().clone(), NAMESPACE);
     let name = pod.to_owned();
     tokio::spawn(async move {
         let mut codes = std::collections::BTreeMap::new();

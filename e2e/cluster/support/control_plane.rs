@@ -182,7 +182,7 @@ impl Cluster {
     }
 
     /// A kubeconfig for scrape-guard: a token of its own service account
-    /// (monitoring/scrape-guard, bound to system:auth-delegator by deploy/), never the
+    /// (scrape-guard/scrape-guard, bound to system:auth-delegator by deploy/), never the
     /// admin's.
     pub(crate) fn proxy_kubeconfig(&self) -> &Path {
         &self.plane.proxy_kubeconfig

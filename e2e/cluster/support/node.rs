@@ -74,7 +74,9 @@ pub(crate) const NODE_NAME: &str = "sg-node";
 /// The apiserver's port (the overlay's network.yaml has it too).
 pub(super) const API_PORT: u16 = 6443;
 /// A scraper with no RBAC at all.
-pub(crate) const NO_RBAC_SA: (&str, &str) = ("monitoring", "no-rbac-scraper");
+pub(crate) const NO_RBAC_SA: (&str, &str) = (NAMESPACE, "no-rbac-scraper");
+/// The namespace deploy/ puts everything in.
+pub(crate) const NAMESPACE: &str = "scrape-guard";
 /// The images `e2e/images.sh` builds.
 pub(super) const IMAGES: [&str; 4] = [
     "pause",
@@ -196,8 +198,10 @@ impl NodeTest {
 
     /// The app's one pod if it is Ready and not being deleted, else what there is.
     pub(crate) async fn try_ready_pod(&self, app: &str) -> Result<Pod, String> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "monitoring");
-        let params = ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let params = ListParams::default().labels(&format!(
+            "app.kubernetes.io/name={app},app.kubernetes.io/part-of=scrape-guard"
+        ));
         let pods = pods.list(&params).await.map_err(|e| e.to_string())?.items;
         let live: Vec<_> = pods
             .into_iter()
@@ -215,7 +219,7 @@ impl NodeTest {
         let meta = &pod.metadata;
         let dir = PathBuf::from("/var/log/pods")
             .join(format!(
-                "monitoring_{}_{}",
+                "{NAMESPACE}_{}_{}",
                 meta.name.as_deref().unwrap_or_default(),
                 meta.uid.as_deref().unwrap_or_default()
             ))
@@ -258,7 +262,7 @@ impl NodeTest {
         http::tls_config(http::Trust::Ca(self.node.ca.der()), None)
     }
 
-    /// Creates or replaces the Secret `name` in monitoring with a new serving
+    /// Creates or replaces the Secret `name` in scrape-guard with a new serving
     /// certificate for `dns_name`, as cert-manager would (tls.crt, tls.key, ca.crt).
     pub(crate) async fn put_serving_secret(&self, name: &str, dns_name: &str) -> KeyCert {
         put_serving_secret(&self.client, &self.node.ca, name, dns_name).await

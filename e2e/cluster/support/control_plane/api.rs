@@ -87,7 +87,7 @@ pub(crate) async fn client(kubeconfig: &Path) -> kube::Client {
 /// fallback fixtures if it falls short), the scraper account, namespace e2e with an
 /// account that has no binding.
 pub(super) async fn prepare(client: &kube::Client) -> DeployRbac {
-    ensure_namespace(client, "monitoring").await;
+    ensure_namespace(client, PROXY_SA.0).await;
     let mut rbac = DeployRbac::default();
     for file in deploy_files() {
         let text = std::fs::read_to_string(&file).unwrap_or_default();

@@ -26,7 +26,7 @@ use super::{
     },
     host,
     pods::{is_ready, pod_summary},
-    scraping, API_PORT, A_TEST_FAILED, IMAGES, NODE_IP, NODE_NAME, NO_RBAC_SA,
+    scraping, API_PORT, A_TEST_FAILED, IMAGES, NAMESPACE, NODE_IP, NODE_NAME, NO_RBAC_SA,
 };
 
 /// How long each stage of the start took (reported by the Ready test).
@@ -194,13 +194,13 @@ impl Node {
         let prometheus = PrometheusApi::new(node.prometheus_addr);
         eventually(
             Duration::from_secs(60),
-            "up == 1 for node-exporter",
+            "up == 1 for scrape-guard-node-exporter",
             || async {
-                match prometheus.up("node-exporter").await?.as_str() {
+                match prometheus.up("scrape-guard-node-exporter").await?.as_str() {
                     "1" => Ok(()),
                     other => Err(format!(
                         "up = {other}: {}",
-                        prometheus.last_error("node-exporter").await
+                        prometheus.last_error("scrape-guard-node-exporter").await
                     )),
                 }
             },
@@ -440,7 +440,7 @@ tlsPrivateKeyFile: {dir}/kubelet.key
     /// fixture), the scraper's account, the serving certificates (made with the
     /// suite's CA, as cert-manager would); and an account with no RBAC at all.
     async fn apply_deploy(&self, client: &kube::Client) {
-        api::ensure_namespace(client, "monitoring").await;
+        api::ensure_namespace(client, NAMESPACE).await;
         let crd = repo_path("e2e/fixtures/servicemonitor-crd.yaml");
         api::apply_file(client, &crd)
             .await
@@ -450,15 +450,15 @@ tlsPrivateKeyFile: {dir}/kubelet.key
         put_serving_secret(
             client,
             &self.ca,
-            "node-exporter-tls",
-            "node-exporter.monitoring.svc",
+            "scrape-guard-node-exporter-tls",
+            "scrape-guard-node-exporter.scrape-guard.svc",
         )
         .await;
         put_serving_secret(
             client,
             &self.ca,
-            "kube-state-metrics-tls",
-            "kube-state-metrics.monitoring.svc",
+            "scrape-guard-kube-state-metrics-tls",
+            "scrape-guard-kube-state-metrics.scrape-guard.svc",
         )
         .await;
         // (the CRD must be served before the ServiceMonitors in deploy/ apply)
@@ -493,8 +493,10 @@ tlsPrivateKeyFile: {dir}/kubelet.key
     }
 
     async fn await_app_ready(&self, client: &kube::Client, app: &str) {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "monitoring");
-        let params = ListParams::default().labels(&format!("app.kubernetes.io/name={app}"));
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let params = ListParams::default().labels(&format!(
+            "app.kubernetes.io/name={app},app.kubernetes.io/part-of=scrape-guard"
+        ));
         let what = format!("the {app} pod to be Ready (through the kubelet's probes)");
         eventually(Duration::from_secs(180), &what, || async {
             let list = pods.list(&params).await.map_err(|e| e.to_string())?;
@@ -579,12 +581,12 @@ pub(super) async fn put_serving_secret(
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": "monitoring"},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.pem()},
     }))
     .expect("a Secret");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "monitoring");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     match secrets.get_opt(name).await.expect("reading a Secret") {
         None => secrets
             .create(&PostParams::default(), &secret)
@@ -595,7 +597,7 @@ pub(super) async fn put_serving_secret(
             .await
             .map(drop),
     }
-    .unwrap_or_else(|e| panic!("writing Secret monitoring/{name}: {e}"));
+    .unwrap_or_else(|e| panic!("writing Secret {NAMESPACE}/{name}: {e}"));
     pair
 }
 

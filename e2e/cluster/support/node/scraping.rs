@@ -7,7 +7,7 @@
 //! discovery whose files a thread rewrites every second from the Services' Endpoints
 //! (ready and not-ready addresses, as `role: endpoints` discovers them). Job names are
 //! the ServiceMonitor's name, plus the port name's last part when it has several
-//! endpoints (`kube-state-metrics-main`). One more job, `no-rbac`, scrapes
+//! endpoints (`scrape-guard-kube-state-metrics-main`). One more job, `no-rbac`, scrapes
 //! node-exporter's targets with the token of an account that has no RBAC.
 //!
 //! [`ScrapeLoop`] scrapes one proxy directly, every 100 ms, on a new connection each
@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use super::{
     super::{control_plane::api, http, pki, prometheus::Prometheus},
-    NODE_IP, NO_RBAC_SA,
+    NAMESPACE, NODE_IP, NO_RBAC_SA,
 };
 
 /// One scrape job made from one ServiceMonitor endpoint.
@@ -64,7 +64,7 @@ impl Scraping {
         let no_rbac_token = api::mint_token(client, NO_RBAC_SA, None).await;
         let template = jobs
             .iter()
-            .find(|j| j.name == "node-exporter")
+            .find(|j| j.name == "scrape-guard-node-exporter")
             .expect("a node-exporter job from deploy/servicemonitor.yaml");
         let token_file = dir.join("token-no-rbac");
         pki::write(&token_file, &no_rbac_token);
@@ -146,20 +146,20 @@ async fn jobs_from_service_monitors(client: &kube::Client, dir: &Path) -> Vec<Jo
     let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
     let resource = ApiResource::from_gvk(&gvk);
     let monitors: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "monitoring", &resource);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "monitoring");
+        Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let secret_file = |name: &str, key: &str| {
         let secrets = secrets.clone();
         let path = dir.join(format!("{name}-{key}"));
         let (name, key) = (name.to_owned(), key.to_owned());
         async move {
             let secret = secrets.get(&name).await.unwrap_or_else(|e| {
-                panic!("Secret monitoring/{name} (a ServiceMonitor names it): {e}")
+                panic!("Secret {NAMESPACE}/{name} (a ServiceMonitor names it): {e}")
             });
             let value = secret
                 .data
                 .and_then(|d| d.get(&key).cloned())
-                .unwrap_or_else(|| panic!("Secret monitoring/{name} has no {key} yet"));
+                .unwrap_or_else(|| panic!("Secret {NAMESPACE}/{name} has no {key} yet"));
             std::fs::write(&path, value.0).expect("writing a Secret's value");
             path
         }
@@ -208,8 +208,8 @@ fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
 /// Writes the job's targets (ip:port of every endpoint address, ready or not) as a
 /// file_sd JSON file, atomically, if they changed.
 async fn refresh_targets(client: &kube::Client, job: &Job, file: &Path) {
-    let services: Api<Service> = Api::namespaced(client.clone(), "monitoring");
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "monitoring");
+    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NAMESPACE);
     let selector = job
         .service_selector
         .iter()
@@ -255,7 +255,7 @@ async fn refresh_targets(client: &kube::Client, job: &Job, file: &Path) {
                 targets.push(serde_json::json!({
                     "targets": [format!("{}:{}", address.ip, port.port)],
                     "labels": {
-                        "namespace": "monitoring",
+                        "namespace": NAMESPACE,
                         "service": name,
                         "endpoint_ready": ready.to_string(),
                         "pod": address.target_ref.and_then(|t| t.name).unwrap_or_default(),
