@@ -42,6 +42,17 @@ async fn deploy_manifests_dry_run() {
         }
         cluster.await_crd_established(crd).await;
     }
+    // The mixin's PrometheusRule goes where the user's Prometheus is: kube-prometheus'
+    // namespace (deploy/ itself brings only its own, scrape-guard).
+    let monitoring = cluster.dir().join("namespace-monitoring.yaml");
+    std::fs::write(
+        &monitoring,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: monitoring}\n",
+    )
+    .expect("writing the namespace manifest");
+    if let Err(e) = cluster.apply_file(&monitoring).await {
+        panic!("creating the namespace monitoring: {e}");
+    }
     let files = deploy_files();
     assert!(!files.is_empty(), "no manifests found in deploy/");
     let mut failed = Vec::new();
