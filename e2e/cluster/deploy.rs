@@ -119,7 +119,11 @@ fn deploy_does_not_collide_with_kube_prometheus() {
         .iter()
         .flat_map(|file| objects_of(file).into_iter().map(|o| (file_name(file), o)))
         .collect();
-    assert!(ours.len() > 20, "too few objects in deploy/: {}", ours.len());
+    assert!(
+        ours.len() > 20,
+        "too few objects in deploy/: {}",
+        ours.len()
+    );
     let theirs: BTreeSet<_> = std::fs::read_dir(repo_path("e2e/fixtures/kube-prometheus"))
         .expect("e2e/fixtures/kube-prometheus/")
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -136,7 +140,10 @@ fn deploy_does_not_collide_with_kube_prometheus() {
         .map(|(file, o)| (file, key(o)))
         .filter(|(_, k)| theirs.contains(k))
         .collect();
-    assert!(clashes.is_empty(), "deploy/ overwrites kube-prometheus': {clashes:?}");
+    assert!(
+        clashes.is_empty(),
+        "deploy/ overwrites kube-prometheus': {clashes:?}"
+    );
 
     let kustomization = parse_manifests(
         &std::fs::read_to_string(repo_path("deploy/kustomization.yaml"))
@@ -179,8 +186,8 @@ fn deploy_does_not_collide_with_kube_prometheus() {
 
 /// A file's objects (a test of deploy/: a file that does not parse fails it).
 fn objects_of(file: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(file)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
     parse_manifests(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     super::support::{
-        eventually, keep_alive_gets, pod_summary, restarts, NodeTest, NAMESPACE, NODE_IP, NO_RBAC_SA,
-        PROMETHEUS_SA,
+        eventually, keep_alive_gets, pod_summary, restarts, NodeTest, NAMESPACE, NODE_IP,
+        NO_RBAC_SA, PROMETHEUS_SA,
     },
     NODE_EXPORTER_NAME, READY,
 };

@@ -7,9 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, WatchEvent, WatchParams};
 
 use super::{
-    super::support::{
-        container_ids, eventually, NodeTest, ScrapeLoop, NAMESPACE, PROMETHEUS_SA,
-    },
+    super::support::{container_ids, eventually, NodeTest, ScrapeLoop, NAMESPACE, PROMETHEUS_SA},
     NODE_EXPORTER_NAME, READY,
 };
 
@@ -50,15 +48,8 @@ async fn node_rollout_restart_and_pod_deletion() {
                 .await;
             }
             _ => {
-                t.kubectl_ok(&[
-                    "-n",
-                    NAMESPACE,
-                    "delete",
-                    "pod",
-                    &old_name,
-                    "--wait=false",
-                ])
-                .await;
+                t.kubectl_ok(&["-n", NAMESPACE, "delete", "pod", &old_name, "--wait=false"])
+                    .await;
             }
         }
         let new = eventually(

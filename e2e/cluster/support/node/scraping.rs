@@ -145,8 +145,7 @@ impl Drop for Scraping {
 async fn jobs_from_service_monitors(client: &kube::Client, dir: &Path) -> Vec<Job> {
     let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
     let resource = ApiResource::from_gvk(&gvk);
-    let monitors: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+    let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let secret_file = |name: &str, key: &str| {
         let secrets = secrets.clone();
