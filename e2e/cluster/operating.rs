@@ -39,7 +39,7 @@ async fn own_metrics_are_guarded() {
     assert_eq!(
         reply.status,
         200,
-        "own /metrics, prometheus-k8s token: {}",
+        "own /metrics, the scraper's token: {}",
         reply.describe()
     );
     let body = reply.text();

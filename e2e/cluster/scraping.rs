@@ -53,7 +53,7 @@ async fn assert_scraped(prometheus: &Prometheus, job: &str) {
     println!("{selector}: {series} series");
 }
 
-/// Prometheus scrapes with a token of monitoring/prometheus-k8s (bound by deploy/), TLS
+/// Prometheus scrapes with a token of scrape-guard/scraper (bound by deploy/), TLS
 /// verified against the CA: `up == 1` and node-exporter series arrive, through TLS, a
 /// real TokenReview and a real SubjectAccessReview.
 #[tokio::test]
