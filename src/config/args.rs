@@ -94,6 +94,40 @@ pub struct Cli {
     pub args: Args,
 }
 
+/// The flags `-h` shows: what a sidecar sets. `--help` shows every flag.
+const SIDECAR_FLAGS: &[&str] = &[
+    "upstream",
+    "secure_listen_address",
+    "tls_cert_file",
+    "tls_private_key_file",
+    "client_ca_file",
+    "proxy_endpoints_port",
+    "allow_paths",
+    "ignore_paths",
+    "config_file",
+    "kubeconfig",
+    "version",
+];
+
+impl Cli {
+    /// The command line, with `-h` cut to one screen: the flags of a sidecar.
+    pub fn command_with_short_help() -> clap::Command {
+        <Self as clap::CommandFactory>::command()
+            .mut_args(|arg| {
+                let sidecar = SIDECAR_FLAGS.contains(&arg.get_id().as_str());
+                arg.hide_short_help(!sidecar)
+            })
+            .after_help("These are the flags a sidecar usually sets; --help lists every flag.")
+            .after_long_help("Each flag's row, and its origin: docs/flags.md.")
+    }
+
+    /// Parses the process's arguments (exits with clap's message on an error).
+    pub fn parse_args() -> Self {
+        let matches = Self::command_with_short_help().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// Helper commands: the 403 doctor.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -296,8 +330,8 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
     pub idle_timeout: Duration,
 
-    /// Port for /healthz and /readyz (TLS, same host as --secure-listen-address).
-    /// 0 turns it off.
+    /// Port for /healthz, /readyz and scrape-guard's own /metrics (authorized like a
+    /// scrape); TLS, same host as --secure-listen-address. 0 turns it off.
     #[arg(long, env = "SCRAPE_GUARD_PROXY_ENDPOINTS_PORT", default_value_t = 0)]
     pub proxy_endpoints_port: u16,
 
