@@ -6,6 +6,7 @@ mod deckhouse;
 mod endpoint;
 mod legacy;
 mod oidc;
+mod short_help;
 mod version;
 
 use std::{path::PathBuf, time::Duration};
@@ -94,46 +95,14 @@ pub struct Cli {
     pub args: Args,
 }
 
-/// The flags `-h` shows: what a sidecar sets. `--help` shows every flag.
-const SIDECAR_FLAGS: &[&str] = &[
-    "upstream",
-    "secure_listen_address",
-    "tls_cert_file",
-    "tls_private_key_file",
-    "client_ca_file",
-    "proxy_endpoints_port",
-    "allow_paths",
-    "ignore_paths",
-    "config_file",
-    "kubeconfig",
-    "version",
-];
-
-impl Cli {
-    /// The command line, with `-h` cut to one screen: the flags of a sidecar.
-    pub fn command_with_short_help() -> clap::Command {
-        <Self as clap::CommandFactory>::command()
-            .mut_args(|arg| {
-                let sidecar = SIDECAR_FLAGS.contains(&arg.get_id().as_str());
-                arg.hide_short_help(!sidecar)
-            })
-            .after_help("These are the flags a sidecar usually sets; --help lists every flag.")
-            .after_long_help("Each flag's row, and its origin: docs/flags.md.")
-    }
-
-    /// Parses the process's arguments (exits with clap's message on an error).
-    pub fn parse_args() -> Self {
-        let matches = Self::command_with_short_help().get_matches();
-        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
-}
-
 /// Helper commands: the 403 doctor.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Would this token (or user) be allowed? Runs the proxy's own authentication and
-    /// authorization chain, explains the decision and, when denied, prints the RBAC
-    /// that would allow it. Exit 0 allowed, 1 denied, 2 error.
+    /// Would this token (or user) be allowed? Exit 0 allowed, 1 denied, 2 error.
+    ///
+    /// Runs the proxy's own authentication and authorization chain and explains the
+    /// decision on stderr; when denied, prints the RBAC that would allow it, alone, on
+    /// stdout (`| kubectl apply -f -`, or `>> rbac.yaml` for an --rbac-file).
     #[command(name = "can-i")]
     CanI(Box<CanIArgs>),
     /// Print the ClusterRole and ClusterRoleBinding that let a subject scrape paths.
