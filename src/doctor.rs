@@ -83,7 +83,10 @@ impl Subject {
     }
 }
 
-/// The ClusterRole and ClusterRoleBinding granting `verb` on `paths` to `subject`.
+/// The ClusterRole and ClusterRoleBinding granting `verb` on `paths` to `subject`: a
+/// YAML stream that starts with `---`, so that appending it to a file of RBAC objects
+/// (`scrape-guard rbac >> rbac.yaml`) starts a new document instead of adding keys to
+/// the file's last one.
 pub fn rbac_yaml(subject: &Subject, paths: &[String], verb: &str) -> String {
     let role = if paths == ["/metrics"] && verb == "get" {
         "scrape-guard-metrics-reader".to_owned()
@@ -96,7 +99,8 @@ pub fn rbac_yaml(subject: &Subject, paths: &[String], verb: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "# Grants `{verb}` on {} to {}.\n\
+        "---\n\
+         # Grants `{verb}` on {} to {}.\n\
          # Warning: a ClusterRole's nonResourceURLs apply on every endpoint that delegates\n\
          # authorization to this cluster's apiserver (kube-rbac-proxy, scrape-guard, the\n\
          # kubelet, control-plane /metrics). Bind it only to subjects that should scrape them.\n\
@@ -165,15 +169,38 @@ pub fn rbac(args: &RbacArgs) -> Result<String, String> {
     Ok(rbac_yaml(&subject, &paths, &args.verb))
 }
 
-/// `scrape-guard can-i`: the report and the exit code.
-pub async fn can_i(args: CanIArgs) -> (String, u8) {
-    match run_can_i(args).await {
-        Ok(result) => result,
-        Err(error) => (format!("error: {error}\n"), ERROR),
+/// What `scrape-guard can-i` found. The binary prints `diagnosis` on stderr and
+/// `grant` alone on stdout, so that `can-i … >> rbac.yaml` or `can-i … | kubectl apply
+/// -f -` take the RBAC and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Who the caller is, what was decided and by which rule; how to use `grant`.
+    pub diagnosis: String,
+    /// When denied, the RBAC that would allow it: YAML starting with `---`.
+    pub grant: Option<String>,
+    /// [`ALLOWED`], [`DENIED`] or [`ERROR`].
+    pub code: u8,
+}
+
+impl Answer {
+    fn said(diagnosis: String, code: u8) -> Self {
+        Self {
+            diagnosis,
+            grant: None,
+            code,
+        }
     }
 }
 
-async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
+/// `scrape-guard can-i`.
+pub async fn can_i(args: CanIArgs) -> Answer {
+    match run_can_i(args).await {
+        Ok(answer) => answer,
+        Err(error) => Answer::said(format!("error: {error}\n"), ERROR),
+    }
+}
+
+async fn run_can_i(args: CanIArgs) -> Result<Answer, String> {
     let config = CanIConfig::try_from(args).map_err(|e| e.to_string())?;
     // The proxy's own chain and the flags' listener's authorizer, from the same
     // settings and built the same way as the proxy's.
@@ -201,7 +228,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         None => &own,
         Some(routes) => match route(routes, &config.path, &mut out) {
             Ok(authz) => authz,
-            Err(code) => return Ok((out, code)),
+            Err(code) => return Ok(Answer::said(out, code)),
         },
     };
 
@@ -226,7 +253,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
                         "fix:       use a valid, unexpired token{}",
                         audience_hint(&config.auth.authn.audiences)
                     );
-                    return Ok((out, DENIED));
+                    return Ok(Answer::said(out, DENIED));
                 }
                 Err(other) => return Err(other.to_string()),
             }
@@ -241,7 +268,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         Err(ProxyError::BadRequest(why)) => {
             let _ = writeln!(out, "user:      {}", user.name);
             let _ = writeln!(out, "decision:  denied with 400 Bad Request: {why}");
-            return Ok((out, DENIED));
+            return Ok(Answer::said(out, DENIED));
         }
         Err(other) => return Err(other.to_string()),
     };
@@ -252,7 +279,15 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         _ => None,
     };
     let Some(attributes) = single else {
-        return explain_plan(authz, &user, &plan, &apiserver, out).await;
+        return explain_plan(
+            authz,
+            &user,
+            &plan,
+            &apiserver,
+            &config.policy.rbac_files,
+            out,
+        )
+        .await;
     };
     let outcome = authz
         .decide(&user, &attributes, Requester::Process)
@@ -287,7 +322,7 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
             "by:        {}: {reason}",
             describe_source(outcome.source)
         );
-        return Ok((out, ALLOWED));
+        return Ok(Answer::said(out, ALLOWED));
     }
     let _ = writeln!(out, "decision:  denied");
     let _ = writeln!(
@@ -301,31 +336,45 @@ async fn run_can_i(args: CanIArgs) -> Result<(String, u8), String> {
         user.name,
         attributes.action()
     );
-    let rbac_files = &config.policy.rbac_files;
-    let how = match (&apiserver, rbac_files.as_slice()) {
-        (Some(_), _) => "apply this (kubectl apply -f -)".to_owned(),
-        // Standalone: there is no cluster to apply it to; the RBAC file is the policy.
-        (None, []) => "save this as a file and pass it with --rbac-file".to_owned(),
-        (None, [first, ..]) => format!(
-            "append this to the --rbac-file{} (it is re-read when it changes)",
-            first
-                .file_name()
-                .map(|name| format!(" {}", name.to_string_lossy()))
-                .unwrap_or_default()
-        ),
-    };
-    let _ = writeln!(out, "\nTo allow it, {how}:\n");
+    let _ = writeln!(
+        out,
+        "\n{}",
+        how_to_apply(apiserver.is_some(), &config.policy.rbac_files)
+    );
     let subject = Subject::for_user(&user.name);
-    if attributes.resource.is_some() {
-        out.push_str(&explain::resource_rbac_yaml(&subject, &attributes));
+    let grant = if attributes.resource.is_some() {
+        explain::resource_rbac_yaml(&subject, &attributes)
     } else {
-        out.push_str(&rbac_yaml(
+        rbac_yaml(
             &subject,
             std::slice::from_ref(&attributes.path.to_string()),
             &attributes.verb,
-        ));
+        )
+    };
+    Ok(Answer {
+        diagnosis: out,
+        grant: Some(grant),
+        code: DENIED,
+    })
+}
+
+/// What to do with the grant, said on stderr: apply it to the cluster that decided, or,
+/// standalone, add it to the policy file (`>>` is safe: it starts with `---`).
+fn how_to_apply(apiserver: bool, rbac_files: &[std::path::PathBuf]) -> String {
+    match (apiserver, rbac_files) {
+        (true, _) => "To allow it, apply the RBAC printed on stdout: \
+                      scrape-guard can-i ... | kubectl apply -f -"
+            .to_owned(),
+        // Standalone: there is no cluster to apply it to; the RBAC file is the policy.
+        (false, []) => "To allow it, save the RBAC printed on stdout and pass it with \
+                        --rbac-file: scrape-guard can-i ... > rbac.yaml"
+            .to_owned(),
+        (false, [first, ..]) => format!(
+            "To allow it, append the RBAC printed on stdout to the --rbac-file (it is re-read \
+             when it changes): scrape-guard can-i ... >> {}",
+            first.display()
+        ),
     }
-    Ok((out, DENIED))
 }
 
 /// The route of `upstreams:` the proxy would give `target` (a path and query), named
@@ -379,28 +428,28 @@ async fn explain_plan(
     user: &User,
     plan: &Plan,
     apiserver: &Option<Arc<crate::apiserver::Apiserver>>,
+    rbac_files: &[std::path::PathBuf],
     mut out: String,
-) -> Result<(String, u8), String> {
+) -> Result<Answer, String> {
     let _ = writeln!(out, "user:      {}", user.name);
     let explained = explain::explain(authz, user, plan, &mut out).await?;
     if explained.allowed {
         let _ = writeln!(out, "decision:  allowed");
-        return Ok((out, ALLOWED));
+        return Ok(Answer::said(out, ALLOWED));
     }
     let _ = writeln!(out, "decision:  denied");
-    if let Some(record) = explained.grant.filter(|r| r.resource.is_some()) {
-        let how = if apiserver.is_some() {
-            "apply this (kubectl apply -f -)"
-        } else {
-            "add this to an --rbac-file"
-        };
-        let _ = writeln!(out, "\nTo allow it, {how}:\n");
-        out.push_str(&explain::resource_rbac_yaml(
+    let Some(record) = explained.grant.filter(|r| r.resource.is_some()) else {
+        return Ok(Answer::said(out, DENIED));
+    };
+    let _ = writeln!(out, "\n{}", how_to_apply(apiserver.is_some(), rbac_files));
+    Ok(Answer {
+        diagnosis: out,
+        grant: Some(explain::resource_rbac_yaml(
             &Subject::for_user(&user.name),
             &record,
-        ));
-    }
-    Ok((out, DENIED))
+        )),
+        code: DENIED,
+    })
 }
 
 /// The request `can-i` asks about: the method whose verb is `verb` (`get` is GET,
@@ -500,63 +549,4 @@ fn sanitize_name(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::authz::Attributes;
-
-    #[test]
-    fn service_account_users_become_service_account_subjects() {
-        assert_eq!(
-            Subject::for_user("system:serviceaccount:monitoring:prometheus-k8s"),
-            Subject::ServiceAccount {
-                namespace: "monitoring".into(),
-                name: "prometheus-k8s".into()
-            }
-        );
-        for user in [
-            "system:anonymous",
-            "alice",
-            "system:serviceaccount:ns",
-            "system:serviceaccount::x",
-        ] {
-            assert_eq!(
-                Subject::for_user(user),
-                Subject::User(user.into()),
-                "{user}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_yaml_parses_back_into_rbac_that_allows_the_request() {
-        let subject = Subject::for_user("system:serviceaccount:monitoring:prometheus-k8s");
-        let yaml = rbac_yaml(&subject, &["/metrics".into(), "/federate*".into()], "get");
-        let rbac =
-            crate::authz::rbac::Rbac::parse(&[("generated".into(), yaml.clone().into_bytes())])
-                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let user = User {
-            name: "system:serviceaccount:monitoring:prometheus-k8s".into(),
-            ..User::default()
-        };
-        for path in ["/metrics", "/federate", "/federate/x"] {
-            assert!(
-                rbac.allows(&user, &Attributes::non_resource("get", path))
-                    .is_some(),
-                "{path}\n{yaml}"
-            );
-        }
-        assert!(rbac
-            .allows(&user, &Attributes::non_resource("get", "/other"))
-            .is_none());
-        assert!(yaml.contains("Warning: a ClusterRole"));
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote("/metrics"), "/metrics");
-        assert_eq!(quote("system:anonymous"), "\"system:anonymous\"");
-        assert_eq!(quote("true"), "\"true\"");
-        assert_eq!(quote("*"), "\"*\"");
-        assert_eq!(quote("1.5"), "\"1.5\"");
-    }
-}
+mod tests;

@@ -2,7 +2,6 @@
 
 use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
 use scrape_guard::{doctor, init_logging, Args, Cli, Command, Config, VersionFlag};
 
 fn main() -> ExitCode {
@@ -10,7 +9,7 @@ fn main() -> ExitCode {
     // aws-lc-rs, the provider `tls` builds on (kube's `aws-lc-rs` feature agrees): it
     // has the post-quantum key exchange X25519MLKEM768.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match cli.version.as_ref().map(VersionFlag::output) {
         Some(Ok(Some(text))) => {
             println!("{text}");
@@ -39,10 +38,15 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime(1) else {
                 return ExitCode::from(doctor::ERROR);
             };
-            let (report, code) = runtime.block_on(doctor::can_i(*args));
-            print!("{report}");
+            // The diagnosis on stderr, the RBAC alone on stdout: `>> rbac.yaml` and
+            // `| kubectl apply -f -` take nothing else.
+            let answer = runtime.block_on(doctor::can_i(*args));
+            eprint!("{}", answer.diagnosis);
+            if let Some(grant) = &answer.grant {
+                print!("{grant}");
+            }
             let _ = std::io::stdout().flush();
-            ExitCode::from(code)
+            ExitCode::from(answer.code)
         }
     }
 }

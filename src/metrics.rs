@@ -321,6 +321,9 @@ families! {
          is used)";
     file_loaded_at: Family<FileLabels, Gauge>, "config_last_reload_success_timestamp_seconds",
         "When a watched file was last loaded successfully (Unix time)";
+    rbac_file_warnings: Family<FileLabels, Gauge>, "rbac_file_warnings",
+        "Warnings about the --rbac-file version in force (unknown keys, a binding to a role \
+         no file defines, a subject nothing matches), each logged with its file and line";
     handshake_failures: Family<ReasonLabels<HandshakeFailure>, Counter>, "tls_handshake_failures",
         "TLS handshakes that failed, by reason (client_certificate, client_alert, \
          incompatible, not_tls, closed, timeout, other)";
@@ -483,6 +486,20 @@ impl Metrics {
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             self.families.file_loaded_at.get_or_create(&labels).set(now);
         }
+    }
+
+    /// The `--rbac-file` version in force (`files`, comma-separated as in
+    /// `file_loaded`) has `count` warnings.
+    pub(crate) fn rbac_file_warnings(&self, files: &str, count: usize) {
+        let labels = FileLabels {
+            listener: self.listener.clone(),
+            flag: "--rbac-file",
+            file: files.to_owned(),
+        };
+        self.families
+            .rbac_file_warnings
+            .get_or_create(&labels)
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// A TLS handshake failed for `reason`.

@@ -318,11 +318,7 @@ impl Key {
         let exact = fields.iter().position(|f| *f == name);
         let field = exact
             .or_else(|| fields.iter().position(|f| fold(f) == fold(&name)))
-            .ok_or_else(|| {
-                suggestion(&name, fields)
-                    .map(|f| format!("; did you mean {f}?"))
-                    .unwrap_or_default()
-            });
+            .ok_or_else(|| did_you_mean(&name, fields));
         Ok(Self {
             name,
             line: key.referenced.line(),
@@ -389,6 +385,14 @@ fn fold(s: &str) -> String {
 fn single(mut mapped: impl Iterator<Item = char>) -> Option<char> {
     let first = mapped.next()?;
     mapped.next().is_none().then_some(first)
+}
+
+/// "; did you mean F?" for the field F of `fields` that `key` probably meant, or "":
+/// the hint every unknown-key warning of ours ends with (`--rbac-file`'s too).
+pub(crate) fn did_you_mean(key: &str, fields: &[&str]) -> String {
+    suggestion(key, fields)
+        .map(|f| format!("; did you mean {f}?"))
+        .unwrap_or_default()
 }
 
 /// The field a misspelt or over-qualified key probably meant: a typo (`statik`,

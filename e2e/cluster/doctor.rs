@@ -9,7 +9,9 @@ use super::support::{
 };
 use serde_json::Value;
 
-const MARK: &str = "To allow it, apply this (kubectl apply -f -):";
+/// The diagnosis's last line (stderr); what follows in the log is stdout: the RBAC alone.
+const MARK: &str =
+    "To allow it, apply the RBAC printed on stdout: scrape-guard can-i ... | kubectl apply -f -";
 
 /// With scrape-guard's own kubeconfig and a fresh token of an unbound account: exit 1,
 /// `decision:  denied`, and after the line [`MARK`] YAML that parses into exactly one

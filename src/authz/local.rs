@@ -90,7 +90,16 @@ impl LocalPolicy {
         let rbac = (!rbac_files.is_empty())
             .then(|| {
                 let files = rbac_files.to_vec();
-                Watched::load_when("--rbac-file", files, condition, Rbac::parse, metrics)
+                // Named as the reload gauges name them, so the two series join.
+                let label: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                let (label, counter) = (label.join(","), Arc::clone(metrics));
+                // A version that parses is the one swapped in: its count is the one in force.
+                let parse = move |files: &[(PathBuf, Vec<u8>)]| {
+                    let rbac = Rbac::parse(files)?;
+                    counter.rbac_file_warnings(&label, rbac.warnings());
+                    Ok(rbac)
+                };
+                Watched::load_when("--rbac-file", files, condition, parse, metrics)
             })
             .transpose()
             .map_err(PolicyError::Rbac)?;
@@ -151,5 +160,35 @@ impl LocalPolicy {
             .is_none_or(|c| !c.get().has_static_rules());
         let no_rbac = self.rbac.as_ref().is_none_or(|r| r.get().is_empty());
         no_static && no_rbac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The warnings of the `--rbac-file` version loaded are exported, under the labels
+    /// of its reload gauge.
+    #[test]
+    fn rbac_file_warnings_are_counted_in_the_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rbac.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: \
+             {name: b}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: \
+             missing}\nsubjects:\n- {kind: ServiceAccount, name: prometheus}\n",
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        LocalPolicy::load(None, std::slice::from_ref(&file), None, &metrics).unwrap();
+        let labels = format!("{{flag=\"--rbac-file\",file=\"{}\"}}", file.display());
+        let text = metrics.encode(0, 0);
+        for series in [
+            format!("scrape_guard_rbac_file_warnings{labels} 2"),
+            format!("scrape_guard_config_last_reload_successful{labels} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == series), "no {series}:\n{text}");
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! allows: a "no" falls through to the apiserver, as in the apiserver's own authorizer
 //! chain. Aggregated ClusterRoles are not expanded (their `rules` are used as written).
 
+mod lint;
+
 use std::{collections::HashMap, path::PathBuf};
 
 use k8s_openapi::api::rbac::v1::{
@@ -12,6 +14,7 @@ use k8s_openapi::api::rbac::v1::{
 };
 use serde_json::Value;
 
+pub(crate) use self::lint::Warning;
 use super::Attributes;
 use crate::identity::User;
 
@@ -22,14 +25,31 @@ pub(crate) struct Rbac {
     roles: HashMap<(String, String), Vec<PolicyRule>>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     role_bindings: Vec<RoleBinding>,
+    /// Warnings found when the files were loaded (logged then).
+    warnings: usize,
 }
 
 impl Rbac {
     /// Parses YAML files of RBAC objects: multi-document, or `kind: List`. Other kinds
     /// (a ServiceAccount in the same file) are skipped, so the manifests applied to the
-    /// cluster can be handed over unchanged. Errors name the file and line.
+    /// cluster can be handed over unchanged. Errors name the file and line; what loads
+    /// but cannot do what was meant (`lint.rs`) is logged as a warning with its file and
+    /// line, and counted in `warnings`.
     pub(crate) fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Self, String> {
+        let (mut rbac, warnings) = Self::parse_and_lint(files)?;
+        for w in &warnings {
+            tracing::warn!(file = %w.file, line = w.line, "--rbac-file {} line {}: {}", w.file, w.line, w.text);
+        }
+        rbac.warnings = warnings.len();
+        Ok(rbac)
+    }
+
+    /// `parse`, and the warnings it logs.
+    pub(crate) fn parse_and_lint(
+        files: &[(PathBuf, Vec<u8>)],
+    ) -> Result<(Self, Vec<Warning>), String> {
         let mut rbac = Self::default();
+        let mut texts = Vec::with_capacity(files.len());
         for (path, bytes) in files {
             let origin = path.display();
             let text = std::str::from_utf8(bytes).map_err(|e| format!("{origin}: {e}"))?;
@@ -43,8 +63,15 @@ impl Rbac {
                     None => format!("{origin}: {e}"),
                 })?;
             }
+            texts.push((origin.to_string(), text));
         }
-        Ok(rbac)
+        let warnings = lint::lint(&texts, &rbac);
+        Ok((rbac, warnings))
+    }
+
+    /// How many warnings the files had when they were loaded.
+    pub(crate) fn warnings(&self) -> usize {
+        self.warnings
     }
 
     fn add(&mut self, doc: Value) -> Result<(), String> {

@@ -6,6 +6,7 @@ mod deckhouse;
 mod endpoint;
 mod legacy;
 mod oidc;
+mod short_help;
 mod version;
 
 use std::{path::PathBuf, time::Duration};
@@ -97,9 +98,11 @@ pub struct Cli {
 /// Helper commands: the 403 doctor.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Would this token (or user) be allowed? Runs the proxy's own authentication and
-    /// authorization chain, explains the decision and, when denied, prints the RBAC
-    /// that would allow it. Exit 0 allowed, 1 denied, 2 error.
+    /// Would this token (or user) be allowed? Exit 0 allowed, 1 denied, 2 error.
+    ///
+    /// Runs the proxy's own authentication and authorization chain and explains the
+    /// decision on stderr; when denied, prints the RBAC that would allow it, alone, on
+    /// stdout (`| kubectl apply -f -`, or `>> rbac.yaml` for an --rbac-file).
     #[command(name = "can-i")]
     CanI(Box<CanIArgs>),
     /// Print the ClusterRole and ClusterRoleBinding that let a subject scrape paths.
@@ -296,8 +299,8 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
     pub idle_timeout: Duration,
 
-    /// Port for /healthz and /readyz (TLS, same host as --secure-listen-address).
-    /// 0 turns it off.
+    /// Port for /healthz, /readyz and scrape-guard's own /metrics (authorized like a
+    /// scrape); TLS, same host as --secure-listen-address. 0 turns it off.
     #[arg(long, env = "SCRAPE_GUARD_PROXY_ENDPOINTS_PORT", default_value_t = 0)]
     pub proxy_endpoints_port: u16,
 

@@ -122,7 +122,7 @@ pub(super) fn short(record: &Attributes) -> String {
 }
 
 /// The Role (or ClusterRole, for a cluster-scoped record) and binding that grant a
-/// resource record to `subject`.
+/// resource record to `subject`; like `rbac_yaml`, it starts with `---`.
 pub(super) fn resource_rbac_yaml(subject: &Subject, record: &Attributes) -> String {
     let r = record.resource.clone().unwrap_or_default();
     let resource = if r.subresource.is_empty() {
@@ -147,7 +147,8 @@ pub(super) fn resource_rbac_yaml(subject: &Subject, record: &Attributes) -> Stri
         format!("\n    resourceNames: [{}]", quote(&r.name))
     };
     format!(
-        "# Grants `{}` to {}.\n\
+        "---\n\
+         # Grants `{}` to {}.\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: {kind}\n\
          metadata:\n  name: {role}{namespace}\n\

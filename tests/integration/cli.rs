@@ -1,4 +1,4 @@
-//! The real binary: `--help` agrees with the README, env vars work, bad flags fail with
+//! The real binary: `--help` agrees with docs/flags.md, `-h` is one screen, env vars work, bad flags fail with
 //! exit 2 naming the flag, and SIGTERM drains and exits 0 without logging secrets.
 
 use scrape_guard_testkit as support;
@@ -21,28 +21,49 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+fn flags_md() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/flags.md")).unwrap()
+}
+
+/// Each flag `--help` defines, with the environment variable it shows, if any.
+fn help_flags(help: &str) -> Vec<(String, Option<String>)> {
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines() {
+        // Flag definitions start their line: "      --flag <V>" or "  -v, --v <LEVEL>";
+        // help text that wraps onto a line of its own is indented further.
+        let trimmed = line.trim_start().trim_start_matches("-v, ");
+        let indent = line.len() - line.trim_start().len();
+        if trimmed.starts_with("--") && (indent == 6 || line.starts_with("  -v, ")) {
+            if let Some(flag) = trimmed.split([' ', '=', '[', '<']).next() {
+                if flag != "--help" && flag != "--version" {
+                    flags.push((flag.to_owned(), None));
+                }
+            }
+        }
+        if let Some(env) = line.split("[env: ").nth(1) {
+            let name = env.split(['=', ']']).next().unwrap_or_default();
+            if let Some(last) = flags.last_mut() {
+                last.1 = Some(name.to_owned());
+            }
+        }
+    }
+    flags
+}
+
 #[test]
-fn help_and_readme_list_the_same_flags() {
+fn help_and_the_flag_reference_list_the_same_flags() {
     let (code, help, _) = run(&["--help"], &[]);
     assert_eq!(code, 0);
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    // Flag definitions start their line: "      --flag <V>" or "  -v, --v <LEVEL>".
-    let flags: Vec<&str> = help
-        .lines()
-        .map(|line| line.trim_start().trim_start_matches("-v, "))
-        .filter(|line| line.starts_with("--"))
-        .filter_map(|line| line.split([' ', '=', '[', '<']).next())
-        .filter(|flag| *flag != "--help" && *flag != "--version")
-        .collect();
+    let reference = flags_md();
+    let flags = help_flags(&help);
     assert!(
         flags.len() > 40,
         "parsed too few flags from --help: {flags:?}"
     );
-    for flag in flags {
+    for (flag, _) in &flags {
         assert!(
-            readme.contains(&format!("`{flag}")),
-            "{flag} is in --help but not in README.md"
+            reference.contains(&format!("`{flag}")),
+            "{flag} is in --help but not in docs/flags.md"
         );
     }
     for group in [
@@ -55,6 +76,110 @@ fn help_and_readme_list_the_same_flags() {
     ] {
         assert!(help.contains(group), "--help lacks the {group} group");
     }
+}
+
+/// docs/flags.md says which flags have no `SCRAPE_GUARD_<NAME>` variable; `--help`
+/// shows the truth. Every other flag has one, named after it.
+#[test]
+fn environment_variables_are_what_the_flag_reference_says() {
+    let (_, help, _) = run(&["--help"], &[]);
+    let reference = flags_md();
+    let none = reference
+        .split("No environment variable:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("docs/flags.md: the \"No environment variable:\" paragraph");
+    for (flag, env) in help_flags(&help) {
+        let want = format!(
+            "SCRAPE_GUARD_{}",
+            flag.trim_start_matches('-')
+                .to_uppercase()
+                .replace('-', "_")
+        );
+        match env {
+            Some(env) => {
+                assert_eq!(env, want, "{flag}");
+                assert!(
+                    !none.contains(&format!("`{flag}`")),
+                    "docs/flags.md says {flag} has no variable; --help shows {env}"
+                );
+            }
+            None => {
+                let listed = none.contains(&format!("`{flag}`"))
+                    // The k8s.io/apiserver dialect is named as a whole: its table.
+                    || reference.contains(&format!("`{flag}` | A |"))
+                    || reference.contains(&format!("`{flag}` | |"))
+                    || reference.contains(&format!("| `{flag}`, "))
+                    // An alias of kube-apiserver's spelling: the flag it names has one.
+                    || reference.contains(&format!("(alias `{flag}`)"));
+                assert!(
+                    listed,
+                    "{flag} has no variable, and docs/flags.md does not say so"
+                );
+            }
+        }
+    }
+}
+
+/// `-h` is one screen of what a sidecar needs; `--help` has everything.
+#[test]
+fn short_help_fits_on_a_screen() {
+    let (code, short, _) = run(&["-h"], &[]);
+    assert_eq!(code, 0);
+    let lines = short.lines().count();
+    assert!(lines <= 40, "-h is {lines} lines:\n{short}");
+    for flag in [
+        "--upstream",
+        "--secure-listen-address",
+        "--tls-cert-file",
+        "--proxy-endpoints-port",
+    ] {
+        assert!(short.contains(flag), "-h lacks {flag}:\n{short}");
+    }
+    assert!(short.contains("--help"), "-h points to --help:\n{short}");
+    let (_, long, _) = run(&["--help"], &[]);
+    assert!(long.lines().count() > 3 * lines);
+}
+
+/// The shipped manifests give the pod longer to stop than scrape-guard's default
+/// `--shutdown-grace` (or the grace their own args set): one number, two places.
+#[test]
+fn manifests_wait_longer_than_the_shutdown_grace() {
+    let (_, help, _) = run(&["--help"], &[]);
+    let default = help
+        .split("--shutdown-grace")
+        .nth(1)
+        .and_then(|rest| rest.split("[default: ").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|d| d.strip_suffix('s'))
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no --shutdown-grace default in --help"));
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(deploy).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let grace = text
+            .split("--shutdown-grace=")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(default);
+        for period in text.split("terminationGracePeriodSeconds:").skip(1) {
+            let period: u64 = period
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{}: terminationGracePeriodSeconds", path.display()));
+            assert!(
+                period > grace,
+                "{}: terminationGracePeriodSeconds {period} <= --shutdown-grace {grace}s",
+                path.display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no terminationGracePeriodSeconds in deploy/");
 }
 
 #[test]
@@ -434,7 +559,8 @@ fn rbac_file_mistakes_show_the_line() {
         "kind: ClusterRole\nmetadata:\n  name: r\nrules:\n- nonResourceURLs: \"/metrics\"\n  verbs: [get]\n",
     )
     .unwrap();
-    let (code, out, _) = run(
+    // The doctor's diagnosis, errors included, is on stderr.
+    let (code, _, out) = run(
         &[
             "can-i",
             "--as=alice",

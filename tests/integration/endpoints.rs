@@ -386,9 +386,14 @@ fn can_i_names_the_endpoint_mapping_and_rule_that_decided() {
             command.arg(format!("--header={header}"));
         }
         let output = command.output().unwrap();
+        // The diagnosis is on stderr, the RBAC to apply on stdout.
         (
             output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            ),
         )
     };
     let (code, out) = can_i("/api/x/jobs", Some("X-Tenant: t"));

@@ -272,7 +272,10 @@ async fn can_i_authenticates_a_token_through_oidc() {
         let Some(scrape_guard::Command::CanI(args)) = cli.command else {
             panic!("not can-i");
         };
-        scrape_guard::doctor::can_i(*args)
+        async move {
+            let answer = scrape_guard::doctor::can_i(*args).await;
+            (answer.diagnosis, answer.code)
+        }
     };
     let (out, code) = can_i(s.issuer.token(&s.issuer.claims(JANE))).await;
     assert_eq!(code, 0, "{out}");

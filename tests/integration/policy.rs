@@ -272,14 +272,25 @@ where
 
 const BIN: &str = env!("CARGO_BIN_EXE_scrape-guard");
 
-fn doctor(args: &[&str]) -> (i32, String) {
+/// Runs the binary in `dir`: (exit code, stdout, stderr).
+fn doctor_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN)
         .args(args)
+        .current_dir(dir)
         .env_remove("KUBECONFIG")
+        .env_remove("SCRAPE_GUARD_LOG")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.code().unwrap_or(-1), stdout)
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The doctor's (exit code, stdout, stderr), run in the standalone example's directory.
+fn doctor(args: &[&str]) -> (i32, String, String) {
+    doctor_in(Path::new(EXAMPLE), args)
 }
 
 fn golden(name: &str, actual: &str) {
@@ -298,32 +309,36 @@ fn golden(name: &str, actual: &str) {
     assert_eq!(actual, want, "{name} differs from the golden file");
 }
 
+/// The diagnosis on stderr, the RBAC alone on stdout, so that `>> rbac.yaml` appends
+/// nothing else.
 #[test]
 fn can_i_explains_a_deny_and_prints_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "intruder-demo-token\n").unwrap();
-    let (code, out) = doctor(&[
+    let (code, out, err) = doctor(&[
         "can-i",
         &format!("--token-file={}", token.display()),
-        &format!("--token-auth-file={}", example("tokens.csv")),
-        &format!("--rbac-file={}", example("rbac.yaml")),
+        "--token-auth-file=tokens.csv",
+        "--rbac-file=rbac.yaml",
     ]);
-    assert_eq!(code, 1);
-    golden("can-i-denied.txt", &out);
+    assert_eq!(code, 1, "{err}");
+    golden("can-i-denied.txt", &err);
+    golden("can-i-denied.yaml", &out);
 }
 
 #[test]
 fn can_i_explains_an_allow() {
-    let (code, out) = doctor(&[
+    let (code, out, err) = doctor(&[
         "can-i",
         &format!("--as={SA}"),
         "--as-group=system:serviceaccounts",
-        &format!("--token-auth-file={}", example("tokens.csv")),
-        &format!("--rbac-file={}", example("rbac.yaml")),
+        "--token-auth-file=tokens.csv",
+        "--rbac-file=rbac.yaml",
     ]);
-    assert_eq!(code, 0);
-    golden("can-i-allowed.txt", &out);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "nothing to apply: stdout stays empty");
+    golden("can-i-allowed.txt", &err);
 }
 
 #[test]
@@ -331,29 +346,98 @@ fn can_i_reports_an_unknown_token_as_not_authenticated() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "nobody-knows-me").unwrap();
-    let (code, out) = doctor(&[
+    let (code, out, err) = doctor(&[
         "can-i",
         &format!("--token-file={}", token.display()),
-        &format!("--token-auth-file={}", example("tokens.csv")),
+        "--token-auth-file=tokens.csv",
     ]);
     assert_eq!(code, 1);
-    assert!(out.contains("401 Unauthorized"), "{out}");
+    assert_eq!(out, "");
+    assert!(err.contains("401 Unauthorized"), "{err}");
     assert!(
-        !out.contains("nobody-knows-me"),
+        !err.contains("nobody-knows-me"),
         "the token is never printed"
     );
 }
 
 #[test]
 fn can_i_as_a_user_needs_only_the_policy_file_offline() {
-    let (code, out) = doctor(&[
+    let (code, _, err) = doctor(&[
         "can-i",
         &format!("--as={SA}"),
         "--as-group=system:serviceaccounts",
-        &format!("--rbac-file={}", example("rbac.yaml")),
+        "--rbac-file=rbac.yaml",
     ]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("decision:  allowed"), "{out}");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("decision:  allowed"), "{err}");
+}
+
+/// What the doctor prints on stdout, appended twice (`scrape-guard rbac >> file`, then
+/// can-i's advice `>> file`) to the shipped RBAC file, still loads with the loader
+/// `--rbac-file` uses, and grants what each said.
+#[test]
+fn the_doctors_output_appended_twice_keeps_the_rbac_file_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rbac.yaml");
+    std::fs::copy(example("rbac.yaml"), &file).unwrap();
+    let append = |text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let (code, rbac, err) = doctor_in(
+        dir.path(),
+        &[
+            "rbac",
+            "--serviceaccount=team-a/scraper",
+            "--path=/federate",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(rbac.starts_with("---\n"), "{rbac}");
+    append(&rbac);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "intruder-demo-token\n").unwrap();
+    let (code, grant, err) = doctor_in(
+        dir.path(),
+        &[
+            "can-i",
+            &format!("--token-file={}", token.display()),
+            &format!("--token-auth-file={}", example("tokens.csv")),
+            "--rbac-file=rbac.yaml",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("scrape-guard can-i ... >> rbac.yaml"),
+        "the advice names the file to append to:\n{err}"
+    );
+    assert!(grant.starts_with("---\n"), "{grant}");
+    append(&grant);
+    // The file as it is now, read by can-i's own --rbac-file loading: each grant allows,
+    // the shipped one still does, and the loader has nothing to warn about.
+    for (user, path) in [
+        ("system:serviceaccount:team-a:scraper", "/federate"),
+        ("system:serviceaccount:default:intruder", "/metrics"),
+        (SA, "/metrics"),
+    ] {
+        let (code, out, err) = doctor_in(
+            dir.path(),
+            &[
+                "can-i",
+                &format!("--as={user}"),
+                &format!("--path={path}"),
+                "--rbac-file=rbac.yaml",
+            ],
+        );
+        assert_eq!(code, 0, "{user} {path}:\n{err}{out}");
+        assert!(!err.contains("WARN"), "{err}");
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("\n---\n").count(), 5, "{text}");
 }
 
 #[test]
@@ -369,21 +453,22 @@ fn can_i_without_a_subject_names_both_ways_to_give_one() {
 
 #[test]
 fn can_i_exits_2_on_errors() {
-    let (code, out) = doctor(&[
+    let (code, out, err) = doctor(&[
         "can-i",
         "--token-file=/nonexistent",
         "--token-auth-file=/nonexistent.csv",
     ]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("/nonexistent"), "{out}");
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("/nonexistent"), "{err}");
 }
 
 #[test]
 fn rbac_prints_the_grant_for_a_service_account() {
-    let (code, out) = doctor(&["rbac", "--serviceaccount=monitoring/prometheus-k8s"]);
+    let (code, out, _) = doctor(&["rbac", "--serviceaccount=monitoring/prometheus-k8s"]);
     assert_eq!(code, 0);
     golden("rbac-serviceaccount.txt", &out);
-    let (code, out) = doctor(&[
+    let (code, out, _) = doctor(&[
         "rbac",
         "--user=alice",
         "--path=/metrics",
@@ -392,6 +477,7 @@ fn rbac_prints_the_grant_for_a_service_account() {
     ]);
     assert_eq!(code, 0);
     golden("rbac-user-paths.txt", &out);
-    let (code, _) = doctor(&["rbac", "--serviceaccount=prometheus-k8s"]);
+    let (code, out, _) = doctor(&["rbac", "--serviceaccount=prometheus-k8s"]);
     assert_eq!(code, 2, "NAMESPACE/NAME is required");
+    assert_eq!(out, "");
 }

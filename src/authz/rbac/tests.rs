@@ -261,3 +261,93 @@ fn a_type_mistake_names_the_line_and_shows_it() {
     );
     assert!(!err.contains("<input>"), "{err}");
 }
+
+fn warnings(files: &[(&str, &str)]) -> Vec<String> {
+    let files: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|(name, text)| (PathBuf::from(name), text.as_bytes().to_vec()))
+        .collect();
+    let (rbac, warnings) = Rbac::parse_and_lint(&files).unwrap();
+    assert_eq!(Rbac::parse(&files).unwrap().warnings(), warnings.len());
+    drop(rbac);
+    warnings
+        .into_iter()
+        .map(|w| format!("{} line {}: {}", w.file, w.line, w.text))
+        .collect()
+}
+
+const READER: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: \
+                      {name: reader}\nrules:\n- nonResourceURLs: [/metrics]\n  verbs: [get]\n";
+
+#[test]
+fn the_shipped_example_has_no_warnings() {
+    let example = include_str!("../../../deploy/examples/standalone/rbac.yaml");
+    assert_eq!(warnings(&[("a.yaml", example)]), Vec::<String>::new());
+}
+
+#[test]
+fn mistakes_that_allow_nothing_are_warnings_with_file_and_line() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\n\
+             rules:\n- nonResourceURL: [/metrics]\n  verbs: [get]\n",
+            &["f.yaml line 5: ClusterRole \"r\": unknown key rules[0].nonResourceURL is ignored; \
+               did you mean nonResourceURLs?"],
+        ),
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r, \
+             namespce: x}\nrule: []\n",
+            &[
+                "f.yaml line 3: ClusterRole \"r\": unknown key metadata.namespce is ignored; did \
+                 you mean namespace?",
+                "f.yaml line 4: ClusterRole \"r\": unknown key rule is ignored; did you mean rules?",
+            ],
+        ),
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: \
+             b}\nroleRef: {kind: ClusterRole, name: missing}\nsubjects:\n- {kind: ServiceAccount, \
+             name: prometheus}\n",
+            &[
+                "f.yaml line 4: ClusterRoleBinding \"b\" binds ClusterRole \"missing\", which no \
+                 --rbac-file defines: it allows nothing here (local RBAC sees only these files)",
+                "f.yaml line 6: ClusterRoleBinding \"b\": subjects[0] is ServiceAccount \
+                 \"prometheus\" without a namespace: it matches nobody (only a RoleBinding's \
+                 subjects default to its namespace; the apiserver refuses this one)",
+            ],
+        ),
+        (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: b, \
+             namespace: ns}\nroleRef:\n  kind: Role\n  name: r\n  apigroup: x\nsubjects:\n- {kind: ServiceAccount, name: a}\n- {kind: \
+             Serviceaccount, name: c}\n",
+            &[
+                "f.yaml line 6: RoleBinding \"b\" binds Role \"r\" in namespace \"ns\", which no \
+                 --rbac-file defines: it allows nothing here (local RBAC sees only these files)",
+                "f.yaml line 7: RoleBinding \"b\": unknown key roleRef.apigroup is ignored; did \
+                 you mean apiGroup?",
+                "f.yaml line 10: RoleBinding \"b\": subjects[1].kind \"Serviceaccount\" is not \
+                 User, Group or ServiceAccount: it matches nobody",
+            ],
+        ),
+        (
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: rbac.authorization.k8s.io/v1\n  kind: \
+             ClusterRoleBinding\n  metadata: {name: b}\n  roleRef: {kind: Role, name: r}\n",
+            &["f.yaml line 7: ClusterRoleBinding \"b\": roleRef.kind \"Role\" is not \
+               ClusterRole: it allows nothing"],
+        ),
+    ];
+    for (yaml, want) in table {
+        assert_eq!(&warnings(&[("f.yaml", yaml)]), want, "{yaml}");
+    }
+}
+
+#[test]
+fn a_role_in_another_file_is_defined() {
+    let binding = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: \
+                   {name: b}\nroleRef: {kind: ClusterRole, name: reader}\nsubjects:\n- {kind: User, \
+                   name: alice}\n";
+    assert_eq!(
+        warnings(&[("binding.yaml", binding), ("role.yaml", READER)]),
+        Vec::<String>::new()
+    );
+    assert_eq!(warnings(&[("binding.yaml", binding)]).len(), 1);
+}
