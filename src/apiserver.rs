@@ -20,6 +20,7 @@
 
 mod fair;
 mod limit;
+mod queued;
 
 use std::{
     fmt,
@@ -41,6 +42,7 @@ use crate::metrics::{Limited, Metrics, Review};
 
 pub(crate) use self::limit::Limit;
 pub use self::limit::{RateLimit, Requester};
+pub(crate) use self::queued::QueueClock;
 use self::{
     fair::{FairBucket, Lane},
     limit::{LimitLog, PeerLimit},
@@ -384,6 +386,7 @@ impl Apiserver {
         let mut failed = None;
         let mut slot = None;
         loop {
+            let waiting = queued::Waiting::start();
             if let Some(limiter) = &self.limiter {
                 if let Err(limit) = limiter.acquire(lane, deadline).await {
                     return Err(match failed {
@@ -398,6 +401,7 @@ impl Apiserver {
             if slot.is_none() {
                 slot = Some(self.inflight.acquire().await);
             }
+            drop(waiting);
             match api.create(&PostParams::default(), object).await {
                 Err(error) if attempt < MAX_RETRIES && retryable(&error) => {
                     tracing::debug!(%error, attempt, "review failed; retrying");

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use crate::{
     body::{self, ProxyBody},
     error::ProxyError,
-    guard::{log_failure, Guard},
+    guard::{log_failure, Budget, Guard},
     server::{Handler, Peer},
     upstream::IdentityHeaders,
 };
@@ -80,7 +80,7 @@ impl Handler for AuthEndpoint {
         let decision = match original(&parts, &self.settings.style) {
             Ok(original) => self
                 .guard
-                .admit(&original, &peer, &mut user)
+                .admit(&original, &peer, &mut user, &Budget::none())
                 .await
                 .map(|admitted| admitted.user()),
             Err(error) => Err(error),

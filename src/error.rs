@@ -7,6 +7,8 @@
 //! path "…"` message, because that exact text is what people search for when a scrape
 //! is denied, and it names the subject the fix must be granted to.
 
+use std::{fmt, time::Duration};
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -50,9 +52,16 @@ pub enum ProxyError {
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
 
-    /// The upstream did not send response headers within `--upstream-timeout`.
-    #[error("upstream timed out after {0:?}")]
-    UpstreamTimeout(std::time::Duration),
+    /// The upstream did not send response headers within the request's budget
+    /// (`--upstream-timeout`, or less when the scraper said how long it waits).
+    #[error("exporter slow: {0}")]
+    UpstreamTimeout(Spent),
+
+    /// Authentication and authorization used up their share of the scrape's budget
+    /// (`X-Prometheus-Scrape-Timeout-Seconds`): answered before the scraper gives up,
+    /// and never forwarded (fail closed).
+    #[error("{blame}: {0}", blame = .0.reviews_blame())]
+    ReviewsTimedOut(Spent),
 
     /// A bug or an impossible state; never a reason to forward.
     #[error("internal error: {0}")]
@@ -68,7 +77,9 @@ impl ProxyError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MovedPermanently(_) => StatusCode::MOVED_PERMANENTLY,
-            Self::ApiserverUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ApiserverUnavailable(_) | Self::ReviewsTimedOut(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,12 +121,65 @@ impl ProxyError {
                 }
                 response
             }
+            Self::ReviewsTimedOut(_) => {
+                let mut response = status_json(
+                    status,
+                    "ServiceUnavailable",
+                    "authentication and authorization took this scrape's share of its \
+                     timeout: the Kubernetes API server is slow or reviews are queued",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
             Self::BadRequest(why) => text(status, &format!("400 bad request: {why}\n")),
             Self::UpstreamUnavailable(_) => text(status, "502 bad gateway: upstream unavailable\n"),
-            Self::UpstreamTimeout(_) => text(status, "504 gateway timeout: upstream too slow\n"),
+            Self::UpstreamTimeout(_) => text(status, "504 gateway timeout: exporter too slow\n"),
             Self::Internal(_) => text(status, "500 internal server error\n"),
         };
         response
+    }
+}
+
+/// Where a request's time went, for the one line logged when its budget ran out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// What the request had: the scraper's timeout less the margin, bounded by
+    /// `--upstream-timeout` (or, without a scraper's timeout, the exporter's
+    /// `--upstream-timeout` alone).
+    pub budget: Duration,
+    /// Authentication and authorization, from the request's start.
+    pub reviews: Duration,
+    /// Of `reviews`, waiting for a turn to send one (rate limit, fair turns, the cap
+    /// on reviews in flight).
+    pub queued: Duration,
+    /// Waiting for the exporter's response headers.
+    pub exporter: Duration,
+}
+
+impl Spent {
+    /// What held up reviews that ran out of time: their turn, or the apiserver.
+    pub fn reviews_blame(&self) -> &'static str {
+        if self.queued * 2 >= self.reviews {
+            "reviews queued"
+        } else {
+            "apiserver slow"
+        }
+    }
+}
+
+impl fmt::Display for Spent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_millis();
+        write!(
+            f,
+            "budget {} ms: reviews {} ms (queued {} ms), exporter {} ms",
+            ms(self.budget),
+            ms(self.reviews),
+            ms(self.queued),
+            ms(self.exporter)
+        )
     }
 }
 
@@ -201,10 +265,8 @@ pub(crate) mod tests {
             (ProxyError::NotFound, 404),
             (ProxyError::ApiserverUnavailable("x".into()), 503),
             (ProxyError::UpstreamUnavailable("x".into()), 502),
-            (
-                ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
-                504,
-            ),
+            (ProxyError::UpstreamTimeout(Spent::default()), 504),
+            (ProxyError::ReviewsTimedOut(Spent::default()), 503),
             (ProxyError::Internal("x".into()), 500),
         ];
         for (error, want) in table {

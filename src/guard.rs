@@ -9,6 +9,8 @@
 //! is the very string the upstream receives — or, for a route of `upstreams:`, that
 //! string with the route's pattern stripped (`routes.rs`), computed from it once.
 
+mod budget;
+
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, Uri};
@@ -26,8 +28,10 @@ use crate::{
     paths::{PathPolicy, Route},
     routes::{Routed, Routes, Selected},
     server::{Handler, Peer},
-    upstream::Upstream,
+    upstream::{Deadline, Upstream},
 };
+
+pub(crate) use self::budget::Budget;
 
 /// Everything a request passes through, in order.
 pub(crate) struct Guard {
@@ -79,6 +83,11 @@ impl Handler for Guard {
         // Cheap clones (shared bytes) kept only to describe the request in the log.
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let mut user = None;
+        let waiting = GoneAway {
+            started,
+            uri: &uri,
+            answered: false,
+        };
         let response = match self.pipeline(request, &peer, &mut user).await {
             Ok(response) => response,
             Err(error) => {
@@ -86,6 +95,7 @@ impl Handler for Guard {
                 error.into_response()
             }
         };
+        waiting.answered();
         let elapsed = started.elapsed();
         self.metrics
             .request(response.status().as_u16(), elapsed.as_secs_f64());
@@ -110,8 +120,10 @@ impl Guard {
         peer: &Peer,
         caller: &mut Option<Arc<User>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let budget = Budget::of(request.headers());
         let (parts, body) = request.into_parts();
-        let Admitted::Route { routed, user } = self.admit(&parts, peer, caller).await? else {
+        let admitted = self.admit(&parts, peer, caller, &budget).await?;
+        let Admitted::Route { routed, user } = admitted else {
             return Ok(livez());
         };
         // Made from the authorized path before the request is let go of.
@@ -119,19 +131,25 @@ impl Guard {
             .target
             .upstream
             .target_path(routed.tail(), parts.uri.query())?;
-        self.forward(routed.target, parts, target, body, user.as_deref(), peer)
+        let upstream = &routed.target.upstream;
+        let deadline = budget.exporter(upstream.timeout());
+        let request = Request::from_parts(parts, body);
+        self.forward(upstream, request, target, user.as_deref(), peer, deadline)
             .await
+            .map_err(|error| budget.explain(error, upstream.timeout()))
     }
 
     /// Route → path policy → authenticate → authorize: may this request reach an
     /// upstream, which one, and as whom (`None` for an `--ignore-paths` path, which
     /// nobody is asked about). The proxy forwards what is admitted; the auth endpoint
-    /// only answers.
+    /// only answers. Authentication and authorization run within their share of
+    /// `budget` (`guard/budget.rs`).
     pub(crate) async fn admit<'r, 'p>(
         &'r self,
         parts: &'p http::request::Parts,
         peer: &Peer,
         caller: &mut Option<Arc<User>>,
+        budget: &Budget,
     ) -> Result<Admitted<'r, 'p>, ProxyError> {
         forwardable_method(&parts.method)?;
         let path = forwardable_path(&parts.uri)?;
@@ -143,15 +161,19 @@ impl Guard {
         if self.paths.route(routed.path())? == Route::Ignore {
             return Ok(Admitted::Route { routed, user: None });
         }
-        // Who first: what an unauthenticated caller asks (rewrite values and all) is not
-        // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
-        let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
-        peer.authenticated();
-        let plan = authz.plan(parts, routed.path())?;
-        // Reviews are capped per client address (`--max-reviews-per-peer`).
-        let requester = Requester::Peer(peer.addr.ip());
-        authz.authorize_plan(user, &plan, requester).await?;
-        let user = Some(Arc::clone(user));
+        let reviews = async {
+            // Who first: what an unauthenticated caller asks (rewrite values and all) is
+            // not worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
+            let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
+            peer.authenticated();
+            let plan = authz.plan(parts, routed.path())?;
+            // Reviews are capped per client address (`--max-reviews-per-peer`).
+            let requester = Requester::Peer(peer.addr.ip());
+            authz.authorize_plan(user, &plan, requester).await?;
+            Ok(Arc::clone(user))
+        };
+        let timeout = routed.target.upstream.timeout();
+        let user = Some(budget.reviews(timeout, reviews).await?);
         Ok(Admitted::Route { routed, user })
     }
 
@@ -178,22 +200,49 @@ impl Guard {
 
     async fn forward(
         &self,
-        route: &Target,
-        mut parts: http::request::Parts,
+        upstream: &Upstream,
+        mut request: Request<Incoming>,
         target: PathAndQuery,
-        body: Incoming,
         user: Option<&User>,
         peer: &Peer,
+        deadline: Deadline,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Honoured or not, a front proxy's headers are not the upstream's to read.
-        self.authn.strip_front_proxy_headers(&mut parts.headers);
+        self.authn.strip_front_proxy_headers(request.headers_mut());
         let started = Instant::now();
-        let response = route
-            .upstream
-            .forward(parts, target, body, user, peer.addr, &peer.upstreams)
+        let response = upstream
+            .forward(request, target, user, peer.addr, &peer.upstreams, deadline)
             .await;
         self.metrics.upstream(started.elapsed().as_secs_f64());
         response
+    }
+}
+
+/// Notes a scraper that went away before its answer: hyper drops the request's future
+/// then (the connection closed, or an HTTP/2 stream was reset), which is what a
+/// scraper's own timeout looks like from here. One line, at debug: it is the scraper's
+/// decision, not our failure (kube-rbac-proxy logs "context canceled" at error).
+struct GoneAway<'a> {
+    started: Instant,
+    uri: &'a Uri,
+    answered: bool,
+}
+
+impl GoneAway<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for GoneAway<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::debug!(
+                path = %cut(self.uri.path()),
+                waited_ms = self.started.elapsed().as_millis(),
+                "the client went away before its answer"
+            );
+        }
     }
 }
 
@@ -308,7 +357,25 @@ pub(crate) fn log_failure(error: &ProxyError, method: &Method, uri: &Uri, peer: 
         ProxyError::NotFound | ProxyError::BadRequest(_) if budgeted("refused requests") => {
             tracing::info!(status, %peer, %method, %path, %error, "refused")
         }
-        ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamTimeout(_) => {
+        // The one line saying where a request's time went.
+        ProxyError::UpstreamTimeout(spent) | ProxyError::ReviewsTimedOut(spent) => {
+            let blame = match error {
+                ProxyError::UpstreamTimeout(_) => "exporter slow",
+                _ => spent.reviews_blame(),
+            };
+            tracing::warn!(
+                status,
+                %peer,
+                %method,
+                %path,
+                budget_ms = spent.budget.as_millis(),
+                reviews_ms = spent.reviews.as_millis(),
+                queued_ms = spent.queued.as_millis(),
+                exporter_ms = spent.exporter.as_millis(),
+                "out of time: {blame}"
+            )
+        }
+        ProxyError::UpstreamUnavailable(_) => {
             tracing::warn!(status, %peer, %method, %path, error = %cut(&error.to_string()), "failed")
         }
         ProxyError::ApiserverUnavailable(_) | ProxyError::Internal(_)

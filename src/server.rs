@@ -89,11 +89,13 @@ pub struct HttpSettings {
     /// from holding a task and a socket before they have even finished the handshake;
     /// also how soon after it a client must send its first byte.
     pub handshake_timeout: Duration,
-    /// `--header-read-timeout`: how long a client may take to send a request's headers
-    /// — and, on a kept-alive HTTP/1.1 connection, sit idle before its next request.
+    /// `--header-read-timeout`: how long a client may take to send a request's headers,
+    /// from their first byte (a kept-alive connection waits for that byte up to
+    /// `idle_timeout`).
     pub header_read_timeout: Duration,
     /// `--idle-timeout`: a connection with no request in flight for this long is closed
-    /// gracefully (GOAWAY for HTTP/2; PINGs do not count).
+    /// gracefully (GOAWAY for HTTP/2; PINGs do not count). Longer than a scraper keeps
+    /// an idle connection (Prometheus: 5 minutes), so that it is the scraper that closes.
     pub idle_timeout: Duration,
 }
 
@@ -301,6 +303,9 @@ async fn serve_connection<H: Handler>(
     };
     // Counted from here: the handshake's bytes are not the client talking.
     let activity = Arc::new(idle::Activity::new());
+    if session.alpn_protocol() != Some(b"h2".as_slice()) {
+        activity.http1();
+    }
     slot.connection().established(Arc::clone(&activity));
     let peer = Arc::new(Peer {
         addr: peer,
@@ -323,10 +328,15 @@ async fn serve_connection<H: Handler>(
     let connection = shared.builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing: Option<tokio::time::Instant> = None;
+    let limits = idle::Limits {
+        first_byte: settings.handshake_timeout,
+        head: settings.header_read_timeout,
+        idle: settings.idle_timeout,
+    };
     loop {
         let wait = match closing {
             Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
-            None => match activity.remaining(settings.handshake_timeout, settings.idle_timeout) {
+            None => match activity.remaining(limits) {
                 Some(wait) => wait,
                 None => {
                     tracing::debug!("closing a quiet connection");
@@ -379,7 +389,10 @@ fn http_builder(settings: HttpSettings) -> auto::Builder<InCurrentSpan> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // hyper's timer runs from the end of the previous response, so it would close a
+        // kept-alive connection long before a scraper's next scrape; `idle` times a head
+        // from its first byte instead, and this is only the backstop.
+        .header_read_timeout(settings.header_read_timeout.max(settings.idle_timeout))
         // hyper's floor for the read buffer is 8 KiB.
         .max_buf_size((settings.max_header_bytes as usize).max(8192));
     // RFC 9113 bounds the frame size to 16 KiB ..= 16 MiB - 1.

@@ -42,7 +42,7 @@ use self::{
 };
 use crate::{
     body::ProxyBody,
-    error::ProxyError,
+    error::{ProxyError, Spent},
     identity::User,
     lane::{Lent, OwnConnections, Pooled, MAX_SPARES},
     metrics::Metrics,
@@ -113,6 +113,14 @@ pub(crate) enum Join {
     /// whole path, so `http://exporter/metrics` with `path: /self/metrics` is
     /// `/metrics`, not `/metrics/`.
     Exact,
+}
+
+/// When the exporter must have sent its response headers (the wait for a connection
+/// and the connect included), and how long that was from the request's start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub(crate) at: tokio::time::Instant,
+    pub(crate) budget: Duration,
 }
 
 /// The pooled client, over TCP (with TLS for https) or a Unix socket.
@@ -209,23 +217,27 @@ impl Upstream {
     /// allows and one is free; through the pool otherwise.
     pub(crate) async fn forward(
         &self,
-        mut parts: http::request::Parts,
+        request: Request<Incoming>,
         path_and_query: PathAndQuery,
-        body: Incoming,
         user: Option<&User>,
         peer: SocketAddr,
         upstreams: &OwnConnections,
+        deadline: Deadline,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
         one_host(&parts)?;
-        // The upstream timeout covers the wait for a connection, the connect and the
-        // response headers together.
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        // The deadline covers the wait for a connection, the connect and the response
+        // headers together.
+        let (deadline, timed_out) = (
+            deadline.at,
+            || ProxyError::UpstreamTimeout(Spent::default()),
+        );
         let loan = match &self.direct {
             Some(direct) => Some((
                 direct,
                 tokio::time::timeout_at(deadline, direct.lend(upstreams))
                     .await
-                    .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))?,
+                    .map_err(|_| timed_out())?,
             )),
             None => None,
         };
@@ -253,7 +265,7 @@ impl Upstream {
                 let sent = direct.send(&mut loan, request);
                 let response = tokio::time::timeout_at(deadline, sent)
                     .await
-                    .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
+                    .map_err(|_| timed_out())??;
                 response.map(|body| Either::Right(loan.body(body)))
             }
             Some((_, Lent::Pool(room))) => {
@@ -291,8 +303,14 @@ impl Upstream {
         match tokio::time::timeout_at(deadline, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(ProxyError::UpstreamUnavailable(error_chain(&error))),
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+            Err(_) => Err(ProxyError::UpstreamTimeout(Spent::default())),
         }
+    }
+
+    /// `--upstream-timeout` (or the listener's): the most a request may wait for the
+    /// exporter's response headers.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The absolute URI the pool is given: `--upstream`'s scheme and authority.

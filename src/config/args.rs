@@ -288,15 +288,16 @@ pub struct ServingArgs {
     #[arg(long, env = "SCRAPE_GUARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_go_duration)]
     pub tls_handshake_timeout: Duration,
 
-    /// Time to send a request's headers; also how long an HTTP/1.1 keep-alive
-    /// connection may wait for its next request. Keep it above the scrape interval.
+    /// Time to send a request's headers, from their first byte. (How long a kept-alive
+    /// connection may wait for that byte is --idle-timeout.)
     #[arg(long, env = "SCRAPE_GUARD_HEADER_READ_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
     pub header_read_timeout: Duration,
 
     /// A connection with no request in flight for this long is closed (HTTP/2 with a
     /// GOAWAY; keep-alive PINGs do not count), and so is one whose client has taken no
-    /// byte of a response for this long.
-    #[arg(long, env = "SCRAPE_GUARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_go_duration)]
+    /// byte of a response for this long. Longer than Prometheus keeps an idle
+    /// connection (5m), so that a scrape every 30-120 s never pays a new handshake.
+    #[arg(long, env = "SCRAPE_GUARD_IDLE_TIMEOUT", default_value = "6m", value_parser = parse_go_duration)]
     pub idle_timeout: Duration,
 
     /// Port for /healthz, /readyz and scrape-guard's own /metrics (authorized like a

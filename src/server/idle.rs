@@ -10,6 +10,14 @@
 //! then says when a connection has been silent since the handshake for too long, has
 //! had no request in flight for too long, or has not taken a byte for too long.
 //!
+//! On HTTP/1.1 the wait for the next request and the time to send its head are two
+//! limits: hyper's own header-read timeout runs from the end of the last response, so
+//! it would close a kept-alive connection after `--header-read-timeout`, long before a
+//! scraper's next scrape (Prometheus keeps idle connections for 5 minutes). So
+//! `Tracked` notes when the bytes of a head start arriving (a byte read with no request
+//! in flight), and the head must be complete `--header-read-timeout` after that; until
+//! then an idle connection has `--idle-timeout`.
+//!
 //! A client that keeps reading, however slowly, is not cut off: there is no minimum
 //! rate, only a limit on a complete stop. A request waiting on a slow exporter writes
 //! nothing and is not blocked, so it is not cut off either.
@@ -32,10 +40,27 @@ use tokio::{
     time::Instant,
 };
 
+/// How long a connection may wait for what (`--tls-handshake-timeout`,
+/// `--header-read-timeout`, `--idle-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// From the handshake to the client's first byte.
+    pub(super) first_byte: Duration,
+    /// HTTP/1.1: from a request head's first byte to its end.
+    pub(super) head: Duration,
+    /// With no request in flight, or without the client taking a byte.
+    pub(super) idle: Duration,
+}
+
 /// When bytes last moved on a connection.
 #[derive(Debug)]
 pub(super) struct Activity {
     start: Instant,
+    /// HTTP/1.1: a byte read with no request in flight is a request head arriving.
+    http1: AtomicBool,
+    /// Since when (ms since `start`, plus one; 0: none) an HTTP/1.1 request head has
+    /// been arriving.
+    head_ms: AtomicU64,
     /// When the last request ended (or the connection began), in ms since `start`.
     last_ms: AtomicU64,
     read_any: AtomicBool,
@@ -49,10 +74,32 @@ impl Activity {
     pub(super) fn new() -> Self {
         Self {
             start: Instant::now(),
+            http1: AtomicBool::new(false),
+            head_ms: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             read_any: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             blocked_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The connection speaks HTTP/1.1 (no ALPN `h2`): its request heads are timed
+    /// from their first byte.
+    pub(super) fn http1(&self) {
+        self.http1.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that the client sent bytes.
+    fn read(&self) {
+        if !self.read_any.load(Ordering::Relaxed) {
+            self.read_any.store(true, Ordering::Relaxed);
+        }
+        if self.http1.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_ms.load(Ordering::Relaxed) == 0
+        {
+            let since = self.elapsed_ms().saturating_add(1);
+            self.head_ms.store(since, Ordering::Relaxed);
         }
     }
 
@@ -76,6 +123,7 @@ impl Activity {
     /// response body has been sent, or abandoned).
     pub(super) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_ms.store(0, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }
 
@@ -91,11 +139,22 @@ impl Activity {
 
     /// `None` once the connection should be closed; otherwise how long until it should
     /// be checked again. Until the client has sent a byte the limit is `first_byte`
-    /// from the handshake; after that, `idle` with no request in flight, or `idle`
-    /// without taking a byte of a response.
-    pub(super) fn remaining(&self, first_byte: Duration, idle: Duration) -> Option<Duration> {
+    /// from the handshake; after that, `idle` with no request in flight (an HTTP/1.1
+    /// head under way: `head` from its first byte), or `idle` without taking a byte of
+    /// a response.
+    pub(super) fn remaining(&self, limits: Limits) -> Option<Duration> {
+        let Limits {
+            first_byte,
+            head,
+            idle,
+        } = limits;
         if !self.read_any.load(Ordering::Relaxed) {
             return (self.start + first_byte).checked_duration_since(Instant::now());
+        }
+        let head_ms = self.head_ms.load(Ordering::Relaxed);
+        if head_ms != 0 && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let since = Duration::from_millis(head_ms - 1);
+            return (self.start + since + head).checked_duration_since(Instant::now());
         }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return match self.blocked_ms.load(Ordering::Relaxed) {
@@ -179,8 +238,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before && !self.activity.read_any.load(Ordering::Relaxed) {
-            self.activity.read_any.store(true, Ordering::Relaxed);
+        if buf.filled().len() > before {
+            self.activity.read();
         }
         polled
     }
@@ -228,16 +287,53 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn limits(first_byte: u64, idle: u64) -> Limits {
+        Limits {
+            first_byte: Duration::from_secs(first_byte),
+            head: Duration::from_secs(5),
+            idle: Duration::from_secs(idle),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http1_connection_waits_idle_for_its_next_request_but_not_for_a_head() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::new());
+        activity.http1();
+        let mut tracked = Tracked::new(server, Arc::clone(&activity));
+        let limits = limits(10, 360);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        tracked.read_exact(&mut [0u8; 18]).await.unwrap();
+        drop(activity.begin());
+        // Kept alive far past the head limit while nothing arrives.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(
+            activity.remaining(limits).is_some(),
+            "idle, not a slow head"
+        );
+        // A head starts arriving: it has `head` to finish, not what is left of `idle`.
+        client.write_all(b"GET").await.unwrap();
+        tracked.read_exact(&mut [0u8; 3]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(activity.remaining(limits).is_some());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(activity.remaining(limits).is_none(), "a head too slow");
+        // Once the head is complete, the request is in flight and the head timer off.
+        let request = activity.begin();
+        assert!(activity.remaining(limits).is_some());
+        drop(request);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_then_idleness_expire_but_requests_in_flight_do_not() {
         let (mut client, server) = tokio::io::duplex(64);
         let activity = Arc::new(Activity::new());
         let mut tracked = Tracked::new(server, Arc::clone(&activity));
-        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(60));
-        assert!(activity.remaining(first, idle).is_some());
+        let limits = limits(10, 60);
+        assert!(activity.remaining(limits).is_some());
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(
-            activity.remaining(first, idle).is_none(),
+            activity.remaining(limits).is_none(),
             "silent past the first-byte limit"
         );
 
@@ -247,16 +343,16 @@ mod tests {
         let request = activity.begin();
         tokio::time::advance(Duration::from_secs(300)).await;
         assert!(
-            activity.remaining(first, idle).is_some(),
+            activity.remaining(limits).is_some(),
             "a request in flight keeps it open"
         );
         drop(request);
         tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(activity.remaining(first, idle).is_some());
+        assert!(activity.remaining(limits).is_some());
         tracked.write_all(b"PING").await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(
-            activity.remaining(first, idle).is_none(),
+            activity.remaining(limits).is_none(),
             "pings are not requests"
         );
     }
@@ -266,14 +362,15 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let activity = Arc::new(Activity::new());
         let mut tracked = Tracked::new(server, Arc::clone(&activity));
-        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        let limits = limits(10, 60);
+        let idle = limits.idle;
         client.write_all(b"GET").await.unwrap();
         tracked.read_exact(&mut [0u8; 3]).await.unwrap();
         let request = activity.begin();
 
         // Waiting on the exporter: nothing written, nothing blocked.
         tokio::time::advance(Duration::from_secs(300)).await;
-        assert_eq!(activity.remaining(first, idle), Some(idle));
+        assert_eq!(activity.remaining(limits), Some(idle));
 
         // The client reads what it is sent: never blocked for long.
         let page = [b'x'; 256];
@@ -282,17 +379,17 @@ mod tests {
         });
         written.unwrap();
         read.unwrap();
-        assert_eq!(activity.remaining(first, idle), Some(idle));
+        assert_eq!(activity.remaining(limits), Some(idle));
 
         // The client stops reading: the write waits, and after `idle` the connection
         // is due to be closed although its request is still in flight.
         let stuck = tokio::time::timeout(Duration::from_secs(1), tracked.write_all(&page)).await;
         assert!(stuck.is_err(), "the 64-byte pipe is full");
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert!(activity.remaining(first, idle).is_some());
+        assert!(activity.remaining(limits).is_some());
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(
-            activity.remaining(first, idle).is_none(),
+            activity.remaining(limits).is_none(),
             "blocked for longer than idle"
         );
         drop(request);

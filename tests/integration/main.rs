@@ -34,6 +34,8 @@ mod operations;
 mod policy;
 mod proxy;
 mod review_flood;
+mod scrape_budget;
+mod scrape_fidelity;
 mod secrets;
 mod service_accounts;
 mod sni;

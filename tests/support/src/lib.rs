@@ -6,6 +6,8 @@
 //!   and can be told to fail, stall or go away;
 //! - [`issuer`]: the fake apiserver's service-account issuer (keys, discovery, tokens);
 //! - [`echo`]: a plain-HTTP exporter that records what it received;
+//! - [`raw_upstream`]: an exporter written by hand, recording request heads byte for
+//!   byte and answering with given bytes, late or in two parts;
 //! - [`proxy`]: scrape-guard in-process, started from command-line flags;
 //! - [`process`]: the one child-process guard ([`Process`]: SIGTERM then SIGKILL and a
 //!   log file, or SIGKILL at once), the real binary as a child, and [`free_port`];
@@ -33,6 +35,7 @@ pub mod oidc_issuer;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod raw_upstream;
 pub mod world;
 
 pub use apiserver::{FakeApiserver, FakeUser, Mode};
@@ -44,6 +47,7 @@ pub use oidc_issuer::FakeIssuer;
 pub use pki::{install_crypto, Pki};
 pub use process::{free_port, run_to_end, spawn_binary, terminate, Process, Tail};
 pub use proxy::Proxy;
+pub use raw_upstream::{Answer, RawUpstream};
 pub use world::{World, SCRAPER, UNBOUND};
 
 /// The first `max` characters of `text` on one line, for failure messages.
