@@ -37,6 +37,7 @@ mod review_flood;
 mod secrets;
 mod service_accounts;
 mod sni;
+mod streaming;
 mod tls_curves;
 mod upstream_connections;
 mod upstream_tls;
