@@ -88,7 +88,7 @@ async fn serve(mut tcp: TcpStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
 
 struct Setup {
     pki: Pki,
-    _api: FakeApiserver,
+    _api: Arc<FakeApiserver>,
     proxy: Proxy,
     upstream: Upstream,
 }
