@@ -2,8 +2,11 @@ use std::{collections::VecDeque, task::Waker};
 
 use super::*;
 
+/// One poll's answer.
+type Step = Poll<Option<Result<Frame<Bytes>, &'static str>>>;
+
 /// A body that answers each poll with the next step of a script.
-struct Script(VecDeque<Poll<Option<Result<Frame<Bytes>, &'static str>>>>);
+struct Script(VecDeque<Step>);
 
 impl Body for Script {
     type Data = Bytes;
@@ -21,7 +24,7 @@ impl Body for Script {
     }
 }
 
-fn data(bytes: &[u8]) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+fn data(bytes: &[u8]) -> Step {
     Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(bytes)))))
 }
 
@@ -44,7 +47,7 @@ fn polls(body: &mut Coalesced<Script>) -> Vec<(String, bool)> {
     }
 }
 
-fn coalesced(script: Vec<Poll<Option<Result<Frame<Bytes>, &'static str>>>>) -> Coalesced<Script> {
+fn coalesced(script: Vec<Step>) -> Coalesced<Script> {
     Coalesced::new(Script(script.into()))
 }
 
