@@ -17,6 +17,13 @@
 //! bench_kit burst --url URL --token T [--connections N]
 //!     Opens N TLS connections, waits until every handshake is done, then sends one
 //!     GET with the same token on each at once. Prints JSON (statuses, seconds).
+//! bench_kit exporter --page FILE [--gzip FILE.gz] [--big FILE] --port-file F [--chunk BYTES]
+//!     Plain-HTTP/1.1 keep-alive exporter on 127.0.0.1:<free port> (written to F) that
+//!     answers every GET as Go's exporters (promhttp) do: `Transfer-Encoding: chunked`,
+//!     one write per chunk of BYTES (default 4096, the size of Go's response buffer);
+//!     with FILE.gz (gzip made beforehand) and `gzip` in `Accept-Encoding`, that
+//!     compressed page with `Content-Encoding: gzip`, else FILE. A path with `/ksm/`
+//!     gets the --big page, uncompressed.
 //! ```
 //! The clients do not verify the server certificate (self-signed, loopback only).
 
@@ -58,12 +65,15 @@ fn main() {
         "apiserver" => runtime.block_on(apiserver(flags)),
         "scrape" => runtime.block_on(scrape(flags)),
         "burst" => runtime.block_on(burst(flags)),
+        "exporter" => runtime.block_on(exporter(flags)),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench_kit apiserver|scrape|burst [--flag value ...] (see the source)");
+    eprintln!(
+        "usage: bench_kit apiserver|scrape|burst|exporter [--flag value ...] (see the source)"
+    );
     std::process::exit(2)
 }
 
@@ -95,6 +105,110 @@ impl Flags {
             .get(name)
             .map(|v| v.parse().expect("a number"))
             .unwrap_or(default)
+    }
+}
+
+// ---------------------------------------------------------------- exporter
+
+/// A page, chunked as it goes on the wire: each chunk's bytes, header and trailing CRLF
+/// included, so that serving it is one write per chunk.
+fn chunked(page: &[u8], chunk: usize) -> Vec<Bytes> {
+    let mut out: Vec<Bytes> = page
+        .chunks(chunk.max(1))
+        .map(|piece| {
+            let mut wire = format!("{:x}\r\n", piece.len()).into_bytes();
+            wire.extend_from_slice(piece);
+            wire.extend_from_slice(b"\r\n");
+            Bytes::from(wire)
+        })
+        .collect();
+    out.push(Bytes::from_static(b"0\r\n\r\n"));
+    out
+}
+
+async fn exporter(flags: Flags) {
+    let chunk = flags.num("chunk", 4096) as usize;
+    let plain = Arc::new(chunked(&std::fs::read(flags.get("page")).unwrap(), chunk));
+    let gzip = flags
+        .0
+        .get("gzip")
+        .map(|path| Arc::new(chunked(&std::fs::read(path).unwrap(), chunk)));
+    let big = flags
+        .0
+        .get("big")
+        .map(|path| Arc::new(chunked(&std::fs::read(path).unwrap(), chunk)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port_file = flags.get("port-file");
+    std::fs::write(
+        &port_file,
+        listener.local_addr().unwrap().port().to_string(),
+    )
+    .unwrap();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let pages = Pages {
+            plain: Arc::clone(&plain),
+            gzip: gzip.clone(),
+            big: big.clone(),
+        };
+        tokio::spawn(async move {
+            let _ = export(tcp, pages).await;
+        });
+    }
+}
+
+/// The exporter's pages, chunked.
+struct Pages {
+    plain: Arc<Vec<Bytes>>,
+    gzip: Option<Arc<Vec<Bytes>>>,
+    big: Option<Arc<Vec<Bytes>>>,
+}
+
+/// Serves the GETs of one keep-alive connection.
+async fn export(mut tcp: TcpStream, pages: Pages) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut more = [0u8; 4096];
+            let n = tcp.read(&mut more).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&more[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end);
+        let wants_gzip = head.lines().any(|line| {
+            line.strip_prefix("accept-encoding:")
+                .is_some_and(|value| value.contains("gzip"))
+        });
+        let big = head
+            .lines()
+            .next()
+            .is_some_and(|line| line.contains("/ksm/"));
+        let (chunks, encoding) = match (&pages.big, &pages.gzip) {
+            (Some(page), _) if big => (page, ""),
+            (_, Some(gzip)) if wants_gzip => (gzip, "Content-Encoding: gzip\r\n"),
+            _ => (&pages.plain, ""),
+        };
+        let header = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+             {encoding}Vary: Accept-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        // Go's connection buffer sends the header with the first chunk.
+        let mut first = header.into_bytes();
+        first.extend_from_slice(&chunks[0]);
+        tcp.write_all(&first).await?;
+        for chunk in &chunks[1..] {
+            tcp.write_all(chunk).await?;
+        }
     }
 }
 

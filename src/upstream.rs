@@ -278,7 +278,7 @@ impl Upstream {
             }
         };
         remove_hop_by_hop(response.headers_mut());
-        Ok(response.map(Either::Left))
+        Ok(response.map(crate::body::streamed))
     }
 
     /// Sends `request` through the pooled client. A request with a body asks the

@@ -39,6 +39,7 @@ mod scrape_fidelity;
 mod secrets;
 mod service_accounts;
 mod sni;
+mod streaming;
 mod tls_curves;
 mod upstream_connections;
 mod upstream_tls;

@@ -186,6 +186,8 @@ pub struct H2Stream {
     pub ended: bool,
     /// The DATA received.
     pub body: Vec<u8>,
+    /// How many DATA frames it came in.
+    pub data_frames: usize,
 }
 
 impl H2Stream {
@@ -348,7 +350,10 @@ impl H2 {
                             }
                             stream.headers_seen = true;
                         }
-                        DATA => stream.body.extend_from_slice(&payload),
+                        DATA => {
+                            stream.body.extend_from_slice(&payload);
+                            stream.data_frames += 1;
+                        }
                         RST_STREAM => {
                             stream.reset = payload
                                 .get(0..4)
