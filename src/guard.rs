@@ -8,14 +8,21 @@
 //! `forward` that did not pass every stage before it, and the path the authorizer sees
 //! is the very string the upstream receives — or, for a route of `upstreams:`, that
 //! string with the route's pattern stripped (`routes.rs`), computed from it once.
+//! What `admit` learns on the way (who, what decided) is kept in a `Trail` for the
+//! access and audit logs (`guard/audit.rs`).
+
+mod audit;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
+use self::audit::Arrived;
+pub(crate) use self::audit::Trail;
 use crate::{
     apiserver::Requester,
+    audit::Audit,
     authn::Authenticator,
     authz::Authorizer,
     body::ProxyBody,
@@ -39,6 +46,8 @@ pub(crate) struct Guard {
     pub metrics: Arc<Metrics>,
     /// `--access-log`: one line per request.
     pub access_log: bool,
+    /// `--audit-log-profile`: one event per guarded request.
+    pub audit: Audit,
 }
 
 /// What a route has of its own: its authorization and its upstream.
@@ -78,8 +87,12 @@ impl Handler for Guard {
         let started = Instant::now();
         // Cheap clones (shared bytes) kept only to describe the request in the log.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let mut user = None;
-        let response = match self.pipeline(request, &peer, &mut user).await {
+        let (version, forwarded) = (
+            request.version(),
+            self.audit.forwarded_for(request.headers()),
+        );
+        let mut trail = Trail::default();
+        let response = match self.pipeline(request, &peer, &mut trail).await {
             Ok(response) => response,
             Err(error) => {
                 log_failure(&error, &method, &uri, peer.addr);
@@ -89,12 +102,19 @@ impl Handler for Guard {
         let elapsed = started.elapsed();
         self.metrics
             .request(response.status().as_u16(), elapsed.as_secs_f64());
+        let arrived = Arrived {
+            method: &method,
+            uri: &uri,
+            version,
+            forwarded,
+        };
+        self.audit(&arrived, &trail, &response, &peer, elapsed);
         if self.access_log {
             log_access(
                 &method,
                 &uri,
                 &response,
-                user.as_deref(),
+                trail.user.as_deref(),
                 peer.addr,
                 elapsed,
             );
@@ -108,10 +128,10 @@ impl Guard {
         &self,
         request: Request<Incoming>,
         peer: &Peer,
-        caller: &mut Option<Arc<User>>,
+        trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = request.into_parts();
-        let Admitted::Route { routed, user } = self.admit(&parts, peer, caller).await? else {
+        let Admitted::Route { routed, user } = self.admit(&parts, peer, trail).await? else {
             return Ok(livez());
         };
         // Made from the authorized path before the request is let go of.
@@ -131,7 +151,7 @@ impl Guard {
         &'r self,
         parts: &'p http::request::Parts,
         peer: &Peer,
-        caller: &mut Option<Arc<User>>,
+        trail: &mut Trail,
     ) -> Result<Admitted<'r, 'p>, ProxyError> {
         forwardable_method(&parts.method)?;
         let path = forwardable_path(&parts.uri)?;
@@ -143,16 +163,24 @@ impl Guard {
         if self.paths.route(routed.path())? == Route::Ignore {
             return Ok(Admitted::Route { routed, user: None });
         }
+        trail.guarded = true;
         // Who first: what an unauthenticated caller asks (rewrite values and all) is not
         // worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
-        let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
+        let user = self.authenticate(&parts.headers, peer).await?;
+        trail.user = Some(Arc::clone(&user));
         peer.authenticated();
         let plan = authz.plan(parts, routed.path())?;
+        trail.observe(self, &plan);
         // Reviews are capped per client address (`--max-reviews-per-peer`).
         let requester = Requester::Peer(peer.addr.ip());
-        authz.authorize_plan(user, &plan, requester).await?;
-        let user = Some(Arc::clone(user));
-        Ok(Admitted::Route { routed, user })
+        let decided = &mut trail.decided;
+        authz
+            .authorize_plan(&user, &plan, requester, decided)
+            .await?;
+        Ok(Admitted::Route {
+            routed,
+            user: Some(user),
+        })
     }
 
     /// The authorizer the probe port's `/metrics` is checked with: that of the route

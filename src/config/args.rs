@@ -2,6 +2,7 @@
 //! Validation into a `Config` is in `config.rs`; Go-compatible value parsers in `go.rs`.
 
 mod apiserver;
+mod audit;
 mod deckhouse;
 mod endpoint;
 mod legacy;
@@ -16,6 +17,7 @@ use self::version::parse_version_flag;
 pub use self::version::VersionFlag;
 pub(super) use self::{
     apiserver::{ApiserverArgs, FrontProxyArgs},
+    audit::AuditArgs,
     deckhouse::DeckhouseArgs,
     endpoint::AuthEndpointArgs,
     legacy::LegacyArgs,
@@ -60,6 +62,8 @@ pub struct Args {
     pub apiserver: ApiserverArgs,
     #[command(flatten)]
     pub deckhouse: DeckhouseArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 // The command line: the proxy (no subcommand) or a helper command.
