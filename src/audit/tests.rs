@@ -216,7 +216,10 @@ fn an_event_over_64_kib_is_cut_as_the_fork_cuts_it() {
     assert!(line.len() <= 64 << 10);
     let event: Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(event["metadata"]["is_truncated"], true);
-    assert!(event["metadata"]["untruncated_size"].as_u64().unwrap() > 64, "in KiB");
+    assert!(
+        event["metadata"]["untruncated_size"].as_u64().unwrap() > 64,
+        "in KiB"
+    );
     let name = event["actor"]["user"]["name"].as_str().unwrap();
     assert_eq!(name.len(), 256);
     assert!(name.ends_with("[truncated]"));
