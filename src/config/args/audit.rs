@@ -13,30 +13,52 @@ use crate::{audit::Profile, config::go::parse_go_bool};
 pub struct AuditArgs {
     /// Audit log profile: none (no audit log) or metadata (one OCSF JSON line per
     /// request that reaches authentication: who, what, the answer; never a body).
-    #[arg(long, value_name = "PROFILE", default_value = "none", value_parser = parse_profile)]
+    #[arg(long, env = "SCRAPE_GUARD_AUDIT_LOG_PROFILE", value_name = "PROFILE", default_value = "none",
+          value_parser = parse_profile)]
     pub audit_log_profile: Profile,
 
     /// The resource name audit events name (default: the name the request was
     /// authorized with, if any).
-    #[arg(long, value_name = "NAME", default_value = "")]
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUDIT_RESOURCE_NAME",
+        value_name = "NAME",
+        default_value = ""
+    )]
     pub audit_resource_name: String,
 
     /// The resource namespace audit events name (default: the namespace the request
     /// was authorized with, if any).
-    #[arg(long, value_name = "NAMESPACE", default_value = "")]
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUDIT_RESOURCE_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = ""
+    )]
     pub audit_resource_namespace: String,
 
     /// The resource type audit events name (e.g. InferenceService).
-    #[arg(long, value_name = "TYPE", default_value = "")]
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUDIT_RESOURCE_TYPE",
+        value_name = "TYPE",
+        default_value = ""
+    )]
     pub audit_resource_type: String,
 
     /// The AI provider audit events name beside the resource (e.g. KServe).
-    #[arg(long, value_name = "PROVIDER", default_value = "")]
+    #[arg(
+        long,
+        env = "SCRAPE_GUARD_AUDIT_AI_PROVIDER",
+        value_name = "PROVIDER",
+        default_value = ""
+    )]
     pub audit_ai_provider: String,
 
     /// Audit the client as the last valid IP of X-Forwarded-For (only behind a proxy
     /// that sets it; anyone else can write it).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "false",
+    #[arg(long, env = "SCRAPE_GUARD_AUDIT_USE_FORWARDED_FOR", num_args = 0..=1,
+          require_equals = true, default_value = "false",
           default_missing_value = "true", value_parser = parse_go_bool, action = ArgAction::Set)]
     pub audit_use_forwarded_for: bool,
 
