@@ -87,10 +87,7 @@ impl Handler for Guard {
         let started = Instant::now();
         // Cheap clones (shared bytes) kept only to describe the request in the log.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let (version, forwarded) = (
-            request.version(),
-            self.audit.forwarded_for(request.headers()),
-        );
+        let arrived = Arrived::new(&self.audit, &request, &method, &uri);
         let mut trail = Trail::default();
         let response = match self.pipeline(request, &peer, &mut trail).await {
             Ok(response) => response,
@@ -102,13 +99,7 @@ impl Handler for Guard {
         let elapsed = started.elapsed();
         self.metrics
             .request(response.status().as_u16(), elapsed.as_secs_f64());
-        let arrived = Arrived {
-            method: &method,
-            uri: &uri,
-            version,
-            forwarded,
-        };
-        self.audit(&arrived, &trail, &response, &peer, elapsed);
+        self.record_audit(&arrived, &trail, &response, &peer, elapsed);
         if self.access_log {
             log_access(
                 &method,

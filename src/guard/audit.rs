@@ -9,7 +9,7 @@ use http::{header, Method, Response, Uri, Version};
 
 use super::Guard;
 use crate::{
-    audit::{Decision, Request},
+    audit::{Audit, Decision, Request},
     authz::{Outcome, Plan},
     body::ProxyBody,
     identity::User,
@@ -52,9 +52,26 @@ pub(super) struct Arrived<'a> {
     pub forwarded: Vec<IpAddr>,
 }
 
+impl<'a> Arrived<'a> {
+    /// What the event will need of `request`, taken before it moves on.
+    pub(super) fn new<B>(
+        audit: &Audit,
+        request: &http::Request<B>,
+        method: &'a Method,
+        uri: &'a Uri,
+    ) -> Self {
+        Self {
+            method,
+            uri,
+            version: request.version(),
+            forwarded: audit.forwarded_for(request.headers()),
+        }
+    }
+}
+
 impl Guard {
     /// Queues the audit event of a guarded request (never waits).
-    pub(super) fn audit(
+    pub(super) fn record_audit(
         &self,
         arrived: &Arrived<'_>,
         trail: &Trail,
