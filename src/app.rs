@@ -236,6 +236,7 @@ async fn load(config: Config) -> Result<Ready, RunError> {
         .iter()
         .map(Scoped::load_tls)
         .collect::<Result<Vec<_>, _>>()?;
+    let audit = start_audit(&config.audit, &metrics)?;
     let chain = chain(&config.auth, &metrics).await?;
     if let Some(apiserver) = &chain.apiserver {
         apiserver.spawn_probe();
@@ -244,7 +245,6 @@ async fn load(config: Config) -> Result<Ready, RunError> {
         true => Alpn::Http2AndHttp11,
         false => Alpn::Http11,
     };
-    let audit = start_audit(&config.audit, &metrics)?;
     let logs = Logs {
         access: config.access_log,
         audit: &audit,

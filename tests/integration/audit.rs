@@ -1,8 +1,9 @@
 //! The audit log (`--audit-log-profile=metadata`, the OpenShift AI fork's): allowed,
 //! denied and unauthenticated requests as the fork writes them, with our `unmapped`
 //! additions; nothing for paths the fork does not audit; no token, cookie or query in
-//! the log; `none` writes nothing; and a writer stuck on a pipe nobody reads never
-//! holds a request up: the full queue drops, counts, and writes the gap afterwards.
+//! the log; `none` writes nothing; a profile the fork lacks and a log that cannot be
+//! opened are startup errors naming the flag; and a writer stuck on a pipe nobody reads
+//! never holds a request up: the full queue drops, counts, and writes the gap afterwards.
 
 use scrape_guard_testkit as support;
 
@@ -266,5 +267,40 @@ async fn a_stalled_writer_never_blocks_requests_and_the_gap_counts_every_loss() 
         events as u64 + dropped,
         REQUESTS as u64,
         "every request written or counted"
+    );
+}
+
+#[test]
+fn a_profile_the_fork_lacks_or_an_unopenable_log_is_a_startup_error_naming_the_flag() {
+    let bin = env!("CARGO_BIN_EXE_scrape-guard");
+    let run = |args: &[&str]| {
+        let output = Command::new(bin)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let (code, stderr) = run(&[
+        "--upstream=http://127.0.0.1:9100/",
+        "--audit-log-profile=request",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--audit-log-profile"), "{stderr}");
+    assert!(
+        stderr.contains(r#"must be one of "none" or "metadata""#),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run(&[
+        "--upstream=http://127.0.0.1:9100/",
+        "--audit-log-profile=metadata",
+        "--audit-log-path=/nonexistent-dir/audit.jsonl",
+    ]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("--audit-log-path /nonexistent-dir/audit.jsonl"),
+        "{stderr}"
     );
 }
