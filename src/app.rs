@@ -28,6 +28,7 @@ use self::listeners::{Loaded, Scoped};
 use crate::{
     admin::Admin,
     apiserver::{Apiserver, ClientError},
+    audit::{Audit, AuditSettings, Destination},
     auth_endpoint::AuthEndpoint,
     authn::{
         lookup::{self, ClusterTrust, LookupError},
@@ -75,6 +76,9 @@ pub enum RunError {
     },
     #[error("no listener to serve: give --upstream, or --listeners-file with listeners")]
     NoListener,
+    /// `--audit-log-path` could not be opened, or its writer not started.
+    #[error("--audit-log-path {path}: {message}")]
+    Audit { path: String, message: String },
 }
 
 /// A started proxy: its bound addresses and a handle to stop it.
@@ -178,6 +182,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     apiserver: Option<Arc<Apiserver>>,
     layout: Option<Arc<Watched<()>>>,
+    /// Written out after the drain.
+    audit: Audit,
 }
 
 /// Everything that can fail before a socket is bound has: files read, certificates
@@ -230,6 +236,7 @@ async fn load(config: Config) -> Result<Ready, RunError> {
         .iter()
         .map(Scoped::load_tls)
         .collect::<Result<Vec<_>, _>>()?;
+    let audit = start_audit(&config.audit, &metrics)?;
     let chain = chain(&config.auth, &metrics).await?;
     if let Some(apiserver) = &chain.apiserver {
         apiserver.spawn_probe();
@@ -238,9 +245,13 @@ async fn load(config: Config) -> Result<Ready, RunError> {
         true => Alpn::Http2AndHttp11,
         false => Alpn::Http11,
     };
+    let logs = Logs {
+        access: config.access_log,
+        audit: &audit,
+    };
     let mut listeners = Vec::with_capacity(scoped.len());
     for (scoped, tls) in scoped.into_iter().zip(tls) {
-        listeners.push(scoped.load(tls, &chain, config.access_log, alpn)?);
+        listeners.push(scoped.load(tls, &chain, &logs, alpn)?);
     }
     let layout = watch_layout(&config, &metrics)?;
     // The probe port and the auth endpoint serve as the first listener does.
@@ -276,12 +287,30 @@ async fn load(config: Config) -> Result<Ready, RunError> {
         metrics,
         apiserver,
         layout,
+        audit,
     };
     Ok(Ready {
         shared,
         listeners,
         admin,
         auth_endpoint,
+    })
+}
+
+/// The request logs every listener writes: `--access-log`, and the audit log.
+struct Logs<'a> {
+    access: bool,
+    audit: &'a Audit,
+}
+
+/// The audit log's destination opened and its writer started (or the log that is off).
+fn start_audit(settings: &AuditSettings, metrics: &Metrics) -> Result<Audit, RunError> {
+    Audit::start(settings, metrics.audit_events_dropped()).map_err(|error| RunError::Audit {
+        path: match &settings.destination {
+            Destination::Stdout => "-".into(),
+            Destination::File(path) => path.display().to_string(),
+        },
+        message: error.to_string(),
     })
 }
 
@@ -436,6 +465,7 @@ impl Bound {
             metrics,
             apiserver,
             layout,
+            audit,
         } = shared;
         let admin_addr = admin.as_ref().map(|port| port.addr);
         startup::log(&config, &listeners, admin_addr, apiserver.is_some());
@@ -464,6 +494,8 @@ impl Bound {
             futures_util::future::join_all(servers).await;
             // Watched until the listeners stop.
             drop(layout);
+            // What the last requests queued, written before the process ends.
+            let _ = tokio::task::spawn_blocking(move || audit.close(grace)).await;
         });
         Running {
             addr,

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use crate::{
     body::{self, ProxyBody},
     error::ProxyError,
-    guard::{log_failure, Budget, Guard},
+    guard::{log_failure, Budget, Guard, Trail},
     server::{Handler, Peer},
     upstream::IdentityHeaders,
 };
@@ -76,11 +76,11 @@ impl Handler for AuthEndpoint {
             upstreams: peer.upstreams.clone(),
             connection: Arc::clone(&peer.connection),
         };
-        let mut user = None;
+        let mut trail = Trail::default();
         let decision = match original(&parts, &self.settings.style) {
             Ok(original) => self
                 .guard
-                .admit(&original, &peer, &mut user, &Budget::none())
+                .admit(&original, &peer, &mut trail, &Budget::none())
                 .await
                 .map(|admitted| admitted.user()),
             Err(error) => Err(error),

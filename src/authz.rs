@@ -250,8 +250,8 @@ impl Authorizer {
         attributes: &[Attributes],
         requester: Requester,
     ) -> Result<(), ProxyError> {
-        self.authorize_plan(user, &Plan::from(attributes.to_vec()), requester)
-            .await
+        let plan = Plan::from(attributes.to_vec());
+        self.authorize_plan(user, &plan, requester, &mut None).await
     }
 
     /// One decision by the whole chain, explained.

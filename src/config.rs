@@ -15,6 +15,7 @@
 //! together, each naming its flag (or file, line and key).
 
 mod args;
+mod audit;
 mod auth;
 mod dialect;
 mod front_proxy;
@@ -37,6 +38,7 @@ pub(crate) use self::{
 };
 use crate::{
     apiserver::ApiserverSettings,
+    audit::AuditSettings,
     auth_endpoint::{AuthEndpointSettings, Style},
     authn::{lookup::FrontProxySettings, AuthnSettings},
     authz::{AuthzSettings, PolicySettings},
@@ -64,6 +66,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `--access-log`.
     pub access_log: bool,
+    /// `--audit-*`: the audit log of decisions.
+    pub audit: AuditSettings,
     /// `--auth-endpoint-address` and how it reads requests.
     pub auth_endpoint: Option<(ListenAddress, AuthEndpointSettings)>,
     /// `--listeners-file`, watched for changes its listeners do not take until a restart.
@@ -194,6 +198,7 @@ impl TryFrom<Args> for Config {
             legacy,
             apiserver,
             deckhouse,
+            audit,
         } = args;
         let LoggingArgs {
             log_format: _,
@@ -291,6 +296,7 @@ impl TryFrom<Args> for Config {
         if let Some(flags) = flags.as_mut().filter(|_| listeners_file.is_some()) {
             flags.name = Some(FLAGS_LISTENER.to_owned());
         }
+        let audit = audit::settings(audit, &mut problems);
         let warnings = std::mem::take(&mut problems.warnings);
         problems.finish(Config {
             listeners: flags.into_iter().chain(file_listeners).collect(),
@@ -300,6 +306,7 @@ impl TryFrom<Args> for Config {
             http,
             auth,
             access_log,
+            audit,
             auth_endpoint,
             listeners_file,
             warnings,

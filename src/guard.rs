@@ -8,7 +8,10 @@
 //! `forward` that did not pass every stage before it, and the path the authorizer sees
 //! is the very string the upstream receives — or, for a route of `upstreams:`, that
 //! string with the route's pattern stripped (`routes.rs`), computed from it once.
+//! What `admit` learns on the way (who, what decided) is kept in a `Trail` for the
+//! access and audit logs (`guard/audit.rs`).
 
+mod audit;
 mod budget;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -16,8 +19,11 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
+use self::audit::Arrived;
+pub(crate) use self::audit::Trail;
 use crate::{
     apiserver::Requester,
+    audit::Audit,
     authn::Authenticator,
     authz::Authorizer,
     body::ProxyBody,
@@ -43,6 +49,8 @@ pub(crate) struct Guard {
     pub metrics: Arc<Metrics>,
     /// `--access-log`: one line per request.
     pub access_log: bool,
+    /// `--audit-log-profile`: one event per guarded request.
+    pub audit: Audit,
 }
 
 /// What a route has of its own: its authorization and its upstream.
@@ -82,13 +90,14 @@ impl Handler for Guard {
         let started = Instant::now();
         // Cheap clones (shared bytes) kept only to describe the request in the log.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let mut user = None;
+        let arrived = Arrived::new(&self.audit, &request, &method, &uri);
+        let mut trail = Trail::default();
         let waiting = GoneAway {
             started,
             uri: &uri,
             answered: false,
         };
-        let response = match self.pipeline(request, &peer, &mut user).await {
+        let response = match self.pipeline(request, &peer, &mut trail).await {
             Ok(response) => response,
             Err(error) => {
                 log_failure(&error, &method, &uri, peer.addr);
@@ -99,12 +108,13 @@ impl Handler for Guard {
         let elapsed = started.elapsed();
         self.metrics
             .request(response.status().as_u16(), elapsed.as_secs_f64());
+        self.record_audit(&arrived, &trail, &response, &peer, elapsed);
         if self.access_log {
             log_access(
                 &method,
                 &uri,
                 &response,
-                user.as_deref(),
+                trail.user.as_deref(),
                 peer.addr,
                 elapsed,
             );
@@ -118,11 +128,11 @@ impl Guard {
         &self,
         request: Request<Incoming>,
         peer: &Peer,
-        caller: &mut Option<Arc<User>>,
+        trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let budget = Budget::of(request.headers());
         let (parts, body) = request.into_parts();
-        let admitted = self.admit(&parts, peer, caller, &budget).await?;
+        let admitted = self.admit(&parts, peer, trail, &budget).await?;
         let Admitted::Route { routed, user } = admitted else {
             return Ok(livez());
         };
@@ -148,7 +158,7 @@ impl Guard {
         &'r self,
         parts: &'p http::request::Parts,
         peer: &Peer,
-        caller: &mut Option<Arc<User>>,
+        trail: &mut Trail,
         budget: &Budget,
     ) -> Result<Admitted<'r, 'p>, ProxyError> {
         forwardable_method(&parts.method)?;
@@ -161,16 +171,21 @@ impl Guard {
         if self.paths.route(routed.path())? == Route::Ignore {
             return Ok(Admitted::Route { routed, user: None });
         }
+        trail.guarded = true;
         let reviews = async {
             // Who first: what an unauthenticated caller asks (rewrite values and all) is
             // not worth the memory to build, and kube-rbac-proxy answers 401 before it, too.
-            let user = caller.insert(self.authenticate(&parts.headers, peer).await?);
+            let user = self.authenticate(&parts.headers, peer).await?;
+            trail.user = Some(Arc::clone(&user));
             peer.authenticated();
             let plan = authz.plan(parts, routed.path())?;
+            trail.observe(self, &plan);
             // Reviews are capped per client address (`--max-reviews-per-peer`).
             let requester = Requester::Peer(peer.addr.ip());
-            authz.authorize_plan(user, &plan, requester).await?;
-            Ok(Arc::clone(user))
+            authz
+                .authorize_plan(&user, &plan, requester, &mut trail.decided)
+                .await?;
+            Ok(user)
         };
         let timeout = routed.target.upstream.timeout();
         let user = Some(budget.reviews(timeout, reviews).await?);

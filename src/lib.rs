@@ -20,6 +20,7 @@
 mod admin;
 mod apiserver;
 mod app;
+mod audit;
 mod auth_endpoint;
 mod authn;
 mod authz;

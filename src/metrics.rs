@@ -340,6 +340,9 @@ families! {
          tokens it would verify are answered 503";
     key_set_fetch_failures: Family<KeySetLabels, Counter>, "key_set_fetch_failures",
         "Failed fetches of a JWT key set (discovery or JWKS: unreachable, not 200, invalid)";
+    audit_events_dropped: Family<ListenerLabel, Counter>, "audit_events_dropped",
+        "Audit events lost: the queue to the writer was full, or the write failed (each \
+         hole is also written to the audit log as a gap event)";
 }
 
 /// A new, empty family: counters and gauges start at zero, latency histograms get
@@ -566,6 +569,15 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc();
         }
+    }
+
+    /// The process's count of lost audit events, at zero from the start.
+    pub(crate) fn audit_events_dropped(&self) -> Counter {
+        let families = &self.families;
+        families
+            .audit_events_dropped
+            .get_or_create(&ListenerLabel::default())
+            .clone()
     }
 
     /// The serving certificate in force expires at `not_after` (Unix seconds).

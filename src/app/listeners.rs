@@ -13,7 +13,7 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::{bind, Chain, RunError};
+use super::{bind, Chain, Logs, RunError};
 use crate::{
     config::{in_listener_keys, ListenerConfig, Origin},
     guard::{Guard, Target},
@@ -122,7 +122,7 @@ impl Scoped {
         self,
         mut tls: TlsFiles,
         chain: &Chain,
-        access_log: bool,
+        logs: &Logs<'_>,
         alpn: Alpn,
     ) -> Result<Loaded, RunError> {
         let guard = self
@@ -132,7 +132,10 @@ impl Scoped {
                 metrics.serving();
                 Ok(Guard {
                     metrics: Arc::clone(metrics),
-                    access_log,
+                    access_log: logs.access,
+                    audit: logs
+                        .audit
+                        .for_listener(self.config.name.as_deref(), &self.config.upstream.url),
                     paths: self.config.paths.clone(),
                     authn: chain.authn.with_metrics(Arc::clone(metrics)),
                     routes: self.routes(chain)?,

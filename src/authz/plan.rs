@@ -8,7 +8,7 @@
 //! order — the kubelet's "nodes/metrics, else nodes/proxy" — and `authorizers` (ours)
 //! narrows the chain for that endpoint.
 
-use super::{Attributes, Authorizer};
+use super::{Attributes, Authorizer, Outcome};
 use crate::{
     apiserver::Requester,
     error::ProxyError,
@@ -117,16 +117,24 @@ impl Authorizer {
     /// (`Combine::Any`); 403 with the apiserver-style message for the record that
     /// decided (the first denied one); 503 if the apiserver cannot answer — also in
     /// `anyOf`, where a later record is not tried after an error (fail closed).
+    /// `decided` is left holding the outcome that settled it (none after an error),
+    /// for the audit log.
     pub async fn authorize_plan(
         &self,
         user: &User,
         plan: &Plan,
         requester: Requester,
+        decided: &mut Option<Outcome>,
     ) -> Result<(), ProxyError> {
         let checks = match plan {
             Plan::Check(checks) => checks,
             Plan::Refuse { action, reason } => {
                 self.metrics.authorized(Authz::Denied, Source::Local);
+                *decided = Some(Outcome {
+                    allowed: false,
+                    source: Source::Local,
+                    reason: reason.clone(),
+                });
                 return Err(ProxyError::Forbidden {
                     user: user.name.clone(),
                     action: action.clone(),
@@ -165,13 +173,24 @@ impl Authorizer {
                 );
             }
             match (outcome.allowed, checks.combine) {
-                (true, Combine::All) => {}
-                (true, Combine::Any) => return Ok(()),
+                (true, Combine::All) => *decided = Some(outcome),
+                (true, Combine::Any) => {
+                    *decided = Some(outcome);
+                    return Ok(());
+                }
                 (false, combine) => {
                     let reason = match &checks.origin {
                         Some(origin) => format!("{origin}, rule {}: {}", i + 1, outcome.reason),
                         None => outcome.reason,
                     };
+                    let first = denied.is_none();
+                    if first || combine == Combine::All {
+                        *decided = Some(Outcome {
+                            allowed: false,
+                            source: outcome.source,
+                            reason: reason.clone(),
+                        });
+                    }
                     let error = ProxyError::Forbidden {
                         user: user.name.clone(),
                         action: attrs.action(),

@@ -2,6 +2,7 @@
 //! Validation into a `Config` is in `config.rs`; Go-compatible value parsers in `go.rs`.
 
 mod apiserver;
+mod audit;
 mod deckhouse;
 mod endpoint;
 mod legacy;
@@ -17,6 +18,7 @@ use self::version::parse_version_flag;
 pub use self::version::VersionFlag;
 pub(super) use self::{
     apiserver::{ApiserverArgs, FrontProxyArgs},
+    audit::AuditArgs,
     deckhouse::DeckhouseArgs,
     endpoint::AuthEndpointArgs,
     legacy::LegacyArgs,
@@ -61,6 +63,8 @@ pub struct Args {
     pub apiserver: ApiserverArgs,
     #[command(flatten)]
     pub deckhouse: DeckhouseArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 // The command line: the proxy (no subcommand) or a helper command.

@@ -671,6 +671,33 @@ const CATALOGUE: &[Sidecar] = &[
         config: Some(KSERVE_SAR_CONFIG),
         check: Check::Resource { path: "/v1/models/sklearn-iris", header: None, namespace: "kserve-demo", resource: "inferenceservices" },
     },
+    // The same sidecar on a predictor with audit logging on (the OpenShift AI fork's
+    // image): opendatahub-io/kserve's distro deployment reconciler appends
+    // desiredAuditArgs (profile metadata) to the arguments above, after
+    // --upstream-timeout (customizeAuthProxyArgs). Read from the code search index's copy
+    // of that file, whose commit it does not name; the arguments before the audit ones
+    // are those of 3cf0a0416. The events go to standard output, as the fork's.
+    Sidecar {
+        name: "opendatahub kserve InferenceService kube-rbac-proxy, audit logging on",
+        args: &[
+            "--secure-listen-address=:8443",
+            "--proxy-endpoints-port=8643",
+            "--upstream=http://localhost:8080",
+            "--auth-header-fields-enabled=true",
+            "--tls-cert-file=/etc/tls/private/tls.crt",
+            "--tls-private-key-file=/etc/tls/private/tls.key",
+            "--config-file=/etc/kube-rbac-proxy/config-file.yaml",
+            "--v=4",
+            "--upstream-timeout=30s",
+            "--audit-log-profile=metadata",
+            "--audit-resource-name=sklearn-iris",
+            "--audit-resource-namespace=kserve-demo",
+            "--audit-resource-type=InferenceService",
+            "--audit-ai-provider=KServe",
+        ],
+        config: Some(KSERVE_SAR_CONFIG),
+        check: Check::Resource { path: "/v1/models/sklearn-iris", header: None, namespace: "kserve-demo", resource: "inferenceservices" },
+    },
     // opendatahub-io/kubeflow @ 026e9174: components/odh-notebook-controller/controllers/
     // notebook_webhook.go InjectKubeRbacProxy (NotebookKubeRbacProxyPort 8443, NotebookPort
     // 8888, NotebookKubeRbacProxyHealthPort 8444).

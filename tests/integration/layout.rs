@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "leaf",
         &[
             "identity", "error", "lane", "body", "cache", "reload", "metrics", "yaml", "logging",
+            "audit",
         ],
     ),
     (

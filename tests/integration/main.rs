@@ -16,6 +16,7 @@
 //! cargo test --test integration -- hostile_h2::       # one module
 //! ```
 
+mod audit;
 mod auth_endpoint;
 mod cli;
 mod endpoints;
