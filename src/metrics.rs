@@ -258,6 +258,9 @@ macro_rules! families {
                 let version = env!("CARGO_PKG_VERSION");
                 build_info.get_or_create(&BuildLabels { version }).set(1);
                 registry.register("build_info", "scrape-guard's version", build_info);
+                let fips = Gauge::<i64>::default();
+                fips.set(i64::from(cfg!(feature = "fips")));
+                registry.register("fips_mode", "1 in the FIPS build (docs/fips.md), else 0", fips);
                 Self { registry, $($field,)+ }
             }
         }
