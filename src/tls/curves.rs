@@ -124,15 +124,26 @@ impl Curves {
         if !not_approved.is_empty() {
             return Err(format!(
                 "--tls-curve-preferences: {} not FIPS-approved; this FIPS build accepts {}",
-                not_approved.join(", ") + if not_approved.len() == 1 { " is" } else { " are" },
-                Self::defaults(module).names().collect::<Vec<_>>().join(", "),
+                not_approved.join(", ")
+                    + if not_approved.len() == 1 {
+                        " is"
+                    } else {
+                        " are"
+                    },
+                Self::defaults(module)
+                    .names()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ));
         }
         if curves.groups.is_empty() {
             return Err(format!(
                 "--tls-curve-preferences: this build implements none of {}; it has {}",
                 curves.unavailable.join(", "),
-                Self::defaults(module).names().collect::<Vec<_>>().join(", "),
+                Self::defaults(module)
+                    .names()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ));
         }
         Ok(curves)
@@ -185,7 +196,7 @@ fn approved(module: Module, name: &str) -> bool {
 }
 
 /// Go's name of a group, if Go has one.
-#[cfg(test)]
+#[cfg(all(test, feature = "fips"))]
 pub(super) fn go_name(group: NamedGroup) -> Option<&'static str> {
     GO_CURVES
         .iter()
@@ -232,11 +243,18 @@ mod tests {
 
     #[test]
     fn fips_refuses_x25519_naming_the_flag_by_name_or_id() {
-        for list in [&["CurveP256", "X25519"][..], &["29"], &["X25519", "CurveP384"]] {
+        for list in [
+            &["CurveP256", "X25519"][..],
+            &["29"],
+            &["X25519", "CurveP384"],
+        ] {
             let err = in_build(Module::Fips, list).unwrap_err();
             assert!(err.starts_with("--tls-curve-preferences: "), "{err}");
             assert!(err.contains("not FIPS-approved"), "{err}");
-            assert!(err.contains("accepts X25519MLKEM768, SecP256r1MLKEM768, CurveP256, CurveP384"), "{err}");
+            assert!(
+                err.contains("accepts X25519MLKEM768, SecP256r1MLKEM768, CurveP256, CurveP384"),
+                "{err}"
+            );
         }
         let curves = in_build(Module::Fips, &["CurveP384", "23", "X25519MLKEM768"]).unwrap();
         assert_eq!(

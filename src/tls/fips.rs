@@ -18,7 +18,7 @@ use rustls::CipherSuite;
 
 /// Which crypto module this binary was built on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Module {
+pub(crate) enum Module {
     /// aws-lc-rs on AWS-LC: every group and suite rustls implements.
     Standard,
     /// aws-lc-rs on the AWS-LC FIPS module: approved groups and suites only, and a
@@ -28,17 +28,19 @@ pub enum Module {
 
 impl Module {
     /// This binary's module (the `fips` cargo feature).
-    pub const BUILT: Self = if cfg!(feature = "fips") {
+    pub(crate) const BUILT: Self = if cfg!(feature = "fips") {
         Self::Fips
     } else {
         Self::Standard
     };
 
     /// For the startup line.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::Standard => "aws-lc-rs",
-            Self::Fips => "FIPS (aws-lc-rs on the AWS-LC FIPS module; approved groups and suites only)",
+            Self::Fips => {
+                "FIPS (aws-lc-rs on the AWS-LC FIPS module; approved groups and suites only)"
+            }
         }
     }
 }
@@ -56,7 +58,8 @@ pub(super) const APPROVED_CURVES: &[&str] = &[
 
 /// Go's names of the TLS 1.3 suites a FIPS build serves (TLS 1.3 suites cannot be
 /// turned off one by one, so only these are ever offered).
-pub(super) const APPROVED_TLS13_SUITES: &[&str] = &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"];
+pub(super) const APPROVED_TLS13_SUITES: &[&str] =
+    &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"];
 
 /// Whether a FIPS build may offer this suite.
 pub(super) fn approved_suite(suite: CipherSuite) -> bool {
@@ -83,7 +86,7 @@ pub struct NotFips(pub &'static str);
 
 /// In a FIPS build, refuses `what` (a listener, the apiserver client, …) unless its
 /// rustls configuration says `fips()`; in the default build, accepts it.
-pub fn require(what: &'static str, fips: bool) -> Result<(), NotFips> {
+pub(crate) fn require(what: &'static str, fips: bool) -> Result<(), NotFips> {
     match (Module::BUILT, fips) {
         (Module::Fips, false) => Err(NotFips(what)),
         _ => Ok(()),
@@ -114,7 +117,10 @@ mod tests {
         let refused = require("the test", false);
         assert_eq!(refused.is_err(), cfg!(feature = "fips"));
         if let Err(error) = refused {
-            assert!(error.to_string().contains("the test is not in FIPS mode"), "{error}");
+            assert!(
+                error.to_string().contains("the test is not in FIPS mode"),
+                "{error}"
+            );
         }
     }
 
@@ -123,9 +129,17 @@ mod tests {
     #[test]
     fn the_lists_agree_with_rustls_on_the_fips_module() {
         use super::super::provider;
-        assert!(aws_lc_rs::try_fips_mode().is_ok(), "the FIPS module is in FIPS mode");
+        assert!(
+            aws_lc_rs::try_fips_mode().is_ok(),
+            "the FIPS module is in FIPS mode"
+        );
         for suite in provider::ALL_CIPHER_SUITES {
-            assert_eq!(suite.fips(), approved_suite(suite.suite()), "{:?}", suite.suite());
+            assert_eq!(
+                suite.fips(),
+                approved_suite(suite.suite()),
+                "{:?}",
+                suite.suite()
+            );
         }
         for kx in provider::ALL_KX_GROUPS {
             let name = super::super::curves::go_name(kx.name());

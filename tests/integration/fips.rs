@@ -75,13 +75,20 @@ async fn x25519_alone_is_refused_and_approved_groups_are_served() {
     for versions in [&[&TLS13], &[&TLS12]] {
         let only_x25519 = client(&w, &[kx_group::X25519], &aes_gcm(), versions);
         let refused = handshake(&w, only_x25519).await;
-        assert!(refused.is_err(), "X25519 alone over {versions:?}: {refused:?}");
+        assert!(
+            refused.is_err(),
+            "X25519 alone over {versions:?}: {refused:?}"
+        );
     }
     for (group, name, versions) in [
         (kx_group::SECP256R1, NamedGroup::secp256r1, &[&TLS13]),
         (kx_group::SECP256R1, NamedGroup::secp256r1, &[&TLS12]),
         (kx_group::SECP384R1, NamedGroup::secp384r1, &[&TLS13]),
-        (kx_group::X25519MLKEM768, NamedGroup::X25519MLKEM768, &[&TLS13]),
+        (
+            kx_group::X25519MLKEM768,
+            NamedGroup::X25519MLKEM768,
+            &[&TLS13],
+        ),
         (
             kx_group::SECP256R1MLKEM768,
             NamedGroup::secp256r1MLKEM768,
@@ -125,16 +132,25 @@ async fn only_aes_gcm_suites_are_negotiated() {
         assert_eq!(got, Ok(format!("{:?}", suite.suite())));
     }
     // Offered ChaCha20 first, the server still picks an approved suite.
-    let chacha_first = [cs::TLS13_CHACHA20_POLY1305_SHA256, cs::TLS13_AES_256_GCM_SHA384];
+    let chacha_first = [
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+    ];
     let got = handshake(&w, client(&w, &p256, &chacha_first, &[&TLS13])).await;
-    assert_eq!(got.map(|(_, s)| s), Ok("TLS13_AES_256_GCM_SHA384".to_owned()));
+    assert_eq!(
+        got.map(|(_, s)| s),
+        Ok("TLS13_AES_256_GCM_SHA384".to_owned())
+    );
 }
 
 /// Flags that would serve something unapproved stop the start, naming the flag.
 #[test]
 fn flags_outside_the_approved_set_are_refused_at_startup() {
     for (flag, named) in [
-        ("--tls-curve-preferences=CurveP256,X25519", "X25519 is not FIPS-approved"),
+        (
+            "--tls-curve-preferences=CurveP256,X25519",
+            "X25519 is not FIPS-approved",
+        ),
         ("--tls-curve-preferences=29", "29 is not FIPS-approved"),
         (
             "--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,\
@@ -189,5 +205,8 @@ fn the_startup_line_and_the_metric_say_fips() {
         "{line}"
     );
     let metrics = scrape_guard::Metrics::new().encode(0, 0);
-    assert!(metrics.contains("\nscrape_guard_fips_mode 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nscrape_guard_fips_mode 1\n"),
+        "{metrics}"
+    );
 }

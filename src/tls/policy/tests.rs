@@ -45,7 +45,10 @@ fn fips_default_serves_only_aes_gcm() {
 fn fips_refuses_listed_suites_that_are_not_approved_naming_them() {
     for (list, named) in [
         (
-            &["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"][..],
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+            ][..],
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305 is not FIPS-approved",
         ),
         (
@@ -54,7 +57,10 @@ fn fips_refuses_listed_suites_that_are_not_approved_naming_them() {
         ),
         (
             // The default build warns about these and serves the rest; FIPS refuses.
-            &["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_128_GCM_SHA256"],
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+                "TLS_RSA_WITH_AES_128_GCM_SHA256",
+            ],
             "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, TLS_RSA_WITH_AES_128_GCM_SHA256 are not \
              FIPS-approved",
         ),
@@ -62,14 +68,20 @@ fn fips_refuses_listed_suites_that_are_not_approved_naming_them() {
         let err = fips("", list).unwrap_err();
         assert!(err.starts_with("--tls-cipher-suites: "), "{err}");
         assert!(err.contains(named), "{err}");
-        assert!(err.contains("serves TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, "), "{err}");
+        assert!(
+            err.contains("serves TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, "),
+            "{err}"
+        );
     }
     // Unknown names stay unknown; approved ones are served.
     let err = fips("", &["TLS_MADE_UP"]).unwrap_err();
     assert!(err.contains("unknown cipher suite TLS_MADE_UP"), "{err}");
     let policy = fips(
         "",
-        &["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"],
+        &[
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_AES_128_GCM_SHA256",
+        ],
     )
     .unwrap();
     assert_eq!(policy.cipher_suites().len(), 3);
