@@ -36,7 +36,6 @@ go version
 mkdir -p "$CARGO_TARGET_DIR"
 step "cargo test --features fips: tls:: (unit) and fips:: (integration) into $CARGO_TARGET_DIR"
 # One cargo invocation, so the library, the binary and both test binaries build in
-# parallel; the filters pick `tls::…` in the unit tests and `fips::…` in the
-# integration binary (where no other module matches either).
+# parallel; the filters pick `…tls::…` and `fips::…` in both binaries.
 cargo test --locked -p scrape-guard --features fips --lib --test integration -- tls:: fips::
 step "done"
