@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # CI: the FIPS build (docs/fips.md). Builds scrape-guard with `--features fips` (aws-lc-rs
 # on the AWS-LC FIPS module, whose build needs cmake, Go and perl) and runs the tests
-# that matter for it, and only those: the TLS policy's unit tests (`tls::`, including
-# the check that our approved lists agree with rustls on the module) and the `fips`
-# integration module (what a client can negotiate, what is refused at startup, the
+# that matter for it, and only those: the tests named `...tls::...` (the TLS policy's
+# unit tests, including the check that our approved lists agree with rustls on the
+# module, and the upstream client's TLS tests) and the `fips` integration module (what a client can negotiate, what is refused at startup, the
 # startup line and the metric). The rest of the suite is the default build's, which
 # .ci/run tests already.
 #
