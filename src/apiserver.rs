@@ -121,6 +121,20 @@ pub enum ClientError {
     Build(String),
 }
 
+/// In a FIPS build, the TLS configuration kube's client is built with (the same
+/// `rustls_client_config`) must be in FIPS mode; the default build checks nothing.
+fn fips_client(config: &kube::Config) -> Result<(), ClientError> {
+    #[cfg(feature = "fips")]
+    {
+        use kube::client::ConfigExt;
+        let build = |e: &dyn std::fmt::Display| ClientError::Build(e.to_string());
+        let tls = config.rustls_client_config().map_err(|e| build(&e))?;
+        crate::tls::require_fips("the apiserver client", tls.fips()).map_err(|e| build(&e))?;
+    }
+    let _ = config;
+    Ok(())
+}
+
 /// The apiserver, as the proxy uses it.
 pub struct Apiserver {
     client: Client,
@@ -184,6 +198,7 @@ impl Apiserver {
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
+        fips_client(&config)?;
         let client = Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Some(Self::new(client, settings, metrics)))
     }

@@ -288,6 +288,9 @@ macro_rules! families {
                 build_info.get_or_create(&BuildLabels { version }).set(1);
                 registry.register("build_info", "scrape-guard's version", build_info);
                 registry.register_collector(Box::new(process::MemoryLimitCollector));
+                let fips = Gauge::<i64>::default();
+                fips.set(i64::from(cfg!(feature = "fips")));
+                registry.register("fips_mode", "1 in the FIPS build (docs/fips.md), else 0", fips);
                 Self { root, $($field,)+ }
             }
         }

@@ -10,11 +10,13 @@
 //!   change, or published by the cluster lookup), and what a verified client
 //!   certificate says about the caller.
 //! - `pem`: PEM parsing shared with the upstream client.
+//! - `fips`: the FIPS build's approved groups and suites, and its startup check.
 //!
 //! `acceptor` puts them together for one listener.
 
 mod client_ca;
 mod curves;
+mod fips;
 mod pem;
 mod policy;
 mod serving;
@@ -35,6 +37,7 @@ pub(crate) use rustls::crypto::aws_lc_rs as provider;
 pub(crate) use self::{
     client_ca::{CaBundle, ClientCa, PeerCertificate},
     curves::Curves,
+    fips::{require as require_fips, Module, NotFips},
     pem::{ca_bundle, parse_pair},
     policy::TlsPolicy,
     serving::ServingCert,
@@ -49,6 +52,8 @@ pub enum TlsError {
     SelfSigned(String),
     #[error("building the TLS configuration: {0}")]
     Config(#[source] rustls::Error),
+    #[error(transparent)]
+    Fips(#[from] NotFips),
 }
 
 /// Where the serving certificate comes from.
@@ -125,5 +130,6 @@ pub(crate) fn acceptor(
         Alpn::Http2AndHttp11 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         Alpn::Http11 => vec![b"http/1.1".to_vec()],
     };
+    require_fips("a listener's TLS configuration", config.fips())?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -69,6 +69,8 @@ pub enum UpstreamError {
          --upstream-ca-file"
     )]
     SystemRoots(rustls::Error),
+    #[error(transparent)]
+    Fips(#[from] crate::tls::NotFips),
 }
 
 /// Everything the upstream stage is configured with.

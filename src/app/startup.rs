@@ -10,7 +10,7 @@ use crate::{
     apiserver::RateLimit,
     authz::ConfigSource,
     config::{AuthSettings, Config, ListenerConfig, Origin},
-    tls::TlsSource,
+    tls::{Module, TlsSource},
 };
 
 /// What one listener says about itself.
@@ -132,6 +132,7 @@ pub(super) fn log(
             "standalone (offline)"
         },
         tls = own.map(|s| &s.tls),
+        crypto = Module::BUILT.describe(),
         curves = curve_names,
         client_ca = own.map(|s| &s.client_ca),
         http2 = config.http.http2,

@@ -277,6 +277,8 @@ fn https_client(ca_file: Option<&std::path::Path>) -> Result<HttpsClient, AuthnE
         }
     }
     .with_no_client_auth();
+    tls::require_fips("the --oidc-issuer client", config.fips())
+        .map_err(|e| AuthnError::Oidc(e.to_string()))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()

@@ -12,12 +12,18 @@
 //! group the client lists that is accepted here), as Go's server follows its own fixed
 //! order rather than the list's. Clients that offer a post-quantum hybrid list it first,
 //! so by default they get it.
+//!
+//! A FIPS build (`fips::Module::Fips`) accepts only approved key exchanges: its default
+//! is Go's less X25519, and a listed X25519 is a startup error, not a warning.
 
 use std::fmt;
 
 use rustls::{crypto::SupportedKxGroup, NamedGroup};
 
-use super::provider;
+use super::{
+    fips::{self, Module},
+    provider,
+};
 
 /// Go's key exchange names and IDs (the IANA codepoints), in Go's preference order.
 const GO_CURVES: &[(&str, u16)] = &[
@@ -66,19 +72,24 @@ impl Curves {
     /// Validates `--tls-curve-preferences`: unknown names are errors, names the crypto
     /// provider does not implement are set aside for a warning.
     pub fn from_flag(values: &[String]) -> Result<Self, String> {
+        Self::from_flag_for(Module::BUILT, values)
+    }
+
+    /// As [`Curves::from_flag`], for a build on `module`.
+    pub(super) fn from_flag_for(module: Module, values: &[String]) -> Result<Self, String> {
         let values: Vec<&str> = values
             .iter()
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .collect();
         if values.is_empty() {
-            return Ok(Self::default());
+            return Ok(Self::defaults(module));
         }
         let mut curves = Self {
             groups: Vec::new(),
             unavailable: Vec::new(),
         };
-        let mut unknown = Vec::new();
+        let (mut unknown, mut not_approved) = (Vec::new(), Vec::new());
         for value in values {
             let Some(&(name, id)) = GO_CURVES
                 .iter()
@@ -88,6 +99,10 @@ impl Curves {
                 continue;
             };
             if curves.names().any(|n| n == name) || curves.unavailable.contains(&name) {
+                continue;
+            }
+            if !approved(module, name) {
+                not_approved.push(value);
                 continue;
             }
             match find(name, id) {
@@ -106,11 +121,29 @@ impl Curves {
                     .join(", "),
             ));
         }
+        if !not_approved.is_empty() {
+            return Err(format!(
+                "--tls-curve-preferences: {} not FIPS-approved; this FIPS build accepts {}",
+                not_approved.join(", ")
+                    + if not_approved.len() == 1 {
+                        " is"
+                    } else {
+                        " are"
+                    },
+                Self::defaults(module)
+                    .names()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
         if curves.groups.is_empty() {
             return Err(format!(
                 "--tls-curve-preferences: this build implements none of {}; it has {}",
                 curves.unavailable.join(", "),
-                Self::default().names().collect::<Vec<_>>().join(", "),
+                Self::defaults(module)
+                    .names()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ));
         }
         Ok(curves)
@@ -132,10 +165,19 @@ impl Curves {
 }
 
 impl Default for Curves {
-    /// Go's default list, less what the provider lacks.
+    /// Go's default list, less what the provider lacks (and, in a FIPS build, what is
+    /// not approved).
     fn default() -> Self {
+        Self::defaults(Module::BUILT)
+    }
+}
+
+impl Curves {
+    /// The default list of a build on `module`.
+    pub(super) fn defaults(module: Module) -> Self {
         let groups = GO_DEFAULT
             .iter()
+            .filter(|name| approved(module, name))
             .filter_map(|name| {
                 let (name, id) = GO_CURVES.iter().find(|(n, _)| n == name)?;
                 find(name, *id)
@@ -146,6 +188,20 @@ impl Default for Curves {
             unavailable: Vec::new(),
         }
     }
+}
+
+/// Whether a build on `module` may offer the key exchange Go calls `name`.
+fn approved(module: Module, name: &str) -> bool {
+    module == Module::Standard || fips::APPROVED_CURVES.contains(&name)
+}
+
+/// Go's name of a group, if Go has one.
+#[cfg(all(test, feature = "fips"))]
+pub(super) fn go_name(group: NamedGroup) -> Option<&'static str> {
+    GO_CURVES
+        .iter()
+        .find(|(_, id)| NamedGroup::from(*id) == group)
+        .map(|(name, _)| *name)
 }
 
 /// The provider's implementation of a group: any it has, not only its defaults (which
@@ -163,8 +219,50 @@ mod tests {
     use super::*;
 
     fn flag(values: &[&str]) -> Result<Curves, String> {
+        in_build(Module::Standard, values)
+    }
+
+    fn in_build(module: Module, values: &[&str]) -> Result<Curves, String> {
         let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        Curves::from_flag(&values)
+        Curves::from_flag_for(module, &values)
+    }
+
+    #[test]
+    fn fips_default_is_gos_without_x25519() {
+        let curves = in_build(Module::Fips, &[]).unwrap();
+        assert_eq!(
+            curves.names().collect::<Vec<_>>(),
+            [
+                "X25519MLKEM768",
+                "SecP256r1MLKEM768",
+                "CurveP256",
+                "CurveP384"
+            ]
+        );
+    }
+
+    #[test]
+    fn fips_refuses_x25519_naming_the_flag_by_name_or_id() {
+        for list in [
+            &["CurveP256", "X25519"][..],
+            &["29"],
+            &["X25519", "CurveP384"],
+        ] {
+            let err = in_build(Module::Fips, list).unwrap_err();
+            assert!(err.starts_with("--tls-curve-preferences: "), "{err}");
+            assert!(err.contains("not FIPS-approved"), "{err}");
+            assert!(
+                err.contains("accepts X25519MLKEM768, SecP256r1MLKEM768, CurveP256, CurveP384"),
+                "{err}"
+            );
+        }
+        let curves = in_build(Module::Fips, &["CurveP384", "23", "X25519MLKEM768"]).unwrap();
+        assert_eq!(
+            curves.names().collect::<Vec<_>>(),
+            ["CurveP384", "CurveP256", "X25519MLKEM768"]
+        );
+        // The same list is fine in the default build.
+        assert!(in_build(Module::Standard, &["X25519"]).is_ok());
     }
 
     #[test]

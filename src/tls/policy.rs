@@ -13,17 +13,26 @@
 //! ChaCha20 first when it does not; the order of `--tls-cipher-suites` is ignored, as
 //! in Go. (Go also puts ChaCha20 first for a client that prefers it; rustls has no hook
 //! for that, so such a client is served AES-GCM.)
+//!
+//! A FIPS build (`fips::Module::Fips`) serves approved suites only: the AES-GCM ones.
+//! Unlike the default build, which warns about a listed suite it cannot serve and serves
+//! the rest, it refuses to start with a listed suite that is not approved (ChaCha20,
+//! CBC, static RSA): an auditor reads the flag as what is served.
 
 use std::fmt;
 
 use rustls::{crypto::CryptoProvider, SupportedCipherSuite};
 
-use super::{provider, Curves};
+use super::{
+    fips::{self, Module},
+    provider, Curves,
+};
 
 /// `--tls-min-version`, `--tls-cipher-suites` and `--tls-curve-preferences`, resolved to
 /// rustls terms.
 #[derive(Clone)]
 pub struct TlsPolicy {
+    module: Module,
     tls13_only: bool,
     tls12_suites: Vec<SupportedCipherSuite>,
     curves: Curves,
@@ -46,16 +55,20 @@ impl fmt::Debug for TlsPolicy {
 
 impl Default for TlsPolicy {
     fn default() -> Self {
-        Self {
-            tls13_only: false,
-            tls12_suites: provider::DEFAULT_CIPHER_SUITES
-                .iter()
-                .filter(|s| s.version() == &rustls::version::TLS12)
-                .copied()
-                .collect(),
-            curves: Curves::default(),
-        }
+        Self::defaults(Module::BUILT)
     }
+}
+
+/// Every suite a build on `module` may offer for `version`, in rustls' order.
+fn suites(
+    module: Module,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> impl Iterator<Item = SupportedCipherSuite> {
+    provider::ALL_CIPHER_SUITES
+        .iter()
+        .filter(move |s| s.version() == version)
+        .filter(move |s| module == Module::Standard || fips::approved_suite(s.suite()))
+        .copied()
 }
 
 impl TlsPolicy {
@@ -64,6 +77,25 @@ impl TlsPolicy {
     /// out with one warning in `warnings`, naming it. An error names what Go refuses too
     /// (an unknown version or suite name) and a suite list of which nothing can be served.
     pub fn from_flags(
+        min_version: &str,
+        suites: &[String],
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, String> {
+        Self::from_flags_for(Module::BUILT, min_version, suites, warnings)
+    }
+
+    fn defaults(module: Module) -> Self {
+        Self {
+            module,
+            tls13_only: false,
+            tls12_suites: suites(module, &rustls::version::TLS12).collect(),
+            curves: Curves::defaults(module),
+        }
+    }
+
+    /// As [`TlsPolicy::from_flags`], for a build on `module`.
+    pub(super) fn from_flags_for(
+        module: Module,
         min_version: &str,
         suites: &[String],
         warnings: &mut Vec<String>,
@@ -90,7 +122,7 @@ impl TlsPolicy {
         };
         let mut policy = Self {
             tls13_only,
-            ..Self::default()
+            ..Self::defaults(module)
         };
         let names: Vec<&str> = suites
             .iter()
@@ -102,6 +134,18 @@ impl TlsPolicy {
         }
         policy.tls12_suites.clear();
         let (mut tls13_listed, mut not_offered) = (false, Vec::new());
+        let (names, refused): (Vec<&str>, Vec<&str>) = names.into_iter().partition(|name| {
+            module == Module::Standard
+                || matches!(go_cipher_suite(name), GoSuite::Unknown)
+                || fips_approved(name)
+        });
+        if !refused.is_empty() {
+            problems.push(format!(
+                "--tls-cipher-suites: {} not FIPS-approved; this FIPS build serves {}",
+                refused.join(", ") + if refused.len() == 1 { " is" } else { " are" },
+                approved_names().join(", "),
+            ));
+        }
         for name in names {
             match go_cipher_suite(name) {
                 GoSuite::Tls12(suite) => {
@@ -159,11 +203,7 @@ impl TlsPolicy {
     /// All suites offered, in the order the server prefers them (Go's): every TLS 1.3
     /// suite, then the chosen TLS 1.2 ones.
     pub fn cipher_suites(&self) -> Vec<SupportedCipherSuite> {
-        let mut tls13: Vec<_> = provider::DEFAULT_CIPHER_SUITES
-            .iter()
-            .filter(|s| s.version() == &rustls::version::TLS13)
-            .copied()
-            .collect();
+        let mut tls13: Vec<_> = suites(self.module, &rustls::version::TLS13).collect();
         let mut tls12 = self.tls12_suites.clone();
         let aes = aes_gcm_hardware();
         tls13.sort_by_key(|s| go_preference(s, aes));
@@ -234,6 +274,30 @@ pub(crate) fn aes_gcm_hardware() -> bool {
         false
     }
 }
+
+/// Whether a FIPS build serves the suite Go calls `name`.
+fn fips_approved(name: &str) -> bool {
+    match go_cipher_suite(name) {
+        GoSuite::Tls12(suite) => fips::approved_suite(suite.suite()),
+        GoSuite::Tls13 => fips::APPROVED_TLS13_SUITES.contains(&name),
+        GoSuite::Insecure | GoSuite::Unknown => false,
+    }
+}
+
+/// Go's names of the suites a FIPS build serves, for its error message.
+fn approved_names() -> Vec<&'static str> {
+    let mut names = fips::APPROVED_TLS13_SUITES.to_vec();
+    names.extend(GO_TLS12_GCM);
+    names
+}
+
+/// Go's names of the TLS 1.2 AES-GCM suites.
+const GO_TLS12_GCM: [&str; 4] = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+];
 
 fn finish(policy: TlsPolicy, problems: Vec<String>) -> Result<TlsPolicy, String> {
     if problems.is_empty() {

@@ -59,12 +59,14 @@ pub(super) fn client_tls(
                 .map_err(UpstreamError::SystemRoots)?
         }
     };
-    Ok(match &options.client_cert {
+    let config = match &options.client_cert {
         Some((cert, key)) => {
             builder.with_client_cert_resolver(ClientIdentity::load(cert, key, metrics)?)
         }
         None => builder.with_no_client_auth(),
-    })
+    };
+    tls::require_fips("the upstream client (--upstream)", config.fips())?;
+    Ok(config)
 }
 
 /// `--upstream-ca-file`, re-read when it changes: webpki's verification against the

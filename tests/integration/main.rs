@@ -21,6 +21,9 @@ mod auth_endpoint;
 mod cli;
 mod endpoints;
 mod faults;
+// The FIPS build only (`--features fips`): see .ci/fips.sh.
+#[cfg(feature = "fips")]
+mod fips;
 mod front_proxy;
 mod hostile_connections;
 mod hostile_h2;
@@ -41,6 +44,8 @@ mod secrets;
 mod service_accounts;
 mod sni;
 mod streaming;
+// X25519 and ChaCha20 by default: the default build only (the FIPS build's are in `fips`).
+#[cfg(not(feature = "fips"))]
 mod tls_curves;
 mod upstream_connections;
 mod upstream_tls;
