@@ -37,7 +37,7 @@ for v, name, ver in sorted(locked, reverse=True):
     if v > want:
         problems.append(f"{name} {ver} needs Rust {show(v)}, Cargo.toml says rust-version = "
                         f"\"{show(want)}\": raise it (and README.md), or hold the dependency back")
-stated = set(re.findall(r"Rust ≥ ([0-9.]+)", open("README.md", encoding="utf-8").read()))
+stated = set(re.findall(r"(?:Rust ≥|Minimum Rust:) ([0-9]+\.[0-9]+(?:\.[0-9]+)?)", open("README.md", encoding="utf-8").read()))
 if stated != {show(want)}:
     problems.append(f"README.md states Rust ≥ {sorted(stated)}, Cargo.toml {show(want)}")
 if top < want:

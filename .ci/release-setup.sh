@@ -21,6 +21,9 @@ if ! command -v cargo >/dev/null; then
   source "$HOME/.cargo/env"
   [[ -z ${GITHUB_PATH:-} ]] || echo "$HOME/.cargo/bin" >>"$GITHUB_PATH"
 fi
+# In the workflow's container the checkout belongs to another uid: let git read it
+# (the provenance records the commit).
+[[ -z ${GITHUB_WORKSPACE:-} ]] || git config --global --add safe.directory "$GITHUB_WORKSPACE"
 [[ ${1:-} != --fips ]] || .ci/install-go.sh
 .ci/cross-deps.sh
 image/tools.sh

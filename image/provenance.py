@@ -63,7 +63,7 @@ def main():
         subjects.append({"name": f"{name.rsplit(':', 1)[0]}@{img['manifest']} ({img['platform']})",
                          "digest": {"sha256": img["manifest"].split(":", 1)[1]}})
 
-    commit = run("git", "rev-parse", "HEAD") or "unknown"
+    commit = run("git", "rev-parse", "HEAD") or os.environ.get("GITHUB_SHA", "unknown")
     dirty = bool(run("git", "status", "--porcelain", "--untracked-files=no"))
     deps = [{"uri": f"git+{REPO}@{commit}", "digest": {"gitCommit": commit},
              "annotations": {"dirty": dirty}},

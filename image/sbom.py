@@ -50,12 +50,15 @@ def crates(meta):
 
 def lock_checksums(lock_path):
     """name@version -> sha256 from Cargo.lock (registry crates only)."""
-    sums, name, version = {}, None, None
+    sums, name, version, in_package = {}, None, None, False
     with open(lock_path) as f:
         for line in f:
             line = line.strip()
-            if line == "[[package]]":
+            if line.startswith("["):
+                in_package = line == "[[package]]"
                 name = version = None
+            elif not in_package:
+                continue
             elif line.startswith("name = "):
                 name = line.split('"')[1]
             elif line.startswith("version = "):
