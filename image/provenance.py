@@ -43,7 +43,7 @@ def toolchains(archs):
                       "cargo (arm64, Debian cargo-web)": run("/usr/bin/cargo", "--version"),
                       "aarch64-linux-gnu-gcc": (run("aarch64-linux-gnu-gcc", "--version") or "").split("\n")[0]})
     # A resource descriptor needs a uri or a digest: a purl of the tool and its version.
-    return [{"name": name, "uri": f"pkg:generic/{name.split()[0]}@{v.split()[1]}",
+    return [{"name": name, "uri": f"pkg:generic/{name.split()[0]}@{v.split()[-1] if name.endswith('gcc') else v.split()[1]}",
              "annotations": {"version": v}} for name, v in tools.items() if v and len(v.split()) > 1]
 
 
