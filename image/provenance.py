@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(__file__))
 from sbom import base_files, sha256_file  # noqa: E402
 
