@@ -1,5 +1,5 @@
 # The handful of commands people actually type. CI runs .ci/run, which calls these.
-.PHONY: build test lint fmt demo e2e provision image bench lint-docker mixin ci
+.PHONY: build test lint fmt demo e2e provision image image-fips test-arm64 msrv bench lint-docker mixin ci
 
 build:
 	cargo build --release --locked --bin scrape-guard
@@ -23,10 +23,27 @@ demo:
 provision:
 	e2e/provision.sh
 
-# The image without a Docker daemon (what the Dockerfile builds), as an OCI archive:
-# target/image/scrape-guard.oci.tar (ctr images import / skopeo copy oci-archive:…).
+# The image without a Docker daemon (what the Dockerfile builds), as one OCI archive for
+# linux/amd64 and linux/arm64: target/image/scrape-guard.oci.tar, with SBOMs and
+# provenance beside it (docs/releases.md). Needs root once: .ci/release-setup.sh installs
+# the arm64 cross toolchain and qemu from Debian.
 image:
+	.ci/release-setup.sh
 	image/build.sh
+
+# The FIPS variant (--features fips, tag suffix -fips): target/image/scrape-guard-fips.oci.tar.
+image-fips:
+	.ci/release-setup.sh --fips
+	image/build.sh --fips
+
+# The unit tests cross-built for arm64, run under qemu-aarch64-static.
+test-arm64:
+	.ci/cross-deps.sh
+	image/cargo-arch.sh arm64 test --release --locked --lib
+
+# No locked dependency needs a newer Rust than Cargo.toml's rust-version.
+msrv:
+	python3 .ci/msrv.py
 
 # Both end-to-end suites, each in a network namespace of its own (e2e/netns.sh; root).
 e2e: provision

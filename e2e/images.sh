@@ -19,7 +19,8 @@ mkdir -p "$OUT"
 log() { printf 'images: %s\n' "$*" >&2; }
 
 log "scrape-guard (image/build.sh)"
-image/build.sh "$OUT/scrape-guard.oci.tar" e2e.local/scrape-guard:dev >&2
+# This machine's platform only: containerd here imports one.
+SCRAPE_GUARD_PLATFORMS=linux/amd64 image/build.sh "$OUT/scrape-guard.oci.tar" e2e.local/scrape-guard:dev >&2
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

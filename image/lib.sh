@@ -1,17 +1,29 @@
 # Shared by image/build.sh and e2e/images.sh: stage a root filesystem from local files.
 # (sourced; needs bash, ldd, install)
 
-# stage_binary ROOTFS SRC DEST: SRC installed as ROOTFS/DEST (0755), plus every shared
-# library ldd lists for it, at the same path as on this machine (a static binary
-# brings none). The build machine is Debian bookworm, like the distroless base the
-# Dockerfile uses, so these are the same glibc and libgcc.
+# stage_binary ROOTFS SRC DEST [ARCH]: SRC installed as ROOTFS/DEST (0755), plus every
+# shared library the dynamic loader lists for it, at the same path as on this machine
+# (a static binary brings none). The build machine is Debian bookworm, like the
+# distroless base the Dockerfile uses, so these are the same glibc and libgcc. ARCH
+# (default amd64) arm64: the libraries of Debian's multiarch libc6:arm64 and
+# libgcc-s1:arm64, listed by the arm64 loader under qemu-aarch64-static
+# (.ci/cross-deps.sh installs them).
 stage_binary() {
-  local rootfs=$1 src=$2 dest=$3 lib
+  local rootfs=$1 src=$2 dest=$3 arch=${4:-amd64} lib
   install -D -m 0755 "$src" "$rootfs$dest"
   while read -r lib; do
     [[ -n $lib ]] || continue
     install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
-  done < <(ldd "$src" 2>/dev/null | awk '/=> \// {print $3} /^[[:space:]]*\/[^ ]+ \(/ {print $1}')
+  done < <(list_libraries "$src" "$arch" | awk '/=> \// {print $3} /^[[:space:]]*\/[^ ]+ \(/ {print $1}')
+}
+
+# list_libraries SRC ARCH: ldd's output for SRC, a binary for ARCH.
+list_libraries() {
+  case $2 in
+    amd64) ldd "$1" 2>/dev/null || true ;;
+    arm64) qemu-aarch64-static /lib/ld-linux-aarch64.so.1 --list "$1" ;;
+    *) echo "image: no library lister for $2" >&2; return 1 ;;
+  esac
 }
 
 # stage_base ROOTFS: what distroless' base gives every image: /etc/passwd and

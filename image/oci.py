@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Pack a root filesystem directory into an OCI image archive, without a daemon.
+"""Pack root filesystem directories into an OCI image archive, without a daemon.
 
-    image/oci.py ROOTFS OUT.tar --name REF [--user 65532:65532] [--entrypoint /x]
-                 [--cmd ARG]... [--port 8443] [--env K=V]... [--owner PATH=UID:GID]...
+    image/oci.py ROOTFS OUT.tar --name REF [options]             (one image, linux/amd64)
+    image/oci.py OUT.tar --name REF --platform linux/amd64=ROOTFS --platform linux/arm64=ROOTFS2
+    options: [--user 65532:65532] [--entrypoint /x] [--cmd ARG]... [--port 8443]
+             [--env K=V]... [--owner PATH=UID:GID]... [--annotation K=V]... [--summary F.json]
 
-One layer (the directory, files owned by root unless --owner says otherwise, mtimes
-zeroed, entries sorted, so the same input gives the same digest), an image config, a
-manifest and an index whose annotations name the image for `ctr images import`
-(io.containerd.image.name) and for other OCI tools (org.opencontainers.image.ref.name).
-Only the Python standard library: this runs on a bare CI machine.
+Per platform: one layer (the directory, files owned by root unless --owner says
+otherwise, mtimes zeroed, entries sorted, so the same input gives the same digest), an
+image config (its `architecture` is the platform's) and a manifest. One platform: the
+archive's index.json lists the manifest. Several: index.json lists one image index (a
+"multi-arch image") which lists the manifests with their platforms — what `skopeo copy
+--all` and `docker buildx` push as one tag. The entry in index.json carries the
+annotations that name the image for `ctr images import` (io.containerd.image.name) and
+for other OCI tools (org.opencontainers.image.ref.name). --summary writes the digests
+(for the provenance statement). Only the Python standard library: this runs on a bare
+CI machine.
 """
 import argparse
 import gzip
@@ -49,33 +56,15 @@ def blob(blobs, data):
     return "sha256:" + digest
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("rootfs")
-    p.add_argument("out")
-    p.add_argument("--name", required=True, help="image reference, e.g. scrape-guard:dev")
-    p.add_argument("--user", default="")
-    p.add_argument("--entrypoint", action="append", default=[])
-    p.add_argument("--cmd", action="append", default=[])
-    p.add_argument("--port", action="append", default=[])
-    p.add_argument("--env", action="append", default=["PATH=/usr/local/bin:/usr/bin:/bin"])
-    p.add_argument("--owner", action="append", default=[], help="PATH=UID:GID inside the image")
-    args = p.parse_args()
-
-    owners = {}
-    for spec in args.owner:
-        path, ids = spec.split("=", 1)
-        uid, gid = ids.split(":")
-        owners[path] = (int(uid), int(gid))
-
-    raw = layer_tar(args.rootfs, owners)
+def image(blobs, rootfs, arch, args, owners):
+    """Layer, config and manifest for one platform; the manifest's descriptor."""
+    raw = layer_tar(rootfs, owners)
     diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
     layer = gzip.compress(raw, compresslevel=6, mtime=0)
-    blobs = {}
     layer_digest = blob(blobs, layer)
 
     config = {
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {
             "User": args.user,
@@ -85,7 +74,7 @@ def main():
             "ExposedPorts": {f"{port}/tcp": {} for port in args.port} or None,
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "image/oci.py " + os.path.basename(args.rootfs.rstrip("/"))}],
+        "history": [{"created_by": "image/oci.py " + os.path.basename(rootfs.rstrip("/"))}],
     }
     config["config"] = {k: v for k, v in config["config"].items() if v}
     config_bytes = json.dumps(config, sort_keys=True).encode()
@@ -108,25 +97,93 @@ def main():
         ],
     }
     manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-    manifest_digest = blob(blobs, manifest_bytes)
+    descriptor = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": blob(blobs, manifest_bytes),
+        "size": len(manifest_bytes),
+        "platform": {"architecture": arch, "os": "linux"},
+    }
+    summary = {
+        "platform": f"linux/{arch}",
+        "manifest": descriptor["digest"],
+        "config": config_digest,
+        "layer": layer_digest,
+        "layer_bytes": len(layer),
+        "unpacked_bytes": len(raw),
+    }
+    return descriptor, summary
+
+
+def parse_platforms(args, p):
+    if args.first is not None and args.out is not None:  # ROOTFS OUT: one linux/amd64 image
+        if args.platform:
+            p.error("give either ROOTFS OUT or OUT with --platform")
+        args.platform = [f"linux/amd64={args.first}"]
+    elif args.first is not None:  # OUT --platform ...
+        args.out = args.first
+    if args.out is None:
+        p.error("OUT.tar missing")
+    platforms = []
+    for spec in args.platform:
+        plat, _, rootfs = spec.partition("=")
+        os_name, _, arch = plat.partition("/")
+        if os_name != "linux" or not arch or not rootfs:
+            p.error(f"--platform {spec}: expected linux/ARCH=ROOTFS")
+        platforms.append((arch, rootfs))
+    if not platforms:
+        p.error("no platform: give ROOTFS OUT or --platform linux/ARCH=ROOTFS")
+    return platforms
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("first", metavar="ROOTFS", nargs="?", help="(one-image form) the root filesystem")
+    p.add_argument("out", metavar="OUT.tar", nargs="?")
+    p.add_argument("--name", required=True, help="image reference, e.g. scrape-guard:dev")
+    p.add_argument("--platform", action="append", default=[], help="linux/ARCH=ROOTFS, repeatable")
+    p.add_argument("--user", default="")
+    p.add_argument("--entrypoint", action="append", default=[])
+    p.add_argument("--cmd", action="append", default=[])
+    p.add_argument("--port", action="append", default=[])
+    p.add_argument("--env", action="append", default=["PATH=/usr/local/bin:/usr/bin:/bin"])
+    p.add_argument("--owner", action="append", default=[], help="PATH=UID:GID inside the image")
+    p.add_argument("--annotation", action="append", default=[], help="K=V on the index entry")
+    p.add_argument("--summary", help="write the digests and sizes here (JSON)")
+    args = p.parse_args()
+    platforms = parse_platforms(args, p)
+
+    owners = {}
+    for spec in args.owner:
+        path, ids = spec.split("=", 1)
+        uid, gid = ids.split(":")
+        owners[path] = (int(uid), int(gid))
+
+    blobs = {}
+    built = [image(blobs, rootfs, arch, args, owners) for arch, rootfs in platforms]
 
     name = args.name
     tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+    annotations = dict(a.split("=", 1) for a in args.annotation)
+    annotations.update({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag})
+    if len(built) == 1:
+        top = dict(built[0][0], annotations=annotations)
+    else:
+        nested = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [descriptor for descriptor, _ in built],
+        }
+        nested_bytes = json.dumps(nested, sort_keys=True).encode()
+        top = {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": blob(blobs, nested_bytes),
+            "size": len(nested_bytes),
+            "annotations": annotations,
+        }
     index = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": len(manifest_bytes),
-                "platform": {"architecture": "amd64", "os": "linux"},
-                "annotations": {
-                    "io.containerd.image.name": name,
-                    "org.opencontainers.image.ref.name": tag,
-                },
-            }
-        ],
+        "manifests": [top],
     }
 
     def add(tar, arcname, data, mode=0o644):
@@ -142,7 +199,16 @@ def main():
         for digest in sorted(blobs):
             add(tar, f"blobs/sha256/{digest}", blobs[digest])
     os.replace(tmp, args.out)
-    print(f"{args.out}: {name} manifest {manifest_digest} layer {len(layer)} bytes ({len(raw)} unpacked)")
+    summary = {"name": name, "digest": top["digest"], "mediaType": top["mediaType"],
+               "images": [s for _, s in built]}
+    if args.summary:
+        with open(args.summary, "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
+            f.write("\n")
+    for s in summary["images"]:
+        print(f"{args.out}: {name} {s['platform']} manifest {s['manifest']} "
+              f"layer {s['layer_bytes']} bytes ({s['unpacked_bytes']} unpacked)")
+    print(f"{args.out}: {name} {top['digest']}")
 
 
 if __name__ == "__main__":
